@@ -1,0 +1,53 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "WeightMark",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "weightmark", targets: ["weightmark"]),
+        .library(name: "TensorIO", targets: ["TensorIO"]),
+        .library(name: "LinearAlgebra", targets: ["LinearAlgebra"]),
+        .library(name: "Watermarking", targets: ["Watermarking"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        // System libraries: Debian's libblas-dev / liblapack-dev / liblapacke-dev. With libopenblas-dev
+        // installed, update-alternatives points libblas.so.3 and liblapack.so.3 at OpenBLAS.
+        .systemLibrary(name: "CBLAS", pkgConfig: "blas",
+                       providers: [.apt(["libblas-dev", "libopenblas-dev"])]),
+        .systemLibrary(name: "CLAPACKE", pkgConfig: "lapacke",
+                       providers: [.apt(["liblapack-dev", "liblapacke-dev"])]),
+
+        .target(name: "TensorIO"),
+        .target(name: "LinearAlgebra", dependencies: ["CBLAS", "CLAPACKE"]),
+        .target(name: "Watermarking", dependencies: [
+            "TensorIO", "LinearAlgebra",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .executableTarget(name: "weightmark", dependencies: [
+            "TensorIO", "LinearAlgebra", "Watermarking",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .target(name: "WeightMarkTestSupport", dependencies: ["TensorIO"]),
+
+        .testTarget(name: "TensorIOTests", dependencies: [
+            "TensorIO", "WeightMarkTestSupport", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .testTarget(name: "LinearAlgebraTests", dependencies: ["LinearAlgebra"]),
+        .testTarget(name: "WatermarkingTests", dependencies: ["Watermarking", "TensorIO", "WeightMarkTestSupport"]),
+
+        .executableTarget(name: "InspectModel", dependencies: ["TensorIO"], path: "Examples/InspectModel"),
+
+        .executableTarget(
+            name: "TensorIOBenchmarks",
+            dependencies: ["TensorIO", .product(name: "Benchmark", package: "benchmark")],
+            path: "Benchmarks/TensorIOBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+    ]
+)

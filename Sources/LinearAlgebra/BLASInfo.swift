@@ -1,0 +1,57 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Which BLAS library the process is running on.
+public struct BLASInfo: Sendable, CustomStringConvertible {
+    /// OpenBLAS's configuration string ("OpenBLAS 0.3.21 DYNAMIC_ARCH …"), nil on other libraries.
+    public let openBLASConfig: String?
+    /// OpenBLAS's thread count, nil on other libraries.
+    public let threadCount: Int?
+
+    /// Queries the loaded library through `dlsym`, since which one is loaded is decided at run time by
+    /// the system's alternatives, not at build time.
+    public static var current: BLASInfo {
+        guard let handle = dlopen(nil, RTLD_NOW) else { return BLASInfo(openBLASConfig: nil, threadCount: nil) }
+        defer { dlclose(handle) }
+        var config: String?
+        var threads: Int?
+        if let sym = dlsym(handle, "openblas_get_config") {
+            typealias Fn = @convention(c) () -> UnsafePointer<CChar>?
+            if let p = unsafeBitCast(sym, to: Fn.self)() { config = String(cString: p) }
+        }
+        if let sym = dlsym(handle, "openblas_get_num_threads") {
+            typealias Fn = @convention(c) () -> Int32
+            threads = Int(unsafeBitCast(sym, to: Fn.self)())
+        }
+        return BLASInfo(openBLASConfig: config, threadCount: threads)
+    }
+
+    /// Sets OpenBLAS's thread count; returns false on other libraries.
+    @discardableResult
+    public static func setThreadCount(_ n: Int) -> Bool {
+        guard let handle = dlopen(nil, RTLD_NOW) else { return false }
+        defer { dlclose(handle) }
+        guard let sym = dlsym(handle, "openblas_set_num_threads") else { return false }
+        typealias Fn = @convention(c) (Int32) -> Void
+        unsafeBitCast(sym, to: Fn.self)(Int32(n))
+        return true
+    }
+
+    public var description: String {
+        if let openBLASConfig {
+            return "\(openBLASConfig.trimmingTrailingSpaces), \(threadCount ?? 1) thread(s)"
+        }
+        return "reference BLAS (netlib) or another non-OpenBLAS library, 1 thread"
+    }
+}
+
+extension String {
+    fileprivate var trimmingTrailingSpaces: String {
+        var s = self
+        while s.last == " " { s.removeLast() }
+        return s
+    }
+}

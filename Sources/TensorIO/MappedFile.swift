@@ -1,0 +1,65 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A read-only memory mapping of a whole file, unmapped when the object goes away.
+///
+/// Weights are never read with `Data(contentsOf:options: .mappedIfSafe)`: on Linux that copies the file.
+/// The mapping is `PROT_READ` and `MAP_PRIVATE`, so nothing can write through it to the user's file.
+public final class MappedFile: @unchecked Sendable {
+    public let path: String
+    public let size: Int
+    private let base: UnsafeMutableRawPointer?
+
+    public init(path: String) throws(TensorIOError) {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .cannotOpen(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw .cannotOpen(path: path, reason: String(cString: strerror(errno))) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw .cannotOpen(path: path, reason: "not a regular file")
+        }
+        size = Int(st.st_size)
+        if size == 0 {
+            base = nil
+            return
+        }
+        let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
+        guard let p, p != MAP_FAILED else {
+            throw .cannotOpen(path: path, reason: "mmap failed: \(String(cString: strerror(errno)))")
+        }
+        base = p
+    }
+
+    deinit {
+        if let base { munmap(base, size) }
+    }
+
+    /// The whole file. Valid only while `self` is alive; keep the pointer inside the closure.
+    @inlinable
+    public func withBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+        try body(bytes)
+    }
+
+    @usableFromInline
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: size) }
+
+    /// Hints that `range` will be read sequentially once.
+    public func adviseSequential(_ range: Range<Int>) { advise(range, MADV_SEQUENTIAL) }
+
+    /// Tells the kernel the pages of `range` are no longer needed, so clean pages leave RSS.
+    public func release(_ range: Range<Int>) { advise(range, MADV_DONTNEED) }
+
+    private func advise(_ range: Range<Int>, _ advice: Int32) {
+        guard let base, !range.isEmpty else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = range.lowerBound / page * page
+        let end = min(size, range.upperBound)
+        guard end > start else { return }
+        _ = madvise(base + start, end - start, advice)
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+import TensorIO
+
+/// Helpers shared by the test targets: temporary folders, raw safetensors builders, and access to the
+/// Python oracles and the real MiniLM model that `make test` installs.
+public enum Fixtures {
+    /// The package root, found from this file's location.
+    public static let packageRoot: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    /// A fresh temporary directory, removed by the caller when done (or left for inspection on failure).
+    public static func temporaryDirectory(_ label: String = "wm") -> String {
+        let path = NSTemporaryDirectory() + "\(label)-\(UUID().uuidString.prefix(8))"
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    /// A safetensors file from a literal header and a data buffer, with no validation:
+    /// the building block of malformed-file tests.
+    public static func rawSafetensors(header: String, data: [UInt8], declaredLength: UInt64? = nil) -> [UInt8] {
+        rawSafetensors(headerBytes: Array(header.utf8), data: data, declaredLength: declaredLength)
+    }
+
+    public static func rawSafetensors(headerBytes: [UInt8], data: [UInt8], declaredLength: UInt64? = nil) -> [UInt8] {
+        var out: [UInt8] = []
+        withUnsafeBytes(of: (declaredLength ?? UInt64(headerBytes.count)).littleEndian) { out.append(contentsOf: $0) }
+        out.append(contentsOf: headerBytes)
+        out.append(contentsOf: data)
+        return out
+    }
+
+    public static func write(_ bytes: [UInt8], to path: String) {
+        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+    }
+
+    /// Deterministic pseudo-random floats with a Gaussian-ish spread (sum of uniforms), scaled by `scale`.
+    public static func floats(count: Int, seed: UInt64, scale: Float = 0.02) -> [Float] {
+        var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+        func next() -> Float {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            return Float(state >> 40) / Float(1 << 24)
+        }
+        return (0..<count).map { _ in (next() + next() + next() + next() - 2) * 1.7 * scale }
+    }
+
+    // MARK: Python oracles
+
+    /// The interpreter of the venv `make test` creates (or `WEIGHTMARK_PYTHON`), if present.
+    public static var python: String? {
+        if let p = ProcessInfo.processInfo.environment["WEIGHTMARK_PYTHON"], !p.isEmpty { return p }
+        let p = packageRoot + "/.venv/bin/python"
+        return FileManager.default.isExecutableFile(atPath: p) ? p : nil
+    }
+
+    /// True when oracle tests must run: under `make test` (which sets `WEIGHTMARK_REQUIRE_ORACLES=1`) a
+    /// missing oracle is a failure, not a skip.
+    public static var oraclesRequired: Bool { ProcessInfo.processInfo.environment["WEIGHTMARK_REQUIRE_ORACLES"] == "1" }
+    public static var oraclesAvailable: Bool { python != nil || oraclesRequired }
+
+    /// Runs a Python snippet with arguments; returns stdout, throws with stderr on failure.
+    public static func runPython(_ script: String, arguments: [String] = []) throws -> String {
+        guard let python else { throw OracleError(message: "no Python oracle: run `make venv` or set WEIGHTMARK_PYTHON") }
+        return try run(python, ["-c", script] + arguments)
+    }
+
+    public struct OracleError: Error, CustomStringConvertible {
+        public var message: String
+        public var description: String { message }
+    }
+
+    /// Runs a program; returns stdout; throws with stderr when it exits non-zero.
+    public static func run(_ executable: String, _ arguments: [String]) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else {
+            throw OracleError(message: "\(executable) exited \(p.terminationStatus): \(String(decoding: errData, as: UTF8.self))")
+        }
+        return String(decoding: outData, as: UTF8.self)
+    }
+
+    // MARK: Real model
+
+    /// Path of MiniLM's `model.safetensors` fetched by `make model` (or `WEIGHTMARK_MINILM`), if present.
+    public static var miniLM: String? {
+        if let p = ProcessInfo.processInfo.environment["WEIGHTMARK_MINILM"], !p.isEmpty { return p }
+        let p = packageRoot + "/.cache/minilm/model.safetensors"
+        return FileManager.default.fileExists(atPath: p) ? p : nil
+    }
+    public static var miniLMAvailable: Bool { miniLM != nil || oraclesRequired }
+}

@@ -1,0 +1,6 @@
+import ArgumentParser
+
+@main
+struct WeightMarkCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "weightmark", abstract: "x")
+}
