@@ -39,6 +39,7 @@ let package = Package(
             "TensorIO", "WeightMarkTestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "LinearAlgebraTests", dependencies: ["LinearAlgebra"]),
+        .testTarget(name: "WeightMarkCLITests", dependencies: ["weightmark", "TensorIO", "WeightMarkTestSupport"]),
         .testTarget(name: "WatermarkingTests", dependencies: ["Watermarking", "TensorIO", "WeightMarkTestSupport"]),
 
         .executableTarget(name: "InspectModel", dependencies: ["TensorIO"], path: "Examples/InspectModel"),

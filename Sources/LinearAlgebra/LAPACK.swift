@@ -69,8 +69,9 @@ public enum LAPACK {
         var dummyU: Float = 0, dummyV: Float = 0
         let info = work.storage.withUnsafeMutableBufferPointer { pa in
             s.withUnsafeMutableBufferPointer { ps in
+                // U and Vᵀ are not referenced, but LAPACKE's row-major checks still want leading dimensions of m and n.
                 LAPACKE_sgesdd(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "N")), Int32(m), Int32(n), pa.baseAddress, Int32(n),
-                               ps.baseAddress, &dummyU, 1, &dummyV, 1)
+                               ps.baseAddress, &dummyU, Int32(m), &dummyV, Int32(n))
             }
         }
         guard info == 0 else { throw Failure(routine: "sgesdd", info: info) }

@@ -99,3 +99,35 @@ public enum Fixtures {
     }
     public static var miniLMAvailable: Bool { miniLM != nil || oraclesRequired }
 }
+
+extension Fixtures {
+    /// The `weightmark` executable built next to the test bundle.
+    public static var weightmarkExecutable: String {
+        let bundleDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for dir in [bundleDir, bundleDir.deletingLastPathComponent()] {
+            let p = dir.appendingPathComponent("weightmark").path
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        return packageRoot + "/.build/debug/weightmark"
+    }
+
+    /// Runs `weightmark` with arguments; returns exit status, stdout and stderr.
+    public static func weightmark(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: weightmarkExecutable)
+        p.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        // Read both pipes concurrently so neither fills up and blocks the child.
+        nonisolated(unsafe) var errData = Data()
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    }
+}

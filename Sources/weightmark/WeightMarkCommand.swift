@@ -1,6 +1,45 @@
 import ArgumentParser
+import Foundation
+import LinearAlgebra
+import Watermarking
 
 @main
 struct WeightMarkCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "weightmark", abstract: "x")
+    static var configuration: CommandConfiguration {
+        CommandConfiguration(
+            commandName: "weightmark",
+            abstract: "Watermark neural-network weights, verify suspected leaks, and measure robustness.",
+            discussion: """
+            Typical use:
+              weightmark keygen --out owner.key
+              weightmark embed model/ --key owner.key --out model-marked/
+              weightmark detect suspect.safetensors --key owner.key [--reference model/]
+              weightmark inspect model/ --stats
+
+            Exit codes: 0 success (detect: watermark detected), 1 detect: not detected,
+            2 error (bad input, unreadable file, refused overwrite).
+            """,
+            version: "weightmark \(WatermarkFormat.toolVersion) (watermark format v\(WatermarkFormat.version))\nBLAS: \(BLASInfo.current)",
+            subcommands: [Keygen.self, Embed.self, Detect.self, Combine.self, Inspect.self]
+        )
+    }
+
+    /// Runs the command and maps failures onto the documented exit codes: usage and runtime errors
+    /// print one clear message on stderr and exit 2; `ExitCode` values pass through.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let code as ExitCode {
+            Foundation.exit(code.rawValue)
+        } catch {
+            if exitCode(for: error) == .success { exit(withError: error) } // --help, --version
+            FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+            Foundation.exit(2)
+        }
+    }
 }

@@ -1,0 +1,55 @@
+import LinearAlgebra
+
+/// The keyed subspace and pattern of one tensor: `A` (m×a) and `B` (n×b) with orthonormal columns, and
+/// the ±1 pattern `S` (a×b). The mark is `A S Bᵀ`.
+public struct Carriers: Sendable {
+    public let a: Matrix
+    public let b: Matrix
+    public let s: Matrix
+
+    /// Default subspace dimensions.
+    public static let defaultRank = 32
+
+    /// HKDF purposes (part of the format).
+    static let purposeA = "carrier-A", purposeB = "carrier-B", purposeS = "pattern-S"
+
+    /// Derives the carriers of tensor `name` with shape rows×cols.
+    ///
+    /// `A` is the Gram–Schmidt orthonormalization of a keyed Gaussian matrix (drawn row-major), computed by
+    /// LAPACK's Householder QR and then normalized so that `diag(R) > 0`, which makes it independent of the
+    /// QR implementation's sign conventions. Likewise `B`. Ranks are capped by the dimensions.
+    public static func derive(secret: [UInt8], tensor name: String, rows: Int, cols: Int,
+                              rank: Int = defaultRank) throws -> Carriers {
+        let shape = [rows, cols]
+        let ra = min(rank, rows), rb = min(rank, cols)
+        let a = try orthonormalGaussian(secret: secret, purpose: purposeA, tensor: name, shape: shape, rows: rows, cols: ra)
+        let b = try orthonormalGaussian(secret: secret, purpose: purposeB, tensor: name, shape: shape, rows: cols, cols: rb)
+        var g = KeyedGenerator(secret: secret, purpose: purposeS, tensor: name, shape: shape)
+        let s = Matrix(rows: ra, cols: rb, storage: (0..<(ra * rb)).map { _ in g.nextSign() })
+        return Carriers(a: a, b: b, s: s)
+    }
+
+    static func orthonormalGaussian(secret: [UInt8], purpose: String, tensor: String, shape: [Int],
+                                    rows: Int, cols: Int) throws -> Matrix {
+        var g = KeyedGenerator(secret: secret, purpose: purpose, tensor: tensor, shape: shape)
+        let gaussian = Matrix(rows: rows, cols: cols, storage: (0..<(rows * cols)).map { _ in Float(g.nextGaussian()) })
+        var q = try LAPACK.orthonormalBasis(gaussian)
+        // R = Qᵀ G is upper triangular; flip column j where R_jj < 0.
+        for j in 0..<cols {
+            var rjj: Double = 0
+            for i in 0..<rows { rjj += Double(q[i, j]) * Double(gaussian[i, j]) }
+            if rjj < 0 { for i in 0..<rows { q[i, j] = -q[i, j] } }
+        }
+        return q
+    }
+
+    /// The rank-a pattern `A S Bᵀ` (m×n). Its Frobenius norm is sqrt(a·b).
+    public func pattern() -> Matrix {
+        BLAS.matmul(BLAS.matmul(a, s), b, transB: .transposed)
+    }
+
+    /// `Y = Aᵀ X B` (a×b) for an m×n matrix X.
+    public func project(_ x: Matrix) -> Matrix {
+        BLAS.matmul(a, BLAS.matmul(x, b), transA: .transposed)
+    }
+}

@@ -1,0 +1,95 @@
+import Foundation
+import LinearAlgebra
+import TensorIO
+
+/// What to check and how strictly.
+public struct DetectOptions: Sendable {
+    public var selection = TensorSelection()
+    public var rank = Carriers.defaultRank
+    /// Decision threshold on the rigorous p-value bound.
+    public var alpha = 1e-6
+    public init() {}
+}
+
+/// Correlates a suspect's weights with the keyed pattern (DESIGN §3).
+public enum Detector {
+    /// Evidence from one m×n suspect matrix.
+    ///
+    /// Blind: X = suspect. Informed: X = suspect − reference, except where the suspect is exactly zero and
+    /// the reference is not: that element was erased (pruned), and counting it as a residual would bring
+    /// the host back as noise, so it is masked to zero.
+    public static func evidence(name: String, suspect: [Float], reference: [Float]?, rows: Int, cols: Int,
+                                carriers: Carriers) -> TensorEvidence {
+        var x = Matrix(rows: rows, cols: cols, storage: suspect)
+        var erased = 0
+        if let reference {
+            precondition(reference.count == suspect.count, "reference and suspect sizes differ")
+            x.storage.withUnsafeMutableBufferPointer { xs in
+                reference.withUnsafeBufferPointer { rs in
+                    for i in 0..<xs.count {
+                        let s = xs[i], r = rs[i]
+                        if s == 0 && r != 0 { xs[i] = 0; erased += 1 } else { xs[i] = s - r }
+                    }
+                }
+            }
+        }
+        let y = carriers.project(x)
+        return TensorEvidence(name: name, shape: [rows, cols], weight: Double(rows * cols).squareRoot(),
+                              correlation: BLAS.dot(y.storage, carriers.s.storage), norm: Double(y.frobeniusNorm),
+                              erased: erased)
+    }
+
+    /// Detects the mark of `key` in `suspect`, blind or (with `reference`) informed.
+    ///
+    /// Selection is re-derived from the suspect's names and shapes. In informed mode a selected tensor
+    /// missing from the reference, or shaped differently there, is skipped and reported; so is every
+    /// tensor of `expected` (e.g. from a manifest) that the suspect lacks or has reshaped.
+    public static func detect(suspect: SafetensorsModel, reference: SafetensorsModel?, key: WatermarkKey,
+                              options: DetectOptions, expected: [(name: String, shape: [Int])] = [],
+                              progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> DetectionReport {
+        var skipped: [SkippedTensor] = []
+        for e in expected {
+            guard let t = suspect.tensor(named: e.name) else {
+                skipped.append(.init(name: e.name, reason: "missing from the suspect"))
+                continue
+            }
+            if t.shape != e.shape {
+                skipped.append(.init(name: e.name, reason: "reshaped in the suspect: \(t.shape) instead of \(e.shape)"))
+            }
+        }
+        let selected = suspect.tensors.filter { options.selection.selects(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
+        if let reference {
+            for t in reference.tensors where options.selection.selects(name: t.name, dtype: t.dtype, shape: t.shape) {
+                if suspect.tensor(named: t.name) == nil, !skipped.contains(where: { $0.name == t.name }) {
+                    skipped.append(.init(name: t.name, reason: "missing from the suspect"))
+                }
+            }
+        }
+        var collected: [TensorEvidence] = []
+        for (i, t) in selected.enumerated() {
+            progress(t.name, i, selected.count)
+            var referenceValues: [Float]?
+            if let reference {
+                guard let r = reference.tensor(named: t.name) else {
+                    skipped.append(.init(name: t.name, reason: "not in the reference"))
+                    continue
+                }
+                guard r.shape == t.shape, r.dtype.isSupportedFloat else {
+                    skipped.append(.init(name: t.name, reason: "shape \(t.shape) in the suspect but \(r.shape) in the reference"))
+                    continue
+                }
+                referenceValues = try reference.floats(of: r)
+                reference.release(r)
+            }
+            let values = try suspect.floats(of: t)
+            suspect.release(t)
+            let (m, n) = (t.shape[0], t.shape[1])
+            let carriers = try Carriers.derive(secret: key.secret, tensor: t.name, rows: m, cols: n, rank: options.rank)
+            collected.append(evidence(name: t.name, suspect: values, reference: referenceValues, rows: m, cols: n, carriers: carriers))
+        }
+        progress("", selected.count, selected.count)
+        return DetectionReport(keyId: key.id, suspect: suspect.path, reference: reference?.path,
+                               mode: reference == nil ? .blind : .informed, alpha: options.alpha,
+                               tensors: collected, skipped: skipped)
+    }
+}

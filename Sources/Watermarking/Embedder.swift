@@ -1,0 +1,169 @@
+import Foundation
+import LinearAlgebra
+import TensorIO
+
+/// How the mark is spread over a tensor's elements.
+public enum WatermarkShaping: String, Sendable, Codable, CaseIterable {
+    /// `ΔW = β · A S Bᵀ`: a pure rank-a update.
+    case uniform
+    /// `ΔW = β · (|W|/rms W) ⊙ (A S Bᵀ)`: rides on large weights; exact zeros stay zero.
+    case magnitude
+}
+
+/// How strong the mark is.
+public enum WatermarkStrength: Sendable, Equatable {
+    /// Per-tensor relative distortion δ = ‖ΔW‖/‖W‖.
+    case relativeDistortion(Double)
+    /// The δ that makes the expected blind Z of the unattacked model equal this value.
+    case targetZ(Double)
+}
+
+/// What to mark and how.
+public struct EmbedOptions: Sendable {
+    public var shaping: WatermarkShaping = .uniform
+    public var strength: WatermarkStrength = .targetZ(20)
+    public var selection = TensorSelection()
+    public var rank = Carriers.defaultRank
+    /// δ never exceeds this (DESIGN §5: below int8 rounding); a warning says when it binds.
+    public var maximumDistortion = 5e-3
+
+    public init() {}
+}
+
+/// The embedding plan: one δ for every selected tensor, and what blind Z to expect without attack.
+public struct EmbedPlan: Sendable {
+    public struct Entry: Sendable {
+        public var tensor: ModelTensor
+        /// Fixed detection weight sqrt(m·n).
+        public var weight: Double
+        /// Expected blind z per unit δ.
+        public var efficiency: Double
+    }
+    public var entries: [Entry]
+    public var delta: Double
+    public var expectedBlindZ: Double
+    /// True when the target Z needed a δ above the cap (δ was capped).
+    public var capped: Bool
+    public var requestedDelta: Double
+}
+
+/// Embeds the keyed mark into weight matrices (DESIGN §3).
+public enum Embedder {
+    /// Plans δ for `model`.
+    ///
+    /// Expected blind z of one tensor: with Y = Aᵀ W' B and A, B independent of W, E‖AᵀWB‖² = (ab/mn)‖W‖², so
+    /// z_t ≈ ⟨ΔW, ASBᵀ⟩ / (‖W‖ sqrt(ab/mn)) = δ · sqrt(mn/ab) · ⟨H⊙P, P⟩/‖H⊙P‖ with P = ASBᵀ.
+    /// For uniform shaping the last factor is sqrt(ab), giving z_t = δ sqrt(mn). For magnitude shaping, P
+    /// being independent of H, it is ≈ sqrt(ab) · mean|W| / rms(W), which needs one decoding pass.
+    public static func plan(_ model: SafetensorsModel, options: EmbedOptions) throws -> EmbedPlan {
+        var entries: [EmbedPlan.Entry] = []
+        for t in model.tensors where options.selection.selects(name: t.name, dtype: t.dtype, shape: t.shape) {
+            let mn = Double(t.shape[0] * t.shape[1])
+            var efficiency = mn.squareRoot()
+            if options.shaping == .magnitude {
+                let stats = TensorStatistics(try model.floats(of: t))
+                model.release(t)
+                efficiency *= stats.rms > 0 ? stats.meanAbs / stats.rms : 0
+            }
+            entries.append(.init(tensor: t, weight: mn.squareRoot(), efficiency: efficiency))
+        }
+        guard !entries.isEmpty else {
+            throw WatermarkError.nothingSelected(path: model.path, reason: "no 2-D float tensor with at least \(options.selection.minimumElements) elements (use --include to select tensors by name)")
+        }
+        let weightNorm = entries.reduce(0) { $0 + $1.weight * $1.weight }.squareRoot()
+        let zPerDelta = entries.reduce(0) { $0 + $1.weight * $1.efficiency } / weightNorm
+        let requested: Double
+        switch options.strength {
+        case let .relativeDistortion(d): requested = d
+        case let .targetZ(z): requested = z / zPerDelta
+        }
+        let delta = min(requested, options.maximumDistortion)
+        return EmbedPlan(entries: entries, delta: delta, expectedBlindZ: delta * zPerDelta,
+                         capped: requested > options.maximumDistortion, requestedDelta: requested)
+    }
+
+    /// Adds the mark to an m×n matrix in place.
+    /// - Returns: β, the scale applied to the (shaped) pattern.
+    @discardableResult
+    public static func mark(_ w: inout Matrix, carriers: Carriers, shaping: WatermarkShaping, delta: Double) -> Double {
+        var p = carriers.pattern()
+        let norm = Double(w.frobeniusNorm)
+        guard norm > 0 else { return 0 }
+        if shaping == .magnitude {
+            let rms = Float(norm / Double(w.count).squareRoot())
+            w.storage.withUnsafeBufferPointer { wv in
+                p.storage.withUnsafeMutableBufferPointer { pv in
+                    for i in 0..<pv.count { pv[i] *= abs(wv[i]) / rms }
+                }
+            }
+        }
+        let pNorm = Double(p.frobeniusNorm)
+        guard pNorm > 0 else { return 0 }
+        let beta = delta * norm / pNorm
+        BLAS.axpy(Float(beta), p.storage, &w.storage)
+        return beta
+    }
+
+    /// Marks `model` and writes the result to `destination` in the same layout and dtypes.
+    /// - Parameter progress: called after each tensor is written, with the tensor and the running count.
+    /// - Returns: the manifest (without file hashes; the caller adds them).
+    public static func embed(_ model: SafetensorsModel, key: WatermarkKey, options: EmbedOptions, plan: EmbedPlan,
+                             to destination: String, overwrite: Bool,
+                             progress: @escaping @Sendable (ModelTensor, Int) -> Void = { _, _ in }) throws -> EmbedManifest {
+        let selected = Dictionary(uniqueKeysWithValues: plan.entries.map { ($0.tensor.name, $0) })
+        let lock = NSLock()
+        nonisolated(unsafe) var records: [String: EmbedManifest.TensorRecord] = [:]
+        nonisolated(unsafe) var done = 0
+        let files = try ModelWriter.write(like: model, to: destination, overwrite: overwrite) { t in
+            guard selected[t.name] != nil else { return nil }
+            return OutputTensor(name: t.name, dtype: t.dtype, shape: t.shape) { sink in
+                let original = try model.floats(of: t)
+                model.release(t)
+                let (m, n) = (t.shape[0], t.shape[1])
+                var w = Matrix(rows: m, cols: n, storage: original)
+                let carriers = try Carriers.derive(secret: key.secret, tensor: t.name, rows: m, cols: n, rank: options.rank)
+                let beta = mark(&w, carriers: carriers, shaping: options.shaping, delta: plan.delta)
+                let bytes = FloatConversion.encode(w.storage, as: t.dtype)
+                try bytes.withUnsafeBytes { try sink($0) }
+                // Measured distortion after rounding to the stored dtype.
+                let stored = bytes.withUnsafeBytes { FloatConversion.decode($0, dtype: t.dtype) }
+                var diff = 0.0, base = 0.0
+                for i in 0..<stored.count {
+                    let d = Double(stored[i]) - Double(original[i])
+                    diff += d * d; base += Double(original[i]) * Double(original[i])
+                }
+                lock.lock()
+                records[t.name] = .init(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, delta: plan.delta,
+                                        measuredDelta: base > 0 ? (diff / base).squareRoot() : 0, beta: beta)
+                done += 1
+                let count = done
+                lock.unlock()
+                progress(t, count)
+            }
+        }
+        return EmbedManifest(
+            tool: "weightmark \(WatermarkFormat.toolVersion)", formatVersion: WatermarkFormat.version, keyId: key.id,
+            created: ISO8601DateFormatter().string(from: Date()),
+            shaping: options.shaping, rank: options.rank, delta: plan.delta, expectedBlindZ: plan.expectedBlindZ,
+            deltaCapped: plan.capped, selection: options.selection,
+            tensors: plan.entries.compactMap { records[$0.tensor.name] },
+            input: FileDigest.of(files: model.shards.map(\.path)), output: FileDigest.of(files: files))
+    }
+}
+
+/// SHA-256 of a file, for manifests.
+public struct FileDigest: Sendable, Codable, Equatable {
+    public var file: String
+    public var bytes: Int
+    public var sha256: String
+
+    public static func of(files: [String]) -> [FileDigest] {
+        files.compactMap { try? of(file: $0) }
+    }
+
+    public static func of(file: String) throws -> FileDigest {
+        let mapped = try MappedFile(path: file)
+        let hex = mapped.withBytes { SHA256Hex.digest($0) }
+        return FileDigest(file: (file as NSString).lastPathComponent, bytes: mapped.size, sha256: hex)
+    }
+}

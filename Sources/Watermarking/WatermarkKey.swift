@@ -1,0 +1,118 @@
+import Crypto
+import Foundation
+
+/// A watermark owner's secret: 256 bits from the system CSPRNG.
+///
+/// The secret never appears in reports; the `id` (a hash of the secret) identifies the key everywhere.
+public struct WatermarkKey: Sendable {
+    public let secret: [UInt8]
+    public let created: Date
+
+    public static let formatName = "weightmark-key"
+    public static let fileVersion = 1
+
+    public init(secret: [UInt8], created: Date = Date()) {
+        precondition(secret.count == 32, "a watermark key has 32 bytes")
+        self.secret = secret
+        self.created = created
+    }
+
+    /// A new key from the system's cryptographically secure generator.
+    public static func generate() -> WatermarkKey {
+        let key = SymmetricKey(size: .bits256)
+        return WatermarkKey(secret: key.withUnsafeBytes { Array($0) })
+    }
+
+    /// First 16 hex digits of SHA-256 over a domain label and the secret.
+    public var id: String {
+        let digest = SHA256.hash(data: Array("weightmark key id v1".utf8) + secret)
+        return digest.prefix(8).map { String(format: "%02x", $0) }.joined()
+    }
+
+    struct FileContents: Codable {
+        var format: String
+        var version: Int
+        var secret: String
+        var keyId: String
+        var created: String
+    }
+
+    /// The key file's JSON text.
+    public func fileContents() throws -> [UInt8] {
+        let iso = ISO8601DateFormatter()
+        let contents = FileContents(format: WatermarkKey.formatName, version: WatermarkKey.fileVersion,
+                                    secret: secret.map { String(format: "%02x", $0) }.joined(), keyId: id,
+                                    created: iso.string(from: created))
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return Array(try e.encode(contents)) + [0x0A]
+    }
+
+    /// Loads and checks a key file.
+    /// - Throws: `WatermarkError.invalidKey` naming the file and what is wrong with it.
+    public static func load(from path: String) throws -> WatermarkKey {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw WatermarkError.invalidKey(path: path, reason: "no such file; create one with `weightmark keygen --out \(path)`")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw WatermarkError.invalidKey(path: path, reason: "cannot read the file (permissions?)")
+        }
+        let c: FileContents
+        do {
+            c = try JSONDecoder().decode(FileContents.self, from: data)
+        } catch {
+            throw WatermarkError.invalidKey(path: path, reason: "not a WeightMark key file (expected JSON with format, version, secret, keyId, created)")
+        }
+        guard c.format == formatName else {
+            throw WatermarkError.invalidKey(path: path, reason: "format is \"\(c.format)\", expected \"\(formatName)\"")
+        }
+        guard c.version == fileVersion else {
+            throw WatermarkError.invalidKey(path: path, reason: "key file version \(c.version) is not supported (this tool reads version \(fileVersion))")
+        }
+        let hex = Array(c.secret.utf8)
+        guard hex.count == 64, let bytes = decodeHex(hex) else {
+            throw WatermarkError.invalidKey(path: path, reason: "secret must be 64 hex digits")
+        }
+        let key = WatermarkKey(secret: bytes, created: ISO8601DateFormatter().date(from: c.created) ?? Date(timeIntervalSince1970: 0))
+        guard key.id == c.keyId else {
+            throw WatermarkError.invalidKey(path: path, reason: "keyId \(c.keyId) does not match the secret (file edited or corrupted)")
+        }
+        return key
+    }
+
+    private static func decodeHex(_ hex: [UInt8]) -> [UInt8]? {
+        func nibble(_ c: UInt8) -> UInt8? {
+            switch c {
+            case 0x30...0x39: c - 0x30
+            case 0x61...0x66: c - 0x61 + 10
+            case 0x41...0x46: c - 0x41 + 10
+            default: nil
+            }
+        }
+        var out: [UInt8] = []
+        for i in stride(from: 0, to: hex.count, by: 2) {
+            guard let h = nibble(hex[i]), let l = nibble(hex[i + 1]) else { return nil }
+            out.append(h << 4 | l)
+        }
+        return out
+    }
+}
+
+/// Failures of the watermarking layer, each naming the file or tensor and the fix.
+public enum WatermarkError: Error, CustomStringConvertible, Sendable {
+    case invalidKey(path: String, reason: String)
+    case nothingSelected(path: String, reason: String)
+    case invalidReport(path: String, reason: String)
+    case incompatibleReports(reason: String)
+    case shapeMismatch(tensor: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .invalidKey(path, reason): "\(path): invalid key: \(reason)."
+        case let .nothingSelected(path, reason): "\(path): no tensor selected for watermarking: \(reason)."
+        case let .invalidReport(path, reason): "\(path): not a WeightMark detection report: \(reason)."
+        case let .incompatibleReports(reason): "cannot combine reports: \(reason)."
+        case let .shapeMismatch(tensor, reason): "tensor \"\(tensor)\": \(reason)."
+        }
+    }
+}

@@ -1,0 +1,115 @@
+import ArgumentParser
+import Foundation
+import TensorIO
+import Watermarking
+
+struct Embed: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Watermark a model before release.",
+        discussion: """
+        Adds a keyed spread-spectrum mark to the selected weight matrices and writes the model to --out in
+        the same layout (file, folder or sharded folder) and dtypes. Unselected tensors and __metadata__
+        are copied byte for byte; other files of a model folder (config, tokenizer) are copied too. The
+        input is never modified; --out is never replaced without --force.
+
+        Selection (default): 2-D F32/F16/BF16/F64 tensors with at least 65,536 elements whose name does
+        not mention a norm or bias. --include/--exclude adjust it; detection must use the same flags.
+
+        Strength: --target-z Z (default 20) picks the relative distortion δ = ‖ΔW‖/‖W‖ whose expected
+        blind Z on the unattacked model is Z; --strength δ sets it directly. δ is capped at 5e-3.
+
+        A manifest (key id, δ, per-tensor β, file hashes) is written to --manifest, by default
+        OUT.weightmark.json next to the output. It holds no secret.
+
+        Example:
+          weightmark embed model/ --key owner.key --out model-marked/
+        """
+    )
+
+    @Argument(help: "Model to mark: .safetensors file or Hugging Face folder.")
+    var model: String
+
+    @Option(name: .long, help: ArgumentHelp("Key file from `weightmark keygen`.", valueName: "path"))
+    var key: String
+
+    @Option(name: .long, help: ArgumentHelp("Output file or folder (same layout as the input).", valueName: "path"))
+    var out: String
+
+    @Option(name: .long, help: ArgumentHelp("uniform: rank-32 update. magnitude: rides on large weights, zeros stay zero.", valueName: "shaping"))
+    var shaping: WatermarkShaping = .uniform
+
+    @Option(name: .long, help: ArgumentHelp("Relative distortion δ per tensor (overrides --target-z).", valueName: "δ"))
+    var strength: Double?
+
+    @Option(name: .long, help: ArgumentHelp("Expected blind Z of the unattacked marked model.", valueName: "Z"))
+    var targetZ: Double = 20
+
+    @Option(name: .long, help: ArgumentHelp("Where to write the manifest (default: OUT.weightmark.json).", valueName: "path"))
+    var manifest: String?
+
+    @Flag(name: .long, help: "Replace --out (and the manifest) if they exist.")
+    var force = false
+
+    @OptionGroup var selection: SelectionOptions
+    @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        if let strength, !(strength > 0 && strength <= 0.1) {
+            throw ValidationError("--strength must be in (0, 0.1]; typical values are 1e-3 to 5e-3.")
+        }
+        guard targetZ > 0 else { throw ValidationError("--target-z must be positive (default 20).") }
+        let o = out.hasSuffix("/") ? String(out.dropLast()) : out
+        let m = model.hasSuffix("/") ? String(model.dropLast()) : model
+        guard URL(fileURLWithPath: o).standardizedFileURL != URL(fileURLWithPath: m).standardizedFileURL else {
+            throw ValidationError("--out must differ from the input; WeightMark never modifies the input model.")
+        }
+    }
+
+    var manifestPath: String {
+        manifest ?? ((out.hasSuffix("/") ? String(out.dropLast()) : out) + ".weightmark.json")
+    }
+
+    func run() async throws {
+        let key = try WatermarkKey.load(from: key)
+        let source = try SafetensorsModel(path: model)
+        if !force {
+            for p in [out, manifestPath] where FileManager.default.fileExists(atPath: p) {
+                throw TensorIOError.outputExists(path: p)
+            }
+        }
+        var options = EmbedOptions()
+        options.shaping = shaping
+        options.selection = selection.selection
+        options.rank = selection.rank
+        options.strength = strength.map { .relativeDistortion($0) } ?? .targetZ(targetZ)
+        let start = Date()
+        let plan = try Embedder.plan(source, options: options)
+        if plan.capped {
+            Console.note(String(format: "warning: reaching --target-z %.1f needs δ = %.2e, above the 5e-3 fidelity cap; using δ = 5e-3 (expected blind Z %.1f). The model is small: informed detection (--reference) stays strong.", targetZ, plan.requestedDelta, plan.expectedBlindZ), quiet: false)
+        }
+        Console.note("marking \(plan.entries.count) of \(source.tensors.count) tensors of \(source.path) with key \(key.id), δ = \(String(format: "%.2e", plan.delta)), \(shaping.rawValue) shaping", quiet: output.quiet)
+        let bar = ProgressBar(total: plan.entries.count, label: "embedding", enabled: !output.quiet)
+        nonisolated(unsafe) let progressBar = bar
+        var result = try Embedder.embed(source, key: key, options: options, plan: plan, to: out, overwrite: force) { t, _ in
+            progressBar.advance(detail: t.name)
+        }
+        bar.finish()
+        result.created = ISO8601DateFormatter().string(from: Date())
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        try AtomicFileWriter.write(Array(try e.encode(result)) + [0x0A], to: manifestPath, overwrite: force)
+        let elapsed = Date().timeIntervalSince(start)
+        if output.json {
+            Console.out(try Console.json(result))
+            return
+        }
+        let maxDelta = result.tensors.map(\.measuredDelta).max() ?? 0
+        Console.out("marked \(result.tensors.count) tensors (\(Console.count(plan.entries.reduce(0) { $0 + $1.tensor.descriptor.elementCount })) weights) in \(String(format: "%.1f", elapsed)) s")
+        Console.out("  output:   \(out)")
+        Console.out("  manifest: \(manifestPath)")
+        Console.out(String(format: "  key %@, %@ shaping, δ = %.2e (max measured after rounding %.2e), expected blind Z ≈ %.1f",
+                           key.id, shaping.rawValue, plan.delta, maxDelta, plan.expectedBlindZ))
+    }
+}
+
+extension WatermarkShaping: ExpressibleByArgument {}

@@ -1,0 +1,64 @@
+import ArgumentParser
+import Foundation
+import TensorIO
+
+struct Inspect: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List a model's tensors, totals and metadata.",
+        discussion: """
+        PATH is a .safetensors file, a folder holding one, or a sharded Hugging Face folder
+        (model.safetensors.index.json plus shards). Without --stats only headers are read, so this is
+        instant even on multi-gigabyte models. With --stats every float tensor is decoded once.
+
+        Examples:
+          weightmark inspect model.safetensors
+          weightmark inspect Llama-2-7b-hf/ --stats --json > stats.json
+        """
+    )
+
+    @Argument(help: "Model file or folder.")
+    var path: String
+
+    @Flag(name: .long, help: "Also report mean, rms, max |w| and share of exact zeros per float tensor (reads all weights).")
+    var stats = false
+
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        let model = try SafetensorsModel(path: path)
+        let bar = ProgressBar(total: model.tensors.count, label: "reading", enabled: stats && !output.quiet)
+        let report = try ModelInspection(model, statistics: stats) { _ in bar.advance() }
+        bar.finish()
+        if output.json {
+            Console.out(try Console.json(report))
+            return
+        }
+        Console.out("\(report.path): \(report.format), \(report.layout)")
+        Console.out("  \(Console.count(report.tensorCount)) tensors, \(Console.count(report.parameters)) parameters, \(Console.bytes(report.tensorBytes)) of weights in \(Console.bytes(report.fileBytes)) of files")
+        let mix = report.parametersByDType.sorted { $0.value > $1.value }.map { "\($0.key) \(Console.count($0.value))" }
+        Console.out("  parameters by dtype: \(mix.joined(separator: ", "))")
+        if !report.metadata.isEmpty {
+            Console.out("  metadata: " + report.metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
+        }
+        Console.out()
+        var header = ["tensor", "dtype", "shape", "parameters", "bytes"]
+        var right: Set<Int> = [3, 4]
+        if report.files.count > 1 { header.append("file") }
+        if stats { header += ["mean", "rms", "max |w|", "zeros"]; right.formUnion(header.count - 4..<header.count) }
+        let rows = report.tensors.map { t -> [String] in
+            var r = [t.name, t.dtype, "[" + t.shape.map(String.init).joined(separator: ", ") + "]",
+                     Console.count(t.parameters), Console.bytes(t.bytes)]
+            if report.files.count > 1 { r.append(t.file) }
+            if stats {
+                if let s = t.statistics {
+                    r += [String(format: "%+.3e", s.mean), String(format: "%.3e", s.rms), String(format: "%.3e", s.maxAbs),
+                          String(format: "%.2f%%", 100 * s.zeroFraction)]
+                } else {
+                    r += ["-", "-", "-", "-"]
+                }
+            }
+            return r
+        }
+        Console.out(Console.table(header, rows, rightAligned: right))
+    }
+}

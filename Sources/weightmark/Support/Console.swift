@@ -1,0 +1,88 @@
+import Foundation
+
+/// Human output on stdout, progress and notes on stderr.
+enum Console {
+    static func out(_ line: String = "") { print(line) }
+
+    static func note(_ line: String, quiet: Bool = false) {
+        guard !quiet else { return }
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+
+    /// Pretty JSON with sorted keys, for `--json`.
+    static func json<T: Encodable>(_ value: T) throws -> String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try e.encode(value), as: UTF8.self)
+    }
+
+    static func bytes(_ n: Int) -> String {
+        let units = ["B", "KB", "MB", "GB", "TB"]
+        var v = Double(n), u = 0
+        while v >= 1000 && u < units.count - 1 { v /= 1000; u += 1 }
+        return u == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[u])
+    }
+
+    static func count(_ n: Int) -> String {
+        let s = String(n)
+        var out = ""
+        for (i, c) in s.reversed().enumerated() {
+            if i > 0 && i % 3 == 0 && c != "-" { out.append(",") }
+            out.append(c)
+        }
+        return String(out.reversed())
+    }
+
+    /// Left-aligned text columns, right-aligned where `rightAligned` says so.
+    static func table(_ header: [String], _ rows: [[String]], rightAligned: Set<Int> = []) -> String {
+        let all = [header] + rows
+        let widths = header.indices.map { c in all.map { $0[c].count }.max() ?? 0 }
+        func line(_ r: [String]) -> String {
+            r.enumerated().map { c, cell in
+                let pad = String(repeating: " ", count: widths[c] - cell.count)
+                return rightAligned.contains(c) ? pad + cell : cell + pad
+            }.joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
+        }
+        return ([line(header), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")] + rows.map(line))
+            .joined(separator: "\n")
+    }
+}
+
+/// A one-line progress bar with ETA on stderr, redrawn at most ten times a second.
+final class ProgressBar {
+    private var total: Int
+    private let label: String
+    private let enabled: Bool
+    private let start = Date()
+    private var lastDraw = Date.distantPast
+    private var done = 0
+
+    init(total: Int, label: String, enabled: Bool) {
+        self.total = max(1, total)
+        self.label = label
+        self.enabled = enabled && isatty(2) != 0
+    }
+
+    func reset(total: Int) { self.total = max(1, total); done = 0 }
+
+    func advance(by n: Int = 1, detail: String = "") {
+        done += n
+        guard enabled else { return }
+        let now = Date()
+        guard now.timeIntervalSince(lastDraw) > 0.1 || done >= total else { return }
+        lastDraw = now
+        let frac = min(1, Double(done) / Double(total))
+        let width = 28
+        let filled = Int(frac * Double(width))
+        let elapsed = now.timeIntervalSince(start)
+        let eta = frac > 0 ? elapsed * (1 - frac) / frac : 0
+        let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+        let text = String(format: "\r%@ %@ %3.0f%%  %.0fs left  %@", label, bar, frac * 100, eta, String(detail.prefix(40)))
+        FileHandle.standardError.write(Data((text + "\u{1B}[K").utf8))
+    }
+
+    func finish() {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+    }
+}
