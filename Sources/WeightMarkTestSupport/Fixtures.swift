@@ -131,3 +131,36 @@ extension Fixtures {
         return (p.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
     }
 }
+
+extension Fixtures {
+    /// A small transformer-like model: a few 2-D weight matrices (selected by default), a norm and a bias
+    /// (never selected), written as one safetensors file. Deterministic from `seed`.
+    @discardableResult
+    public static func writeSmallModel(to path: String, seed: UInt64 = 42, dtype: DType = .f32,
+                                       shapes: [(String, [Int])] = smallModelShapes) throws -> [String: [Float]] {
+        var values: [String: [Float]] = [:]
+        var tensors: [OutputTensor] = []
+        for (k, (name, shape)) in shapes.enumerated() {
+            let count = shape.reduce(1, *)
+            var v = floats(count: count, seed: seed &+ UInt64(k) &* 7919)
+            // Row-wise scale spread, as in trained layers.
+            if shape.count == 2 {
+                for i in 0..<shape[0] { let s = 0.5 + Float((i * 37) % 11) / 10; for j in 0..<shape[1] { v[i * shape[1] + j] *= s } }
+            }
+            let bytes = FloatConversion.encode(v, as: dtype)
+            values[name] = bytes.withUnsafeBytes { FloatConversion.decode($0, dtype: dtype) }
+            tensors.append(OutputTensor(name: name, dtype: dtype, shape: shape, bytes: bytes))
+        }
+        try SafetensorsWriter.write(tensors, metadata: [("format", "pt")], to: path, overwrite: true)
+        return values
+    }
+
+    public static let smallModelShapes: [(String, [Int])] = [
+        ("layers.0.attn.q_proj.weight", [256, 256]),
+        ("layers.0.mlp.up_proj.weight", [512, 256]),
+        ("layers.0.mlp.down_proj.weight", [256, 512]),
+        ("layers.0.input_layernorm.weight", [256]),
+        ("layers.0.mlp.up_proj.bias", [512]),
+        ("embed_tokens.weight", [600, 256]),
+    ]
+}
