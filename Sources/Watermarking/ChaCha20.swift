@@ -1,9 +1,9 @@
 /// The ChaCha20 block function and keystream (RFC 8439 §2.3–2.4), used as the watermark's keyed
 /// pseudo-random generator. Checked against the RFC's test vectors.
 public struct ChaCha20: Sendable {
-    private var state: [UInt32]      // 16 words: constants, key, counter, nonce
-    private var block: [UInt32] = Array(repeating: 0, count: 16)
-    private var position = 16        // next unread word of `block`
+    private var state: SIMD16<UInt32>     // constants, key, counter, nonce
+    private var block = SIMD16<UInt32>()
+    private var position = 16              // next unread word of `block`
 
     /// - Parameters:
     ///   - key: 32 bytes.
@@ -14,30 +14,40 @@ public struct ChaCha20: Sendable {
         func word(_ b: [UInt8], _ i: Int) -> UInt32 {
             UInt32(b[4 * i]) | UInt32(b[4 * i + 1]) << 8 | UInt32(b[4 * i + 2]) << 16 | UInt32(b[4 * i + 3]) << 24
         }
-        state = [0x6170_7865, 0x3320_646E, 0x7962_2D32, 0x6B20_6574]
-        for i in 0..<8 { state.append(word(key, i)) }
-        state.append(counter)
-        for i in 0..<3 { state.append(word(nonce, i)) }
+        state = SIMD16<UInt32>()
+        state[0] = 0x6170_7865; state[1] = 0x3320_646E; state[2] = 0x7962_2D32; state[3] = 0x6B20_6574
+        for i in 0..<8 { state[4 + i] = word(key, i) }
+        state[12] = counter
+        for i in 0..<3 { state[13 + i] = word(nonce, i) }
     }
 
-    /// The 64-byte keystream block for the current counter, as 16 little-endian words.
-    public static func block(_ input: [UInt32]) -> [UInt32] {
-        var x = input
-        @inline(__always) func quarter(_ a: Int, _ b: Int, _ c: Int, _ d: Int) {
-            x[a] &+= x[b]; x[d] ^= x[a]; x[d] = x[d] << 16 | x[d] >> 16
-            x[c] &+= x[d]; x[b] ^= x[c]; x[b] = x[b] << 12 | x[b] >> 20
-            x[a] &+= x[b]; x[d] ^= x[a]; x[d] = x[d] << 8 | x[d] >> 24
-            x[c] &+= x[d]; x[b] ^= x[c]; x[b] = x[b] << 7 | x[b] >> 25
+    @inline(__always)
+    private static func rotl(_ x: UInt32, _ n: UInt32) -> UInt32 { x << n | x >> (32 - n) }
+
+    /// The keystream block for `input` (RFC 8439 §2.3): 20 rounds, then the input added back.
+    public static func block(_ input: SIMD16<UInt32>) -> SIMD16<UInt32> {
+        var x0 = input[0], x1 = input[1], x2 = input[2], x3 = input[3]
+        var x4 = input[4], x5 = input[5], x6 = input[6], x7 = input[7]
+        var x8 = input[8], x9 = input[9], x10 = input[10], x11 = input[11]
+        var x12 = input[12], x13 = input[13], x14 = input[14], x15 = input[15]
+        @inline(__always) func quarter(_ a: inout UInt32, _ b: inout UInt32, _ c: inout UInt32, _ d: inout UInt32) {
+            a &+= b; d = rotl(d ^ a, 16)
+            c &+= d; b = rotl(b ^ c, 12)
+            a &+= b; d = rotl(d ^ a, 8)
+            c &+= d; b = rotl(b ^ c, 7)
         }
         for _ in 0..<10 {
-            quarter(0, 4, 8, 12); quarter(1, 5, 9, 13); quarter(2, 6, 10, 14); quarter(3, 7, 11, 15)
-            quarter(0, 5, 10, 15); quarter(1, 6, 11, 12); quarter(2, 7, 8, 13); quarter(3, 4, 9, 14)
+            quarter(&x0, &x4, &x8, &x12); quarter(&x1, &x5, &x9, &x13)
+            quarter(&x2, &x6, &x10, &x14); quarter(&x3, &x7, &x11, &x15)
+            quarter(&x0, &x5, &x10, &x15); quarter(&x1, &x6, &x11, &x12)
+            quarter(&x2, &x7, &x8, &x13); quarter(&x3, &x4, &x9, &x14)
         }
-        for i in 0..<16 { x[i] &+= input[i] }
-        return x
+        let out = SIMD16<UInt32>(x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15)
+        return out &+ input
     }
 
     /// Next 32 bits of keystream (little-endian word order within each block).
+    @inline(__always)
     public mutating func nextWord() -> UInt32 {
         if position == 16 {
             block = ChaCha20.block(state)
