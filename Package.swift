@@ -14,6 +14,8 @@ let package = Package(
         .library(name: "TensorIO", targets: ["TensorIO"]),
         .library(name: "LinearAlgebra", targets: ["LinearAlgebra"]),
         .library(name: "Watermarking", targets: ["Watermarking"]),
+        .library(name: "Attacks", targets: ["Attacks"]),
+        .library(name: "Robustness", targets: ["Robustness"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -34,8 +36,11 @@ let package = Package(
             "TensorIO", "LinearAlgebra",
             .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: optimizedInDebug),
+        .target(name: "Attacks", dependencies: ["TensorIO", "LinearAlgebra"], swiftSettings: optimizedInDebug),
+        .target(name: "Robustness", dependencies: ["TensorIO", "LinearAlgebra", "Watermarking", "Attacks"],
+                swiftSettings: optimizedInDebug),
         .executableTarget(name: "weightmark", dependencies: [
-            "TensorIO", "LinearAlgebra", "Watermarking",
+            "TensorIO", "LinearAlgebra", "Watermarking", "Attacks", "Robustness",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "WeightMarkTestSupport", dependencies: ["TensorIO"]),

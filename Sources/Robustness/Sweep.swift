@@ -1,0 +1,154 @@
+import Attacks
+import Foundation
+import LinearAlgebra
+import TensorIO
+import Watermarking
+
+/// One family of attacks swept over a strength grid.
+public struct SweepFamily: Sendable {
+    public var name: String
+    /// What the x axis measures.
+    public var axis: String
+    public var points: [(x: Double, label: String, spec: String)]
+
+    public init(name: String, axis: String, points: [(x: Double, label: String, spec: String)]) {
+        self.name = name; self.axis = axis; self.points = points
+    }
+
+    /// The default grid (documented in `weightmark bench --help`).
+    public static let defaults: [SweepFamily] = [
+        SweepFamily(name: "none", axis: "-", points: [(0, "none", "")]),
+        SweepFamily(name: "cast", axis: "bits", points: [(16, "fp16", "fp16"), (16, "bf16", "bf16"), (8, "fp8 E4M3", "fp8")]),
+        SweepFamily(name: "int8 per-channel", axis: "bits", points: [(8, "int8", "int8")]),
+        SweepFamily(name: "int-k group 128", axis: "bits", points: [8, 6, 4, 3, 2].map { (Double($0), "int\($0) g128", "int\($0):group=128") }),
+        SweepFamily(name: "nf4", axis: "bits", points: [(4, "nf4 b64", "nf4:block=64")]),
+        SweepFamily(name: "gguf", axis: "bits/weight", points: [(8.5, "Q8_0", "gguf:type=Q8_0"), (6, "Q5_1", "gguf:type=Q5_1"),
+                                                            (5.5, "Q5_0", "gguf:type=Q5_0"), (5, "Q4_1", "gguf:type=Q4_1"),
+                                                            (4.5, "Q4_0", "gguf:type=Q4_0"), (4.5, "Q4_K", "gguf:type=Q4_K")]),
+        SweepFamily(name: "magnitude pruning", axis: "fraction", points: [0.3, 0.5, 0.7, 0.8, 0.9, 0.95].map { ($0, "prune \(Int($0 * 100))%", "prune:fraction=\($0)") }),
+        SweepFamily(name: "global pruning", axis: "fraction", points: [0.5, 0.7, 0.9].map { ($0, "global \(Int($0 * 100))%", "prune:fraction=\($0),mode=global") }),
+        SweepFamily(name: "random pruning", axis: "fraction", points: [0.5, 0.9].map { ($0, "random \(Int($0 * 100))%", "prune:fraction=\($0),mode=random") }),
+        SweepFamily(name: "row pruning", axis: "fraction", points: [0.25, 0.5].map { ($0, "rows \(Int($0 * 100))%", "prune:fraction=\($0),mode=rows") }),
+        SweepFamily(name: "2:4 sparsity", axis: "fraction", points: [(0.5, "2:4", "nm:n=2,m=4")]),
+        SweepFamily(name: "noise", axis: "σ / rms", points: [0.1, 0.3, 0.5, 1.0, 2.0].map { ($0, "noise \($0)σ", "noise:sigma=\($0)") }),
+        SweepFamily(name: "low-rank", axis: "energy kept", points: [0.99, 0.95, 0.9, 0.8, 0.5].map { ($0, "energy \($0)", "lowrank:energy=\($0)") }),
+        SweepFamily(name: "LoRA r16", axis: "ε", points: [0.05, 0.1, 0.2, 0.5].map { ($0, "lora ε=\($0)", "lora:rank=16,eps=\($0)") }),
+        SweepFamily(name: "dense drift", axis: "ε", points: [0.05, 0.1, 0.3].map { ($0, "drift ε=\($0)", "drift:eps=\($0)") }),
+        SweepFamily(name: "overwrite", axis: "× strength", points: [1, 2, 4, 8].map { (Double($0), "overwrite \($0)×", "overwrite:strength=\($0)") }),
+        SweepFamily(name: "merge", axis: "α (other model)", points: [0.25, 0.5, 0.75].map { ($0, "merge α=\($0)", "merge:alpha=\($0)") }),
+        SweepFamily(name: "collusion", axis: "copies", points: [2, 4, 8].map { (Double($0), "average of \($0)", "collusion:copies=\($0)") }),
+        SweepFamily(name: "FFN permutation", axis: "-", points: [(1, "permute FFN", "permute")]),
+    ]
+}
+
+/// The outcome of one attack at one strength.
+public struct SweepPoint: Sendable, Codable {
+    public var family: String
+    public var label: String
+    public var spec: String
+    public var x: Double
+    public var blindZ: Double
+    public var informedZ: Double
+    public var log10PBoundBlind: Double
+    public var log10PBoundInformed: Double
+    public var detectedBlind: Bool
+    public var detectedInformed: Bool
+    /// ‖W′ − W_marked‖ / ‖W_marked‖ over the marked tensors.
+    public var damage: Double
+    public var seconds: Double
+}
+
+/// Runs attack sweeps against a marked model, with detection blind and informed.
+///
+/// Everything reused across points is computed once: the selected tensors' marked and original values and
+/// their carriers. Points are independent and run two at a time with one BLAS thread each (tiny projections
+/// gain nothing from BLAS threads, and two threads per task would oversubscribe two cores).
+public final class SweepRunner: @unchecked Sendable {
+    public let original: SafetensorsModel
+    public let marked: SafetensorsModel
+    public let key: WatermarkKey
+    public let alpha: Double
+    public let delta: Double
+    let selected: [ModelTensor]
+    let carriers: [String: Carriers]
+    let markedValues: [String: [Float]]
+    let originalValues: [String: [Float]]
+
+    public init(original: SafetensorsModel, marked: SafetensorsModel, key: WatermarkKey, options: DetectOptions, delta: Double) throws {
+        self.original = original
+        self.marked = marked
+        self.key = key
+        self.alpha = options.alpha
+        self.delta = delta
+        selected = marked.tensors.filter { options.selection.selects(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
+        var c: [String: Carriers] = [:], m: [String: [Float]] = [:], o: [String: [Float]] = [:]
+        for t in selected {
+            c[t.name] = try Carriers.derive(secret: key.secret, tensor: t.name, rows: t.shape[0], cols: t.shape[1], rank: options.rank)
+            m[t.name] = try marked.floats(of: t)
+            if let r = original.tensor(named: t.name), r.shape == t.shape { o[t.name] = try original.floats(of: r) }
+        }
+        carriers = c; markedValues = m; originalValues = o
+    }
+
+    var context: AttackContext {
+        let delta = self.delta
+        return AttackContext(remark: { copy, name, rows, cols, values, scale in
+            try Remarking.mark(copy: copy, name: name, rows: rows, cols: cols, values: &values, delta: delta * scale)
+        }, original: original)
+    }
+
+    /// Runs one point.
+    public func run(family: String, x: Double, label: String, spec: String) throws -> SweepPoint {
+        let start = Date()
+        let attacked = spec.isEmpty ? [:] : try AttackRunner.apply(AttackCatalog.chain(spec), to: marked, context: context)
+        var blind: [TensorEvidence] = [], informed: [TensorEvidence] = []
+        var num = 0.0, den = 0.0
+        for t in selected {
+            let w = markedValues[t.name]!
+            let suspect = attacked[t.name]?.values ?? w
+            for i in w.indices {
+                let d = Double(suspect[i]) - Double(w[i])
+                num += d * d; den += Double(w[i]) * Double(w[i])
+            }
+            let c = carriers[t.name]!
+            blind.append(Detector.evidence(name: t.name, suspect: suspect, reference: nil, rows: t.shape[0], cols: t.shape[1], carriers: c))
+            if let r = originalValues[t.name] {
+                informed.append(Detector.evidence(name: t.name, suspect: suspect, reference: r, rows: t.shape[0], cols: t.shape[1], carriers: c))
+            }
+        }
+        let b = DetectionReport(keyId: key.id, suspect: label, reference: nil, mode: .blind, alpha: alpha, tensors: blind, skipped: [])
+        let i = DetectionReport(keyId: key.id, suspect: label, reference: original.path, mode: .informed, alpha: alpha, tensors: informed, skipped: [])
+        return SweepPoint(family: family, label: label, spec: spec.isEmpty ? "none" : spec, x: x,
+                          blindZ: b.combinedZ, informedZ: i.combinedZ,
+                          log10PBoundBlind: b.log10PValueBound, log10PBoundInformed: i.log10PValueBound,
+                          detectedBlind: b.detected, detectedInformed: i.detected,
+                          damage: den > 0 ? (num / den).squareRoot() : 0, seconds: Date().timeIntervalSince(start))
+    }
+
+    /// Runs every point of `families`, `concurrency` at a time; `progress` gets each finished point.
+    public func run(_ families: [SweepFamily], concurrency: Int = 2,
+                    progress: @escaping @Sendable (SweepPoint, Int, Int) -> Void = { _, _, _ in }) async throws -> [SweepPoint] {
+        let jobs = families.flatMap { f in f.points.map { (f.name, $0.x, $0.label, $0.spec) } }
+        BLASInfo.setThreadCount(1)
+        defer { BLASInfo.setThreadCount(ProcessInfo.processInfo.activeProcessorCount) }
+        var results = [SweepPoint?](repeating: nil, count: jobs.count)
+        var finished = 0
+        try await withThrowingTaskGroup(of: (Int, SweepPoint).self) { group in
+            var next = 0
+            func submit() {
+                let k = next
+                let job = jobs[k]
+                group.addTask { (k, try self.run(family: job.0, x: job.1, label: job.2, spec: job.3)) }
+                next += 1
+            }
+            while next < min(concurrency, jobs.count) { submit() }
+            while let (k, point) = try await group.next() {
+                results[k] = point
+                finished += 1
+                progress(point, finished, jobs.count)
+                if next < jobs.count { submit() }
+            }
+        }
+        return results.compactMap { $0 }
+    }
+}

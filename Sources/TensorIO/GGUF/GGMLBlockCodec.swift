@@ -1,0 +1,292 @@
+/// Quantizers and dequantizers of ggml's block formats, operating on one row (a multiple of the block size).
+///
+/// Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 follow ggml's reference quantizers operation for operation in `Float`
+/// arithmetic, so their bytes are identical with the PyPI `gguf` package's (checked by an interop test).
+/// Q4_K follows ggml's `quantize_row_q4_K_reference` (weighted min/scale search per 32-value sub-block,
+/// 6-bit packed scales). Dequantization matches ggml for every type listed in `supportedForDecoding`.
+public enum GGMLBlockCodec {
+    /// Types this codec can quantize.
+    public static let supportedForEncoding: Set<GGMLType> = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K]
+    /// Types this codec can dequantize.
+    public static let supportedForDecoding: Set<GGMLType> = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q6_K]
+
+    @inline(__always) static func half(_ x: Float) -> UInt16 { Float16(x).bitPattern }
+    @inline(__always) static func unhalf(_ b: UInt16) -> Float { FloatConversion.halfTable[Int(b)] }
+    /// ggml's `nearest_int`: round to nearest, ties to even (exact for |x| < 2²²).
+    @inline(__always) static func nearestInt(_ x: Float) -> Int { Int(x.rounded(.toNearestOrEven)) }
+
+    /// Quantizes one row.
+    /// - Precondition: `type` is in `supportedForEncoding` and `row.count` is a multiple of its block size.
+    public static func quantize(_ row: [Float], as type: GGMLType) -> [UInt8] {
+        let (qk, size) = type.blockLayout
+        precondition(row.count % qk == 0, "row length \(row.count) is not a multiple of \(type.name)'s block size \(qk)")
+        var out = [UInt8](repeating: 0, count: row.count / qk * size)
+        row.withUnsafeBufferPointer { x in
+            out.withUnsafeMutableBytes { y in
+                for b in 0..<(row.count / qk) {
+                    let xb = UnsafeBufferPointer(rebasing: x[(b * qk)..<((b + 1) * qk)])
+                    let yb = UnsafeMutableRawBufferPointer(rebasing: y[(b * size)..<((b + 1) * size)])
+                    switch type {
+                    case .q8_0: quantizeQ8_0(xb, yb)
+                    case .q4_0: quantizeSymmetric(xb, yb, levels: 16)
+                    case .q5_0: quantizeSymmetric(xb, yb, levels: 32)
+                    case .q4_1: quantizeAffine(xb, yb, levels: 16)
+                    case .q5_1: quantizeAffine(xb, yb, levels: 32)
+                    case .q4_K: quantizeQ4_K(xb, yb)
+                    default: preconditionFailure("\(type.name) quantization is not supported")
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    static func quantizeQ8_0(_ x: UnsafeBufferPointer<Float>, _ y: UnsafeMutableRawBufferPointer) {
+        var amax: Float = 0
+        for v in x { amax = max(amax, abs(v)) }
+        let d = amax / 127
+        let id: Float = d != 0 ? 1 / d : 0
+        y.storeBytes(of: half(d).littleEndian, toByteOffset: 0, as: UInt16.self)
+        for j in 0..<32 {
+            let q = (x[j] * id).rounded(.toNearestOrAwayFromZero)
+            y[2 + j] = UInt8(bitPattern: Int8(q))
+        }
+    }
+
+    /// Q4_0 (16 levels) and Q5_0 (32 levels): d = (value of largest magnitude) / −(levels/2).
+    static func quantizeSymmetric(_ x: UnsafeBufferPointer<Float>, _ y: UnsafeMutableRawBufferPointer, levels: Int) {
+        var amax: Float = 0, vmax: Float = 0
+        for v in x where abs(v) > amax { amax = abs(v); vmax = v }
+        let d = vmax / -Float(levels / 2)
+        let id: Float = d != 0 ? 1 / d : 0
+        y.storeBytes(of: half(d).littleEndian, toByteOffset: 0, as: UInt16.self)
+        var q = [UInt8](repeating: 0, count: 32)
+        let offset = Float(levels / 2) + 0.5
+        for j in 0..<32 { q[j] = UInt8(min(Float(levels - 1), max(0, (x[j] * id + offset).rounded(.towardZero)))) }
+        pack(q, into: y, at: 2, highBits: levels == 32)
+    }
+
+    /// Q4_1 (16 levels) and Q5_1 (32 levels): d = (max − min)/(levels − 1), m = min.
+    static func quantizeAffine(_ x: UnsafeBufferPointer<Float>, _ y: UnsafeMutableRawBufferPointer, levels: Int) {
+        var lo = x[0], hi = x[0]
+        for v in x { lo = min(lo, v); hi = max(hi, v) }
+        let d = (hi - lo) / Float(levels - 1)
+        let id: Float = d != 0 ? 1 / d : 0
+        y.storeBytes(of: half(d).littleEndian, toByteOffset: 0, as: UInt16.self)
+        y.storeBytes(of: half(lo).littleEndian, toByteOffset: 2, as: UInt16.self)
+        var q = [UInt8](repeating: 0, count: 32)
+        for j in 0..<32 { q[j] = UInt8(min(Float(levels - 1), max(0, ((x[j] - lo) * id + 0.5).rounded(.towardZero)))) }
+        pack(q, into: y, at: 4, highBits: levels == 32)
+    }
+
+    /// Low nibbles: element j in the low half of byte j, element j+16 in the high half. For 5-bit types a
+    /// 32-bit little-endian mask of the fifth bits comes first.
+    static func pack(_ q: [UInt8], into y: UnsafeMutableRawBufferPointer, at offset: Int, highBits: Bool) {
+        var o = offset
+        if highBits {
+            var qh: UInt32 = 0
+            for j in 0..<32 { qh |= UInt32((q[j] >> 4) & 1) << UInt32(j) }
+            y.storeBytes(of: qh.littleEndian, toByteOffset: o, as: UInt32.self)
+            o += 4
+        }
+        for j in 0..<16 { y[o + j] = (q[j] & 0x0F) | ((q[j + 16] & 0x0F) << 4) }
+    }
+
+    // MARK: Q4_K
+
+    /// ggml's `make_qkx2_quants`: affine quantization of one sub-block minimizing a weighted squared error
+    /// over a small grid of scales. Returns (scale, −min) and fills `levels`.
+    static func makeQKX2Quants(_ x: ArraySlice<Float>, weights: [Float], nmax: Int, rmin: Float, rdelta: Float,
+                               steps: Int, levels L: inout [UInt8]) -> (scale: Float, negMin: Float) {
+        let n = x.count
+        let xs = Array(x)
+        var lo = xs[0], hi = xs[0]
+        var sumW = weights[0], sumX = weights[0] * xs[0]
+        for i in 1..<n {
+            lo = min(lo, xs[i]); hi = max(hi, xs[i])
+            sumW += weights[i]; sumX += weights[i] * xs[i]
+        }
+        if lo > 0 { lo = 0 }
+        if hi == lo {
+            for i in 0..<n { L[i] = 0 }
+            return (0, -lo)
+        }
+        var iscale = Float(nmax) / (hi - lo)
+        var scale = 1 / iscale
+        var best: Float = 0
+        for i in 0..<n {
+            let l = max(0, min(nmax, nearestInt(iscale * (xs[i] - lo))))
+            L[i] = UInt8(l)
+            let diff = scale * Float(l) + lo - xs[i]
+            best += weights[i] * diff * diff
+        }
+        var aux = [UInt8](repeating: 0, count: n)
+        for step in 0...steps {
+            iscale = (rmin + rdelta * Float(step) + Float(nmax)) / (hi - lo)
+            var sumL: Float = 0, sumL2: Float = 0, sumXL: Float = 0
+            for i in 0..<n {
+                let l = max(0, min(nmax, nearestInt(iscale * (xs[i] - lo))))
+                aux[i] = UInt8(l)
+                let w = weights[i], fl = Float(l)
+                sumL += w * fl; sumL2 += w * fl * fl; sumXL += w * fl * xs[i]
+            }
+            let det = sumW * sumL2 - sumL * sumL
+            guard det > 0 else { continue }
+            var thisScale = (sumW * sumXL - sumX * sumL) / det
+            var thisMin = (sumL2 * sumX - sumL * sumXL) / det
+            if thisMin > 0 { thisMin = 0; thisScale = sumXL / sumL2 }
+            var err: Float = 0
+            for i in 0..<n {
+                let diff = thisScale * Float(aux[i]) + thisMin - xs[i]
+                err += weights[i] * diff * diff
+            }
+            if err < best {
+                L = aux; best = err; scale = thisScale; lo = thisMin
+            }
+        }
+        return (scale, -lo)
+    }
+
+    /// 6-bit scale and min of sub-block j from Q4_K's packed 12 bytes (ggml `get_scale_min_k4`).
+    @inline(__always)
+    static func scaleMinK4(_ j: Int, _ q: UnsafeRawBufferPointer) -> (UInt8, UInt8) {
+        if j < 4 { return (q[j] & 63, q[j + 4] & 63) }
+        return ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+    }
+
+    static func quantizeQ4_K(_ x: UnsafeBufferPointer<Float>, _ y: UnsafeMutableRawBufferPointer) {
+        var L = [UInt8](repeating: 0, count: 256)
+        var scales = [Float](repeating: 0, count: 8), mins = [Float](repeating: 0, count: 8)
+        var maxScale: Float = 0, maxMin: Float = 0
+        let xs = Array(x)
+        for j in 0..<8 {
+            var sumX2: Float = 0
+            for l in 0..<32 { sumX2 += xs[32 * j + l] * xs[32 * j + l] }
+            let avX = (sumX2 / 32).squareRoot()
+            let weights = (0..<32).map { avX + abs(xs[32 * j + $0]) }
+            var sub = [UInt8](repeating: 0, count: 32)
+            let (s, m) = makeQKX2Quants(xs[(32 * j)..<(32 * j + 32)], weights: weights, nmax: 15, rmin: -1, rdelta: 0.1,
+                                        steps: 20, levels: &sub)
+            for l in 0..<32 { L[32 * j + l] = sub[l] }
+            scales[j] = s; mins[j] = m
+            maxScale = max(maxScale, s); maxMin = max(maxMin, m)
+        }
+        let invScale: Float = maxScale > 0 ? 63 / maxScale : 0
+        let invMin: Float = maxMin > 0 ? 63 / maxMin : 0
+        var packed = [UInt8](repeating: 0, count: 12)
+        for j in 0..<8 {
+            let ls = UInt8(min(63, nearestInt(invScale * scales[j])))
+            let lm = UInt8(min(63, nearestInt(invMin * mins[j])))
+            if j < 4 {
+                packed[j] = ls; packed[j + 4] = lm
+            } else {
+                packed[j + 4] = (ls & 0xF) | ((lm & 0xF) << 4)
+                packed[j - 4] |= (ls >> 4) << 6
+                packed[j] |= (lm >> 4) << 6
+            }
+        }
+        let dHalf = half(maxScale / 63), mHalf = half(maxMin / 63)
+        y.storeBytes(of: dHalf.littleEndian, toByteOffset: 0, as: UInt16.self)
+        y.storeBytes(of: mHalf.littleEndian, toByteOffset: 2, as: UInt16.self)
+        for k in 0..<12 { y[4 + k] = packed[k] }
+        packed.withUnsafeBytes { p in
+            for j in 0..<8 {
+                let (sc, m) = scaleMinK4(j, p)
+                let d = unhalf(dHalf) * Float(sc)
+                guard d != 0 else { continue }
+                let dm = unhalf(mHalf) * Float(m)
+                for i in 0..<32 { L[32 * j + i] = UInt8(max(0, min(15, nearestInt((xs[32 * j + i] + dm) / d)))) }
+            }
+        }
+        for chunk in 0..<4 {
+            for l in 0..<32 { y[16 + 32 * chunk + l] = L[64 * chunk + l] | (L[64 * chunk + l + 32] << 4) }
+        }
+    }
+
+    // MARK: Dequantization
+
+    /// Dequantizes `count` elements of `type` from raw bytes.
+    /// - Precondition: `type` is in `supportedForDecoding`; `bytes` holds exactly the blocks for `count`.
+    public static func dequantize(_ bytes: UnsafeRawBufferPointer, as type: GGMLType, count: Int) -> [Float] {
+        let (qk, size) = type.blockLayout
+        precondition(count % qk == 0 && bytes.count == count / qk * size, "\(type.name): byte count does not match \(count) elements")
+        switch type {
+        case .f32: return FloatConversion.decode(bytes, dtype: .f32)
+        case .f16: return FloatConversion.decode(bytes, dtype: .f16)
+        case .bf16: return FloatConversion.decode(bytes, dtype: .bf16)
+        default: break
+        }
+        var out = [Float](repeating: 0, count: count)
+        for b in 0..<(count / qk) {
+            let y = UnsafeRawBufferPointer(rebasing: bytes[(b * size)..<((b + 1) * size)])
+            let base = b * qk
+            let d = unhalf(y.loadUnaligned(fromByteOffset: 0, as: UInt16.self).littleEndian)
+            switch type {
+            case .q8_0:
+                for j in 0..<32 { out[base + j] = d * Float(Int8(bitPattern: y[2 + j])) }
+            case .q4_0:
+                for j in 0..<16 {
+                    out[base + j] = d * Float(Int(y[2 + j] & 0xF) - 8)
+                    out[base + j + 16] = d * Float(Int(y[2 + j] >> 4) - 8)
+                }
+            case .q4_1:
+                let m = unhalf(y.loadUnaligned(fromByteOffset: 2, as: UInt16.self).littleEndian)
+                for j in 0..<16 {
+                    out[base + j] = d * Float(y[4 + j] & 0xF) + m
+                    out[base + j + 16] = d * Float(y[4 + j] >> 4) + m
+                }
+            case .q5_0, .q5_1:
+                let affine = type == .q5_1
+                let m = affine ? unhalf(y.loadUnaligned(fromByteOffset: 2, as: UInt16.self).littleEndian) : 0
+                let o = affine ? 4 : 2
+                let qh = y.loadUnaligned(fromByteOffset: o, as: UInt32.self).littleEndian
+                for j in 0..<16 {
+                    let lo = Int(y[o + 4 + j] & 0xF) | Int((qh >> UInt32(j)) & 1) << 4
+                    let hi = Int(y[o + 4 + j] >> 4) | Int((qh >> UInt32(j + 16)) & 1) << 4
+                    if affine {
+                        out[base + j] = d * Float(lo) + m
+                        out[base + j + 16] = d * Float(hi) + m
+                    } else {
+                        out[base + j] = d * Float(lo - 16)
+                        out[base + j + 16] = d * Float(hi - 16)
+                    }
+                }
+            case .q4_K:
+                let dmin = unhalf(y.loadUnaligned(fromByteOffset: 2, as: UInt16.self).littleEndian)
+                let scales = UnsafeRawBufferPointer(rebasing: y[4..<16])
+                for chunk in 0..<4 {
+                    let (sc1, m1) = scaleMinK4(2 * chunk, scales)
+                    let (sc2, m2) = scaleMinK4(2 * chunk + 1, scales)
+                    let d1 = d * Float(sc1), mm1 = dmin * Float(m1)
+                    let d2 = d * Float(sc2), mm2 = dmin * Float(m2)
+                    for l in 0..<32 {
+                        let q = y[16 + 32 * chunk + l]
+                        out[base + 64 * chunk + l] = d1 * Float(q & 0xF) - mm1
+                        out[base + 64 * chunk + 32 + l] = d2 * Float(q >> 4) - mm2
+                    }
+                }
+            case .q6_K:
+                // {ql[128], qh[64], scales[16] (int8), d (f16)}: d is last.
+                let d6 = unhalf(y.loadUnaligned(fromByteOffset: 208, as: UInt16.self).littleEndian)
+                for half in 0..<2 {
+                    let ql = 64 * half, qh = 128 + 32 * half, sc = 192 + 8 * half
+                    for l in 0..<32 {
+                        let isc = l / 16
+                        let q1 = Int((y[ql + l] & 0xF) | ((y[qh + l] >> 0) & 3) << 4) - 32
+                        let q2 = Int((y[ql + l + 32] & 0xF) | ((y[qh + l] >> 2) & 3) << 4) - 32
+                        let q3 = Int((y[ql + l] >> 4) | ((y[qh + l] >> 4) & 3) << 4) - 32
+                        let q4 = Int((y[ql + l + 32] >> 4) | ((y[qh + l] >> 6) & 3) << 4) - 32
+                        let o = base + 128 * half + l
+                        out[o] = d6 * Float(Int8(bitPattern: y[sc + isc])) * Float(q1)
+                        out[o + 32] = d6 * Float(Int8(bitPattern: y[sc + isc + 2])) * Float(q2)
+                        out[o + 64] = d6 * Float(Int8(bitPattern: y[sc + isc + 4])) * Float(q3)
+                        out[o + 96] = d6 * Float(Int8(bitPattern: y[sc + isc + 6])) * Float(q4)
+                    }
+                }
+            default:
+                preconditionFailure("\(type.name) dequantization is not supported")
+            }
+        }
+        return out
+    }
+}
