@@ -113,7 +113,9 @@ struct Bench: AsyncParsableCommand {
         if output.json {
             Console.out(String(decoding: try e.encode(all), as: UTF8.self))
         } else {
-            Console.out("\nwrote \(out)/results.md, results.json, results.csv, plots.svg")
+            let suffixes = shapings.count > 1 ? shapings.map { "-\($0.rawValue)" } : [""]
+            let files = suffixes.flatMap { ["results\($0).md", "results\($0).csv", "plots\($0).svg"] } + ["results.json"]
+            Console.out("\nwrote \(files.map { "\(out)/\($0)" }.joined(separator: ", "))")
         }
     }
 
