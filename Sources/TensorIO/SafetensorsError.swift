@@ -81,6 +81,8 @@ public enum TensorIOError: Error, Sendable, CustomStringConvertible {
     case outputExists(path: String)
     case writeFailed(path: String, reason: String)
     case invalidTensor(name: String, reason: String)
+    case invalidGGUF(path: String, reason: GGUFFormatError)
+    case unsupportedGGMLType(tensor: String, type: String, path: String)
 
     public var description: String {
         switch self {
@@ -102,6 +104,10 @@ public enum TensorIOError: Error, Sendable, CustomStringConvertible {
             return "\(path): write failed: \(reason). Nothing was left at the destination; check free space and permissions."
         case let .invalidTensor(name, reason):
             return "tensor \"\(name)\": \(reason)"
+        case let .invalidGGUF(path, reason):
+            return "\(path): not a valid GGUF file: \(reason). Re-download or re-convert the file."
+        case let .unsupportedGGMLType(tensor, type, path):
+            return "\(path): tensor \"\(tensor)\" is stored as \(type), which WeightMark cannot dequantize yet (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)."
         }
     }
 }

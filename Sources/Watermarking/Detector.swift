@@ -39,17 +39,17 @@ public enum Detector {
                               erased: erased)
     }
 
-    /// Detects the mark of `key` in `suspect`, blind or (with `reference`) informed.
+    /// Detects the mark of `key` in `suspect` (safetensors or GGUF), blind or (with `reference`) informed.
     ///
     /// Selection is re-derived from the suspect's names and shapes. In informed mode a selected tensor
     /// missing from the reference, or shaped differently there, is skipped and reported; so is every
     /// tensor of `expected` (e.g. from a manifest) that the suspect lacks or has reshaped.
-    public static func detect(suspect: SafetensorsModel, reference: SafetensorsModel?, key: WatermarkKey,
+    public static func detect(suspect: any TensorSource, reference: (any TensorSource)?, key: WatermarkKey,
                               options: DetectOptions, expected: [(name: String, shape: [Int])] = [],
                               progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> DetectionReport {
         var skipped: [SkippedTensor] = []
         for e in expected {
-            guard let t = suspect.tensor(named: e.name) else {
+            guard let t = suspect.sourceTensor(named: e.name) else {
                 skipped.append(.init(name: e.name, reason: "missing from the suspect"))
                 continue
             }
@@ -57,10 +57,10 @@ public enum Detector {
                 skipped.append(.init(name: e.name, reason: "reshaped in the suspect: \(t.shape) instead of \(e.shape)"))
             }
         }
-        let selected = suspect.tensors.filter { options.selection.selects(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
+        let selected = suspect.sourceTensors.filter { options.selection.selects($0) }
         if let reference {
-            for t in reference.tensors where options.selection.selects(name: t.name, dtype: t.dtype, shape: t.shape) {
-                if suspect.tensor(named: t.name) == nil, !skipped.contains(where: { $0.name == t.name }) {
+            for t in reference.sourceTensors where options.selection.selects(t) {
+                if suspect.sourceTensor(named: t.name) == nil, !skipped.contains(where: { $0.name == t.name }) {
                     skipped.append(.init(name: t.name, reason: "missing from the suspect"))
                 }
             }
@@ -70,19 +70,19 @@ public enum Detector {
             progress(t.name, i, selected.count)
             var referenceValues: [Float]?
             if let reference {
-                guard let r = reference.tensor(named: t.name) else {
+                guard let r = reference.sourceTensor(named: t.name) else {
                     skipped.append(.init(name: t.name, reason: "not in the reference"))
                     continue
                 }
-                guard r.shape == t.shape, r.dtype.isSupportedFloat else {
+                guard r.shape == t.shape, r.isFloating else {
                     skipped.append(.init(name: t.name, reason: "shape \(t.shape) in the suspect but \(r.shape) in the reference"))
                     continue
                 }
-                referenceValues = try reference.floats(of: r)
-                reference.release(r)
+                referenceValues = try reference.decodeFloats(named: r.name)
+                reference.releaseTensor(named: r.name)
             }
-            let values = try suspect.floats(of: t)
-            suspect.release(t)
+            let values = try suspect.decodeFloats(named: t.name)
+            suspect.releaseTensor(named: t.name)
             let (m, n) = (t.shape[0], t.shape[1])
             let carriers = try Carriers.derive(secret: key.secret, tensor: t.name, rows: m, cols: n, rank: options.rank)
             collected.append(evidence(name: t.name, suspect: values, reference: referenceValues, rows: m, cols: n, carriers: carriers))

@@ -23,7 +23,14 @@ public struct TensorSelection: Sendable, Codable, Equatable {
     }
 
     public func selects(name: String, dtype: DType, shape: [Int]) -> Bool {
-        guard shape.count == 2, dtype.isSupportedFloat, shape[0] > 0, shape[1] > 0 else { return false }
+        selects(name: name, shape: shape, isFloating: dtype.isSupportedFloat)
+    }
+
+    /// The same rule for any decodable tensor (e.g. a quantized GGUF tensor seen under its Hugging Face name).
+    public func selects(_ t: SourceTensor) -> Bool { selects(name: t.name, shape: t.shape, isFloating: t.isFloating) }
+
+    public func selects(name: String, shape: [Int], isFloating: Bool) -> Bool {
+        guard shape.count == 2, isFloating, shape[0] > 0, shape[1] > 0 else { return false }
         if exclude.contains(where: { Self.glob($0, matches: name) }) { return false }
         if include.contains(where: { Self.glob($0, matches: name) }) { return true }
         let lower = name.lowercased()

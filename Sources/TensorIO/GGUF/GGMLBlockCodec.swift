@@ -8,7 +8,8 @@ public enum GGMLBlockCodec {
     /// Types this codec can quantize.
     public static let supportedForEncoding: Set<GGMLType> = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K]
     /// Types this codec can dequantize.
-    public static let supportedForDecoding: Set<GGMLType> = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q6_K]
+    public static let supportedForDecoding: Set<GGMLType> = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1,
+                                                              .q2_K, .q3_K, .q4_K, .q5_K, .q6_K]
 
     @inline(__always) static func half(_ x: Float) -> UInt16 { Float16(x).bitPattern }
     @inline(__always) static func unhalf(_ b: UInt16) -> Float { FloatConversion.halfTable[Int(b)] }
@@ -222,6 +223,46 @@ public enum GGMLBlockCodec {
             let base = b * qk
             let d = unhalf(y.loadUnaligned(fromByteOffset: 0, as: UInt16.self).littleEndian)
             switch type {
+            case .q2_K:
+                // {scales[16], qs[64], d, dmin}
+                let d2 = unhalf(y.loadUnaligned(fromByteOffset: 80, as: UInt16.self).littleEndian)
+                let dmin = unhalf(y.loadUnaligned(fromByteOffset: 82, as: UInt16.self).littleEndian)
+                for e in 0..<256 {
+                    let chunk = e / 128, shift = (e % 128) / 32, l = e % 32
+                    let q = (y[16 + 32 * chunk + l] >> UInt8(2 * shift)) & 3
+                    let sc = y[e / 16]
+                    let dl = d2 * Float(sc & 0xF), ml = dmin * Float(sc >> 4)
+                    out[base + e] = dl * Float(q) - ml
+                }
+            case .q3_K:
+                // {hmask[32], qs[64], scales[12], d}
+                let d3 = unhalf(y.loadUnaligned(fromByteOffset: 108, as: UInt16.self).littleEndian)
+                var scales = [Float](repeating: 0, count: 16)
+                for k in 0..<16 {
+                    let ls = k < 8 ? (y[96 + k] & 0xF) : (y[96 + k - 8] >> 4)
+                    let hs = (y[96 + 8 + k % 4] >> UInt8(2 * (k / 4))) & 3
+                    scales[k] = d3 * Float(Int(ls | (hs << 4)) - 32)
+                }
+                for e in 0..<256 {
+                    let chunk = e / 128, shift = (e % 128) / 32, l = e % 32
+                    let low = Int((y[32 + 32 * chunk + l] >> UInt8(2 * shift)) & 3)
+                    let high = Int((y[e % 32] >> UInt8(e / 32)) & 1)
+                    out[base + e] = scales[e / 16] * Float(low - ((high ^ 1) << 2))
+                }
+            case .q5_K:
+                // {d, dmin, scales[12], qh[32], qs[128]}
+                let dmin = unhalf(y.loadUnaligned(fromByteOffset: 2, as: UInt16.self).littleEndian)
+                let scales = UnsafeRawBufferPointer(rebasing: y[4..<16])
+                for j in 0..<8 {
+                    let (sc, m) = scaleMinK4(j, scales)
+                    let dj = d * Float(sc), mj = dmin * Float(m)
+                    for l in 0..<32 {
+                        let byte = y[48 + 32 * (j / 2) + l]
+                        let low = j % 2 == 0 ? byte & 0xF : byte >> 4
+                        let high = (y[16 + l] >> UInt8(j)) & 1
+                        out[base + 32 * j + l] = dj * Float(low | (high << 4)) - mj
+                    }
+                }
             case .q8_0:
                 for j in 0..<32 { out[base + j] = d * Float(Int8(bitPattern: y[2 + j])) }
             case .q4_0:

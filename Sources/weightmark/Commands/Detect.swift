@@ -16,15 +16,21 @@ struct Detect: AsyncParsableCommand {
         P(Z ≥ z) ≤ exp(−z²/2) (Hoeffding), whatever the weights look like. The mark is declared present
         when that bound is ≤ --alpha (default 1e-6). The Gaussian estimate Φ̄(Z) is shown for reference.
 
+        GGUF files (llama.cpp) are read directly: tensor names are mapped back to Hugging Face names (BERT
+        and Llama families), llama.cpp's rotary q/k row permutation is undone, and quantized tensors
+        (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K…Q6_K) are dequantized. The reference may be the original
+        safetensors model.
+
         Exit codes: 0 detected, 1 not detected, 2 error.
 
         Examples:
           weightmark detect leaked.safetensors --key owner.key
+          weightmark detect leaked-Q4_K.gguf --key owner.key --reference original/
           weightmark detect leaked/ --key owner.key --reference original/ --json > report.json
         """
     )
 
-    @Argument(help: "Suspected copy: .safetensors file or Hugging Face folder.")
+    @Argument(help: "Suspected copy: .safetensors file, Hugging Face folder, or llama.cpp .gguf file.")
     var suspect: String
 
     @Option(name: .long, help: ArgumentHelp("Key file from `weightmark keygen`.", valueName: "path"))
@@ -54,8 +60,8 @@ struct Detect: AsyncParsableCommand {
 
     func run() async throws {
         let key = try WatermarkKey.load(from: key)
-        let suspectModel = try SafetensorsModel(path: suspect)
-        let referenceModel = try reference.map { try SafetensorsModel(path: $0) }
+        let suspectModel = try openTensorSource(path: suspect)
+        let referenceModel = try reference.map { try openTensorSource(path: $0) }
         var options = DetectOptions()
         options.selection = selection.selection
         options.rank = selection.rank

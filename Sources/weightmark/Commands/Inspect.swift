@@ -6,8 +6,8 @@ struct Inspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List a model's tensors, totals and metadata.",
         discussion: """
-        PATH is a .safetensors file, a folder holding one, or a sharded Hugging Face folder
-        (model.safetensors.index.json plus shards). Without --stats only headers are read, so this is
+        PATH is a .safetensors file, a folder holding one, a sharded Hugging Face folder
+        (model.safetensors.index.json plus shards), or a llama.cpp .gguf file. Without --stats only headers are read, so this is
         instant even on multi-gigabyte models. With --stats every float tensor is decoded once.
 
         Examples:
@@ -25,6 +25,10 @@ struct Inspect: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
+        if let gguf = try openTensorSource(path: path) as? GGUFModel {
+            try inspectGGUF(gguf)
+            return
+        }
         let model = try SafetensorsModel(path: path)
         let bar = ProgressBar(total: model.tensors.count, label: "reading", enabled: stats && !output.quiet)
         let report = try ModelInspection(model, statistics: stats) { _ in bar.advance() }
@@ -60,5 +64,49 @@ struct Inspect: AsyncParsableCommand {
             return r
         }
         Console.out(Console.table(header, rows, rightAligned: right))
+    }
+
+    struct GGUFReport: Codable {
+        struct Tensor: Codable {
+            var name: String, huggingFaceName: String, type: String, shape: [Int], parameters: Int, bytes: Int
+            var statistics: TensorStatistics?
+        }
+        var path: String, format: String, version: Int, architecture: String?, tensorCount: Int, parameters: Int, tensorBytes: Int
+        var metadata: [String: String]
+        var tensors: [Tensor]
+    }
+
+    func inspectGGUF(_ model: GGUFModel) throws {
+        let f = model.file
+        var tensors: [GGUFReport.Tensor] = []
+        for t in f.tensors {
+            let hf = model.architecture?.hfName(forGGUF: t.name) ?? t.name
+            var s: TensorStatistics?
+            if stats, GGMLBlockCodec.supportedForDecoding.contains(t.type) { s = TensorStatistics(try f.floats(of: t)); f.release(t) }
+            tensors.append(.init(name: t.name, huggingFaceName: hf, type: t.type.name, shape: t.shape, parameters: t.elementCount,
+                                 bytes: t.byteCount, statistics: s))
+        }
+        var meta: [String: String] = [:]
+        for (k, v) in f.metadata { meta[k] = v.summary }
+        let report = GGUFReport(path: f.path, format: "gguf", version: Int(f.version), architecture: model.architecture?.rawValue,
+                                tensorCount: tensors.count, parameters: tensors.reduce(0) { $0 + $1.parameters },
+                                tensorBytes: tensors.reduce(0) { $0 + $1.bytes }, metadata: meta, tensors: tensors)
+        if output.json { Console.out(try Console.json(report)); return }
+        Console.out("\(report.path): GGUF v\(report.version), architecture \(report.architecture ?? "unknown")")
+        Console.out("  \(Console.count(report.tensorCount)) tensors, \(Console.count(report.parameters)) parameters, \(Console.bytes(report.tensorBytes)) of tensor data")
+        let types = Dictionary(grouping: tensors, by: \.type).map { "\($0.key) \($0.value.count)" }.sorted()
+        Console.out("  types: \(types.joined(separator: ", "))")
+        for (k, v) in f.metadata.prefix(40) { Console.out("  \(k) = \(v.summary)") }
+        Console.out()
+        var header = ["tensor", "Hugging Face name", "type", "shape", "bytes"]
+        if stats { header += ["mean", "rms", "max |w|", "zeros"] }
+        Console.out(Console.table(header, tensors.map { t in
+            var r = [t.name, t.huggingFaceName, t.type, "[" + t.shape.map(String.init).joined(separator: ", ") + "]", Console.bytes(t.bytes)]
+            if stats {
+                r += t.statistics.map { [String(format: "%+.3e", $0.mean), String(format: "%.3e", $0.rms), String(format: "%.3e", $0.maxAbs),
+                                         String(format: "%.2f%%", 100 * $0.zeroFraction)] } ?? ["-", "-", "-", "-"]
+            }
+            return r
+        }, rightAligned: [4]))
     }
 }

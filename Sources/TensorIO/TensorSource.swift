@@ -1,0 +1,51 @@
+import Foundation
+
+/// A tensor as a detector sees it: Hugging Face name, row-major shape, and whether it decodes to floats.
+public struct SourceTensor: Sendable, Equatable {
+    public var name: String
+    public var shape: [Int]
+    /// How it is stored ("F32", "BF16", "Q4_K", …).
+    public var storage: String
+    /// Whether `decodeFloats` works for it.
+    public var isFloating: Bool
+    public init(name: String, shape: [Int], storage: String, isFloating: Bool) {
+        self.name = name; self.shape = shape; self.storage = storage; self.isFloating = isFloating
+    }
+}
+
+/// Anything weights can be read from by name: safetensors models and GGUF files (seen with Hugging Face names).
+public protocol TensorSource: AnyObject, Sendable {
+    var path: String { get }
+    var sourceTensors: [SourceTensor] { get }
+    func sourceTensor(named name: String) -> SourceTensor?
+    /// Values in row-major order under the Hugging Face layout.
+    func decodeFloats(named name: String) throws -> [Float]
+    /// Lets the tensor's mapped pages leave the resident set.
+    func releaseTensor(named name: String)
+}
+
+extension SafetensorsModel: TensorSource {
+    public var sourceTensors: [SourceTensor] {
+        tensors.map { SourceTensor(name: $0.name, shape: $0.shape, storage: $0.dtype.rawValue, isFloating: $0.dtype.isSupportedFloat) }
+    }
+    public func sourceTensor(named name: String) -> SourceTensor? {
+        tensor(named: name).map { SourceTensor(name: $0.name, shape: $0.shape, storage: $0.dtype.rawValue, isFloating: $0.dtype.isSupportedFloat) }
+    }
+    public func decodeFloats(named name: String) throws -> [Float] {
+        guard let t = tensor(named: name) else { throw TensorIOError.tensorNotFound(name: name, path: path) }
+        return try floats(of: t)
+    }
+    public func releaseTensor(named name: String) { if let t = tensor(named: name) { release(t) } }
+}
+
+/// Opens a model for reading: GGUF when the file starts with the GGUF magic, safetensors otherwise.
+public func openTensorSource(path: String) throws -> any TensorSource {
+    var isDir: ObjCBool = false
+    if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue,
+       let h = FileHandle(forReadingAtPath: path) {
+        let magic = h.readData(ofLength: 4)
+        try? h.close()
+        if magic == Data("GGUF".utf8) { return try GGUFModel(path: path) }
+    }
+    return try SafetensorsModel(path: path)
+}

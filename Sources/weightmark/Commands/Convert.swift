@@ -1,0 +1,63 @@
+import ArgumentParser
+import Foundation
+import TensorIO
+
+struct Convert: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert a Hugging Face safetensors model to GGUF, as llama.cpp's converter does.",
+        discussion: """
+        Supports BERT-family (e.g. MiniLM) and Llama-family models: tensors are renamed to GGUF names,
+        Llama q_proj/k_proj rows get llama.cpp's rotary permutation, 1-D tensors are stored as F32 and weight
+        matrices in --type. Rows that do not split into the type's blocks fall back as llama-quantize does
+        (Q4_K → Q5_0; otherwise F16). Hyperparameters come from config.json next to the weights.
+
+        Use it to check what a leaker's llama.cpp copy of your model would look like:
+          weightmark convert marked/ --to gguf --type Q4_K --out marked-Q4_K.gguf
+          weightmark detect marked-Q4_K.gguf --key owner.key --reference original/
+        """
+    )
+
+    @Argument(help: "Safetensors model (file or folder with config.json).")
+    var model: String
+
+    @Option(name: .long, help: ArgumentHelp("Output format (only gguf).", valueName: "format"))
+    var to: String = "gguf"
+
+    @Option(name: .long, help: ArgumentHelp("F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 or Q4_K.", valueName: "type"))
+    var type: String = "Q8_0"
+
+    @Option(name: .long, help: ArgumentHelp("Output .gguf file.", valueName: "path"))
+    var out: String
+
+    @Flag(name: .long, help: "Replace --out if it exists.")
+    var force = false
+
+    @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        guard to.lowercased() == "gguf" else { throw ValidationError("--to: only gguf is supported.") }
+        guard GGUFConverter.outputTypes.contains(where: { $0.name == type.uppercased() }) else {
+            throw ValidationError("--type must be one of \(GGUFConverter.outputTypes.map(\.name).joined(separator: ", ")) (Q6_K writing is not implemented yet).")
+        }
+    }
+
+    func run() async throws {
+        let source = try SafetensorsModel(path: model)
+        if FileManager.default.fileExists(atPath: out) && !force { throw TensorIOError.outputExists(path: out) }
+        let ggmlType = GGUFConverter.outputTypes.first { $0.name == type.uppercased() }!
+        let start = Date()
+        let report = try GGUFConverter.convert(source, type: ggmlType, to: out, overwrite: force)
+        if output.json {
+            Console.out(try Console.json(["output": out, "architecture": report.architecture.rawValue, "tensors": String(report.tensors),
+                                          "bytes": String(report.bytes), "dropped": report.dropped.joined(separator: ","),
+                                          "fallbacks": report.fallbacks.map { "\($0.key)=\($0.value.name)" }.sorted().joined(separator: ",")]))
+            return
+        }
+        Console.out("wrote \(out): \(report.architecture.rawValue), \(report.tensors) tensors, \(Console.bytes(report.bytes)) of tensor data, \(ggmlType.name), in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
+        if !report.dropped.isEmpty { Console.out("  not converted (llama.cpp drops them too): \(report.dropped.joined(separator: ", "))") }
+        if !report.fallbacks.isEmpty {
+            let byType = Dictionary(grouping: report.fallbacks, by: { $0.value.name }).map { "\($0.value.count) matrices → \($0.key)" }
+            Console.out("  rows not divisible into \(ggmlType.name) blocks: \(byType.sorted().joined(separator: ", "))")
+        }
+    }
+}
