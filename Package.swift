@@ -49,6 +49,7 @@ let package = Package(
             "TensorIO", "WeightMarkTestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "LinearAlgebraTests", dependencies: ["LinearAlgebra"]),
+        .testTarget(name: "GGUFTests", dependencies: ["TensorIO", "Watermarking", "WeightMarkTestSupport"]),
         .testTarget(name: "AttacksTests", dependencies: ["Attacks", "Robustness", "Watermarking", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),
         .testTarget(name: "WeightMarkCLITests", dependencies: ["weightmark", "TensorIO", "WeightMarkTestSupport"]),
         .testTarget(name: "WatermarkingTests", dependencies: ["Watermarking", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"],

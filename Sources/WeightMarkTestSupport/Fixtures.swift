@@ -164,3 +164,29 @@ extension Fixtures {
         ("embed_tokens.weight", [600, 256]),
     ]
 }
+
+extension Fixtures {
+    /// A small Llama-like Hugging Face folder (config.json + model.safetensors): 2 layers, hidden 256,
+    /// 8 attention heads and 4 key-value heads (so q and k permute differently), FFN 512, vocab 1000.
+    public static func writeSmallLlama(to folder: String, seed: UInt64 = 11) throws {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let hidden = 256, ffn = 512, vocab = 1000, kvDim = 128
+        var shapes: [(String, [Int])] = [("model.embed_tokens.weight", [vocab, hidden]), ("model.norm.weight", [hidden]),
+                                         ("lm_head.weight", [vocab, hidden])]
+        for l in 0..<2 {
+            let p = "model.layers.\(l)."
+            shapes += [(p + "input_layernorm.weight", [hidden]), (p + "post_attention_layernorm.weight", [hidden]),
+                       (p + "self_attn.q_proj.weight", [hidden, hidden]), (p + "self_attn.k_proj.weight", [kvDim, hidden]),
+                       (p + "self_attn.v_proj.weight", [kvDim, hidden]), (p + "self_attn.o_proj.weight", [hidden, hidden]),
+                       (p + "mlp.gate_proj.weight", [ffn, hidden]), (p + "mlp.up_proj.weight", [ffn, hidden]),
+                       (p + "mlp.down_proj.weight", [hidden, ffn])]
+        }
+        try writeSmallModel(to: folder + "/model.safetensors", seed: seed, shapes: shapes)
+        let config = """
+        {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": \(hidden), "intermediate_size": \(ffn),
+         "num_attention_heads": 8, "num_key_value_heads": 4, "num_hidden_layers": 2, "vocab_size": \(vocab),
+         "max_position_embeddings": 2048, "rms_norm_eps": 1e-05, "rope_theta": 10000.0}
+        """
+        write(Array(config.utf8), to: folder + "/config.json")
+    }
+}
