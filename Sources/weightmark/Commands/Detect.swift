@@ -114,10 +114,11 @@ enum DetectionPrinter {
         if top > 0 && !r.tensors.isEmpty {
             let strongest = r.tensors.sorted { $0.z > $1.z }.prefix(top)
             Console.out("  strongest tensors:")
-            Console.out(Console.table(["tensor", "shape", "z", "⟨Y,S⟩", "‖Y‖"], strongest.map {
-                ["    " + $0.name, "\($0.shape[0])×\($0.shape[1])", String(format: "%.2f", $0.z),
+            let table = Console.table(["tensor", "shape", "z", "⟨Y,S⟩", "‖Y‖"], strongest.map {
+                [$0.name, "\($0.shape[0])×\($0.shape[1])", String(format: "%.2f", $0.z),
                  String(format: "%.3g", $0.correlation), String(format: "%.3g", $0.norm)]
-            }, rightAligned: [2, 3, 4]))
+            }, rightAligned: [2, 3, 4])
+            Console.out(table.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
         }
     }
 
