@@ -73,6 +73,16 @@ public enum Fixtures {
 
     /// Runs a program; returns stdout; throws with stderr when it exits non-zero.
     public static func run(_ executable: String, _ arguments: [String]) throws -> String {
+        let r = try runProcess(executable, arguments)
+        guard r.status == 0 else {
+            throw OracleError(message: "\(executable) exited \(r.status): \(r.stderr)")
+        }
+        return r.stdout
+    }
+
+    /// Runs a program to completion; returns exit status, stdout and stderr (both pipes drained concurrently
+    /// so neither can fill up and block the child).
+    public static func runProcess(_ executable: String, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = arguments
@@ -80,13 +90,32 @@ public enum Fixtures {
         p.standardOutput = out
         p.standardError = err
         try p.run()
+        nonisolated(unsafe) var errData = Data()
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
         let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
         p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            throw OracleError(message: "\(executable) exited \(p.terminationStatus): \(String(decoding: errData, as: UTF8.self))")
+        return (p.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    }
+
+    /// Lower-case hex of bytes, and back.
+    public static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+    public static func bytes(fromHex s: String) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(s.utf8.count / 2)
+        var i = s.startIndex
+        while i < s.endIndex, let j = s.index(i, offsetBy: 2, limitedBy: s.endIndex) {
+            out.append(UInt8(s[i..<j], radix: 16)!)
+            i = j
         }
-        return String(decoding: outData, as: UTF8.self)
+        return out
+    }
+
+    /// Little-endian f32 values from hex (as numpy's `tobytes().hex()` prints them).
+    public static func floats(fromHex s: String) -> [Float] {
+        bytes(fromHex: s.trimmingCharacters(in: .whitespacesAndNewlines)).withUnsafeBytes { FloatConversion.decode($0, dtype: .f32) }
     }
 
     // MARK: Real model
@@ -113,22 +142,7 @@ extension Fixtures {
 
     /// Runs `weightmark` with arguments; returns exit status, stdout and stderr.
     public static func weightmark(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: weightmarkExecutable)
-        p.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        // Read both pipes concurrently so neither fills up and blocks the child.
-        nonisolated(unsafe) var errData = Data()
-        let group = DispatchGroup()
-        group.enter()
-        DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+        try runProcess(weightmarkExecutable, arguments)
     }
 }
 

@@ -34,15 +34,7 @@ struct GGUFQuantizerInteropTests {
         print(json.dumps({"bytes": q.tobytes().hex(), "deq": d.tobytes().hex()}))
         """, arguments: [input, type])
         let json = try JSONSerialization.jsonObject(with: Data(out.utf8)) as! [String: String]
-        let deqBytes = unhexBytes(json["deq"]!)
-        return (json["bytes"]!, deqBytes.withUnsafeBytes { FloatConversion.decode($0, dtype: .f32) })
-    }
-
-    func unhexBytes(_ s: String) -> [UInt8] {
-        var out: [UInt8] = []
-        var i = s.startIndex
-        while i < s.endIndex { let j = s.index(i, offsetBy: 2); out.append(UInt8(s[i..<j], radix: 16)!); i = j }
-        return out
+        return (json["bytes"]!, Fixtures.floats(fromHex: json["deq"]!))
     }
 
     @Test("our bytes equal gguf's, and our dequantization equals gguf's", arguments: [GGMLType.q8_0, .q4_0, .q4_1, .q5_0, .q5_1])
@@ -50,7 +42,7 @@ struct GGUFQuantizerInteropTests {
         let (expected, deq) = try oracle(type.name)
         var ours: [UInt8] = []
         for r in 0..<8 { ours += GGMLBlockCodec.quantize(Array(Self.values[(r * 512)..<((r + 1) * 512)]), as: type) }
-        #expect(ours.map { String(format: "%02x", $0) }.joined() == expected)
+        #expect(Fixtures.hex(ours) == expected)
         let back = ours.withUnsafeBytes { GGMLBlockCodec.dequantize($0, as: type, count: 8 * 512) }
         #expect(back == deq)
     }
@@ -69,7 +61,7 @@ struct GGUFQuantizerInteropTests {
         q = np.fromfile(sys.argv[1], dtype=np.uint8).reshape(8, -1)
         print(quants.dequantize(q, GGMLQuantizationType.Q4_K).astype(np.float32).tobytes().hex())
         """, arguments: [dir + "/q.bin"])
-        let theirs = unhexBytes(out.trimmingCharacters(in: .whitespacesAndNewlines)).withUnsafeBytes { FloatConversion.decode($0, dtype: .f32) }
+        let theirs = Fixtures.floats(fromHex: out)
         let mine = ours.withUnsafeBytes { GGMLBlockCodec.dequantize($0, as: .q4_K, count: 8 * 512) }
         #expect(mine == theirs)
         // Error level: Q4_K's search must do at least as well as plain 4-bit affine rounding per 32-block (Q4_1).
@@ -100,7 +92,7 @@ struct GGUFQuantizerInteropTests {
         q = np.fromfile(sys.argv[1], dtype=np.uint8).reshape(4, 210)
         print(quants.dequantize(q, GGMLQuantizationType.Q6_K).astype(np.float32).tobytes().hex())
         """, arguments: [dir + "/q.bin"])
-        let theirs = unhexBytes(out.trimmingCharacters(in: .whitespacesAndNewlines)).withUnsafeBytes { FloatConversion.decode($0, dtype: .f32) }
+        let theirs = Fixtures.floats(fromHex: out)
         let mine = blocks.withUnsafeBytes { GGMLBlockCodec.dequantize($0, as: .q6_K, count: 4 * 256) }
         #expect(mine == theirs)
     }

@@ -4,12 +4,6 @@ import TensorIO
 import Watermarking
 import WeightMarkTestSupport
 
-private func hexToFloats(_ s: String) -> [Float] {
-    var bytes: [UInt8] = []
-    var i = s.startIndex
-    while i < s.endIndex { let j = s.index(i, offsetBy: 2); bytes.append(UInt8(s[i..<j], radix: 16)!); i = j }
-    return bytes.withUnsafeBytes { FloatConversion.decode($0, dtype: .f32) }
-}
 
 /// Interop with the PyPI `gguf` package (llama.cpp's Python reference).
 @Suite("GGUF interop with the gguf package", .enabled(if: Fixtures.oraclesAvailable, "Python oracle venv not installed"))
@@ -70,7 +64,7 @@ struct GGUFInteropTests {
         #expect(f.value("general.architecture") == .string("llama"))
         for (name, hex) in expected {
             let t = try #require(f.tensor(named: (name.hasSuffix("_K") ? "k." : "w.") + name), "\(name)")
-            #expect(try f.floats(of: t) == hexToFloats(hex), "\(name)")
+            #expect(try f.floats(of: t) == Fixtures.floats(fromHex: hex), "\(name)")
         }
     }
 
@@ -106,7 +100,7 @@ struct GGUFInteropTests {
                 let theirs = try #require(tensors[t.name], "\(t.name)")
                 #expect(theirs["type"] as? String == t.type.name)
                 #expect(theirs["shape"] as? [Int] == t.shape, "\(t.name)")
-                #expect(hexToFloats(theirs["hex"] as! String) == (try ours.floats(of: t)), "\(t.name)")
+                #expect(Fixtures.floats(fromHex: theirs["hex"] as! String) == (try ours.floats(of: t)), "\(t.name)")
             }
         }
     }

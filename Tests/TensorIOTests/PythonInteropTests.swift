@@ -19,10 +19,10 @@ struct PythonInteropTests {
             let values = Fixtures.floats(count: 6, seed: UInt64(k + 10))
             let bytes = FloatConversion.encode(values, as: dtypes[k])
             tensors.append(OutputTensor(name: name, dtype: dtypes[k], shape: [2, 3], bytes: bytes))
-            expected[name] = (dtypes[k].rawValue, [2, 3], bytes.map { String(format: "%02x", $0) }.joined())
+            expected[name] = (dtypes[k].rawValue, [2, 3], Fixtures.hex(bytes))
         }
         tensors.append(OutputTensor(name: "scalar", dtype: .f32, shape: [], bytes: FloatConversion.encode([2.5], as: .f32)))
-        expected["scalar"] = ("F32", [], FloatConversion.encode([2.5], as: .f32).map { String(format: "%02x", $0) }.joined())
+        expected["scalar"] = ("F32", [], Fixtures.hex(FloatConversion.encode([2.5], as: .f32)))
         tensors.append(OutputTensor(name: "empty", dtype: .f16, shape: [0, 4], bytes: []))
         expected["empty"] = ("F16", [0, 4], "")
         let path = dir + "/swift.safetensors"
@@ -76,7 +76,7 @@ struct PythonInteropTests {
         #expect(Set(f.tensors.map(\.name)) == Set(expected.keys))
         #expect(f.metadata?.first?.value == "v")
         for t in f.tensors {
-            let hex = FloatConversion.encode(try f.floats(of: t), as: .f32).map { String(format: "%02x", $0) }.joined()
+            let hex = Fixtures.hex(FloatConversion.encode(try f.floats(of: t), as: .f32))
             #expect(hex == expected[t.name], "\(t.name)")
         }
     }
@@ -108,7 +108,7 @@ struct PythonInteropTests {
         #expect(model.layout == .sharded)
         #expect(model.shards.count == 2)
         for t in model.tensors {
-            let hex = FloatConversion.encode(try model.floats(of: t), as: .f32).map { String(format: "%02x", $0) }.joined()
+            let hex = Fixtures.hex(FloatConversion.encode(try model.floats(of: t), as: .f32))
             #expect(hex == expected[t.name], "\(t.name)")
         }
         let swiftDir = dir + "/swift"

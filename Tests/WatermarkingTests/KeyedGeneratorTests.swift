@@ -5,17 +5,8 @@ import TensorIO
 import Watermarking
 import WeightMarkTestSupport
 
-func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
-func unhex(_ s: String) -> [UInt8] {
-    var out: [UInt8] = []
-    var i = s.startIndex
-    while i < s.endIndex {
-        let j = s.index(i, offsetBy: 2)
-        out.append(UInt8(s[i..<j], radix: 16)!)
-        i = j
-    }
-    return out
-}
+func hex(_ bytes: [UInt8]) -> String { Fixtures.hex(bytes) }
+func unhex(_ s: String) -> [UInt8] { Fixtures.bytes(fromHex: s) }
 
 func goldenURL(_ name: String) -> URL {
     URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Golden/\(name)")
