@@ -37,10 +37,11 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: optimizedInDebug),
         .target(name: "Attacks", dependencies: ["TensorIO", "LinearAlgebra"], swiftSettings: optimizedInDebug),
+        .target(name: "Synthesis", dependencies: ["TensorIO"], swiftSettings: optimizedInDebug),
         .target(name: "Robustness", dependencies: ["TensorIO", "LinearAlgebra", "Watermarking", "Attacks"],
                 swiftSettings: optimizedInDebug),
         .executableTarget(name: "weightmark", dependencies: [
-            "TensorIO", "LinearAlgebra", "Watermarking", "Attacks", "Robustness",
+            "TensorIO", "LinearAlgebra", "Watermarking", "Attacks", "Robustness", "Synthesis",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "WeightMarkTestSupport", dependencies: ["TensorIO"]),

@@ -1,0 +1,103 @@
+import ArgumentParser
+import Foundation
+import Synthesis
+import TensorIO
+
+struct Synth: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Generate a realistic synthetic Llama-like model (for tests and scale runs).",
+        discussion: """
+        Hugging Face names and shapes (embed_tokens, q/k/v/o_proj, gate/up/down_proj, norms, lm_head), a
+        config.json, and (with --shards > 1) an index like the Hub's. Weights are deterministic from --seed and
+        have realistic statistics: heavy tails (Gaussian scale mixture, kurtosis ≈ 4.9), per-row log-normal
+        scale spread, 1/sqrt(fan_in) scale, norms near 1. Written tensor by tensor: memory stays bounded by
+        the largest tensor.
+
+        --params picks the number of layers for the hidden/ffn/vocab sizes (defaults by size: 2B → hidden
+        2048, ffn 5632 as in TinyLlama; 7B → 4096 / 11008 as in Llama-2-7B). Sizes: 2B, 500M, 7B, 125M or a
+        plain count.
+
+        Example:
+          weightmark synth --params 2B --dtype bf16 --shards 4 --out synth-2b/
+        """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("Approximate parameter count (2B, 500M, 125M, …).", valueName: "n"))
+    var params: String = "125M"
+
+    @Option(name: .long, help: ArgumentHelp("bf16, f16 or f32.", valueName: "dtype"))
+    var dtype: String = "bf16"
+
+    @Option(name: .long, help: ArgumentHelp("Number of shard files.", valueName: "n"))
+    var shards: Int = 1
+
+    @Option(name: .long, help: ArgumentHelp("Output folder.", valueName: "path"))
+    var out: String
+
+    @Option(name: .long, help: "Hidden size (default by size: 768 up to 200M, 1024 up to 600M, 2048 up to 3B, 4096 above).") var hidden: Int?
+    @Option(name: .long, help: "FFN (intermediate) size (default ≈ 2.7 × hidden, as in Llama).") var ffn: Int?
+    @Option(name: .long, help: "Vocabulary size.") var vocab: Int = 32000
+    @Option(name: .long, help: "Attention heads (default hidden / 128, at least 8).") var heads: Int?
+    @Option(name: .long, help: "Key-value heads (≤ heads, divides heads).") var kvHeads: Int?
+    @Option(name: .long, help: "Layers (overrides --params).") var layers: Int?
+    @Option(name: .long, help: "Seed.") var seed: UInt64 = 1
+
+    @Flag(name: .long, help: "Replace --out if it exists.")
+    var force = false
+
+    @OptionGroup var output: OutputOptions
+
+    static func parseCount(_ s: String) -> Int? {
+        let t = s.uppercased()
+        let mult: Double = t.hasSuffix("B") ? 1e9 : t.hasSuffix("M") ? 1e6 : t.hasSuffix("K") ? 1e3 : 1
+        let digits = mult == 1 ? t : String(t.dropLast())
+        return Double(digits).map { Int($0 * mult) }
+    }
+
+    var storage: DType? { ["bf16": .bf16, "f16": .f16, "fp16": .f16, "f32": .f32][dtype.lowercased()] }
+
+    func validate() throws {
+        guard let n = Self.parseCount(params), n > 0 else { throw ValidationError("--params: use e.g. 2B, 500M or 125000000.") }
+        guard storage != nil else { throw ValidationError("--dtype must be bf16, f16 or f32.") }
+        guard (1...999).contains(shards) else { throw ValidationError("--shards must be between 1 and 999.") }
+        let (hidden, _, heads) = dimensions
+        let kv = kvHeads ?? heads
+        guard heads > 0, hidden % heads == 0, (hidden / heads) % 2 == 0, kv > 0, heads % kv == 0 else {
+            throw ValidationError("--heads must divide --hidden into even head sizes, and --kv-heads must divide --heads.")
+        }
+        _ = n
+    }
+
+    /// Hidden, FFN and head count: as given, or chosen from the requested size.
+    var dimensions: (hidden: Int, ffn: Int, heads: Int) {
+        let n = Self.parseCount(params) ?? 0
+        let h = hidden ?? (n <= 200_000_000 ? 768 : n <= 600_000_000 ? 1024 : n <= 3_000_000_000 ? 2048 : 4096)
+        let f = ffn ?? (h == 2048 ? 5632 : h == 4096 ? 11008 : (h * 8 / 3 + 255) / 256 * 256)
+        return (h, f, heads ?? max(8, h / 128))
+    }
+
+    func run() async throws {
+        let (hidden, ffn, heads) = dimensions
+        var shape = LlamaShape.approximately(parameters: Self.parseCount(params)!, hidden: hidden, ffn: ffn, vocab: vocab,
+                                             heads: heads, kvHeads: kvHeads ?? heads)
+        if let layers { shape.layers = layers }
+        if FileManager.default.fileExists(atPath: out) && !force { throw TensorIOError.outputExists(path: out) }
+        let dtype = storage!
+        let bytes = shape.parameterCount * dtype.bitCount / 8
+        Console.note("synthesizing \(Console.count(shape.parameterCount)) parameters (\(shape.layers) layers, hidden \(shape.hidden), ffn \(shape.ffn), vocab \(shape.vocab)) as \(dtype.rawValue), \(Console.bytes(bytes)) in \(shards) shard(s)", quiet: output.quiet)
+        let bar = ProgressBar(total: shape.tensors.count, label: "synth", enabled: !output.quiet)
+        nonisolated(unsafe) let progressBar = bar
+        let start = Date()
+        try SyntheticWeights.write(shape: shape, dtype: dtype, shards: shards, seed: seed, to: out, overwrite: force) { name in
+            progressBar.advance(detail: name)
+        }
+        bar.finish()
+        let seconds = Date().timeIntervalSince(start)
+        if output.json {
+            Console.out(try Console.json(["output": out, "parameters": String(shape.parameterCount), "bytes": String(bytes),
+                                          "layers": String(shape.layers), "seconds": String(format: "%.2f", seconds)]))
+        } else {
+            Console.out("wrote \(out): \(Console.count(shape.parameterCount)) parameters, \(Console.bytes(bytes)), \(shape.layers) layers, in \(String(format: "%.1f", seconds)) s (\(String(format: "%.0f", Double(bytes) / seconds / 1e6)) MB/s)")
+        }
+    }
+}
