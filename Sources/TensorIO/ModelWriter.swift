@@ -38,6 +38,15 @@ public enum ModelWriter {
         }
     }
 
+    /// The order in which `write(like:…)` asks for tensors (shard by shard, reference order within a
+    /// shard), for callers that compute outputs ahead of the writer.
+    public static func productionOrder(of source: SafetensorsModel) -> [ModelTensor] {
+        source.shards.indices.flatMap { s in
+            source.tensors.filter { $0.shard == s }
+                .sorted { SafetensorsWriter.referenceOrder(($0.name, $0.dtype), ($1.name, $1.dtype)) }
+        }
+    }
+
     /// One safetensors file of a folder.
     public struct ShardSpec {
         public var fileName: String

@@ -8,6 +8,8 @@ public struct DetectOptions: Sendable {
     public var rank = Carriers.defaultRank
     /// Decision threshold on the rigorous p-value bound.
     public var alpha = 1e-6
+    /// Tensors processed at once (each with one BLAS thread).
+    public var workers = Parallel.defaultWorkers
     public init() {}
 }
 
@@ -46,7 +48,7 @@ public enum Detector {
     /// tensor of `expected` (e.g. from a manifest) that the suspect lacks or has reshaped.
     public static func detect(suspect: any TensorSource, reference: (any TensorSource)?, key: WatermarkKey,
                               options: DetectOptions, expected: [(name: String, shape: [Int])] = [],
-                              progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> DetectionReport {
+                              progress: @escaping (String, Int, Int) -> Void = { _, _, _ in }) throws -> DetectionReport {
         var skipped: [SkippedTensor] = []
         for e in expected {
             guard let t = suspect.sourceTensor(named: e.name) else {
@@ -65,29 +67,46 @@ public enum Detector {
                 }
             }
         }
-        var collected: [TensorEvidence] = []
-        for (i, t) in selected.enumerated() {
-            progress(t.name, i, selected.count)
-            var referenceValues: [Float]?
-            if let reference {
-                guard let r = reference.sourceTensor(named: t.name) else {
-                    skipped.append(.init(name: t.name, reason: "not in the reference"))
-                    continue
-                }
-                guard r.shape == t.shape, r.isFloating else {
-                    skipped.append(.init(name: t.name, reason: "shape \(t.shape) in the suspect but \(r.shape) in the reference"))
-                    continue
-                }
-                referenceValues = try reference.decodeFloats(named: r.name)
-                reference.releaseTensor(named: r.name)
+        // Reference checks first (cheap, sequential), then the heavy work in parallel.
+        var work: [(tensor: SourceTensor, reference: SourceTensor?)] = []
+        for t in selected {
+            guard let reference else { work.append((t, nil)); continue }
+            guard let r = reference.sourceTensor(named: t.name) else {
+                skipped.append(.init(name: t.name, reason: "not in the reference"))
+                continue
             }
-            let values = try suspect.decodeFloats(named: t.name)
-            suspect.releaseTensor(named: t.name)
-            let (m, n) = (t.shape[0], t.shape[1])
-            let carriers = try Carriers.derive(secret: key.secret, tensor: t.name, rows: m, cols: n, rank: options.rank)
-            collected.append(evidence(name: t.name, suspect: values, reference: referenceValues, rows: m, cols: n, carriers: carriers))
+            guard r.shape == t.shape, r.isFloating else {
+                skipped.append(.init(name: t.name, reason: "shape \(t.shape) in the suspect but \(r.shape) in the reference"))
+                continue
+            }
+            work.append((t, r))
         }
-        progress("", selected.count, selected.count)
+        let lock = NSLock()
+        nonisolated(unsafe) var done = 0
+        nonisolated(unsafe) let progressCallback = progress
+        nonisolated(unsafe) let suspectSource = suspect, referenceSource = reference
+        let total = work.count
+        progress("", 0, total)
+        let collected = try Parallel.withSingleThreadedBLAS {
+            try Parallel.map(count: work.count, workers: options.workers) { i -> TensorEvidence in
+                let (t, r) = work[i]
+                var referenceValues: [Float]?
+                if let r, let referenceSource {
+                    referenceValues = try referenceSource.decodeFloats(named: r.name)
+                    referenceSource.releaseTensor(named: r.name)
+                }
+                let values = try suspectSource.decodeFloats(named: t.name)
+                suspectSource.releaseTensor(named: t.name)
+                let (m, n) = (t.shape[0], t.shape[1])
+                let carriers = try Carriers.derive(secret: key.secret, tensor: t.name, rows: m, cols: n, rank: options.rank)
+                let e = evidence(name: t.name, suspect: values, reference: referenceValues, rows: m, cols: n, carriers: carriers)
+                lock.lock()
+                done += 1
+                progressCallback(t.name, done, total)
+                lock.unlock()
+                return e
+            }
+        }
         return DetectionReport(keyId: key.id, suspect: suspect.path, reference: reference?.path,
                                mode: reference == nil ? .blind : .informed, alpha: options.alpha,
                                tensors: collected, skipped: skipped)

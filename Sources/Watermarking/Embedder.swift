@@ -26,6 +26,8 @@ public struct EmbedOptions: Sendable {
     public var rank = Carriers.defaultRank
     /// δ never exceeds this (DESIGN §5: below int8 rounding); a warning says when it binds.
     public var maximumDistortion = 5e-3
+    /// Tensors marked at once, ahead of the writer (each with one BLAS thread).
+    public var workers = Parallel.defaultWorkers
 
     public init() {}
 }
@@ -111,34 +113,43 @@ public enum Embedder {
                              to destination: String, overwrite: Bool,
                              progress: @escaping @Sendable (ModelTensor, Int) -> Void = { _, _ in }) throws -> EmbedManifest {
         let selected = Dictionary(uniqueKeysWithValues: plan.entries.map { ($0.tensor.name, $0) })
-        let lock = NSLock()
+        // Marked tensors are computed ahead of the writer, `workers` at a time, in the order it asks for them.
+        let order = ModelWriter.productionOrder(of: model).filter { selected[$0.name] != nil }
+        let position = Dictionary(uniqueKeysWithValues: order.enumerated().map { ($1.name, $0) })
+        struct Marked { var bytes: [UInt8]; var record: EmbedManifest.TensorRecord }
+        let previousThreads = BLASInfo.current.threadCount
+        BLASInfo.setThreadCount(1)
+        defer { if let previousThreads { BLASInfo.setThreadCount(previousThreads) } }
+        let prefetcher = OrderedPrefetcher<Marked>(count: order.count, window: options.workers) { i in
+            let t = order[i]
+            let original = try model.floats(of: t)
+            model.release(t)
+            let (m, n) = (t.shape[0], t.shape[1])
+            var w = Matrix(rows: m, cols: n, storage: original)
+            let carriers = try Carriers.derive(secret: key.secret, tensor: t.name, rows: m, cols: n, rank: options.rank)
+            let beta = mark(&w, carriers: carriers, shaping: options.shaping, delta: plan.delta)
+            let bytes = FloatConversion.encode(w.storage, as: t.dtype)
+            // Measured distortion after rounding to the stored dtype.
+            let stored = bytes.withUnsafeBytes { FloatConversion.decode($0, dtype: t.dtype) }
+            var diff = 0.0, base = 0.0
+            for k in 0..<stored.count {
+                let d = Double(stored[k]) - Double(original[k])
+                diff += d * d; base += Double(original[k]) * Double(original[k])
+            }
+            return Marked(bytes: bytes, record: .init(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, delta: plan.delta,
+                                                      measuredDelta: base > 0 ? (diff / base).squareRoot() : 0, beta: beta))
+        }
+        defer { prefetcher.drain() }
         nonisolated(unsafe) var records: [String: EmbedManifest.TensorRecord] = [:]
         nonisolated(unsafe) var done = 0
         let files = try ModelWriter.write(like: model, to: destination, overwrite: overwrite) { t in
-            guard selected[t.name] != nil else { return nil }
+            guard let i = position[t.name] else { return nil }
             return OutputTensor(name: t.name, dtype: t.dtype, shape: t.shape) { sink in
-                let original = try model.floats(of: t)
-                model.release(t)
-                let (m, n) = (t.shape[0], t.shape[1])
-                var w = Matrix(rows: m, cols: n, storage: original)
-                let carriers = try Carriers.derive(secret: key.secret, tensor: t.name, rows: m, cols: n, rank: options.rank)
-                let beta = mark(&w, carriers: carriers, shaping: options.shaping, delta: plan.delta)
-                let bytes = FloatConversion.encode(w.storage, as: t.dtype)
-                try bytes.withUnsafeBytes { try sink($0) }
-                // Measured distortion after rounding to the stored dtype.
-                let stored = bytes.withUnsafeBytes { FloatConversion.decode($0, dtype: t.dtype) }
-                var diff = 0.0, base = 0.0
-                for i in 0..<stored.count {
-                    let d = Double(stored[i]) - Double(original[i])
-                    diff += d * d; base += Double(original[i]) * Double(original[i])
-                }
-                lock.lock()
-                records[t.name] = .init(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, delta: plan.delta,
-                                        measuredDelta: base > 0 ? (diff / base).squareRoot() : 0, beta: beta)
+                let marked = try prefetcher.take(i)
+                try marked.bytes.withUnsafeBytes { try sink($0) }
+                records[t.name] = marked.record
                 done += 1
-                let count = done
-                lock.unlock()
-                progress(t, count)
+                progress(t, done)
             }
         }
         return EmbedManifest(
