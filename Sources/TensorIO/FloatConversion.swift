@@ -77,6 +77,48 @@ public enum FloatConversion {
         }
     }
 
+    /// Encodes floats as f16 or bf16 with unbiased stochastic rounding: each value goes to the nearer or
+    /// farther of its two neighbours on the grid with probabilities making the expected stored value equal
+    /// the input. `random` supplies 64 random bits per call. Other dtypes round to nearest.
+    ///
+    /// Why: a watermark perturbation far below half a bf16 step, added to weights that already sit on the
+    /// grid, would be rounded away entirely by round-to-nearest; stochastic rounding keeps it in expectation.
+    public static func encodeStochastically(_ values: [Float], as dtype: DType, random: () -> UInt64) -> [UInt8] {
+        guard dtype == .bf16 || dtype == .f16 else { return encode(values, as: dtype) }
+        var out = [UInt8](repeating: 0, count: values.count * 2)
+        out.withUnsafeMutableBytes { dst in
+            var bits: UInt64 = 0
+            var left = 0
+            for (i, x) in values.enumerated() {
+                if left == 0 { bits = random(); left = 4 }
+                let r = UInt32(truncatingIfNeeded: bits & 0xFFFF)
+                bits >>= 16; left -= 1
+                let h: UInt16
+                if dtype == .bf16 {
+                    let b = x.bitPattern
+                    if !x.isFinite || (b & 0x7F80_0000) == 0x7F00_0000 && (b & 0xFFFF) != 0 && (b & 0x007F_0000) == 0x007F_0000 {
+                        h = floatToBF16(x) // NaN/inf, or rounding up would overflow to inf: nearest
+                    } else {
+                        // Truncation toward zero, then one step away from zero with probability = dropped fraction.
+                        h = UInt16(truncatingIfNeeded: b >> 16) &+ ((b & 0xFFFF) > r ? 1 : 0)
+                    }
+                } else {
+                    let n = Float16(x)
+                    if !x.isFinite || !n.isFinite || Float(n) == x {
+                        h = n.bitPattern
+                    } else {
+                        let other = Float(n) > x ? n.nextDown : n.nextUp
+                        let (lo, hi) = Float(n) < Float(other) ? (n, other) : (other, n)
+                        let p = (x - Float(lo)) / (Float(hi) - Float(lo))
+                        h = (Float(r) + 0.5) / 65536 < p ? hi.bitPattern : lo.bitPattern
+                    }
+                }
+                dst.storeBytes(of: h.littleEndian, toByteOffset: 2 * i, as: UInt16.self)
+            }
+        }
+        return out
+    }
+
     /// Encodes floats as `dtype` into a new byte array.
     public static func encode(_ values: [Float], as dtype: DType) -> [UInt8] {
         let count = values.count * dtype.bitCount / 8

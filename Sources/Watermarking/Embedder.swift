@@ -128,7 +128,11 @@ public enum Embedder {
             var w = Matrix(rows: m, cols: n, storage: original)
             let carriers = try Carriers.derive(secret: key.secret, tensor: t.name, rows: m, cols: n, rank: options.rank)
             let beta = mark(&w, carriers: carriers, shaping: options.shaping, delta: plan.delta)
-            let bytes = FloatConversion.encode(w.storage, as: t.dtype)
+            // Half-precision outputs are rounded stochastically (keyed, deterministic stream), so marks far below
+            // half a bf16 step survive in expectation instead of being rounded back onto the original grid.
+            let seedBytes = KeyedGenerator.subkey(secret: key.secret, info: KeyedGenerator.info(purpose: "rounding", tensor: t.name, shape: t.shape))
+            var rng = SplitMix64(seed: seedBytes.prefix(8).reduce(0) { $0 << 8 | UInt64($1) })
+            let bytes = FloatConversion.encodeStochastically(w.storage, as: t.dtype) { rng.next() }
             // Measured distortion after rounding to the stored dtype.
             let stored = bytes.withUnsafeBytes { FloatConversion.decode($0, dtype: t.dtype) }
             var diff = 0.0, base = 0.0
