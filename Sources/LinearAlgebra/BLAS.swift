@@ -30,6 +30,16 @@ public enum BLAS {
         }
     }
 
+    /// `C = alpha · op(A) · op(B) + beta · C` on raw row-major buffers (m×n result, inner dimension k), for
+    /// callers that stream blocks through reusable buffers. The corresponding BLAS routine is `sgemm`.
+    public static func gemm(m: Int, n: Int, k: Int, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, transA: Transpose = .none,
+                            b: UnsafePointer<Float>, ldb: Int, transB: Transpose = .none, beta: Float = 0,
+                            c: UnsafeMutablePointer<Float>, ldc: Int) {
+        guard m > 0, n > 0, k > 0 else { return }
+        cblas_sgemm(CblasRowMajor, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k), alpha,
+                    a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
     /// `op(A) · op(B)` as a new matrix.
     public static func matmul(_ a: Matrix, _ b: Matrix, transA: Transpose = .none, transB: Transpose = .none) -> Matrix {
         let m = transA == .none ? a.rows : a.cols

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Foundation
 
 /// Which BLAS library the process is running on.
 public struct BLASInfo: Sendable, CustomStringConvertible {
@@ -27,6 +28,28 @@ public struct BLASInfo: Sendable, CustomStringConvertible {
             threads = Int(unsafeBitCast(sym, to: Fn.self)())
         }
         return BLASInfo(openBLASConfig: config, threadCount: threads)
+    }
+
+    /// OpenBLAS's kernel family ("Haswell", "SkylakeX", "Prescott", …), nil on other libraries.
+    public static var coreName: String? {
+        guard let handle = dlopen(nil, RTLD_NOW) else { return nil }
+        defer { dlclose(handle) }
+        guard let sym = dlsym(handle, "openblas_get_corename") else { return nil }
+        typealias Fn = @convention(c) () -> UnsafePointer<CChar>?
+        return unsafeBitCast(sym, to: Fn.self)().map { String(cString: $0) }
+    }
+
+    /// The core type to force when OpenBLAS fell back to its generic Prescott (SSE3) kernels on a CPU that
+    /// has AVX2 and FMA: Debian's OpenBLAS 0.3.21 does that on virtual CPUs reported as a generic "Intel
+    /// Xeon Processor", which makes sgemm 3–10× slower. Nil when nothing needs fixing, when the user set
+    /// OPENBLAS_CORETYPE, or when WEIGHTMARK_BLAS_AUTODETECT=1 asks to keep OpenBLAS's choice.
+    public static var coreTypeCorrection: String? {
+        let env = ProcessInfo.processInfo.environment
+        guard env["OPENBLAS_CORETYPE"] == nil, env["WEIGHTMARK_BLAS_AUTODETECT"] != "1", coreName == "Prescott" else { return nil }
+        guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+              let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
+        let flags = Set(flagsLine.split(separator: " ").map(String.init))
+        return flags.contains("avx2") && flags.contains("fma") ? "Haswell" : nil
     }
 
     /// Sets OpenBLAS's thread count; returns false on other libraries.

@@ -38,6 +38,26 @@ extension SafetensorsModel: TensorSource {
     public func releaseTensor(named name: String) { if let t = tensor(named: name) { release(t) } }
 }
 
+/// A source that can decode any range of rows of a 2-D tensor straight from its storage, so consumers can
+/// stream a tensor through a small buffer instead of materializing it.
+public protocol RowBlockDecodable: TensorSource {
+    /// Decodes rows `rows` of tensor `name` (row-major) into `out` (`rows.count × columns` elements).
+    func decodeRows(named name: String, rows: Range<Int>, into out: UnsafeMutableBufferPointer<Float>) throws
+}
+
+extension SafetensorsModel: RowBlockDecodable {
+    public func decodeRows(named name: String, rows: Range<Int>, into out: UnsafeMutableBufferPointer<Float>) throws {
+        guard let t = tensor(named: name) else { throw TensorIOError.tensorNotFound(name: name, path: path) }
+        guard t.dtype.isSupportedFloat, t.shape.count == 2 else { throw TensorIOError.unsupportedDType(tensor: name, dtype: t.dtype) }
+        let cols = t.shape[1], width = t.dtype.bitCount / 8
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= t.shape[0] && out.count == rows.count * cols)
+        withBytes(of: t) { all in
+            let slice = UnsafeRawBufferPointer(rebasing: all[(rows.lowerBound * cols * width)..<(rows.upperBound * cols * width)])
+            FloatConversion.decode(slice, dtype: t.dtype, into: out)
+        }
+    }
+}
+
 /// Opens a model for reading: GGUF when the file starts with the GGUF magic, safetensors otherwise.
 public func openTensorSource(path: String) throws -> any TensorSource {
     var isDir: ObjCBool = false

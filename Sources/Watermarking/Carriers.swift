@@ -32,13 +32,23 @@ public struct Carriers: Sendable {
     static func orthonormalGaussian(secret: [UInt8], purpose: String, tensor: String, shape: [Int],
                                     rows: Int, cols: Int) throws -> Matrix {
         var g = KeyedGenerator(secret: secret, purpose: purpose, tensor: tensor, shape: shape)
-        let gaussian = Matrix(rows: rows, cols: cols, storage: (0..<(rows * cols)).map { _ in Float(g.nextGaussian()) })
+        let count = rows * cols
+        let gaussian = Matrix(rows: rows, cols: cols, storage: [Float](unsafeUninitializedCapacity: count) { buf, n in
+            for i in 0..<count { buf[i] = Float(g.nextGaussian()) }
+            n = count
+        })
         var q = try LAPACK.orthonormalBasis(gaussian)
-        // R = Qᵀ G is upper triangular; flip column j where R_jj < 0.
-        for j in 0..<cols {
-            var rjj: Double = 0
-            for i in 0..<rows { rjj += Double(q[i, j]) * Double(gaussian[i, j]) }
-            if rjj < 0 { for i in 0..<rows { q[i, j] = -q[i, j] } }
+        // R = Qᵀ G is upper triangular; flip column j where R_jj = ⟨q_j, g_j⟩ < 0 (row-major sweep).
+        var r = [Double](repeating: 0, count: cols)
+        q.storage.withUnsafeBufferPointer { qs in
+            gaussian.storage.withUnsafeBufferPointer { gs in
+                for i in 0..<rows { for j in 0..<cols { r[j] += Double(qs[i * cols + j]) * Double(gs[i * cols + j]) } }
+            }
+        }
+        if r.contains(where: { $0 < 0 }) {
+            q.storage.withUnsafeMutableBufferPointer { qs in
+                for i in 0..<rows { for j in 0..<cols where r[j] < 0 { qs[i * cols + j] = -qs[i * cols + j] } }
+            }
         }
         return q
     }

@@ -2,8 +2,8 @@
 /// pseudo-random generator. Checked against the RFC's test vectors.
 public struct ChaCha20: Sendable {
     private var state: SIMD16<UInt32>     // constants, key, counter, nonce
-    private var block = SIMD16<UInt32>()
-    private var position = 16              // next unread word of `block`
+    private var words = [UInt32](repeating: 0, count: 64) // four consecutive keystream blocks
+    private var position = 64              // next unread word of `words`
 
     /// - Parameters:
     ///   - key: 32 bytes.
@@ -46,16 +46,43 @@ public struct ChaCha20: Sendable {
         return out &+ input
     }
 
+    /// Four consecutive blocks (counters c…c+3) computed together, one block per SIMD lane; identical to
+    /// four calls of `block`.
+    static func blocks4(_ input: SIMD16<UInt32>) -> [UInt32] {
+        var x = (0..<16).map { SIMD4<UInt32>(repeating: input[$0]) }
+        x[12] &+= SIMD4<UInt32>(0, 1, 2, 3)
+        let start = x
+        @inline(__always) func rotl(_ v: SIMD4<UInt32>, _ n: UInt32) -> SIMD4<UInt32> {
+            (v &<< SIMD4(repeating: n)) | (v &>> SIMD4(repeating: 32 - n))
+        }
+        @inline(__always) func quarter(_ a: Int, _ b: Int, _ c: Int, _ d: Int) {
+            x[a] &+= x[b]; x[d] = rotl(x[d] ^ x[a], 16)
+            x[c] &+= x[d]; x[b] = rotl(x[b] ^ x[c], 12)
+            x[a] &+= x[b]; x[d] = rotl(x[d] ^ x[a], 8)
+            x[c] &+= x[d]; x[b] = rotl(x[b] ^ x[c], 7)
+        }
+        for _ in 0..<10 {
+            quarter(0, 4, 8, 12); quarter(1, 5, 9, 13); quarter(2, 6, 10, 14); quarter(3, 7, 11, 15)
+            quarter(0, 5, 10, 15); quarter(1, 6, 11, 12); quarter(2, 7, 8, 13); quarter(3, 4, 9, 14)
+        }
+        var out = [UInt32](repeating: 0, count: 64)
+        for w in 0..<16 {
+            let v = x[w] &+ start[w]
+            for lane in 0..<4 { out[16 * lane + w] = v[lane] }
+        }
+        return out
+    }
+
     /// Next 32 bits of keystream (little-endian word order within each block).
     @inline(__always)
     public mutating func nextWord() -> UInt32 {
-        if position == 16 {
-            block = ChaCha20.block(state)
-            state[12] &+= 1
+        if position == 64 {
+            words = ChaCha20.blocks4(state)
+            state[12] &+= 4
             position = 0
         }
         defer { position += 1 }
-        return block[position]
+        return words[position]
     }
 
     /// Next 64 bits: two consecutive words, the first as the low half.

@@ -41,6 +41,54 @@ public enum Detector {
                               erased: erased)
     }
 
+    /// Evidence from one m×n tensor streamed in row blocks straight from the files: Y = Σ_blocks A_blockᵀ (X_block B),
+    /// with X_block decoded into a small reusable buffer (no full-size float copy of the tensor). Identical in
+    /// exact arithmetic to `evidence(name:suspect:reference:…)`; the blocking changes only float rounding.
+    static func streamedEvidence(name: String, rows m: Int, cols n: Int, suspect: any RowBlockDecodable,
+                                 reference: (any RowBlockDecodable)?, carriers: Carriers) throws -> TensorEvidence {
+        let a = carriers.a.cols, b = carriers.b.cols
+        let blockRows = max(8, min(m, (1 << 18) / max(1, n)))
+        var x = [Float](repeating: 0, count: blockRows * n)
+        var r = reference == nil ? [] : [Float](repeating: 0, count: blockRows * n)
+        var z = [Float](repeating: 0, count: blockRows * b)
+        var y = [Float](repeating: 0, count: a * b)
+        var erased = 0
+        var start = 0
+        while start < m {
+            let end = min(m, start + blockRows), k = end - start
+            try x.withUnsafeMutableBufferPointer { xs in
+                try suspect.decodeRows(named: name, rows: start..<end, into: UnsafeMutableBufferPointer(rebasing: xs[0..<(k * n)]))
+                if let reference {
+                    try r.withUnsafeMutableBufferPointer { rs in
+                        try reference.decodeRows(named: name, rows: start..<end, into: UnsafeMutableBufferPointer(rebasing: rs[0..<(k * n)]))
+                        for i in 0..<(k * n) {
+                            let sv = xs[i], rv = rs[i]
+                            if sv == 0 && rv != 0 { xs[i] = 0; erased += 1 } else { xs[i] = sv - rv }
+                        }
+                    }
+                }
+            }
+            x.withUnsafeBufferPointer { xs in
+                carriers.b.storage.withUnsafeBufferPointer { bs in
+                    z.withUnsafeMutableBufferPointer { zs in
+                        BLAS.gemm(m: k, n: b, k: n, a: xs.baseAddress!, lda: n, b: bs.baseAddress!, ldb: b, c: zs.baseAddress!, ldc: b)
+                    }
+                }
+            }
+            carriers.a.storage.withUnsafeBufferPointer { asb in
+                z.withUnsafeBufferPointer { zs in
+                    y.withUnsafeMutableBufferPointer { ys in
+                        BLAS.gemm(m: a, n: b, k: k, a: asb.baseAddress! + start * a, lda: a, transA: .transposed,
+                                  b: zs.baseAddress!, ldb: b, beta: 1, c: ys.baseAddress!, ldc: b)
+                    }
+                }
+            }
+            start = end
+        }
+        return TensorEvidence(name: name, shape: [m, n], weight: Double(m * n).squareRoot(),
+                              correlation: BLAS.dot(y, carriers.s.storage), norm: Double(BLAS.nrm2(y)), erased: erased)
+    }
+
     /// Detects the mark of `key` in `suspect` (safetensors or GGUF), blind or (with `reference`) informed.
     ///
     /// Selection is re-derived from the suspect's names and shapes. In informed mode a selected tensor
@@ -90,6 +138,16 @@ public enum Detector {
         let collected = try Parallel.withSingleThreadedBLAS {
             try Parallel.map(count: work.count, workers: options.workers) { i -> TensorEvidence in
                 let (t, r) = work[i]
+                let (m, n) = (t.shape[0], t.shape[1])
+                let e: TensorEvidence
+                if let streamSuspect = suspectSource as? any RowBlockDecodable,
+                   referenceSource == nil || referenceSource is any RowBlockDecodable {
+                    let carriers = try Carriers.derive(secret: key.secret, tensor: t.name, rows: m, cols: n, rank: options.rank)
+                    e = try streamedEvidence(name: t.name, rows: m, cols: n, suspect: streamSuspect,
+                                             reference: referenceSource as? any RowBlockDecodable, carriers: carriers)
+                    suspectSource.releaseTensor(named: t.name)
+                    if let r { referenceSource?.releaseTensor(named: r.name) }
+                } else {
                 var referenceValues: [Float]?
                 if let r, let referenceSource {
                     referenceValues = try referenceSource.decodeFloats(named: r.name)
@@ -97,9 +155,9 @@ public enum Detector {
                 }
                 let values = try suspectSource.decodeFloats(named: t.name)
                 suspectSource.releaseTensor(named: t.name)
-                let (m, n) = (t.shape[0], t.shape[1])
                 let carriers = try Carriers.derive(secret: key.secret, tensor: t.name, rows: m, cols: n, rank: options.rank)
-                let e = evidence(name: t.name, suspect: values, reference: referenceValues, rows: m, cols: n, carriers: carriers)
+                e = evidence(name: t.name, suspect: values, reference: referenceValues, rows: m, cols: n, carriers: carriers)
+                }
                 lock.lock()
                 done += 1
                 progressCallback(t.name, done, total)

@@ -27,6 +27,13 @@ struct WeightMarkCommand: AsyncParsableCommand {
     /// Runs the command and maps failures onto the documented exit codes: usage and runtime errors
     /// print one clear message on stderr and exit 2; `ExitCode` values pass through.
     static func main() async {
+        // OpenBLAS picks its kernels when the library loads, so a misdetected CPU can only be corrected by
+        // restarting with OPENBLAS_CORETYPE set (see BLASInfo.coreTypeCorrection). Harmless if exec fails.
+        if let core = BLASInfo.coreTypeCorrection {
+            setenv("OPENBLAS_CORETYPE", core, 1)
+            let argv = CommandLine.unsafeArgv
+            execv("/proc/self/exe", argv)
+        }
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? AsyncParsableCommand {
