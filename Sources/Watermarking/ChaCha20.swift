@@ -46,38 +46,42 @@ public struct ChaCha20: Sendable {
         return out &+ input
     }
 
-    /// Four consecutive blocks (counters c…c+3) computed together, one block per SIMD lane; identical to
-    /// four calls of `block`.
-    static func blocks4(_ input: SIMD16<UInt32>) -> [UInt32] {
-        var x = (0..<16).map { SIMD4<UInt32>(repeating: input[$0]) }
-        x[12] &+= SIMD4<UInt32>(0, 1, 2, 3)
-        let start = x
-        @inline(__always) func rotl(_ v: SIMD4<UInt32>, _ n: UInt32) -> SIMD4<UInt32> {
-            (v &<< SIMD4(repeating: n)) | (v &>> SIMD4(repeating: 32 - n))
-        }
-        @inline(__always) func quarter(_ a: Int, _ b: Int, _ c: Int, _ d: Int) {
-            x[a] &+= x[b]; x[d] = rotl(x[d] ^ x[a], 16)
-            x[c] &+= x[d]; x[b] = rotl(x[b] ^ x[c], 12)
-            x[a] &+= x[b]; x[d] = rotl(x[d] ^ x[a], 8)
-            x[c] &+= x[d]; x[b] = rotl(x[b] ^ x[c], 7)
+    /// Four consecutive blocks (counters c…c+3) computed together, one block per SIMD lane, written to
+    /// `out` (64 words, block after block); identical to four calls of `block`.
+    static func blocks4(_ input: SIMD16<UInt32>, into out: UnsafeMutablePointer<UInt32>) {
+        typealias V = SIMD4<UInt32>
+        let s0 = V(repeating: input[0]), s1 = V(repeating: input[1]), s2 = V(repeating: input[2]), s3 = V(repeating: input[3])
+        let s4 = V(repeating: input[4]), s5 = V(repeating: input[5]), s6 = V(repeating: input[6]), s7 = V(repeating: input[7])
+        let s8 = V(repeating: input[8]), s9 = V(repeating: input[9]), s10 = V(repeating: input[10]), s11 = V(repeating: input[11])
+        let s12 = V(repeating: input[12]) &+ V(0, 1, 2, 3)
+        let s13 = V(repeating: input[13]), s14 = V(repeating: input[14]), s15 = V(repeating: input[15])
+        var x0 = s0, x1 = s1, x2 = s2, x3 = s3, x4 = s4, x5 = s5, x6 = s6, x7 = s7
+        var x8 = s8, x9 = s9, x10 = s10, x11 = s11, x12 = s12, x13 = s13, x14 = s14, x15 = s15
+        @inline(__always) func rotl(_ v: V, _ n: UInt32) -> V { (v &<< V(repeating: n)) | (v &>> V(repeating: 32 - n)) }
+        @inline(__always) func quarter(_ a: inout V, _ b: inout V, _ c: inout V, _ d: inout V) {
+            a &+= b; d = rotl(d ^ a, 16)
+            c &+= d; b = rotl(b ^ c, 12)
+            a &+= b; d = rotl(d ^ a, 8)
+            c &+= d; b = rotl(b ^ c, 7)
         }
         for _ in 0..<10 {
-            quarter(0, 4, 8, 12); quarter(1, 5, 9, 13); quarter(2, 6, 10, 14); quarter(3, 7, 11, 15)
-            quarter(0, 5, 10, 15); quarter(1, 6, 11, 12); quarter(2, 7, 8, 13); quarter(3, 4, 9, 14)
+            quarter(&x0, &x4, &x8, &x12); quarter(&x1, &x5, &x9, &x13); quarter(&x2, &x6, &x10, &x14); quarter(&x3, &x7, &x11, &x15)
+            quarter(&x0, &x5, &x10, &x15); quarter(&x1, &x6, &x11, &x12); quarter(&x2, &x7, &x8, &x13); quarter(&x3, &x4, &x9, &x14)
         }
-        var out = [UInt32](repeating: 0, count: 64)
+        let v: [V] = [x0 &+ s0, x1 &+ s1, x2 &+ s2, x3 &+ s3, x4 &+ s4, x5 &+ s5, x6 &+ s6, x7 &+ s7,
+                      x8 &+ s8, x9 &+ s9, x10 &+ s10, x11 &+ s11, x12 &+ s12, x13 &+ s13, x14 &+ s14, x15 &+ s15]
         for w in 0..<16 {
-            let v = x[w] &+ start[w]
-            for lane in 0..<4 { out[16 * lane + w] = v[lane] }
+            let vw = v[w]
+            out[w] = vw[0]; out[16 + w] = vw[1]; out[32 + w] = vw[2]; out[48 + w] = vw[3]
         }
-        return out
     }
 
     /// Next 32 bits of keystream (little-endian word order within each block).
     @inline(__always)
     public mutating func nextWord() -> UInt32 {
         if position == 64 {
-            words = ChaCha20.blocks4(state)
+            let st = state
+            words.withUnsafeMutableBufferPointer { ChaCha20.blocks4(st, into: $0.baseAddress!) }
             state[12] &+= 4
             position = 0
         }
