@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 MODEL := .cache/minilm/model.safetensors
 BIN := .build/release/weightmark
 
-.PHONY: demo test system venv model build release bench robustness clean
+.PHONY: demo test system venv model build release bench robustness scale-bench clean
 
 system:
 	@bash scripts/setup-system.sh
@@ -42,6 +42,13 @@ test: system venv model
 robustness: release model
 	@test -f .cache/bench.key || $(BIN) keygen --out .cache/bench.key
 	$(BIN) bench .cache/minilm --key .cache/bench.key --out .cache/bench --shaping both --force
+
+# 2B-parameter bf16 synthetic model (4 GB, 4 shards), then WeightMark vs the numpy peer, side by side.
+scale-bench: release venv
+	@mkdir -p .cache/scale
+	@test -d .cache/scale/synth-2b || $(BIN) synth --params 2B --dtype bf16 --shards 4 --out .cache/scale/synth-2b
+	@test -f .cache/scale/k.key || $(BIN) keygen --out .cache/scale/k.key
+	$(PY) Benchmarks/compare.py --weightmark $(BIN) --model .cache/scale/synth-2b --key .cache/scale/k.key --work .cache/scale/work --python $(PY)
 
 # package-benchmark suites (release build; informational wall clock on a shared 2-core machine).
 bench: system

@@ -64,5 +64,11 @@ let package = Package(
             path: "Benchmarks/TensorIOBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        .executableTarget(
+            name: "WatermarkBenchmarks",
+            dependencies: ["TensorIO", "LinearAlgebra", "Watermarking", .product(name: "Benchmark", package: "benchmark")],
+            path: "Benchmarks/WatermarkBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
     ]
 )

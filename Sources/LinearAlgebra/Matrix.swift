@@ -33,8 +33,9 @@ public struct Matrix: Sendable, Equatable {
         return t
     }
 
-    /// Frobenius norm.
-    public var frobeniusNorm: Float { BLAS.nrm2(storage) }
+    /// Frobenius norm, accumulated in double precision (sqrt of `dsdot`; OpenBLAS's scaled `snrm2` is several
+    /// times slower and its overflow protection is not needed for weights).
+    public var frobeniusNorm: Float { Float(BLAS.dot(storage, storage).squareRoot()) }
 
     public static func identity(_ n: Int) -> Matrix {
         Matrix(rows: n, cols: n) { i, j in i == j ? 1 : 0 }

@@ -106,6 +106,96 @@ public enum Embedder {
         return beta
     }
 
+    /// Marks one m×n tensor of `model` streaming it in row blocks, and encodes the result as `dtype`.
+    ///
+    /// Only the encoded output is materialized; the weights and the pattern pass through L2-sized buffers:
+    /// pass 1 accumulates ‖W‖² (and, for magnitude shaping, ‖|W| ⊙ P‖²); pass 2 decodes each block again,
+    /// adds β·(H ⊙ P_block) with P_block = (A_block S) Bᵀ, encodes (stochastically for f16/bf16) and measures the
+    /// stored distortion. For uniform shaping ‖P‖ = ‖S‖_F = sqrt(a·b) because A and B are orthonormal.
+    /// - Returns: encoded bytes, β, and the measured ‖stored − W‖/‖W‖.
+    static func markStreaming(_ model: SafetensorsModel, _ t: ModelTensor, carriers: Carriers, shaping: WatermarkShaping,
+                              delta: Double, random: () -> UInt64) throws -> (bytes: [UInt8], beta: Double, measuredDelta: Double) {
+        let (m, n) = (t.shape[0], t.shape[1])
+        let ra = carriers.a.cols, rb = carriers.b.cols
+        let blockRows = max(8, min(m, (1 << 16) / max(1, n)))
+        var w = [Float](repeating: 0, count: blockRows * n)
+        var p = [Float](repeating: 0, count: blockRows * n)
+        var asb = [Float](repeating: 0, count: blockRows * rb)
+        let aS = BLAS.matmul(carriers.a, carriers.s) // m×b
+        func pattern(rows: Range<Int>) {
+            let k = rows.count
+            // P_block = (A S)[rows] · Bᵀ
+            aS.storage.withUnsafeBufferPointer { src in
+                asb.withUnsafeMutableBufferPointer { dst in
+                    dst.baseAddress!.update(from: src.baseAddress! + rows.lowerBound * rb, count: k * rb)
+                }
+            }
+            asb.withUnsafeBufferPointer { x in
+                carriers.b.storage.withUnsafeBufferPointer { b in
+                    p.withUnsafeMutableBufferPointer { out in
+                        BLAS.gemm(m: k, n: n, k: rb, a: x.baseAddress!, lda: rb, b: b.baseAddress!, ldb: rb, transB: .transposed,
+                                  c: out.baseAddress!, ldc: n)
+                    }
+                }
+            }
+        }
+        func decode(_ rows: Range<Int>) throws {
+            try w.withUnsafeMutableBufferPointer { buf in
+                try model.decodeRows(named: t.name, rows: rows, into: UnsafeMutableBufferPointer(rebasing: buf[0..<(rows.count * n)]))
+            }
+        }
+        // Pass 1.
+        var w2 = 0.0, hp2 = 0.0
+        var start = 0
+        while start < m {
+            let end = min(m, start + blockRows), count = (end - start) * n
+            try decode(start..<end)
+            if shaping == .magnitude { pattern(rows: start..<end) }
+            var s1: Float = 0, s2: Float = 0
+            for i in 0..<count {
+                s1 += w[i] * w[i]
+                if shaping == .magnitude { let x = abs(w[i]) * p[i]; s2 += x * x }
+                if i % 4096 == 4095 { w2 += Double(s1); hp2 += Double(s2); s1 = 0; s2 = 0 }
+            }
+            w2 += Double(s1); hp2 += Double(s2)
+            start = end
+        }
+        let norm = w2.squareRoot()
+        let rms = Float((w2 / Double(m * n)).squareRoot())
+        let patternNorm = shaping == .uniform ? Double(ra * rb).squareRoot() : (rms > 0 ? hp2.squareRoot() / Double(rms) : 0)
+        let beta = norm > 0 && patternNorm > 0 ? delta * norm / patternNorm : 0
+        // Pass 2.
+        let width = t.dtype.bitCount / 8
+        var out = [UInt8](repeating: 0, count: m * n * width)
+        var diff2 = 0.0
+        start = 0
+        while start < m {
+            let end = min(m, start + blockRows), count = (end - start) * n
+            try decode(start..<end)
+            pattern(rows: start..<end)
+            let b = Float(beta)
+            var marked = [Float](repeating: 0, count: count)
+            for i in 0..<count {
+                let h: Float = shaping == .magnitude ? abs(w[i]) / rms : 1
+                marked[i] = w[i] + b * h * p[i]
+            }
+            let encoded = FloatConversion.encodeStochastically(marked, as: t.dtype, random: random)
+            out.withUnsafeMutableBytes { o in
+                encoded.withUnsafeBytes { e in (o.baseAddress! + start * n * width).copyMemory(from: e.baseAddress!, byteCount: e.count) }
+            }
+            let stored = t.dtype == .f32 ? marked : encoded.withUnsafeBytes { FloatConversion.decode($0, dtype: t.dtype) }
+            var d2: Float = 0
+            for i in 0..<count {
+                let d = stored[i] - w[i]
+                d2 += d * d
+                if i % 4096 == 4095 { diff2 += Double(d2); d2 = 0 }
+            }
+            diff2 += Double(d2)
+            start = end
+        }
+        return (out, beta, norm > 0 ? diff2.squareRoot() / norm : 0)
+    }
+
     /// Marks `model` and writes the result to `destination` in the same layout and dtypes.
     /// - Parameter progress: called after each tensor is written, with the tensor and the running count.
     /// - Returns: the manifest (without file hashes; the caller adds them).
@@ -122,26 +212,16 @@ public enum Embedder {
         defer { if let previousThreads { BLASInfo.setThreadCount(previousThreads) } }
         let prefetcher = OrderedPrefetcher<Marked>(count: order.count, window: options.workers) { i in
             let t = order[i]
-            let original = try model.floats(of: t)
-            model.release(t)
             let (m, n) = (t.shape[0], t.shape[1])
-            var w = Matrix(rows: m, cols: n, storage: original)
             let carriers = try Carriers.derive(secret: key.secret, tensor: t.name, rows: m, cols: n, rank: options.rank)
-            let beta = mark(&w, carriers: carriers, shaping: options.shaping, delta: plan.delta)
             // Half-precision outputs are rounded stochastically (keyed, deterministic stream), so marks far below
             // half a bf16 step survive in expectation instead of being rounded back onto the original grid.
             let seedBytes = KeyedGenerator.subkey(secret: key.secret, info: KeyedGenerator.info(purpose: "rounding", tensor: t.name, shape: t.shape))
             var rng = SplitMix64(seed: seedBytes.prefix(8).reduce(0) { $0 << 8 | UInt64($1) })
-            let bytes = FloatConversion.encodeStochastically(w.storage, as: t.dtype) { rng.next() }
-            // Measured distortion after rounding to the stored dtype.
-            let stored = bytes.withUnsafeBytes { FloatConversion.decode($0, dtype: t.dtype) }
-            var diff = 0.0, base = 0.0
-            for k in 0..<stored.count {
-                let d = Double(stored[k]) - Double(original[k])
-                diff += d * d; base += Double(original[k]) * Double(original[k])
-            }
-            return Marked(bytes: bytes, record: .init(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, delta: plan.delta,
-                                                      measuredDelta: base > 0 ? (diff / base).squareRoot() : 0, beta: beta))
+            let r = try markStreaming(model, t, carriers: carriers, shaping: options.shaping, delta: plan.delta) { rng.next() }
+            model.release(t)
+            return Marked(bytes: r.bytes, record: .init(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, delta: plan.delta,
+                                                        measuredDelta: r.measuredDelta, beta: r.beta))
         }
         defer { prefetcher.drain() }
         nonisolated(unsafe) var records: [String: EmbedManifest.TensorRecord] = [:]
@@ -156,13 +236,19 @@ public enum Embedder {
                 progress(t, done)
             }
         }
+        // SHA-256 of every input and output file, two files at a time (from the page cache).
+        let inputPaths = model.shards.map(\.path)
+        let digests = try Parallel.map(count: inputPaths.count + files.count, workers: options.workers) { i in
+            try FileDigest.of(file: i < inputPaths.count ? inputPaths[i] : files[i - inputPaths.count])
+        }
+        let inputDigests = Array(digests.prefix(inputPaths.count)), outputDigests = Array(digests.dropFirst(inputPaths.count))
         return EmbedManifest(
             tool: "weightmark \(WatermarkFormat.toolVersion)", formatVersion: WatermarkFormat.version, keyId: key.id,
             created: ISO8601DateFormatter().string(from: Date()),
             shaping: options.shaping, rank: options.rank, delta: plan.delta, expectedBlindZ: plan.expectedBlindZ,
             deltaCapped: plan.capped, selection: options.selection,
             tensors: plan.entries.compactMap { records[$0.tensor.name] },
-            input: FileDigest.of(files: model.shards.map(\.path)), output: FileDigest.of(files: files))
+            input: inputDigests, output: outputDigests)
     }
 }
 
