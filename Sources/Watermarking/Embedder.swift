@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import LinearAlgebra
 import TensorIO
@@ -262,9 +263,22 @@ public struct FileDigest: Sendable, Codable, Equatable {
         files.compactMap { try? of(file: $0) }
     }
 
+    /// Hashes through the mapping 64 MiB at a time, releasing each chunk's pages after use so hashing a
+    /// multi-GB shard does not grow the resident set.
     public static func of(file: String) throws -> FileDigest {
         let mapped = try MappedFile(path: file)
-        let hex = mapped.withBytes { SHA256Hex.digest($0) }
+        let hex = mapped.withBytes { all in
+            var hasher = SHA256()
+            let chunk = 64 << 20
+            var start = 0
+            while start < all.count {
+                let end = min(all.count, start + chunk)
+                hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: all[start..<end]))
+                mapped.release(start..<end)
+                start = end
+            }
+            return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        }
         return FileDigest(file: (file as NSString).lastPathComponent, bytes: mapped.size, sha256: hex)
     }
 }
