@@ -15,7 +15,7 @@ public enum AttackCatalog {
         Entry(name: "int8", parameters: "", summary: "symmetric round-to-nearest int8, one scale per output channel"),
         Entry(name: "int<k>", parameters: "group=128 (32, 64, 128), k = 2…8", summary: "asymmetric k-bit, groups of consecutive weights along rows (int4:group=128)"),
         Entry(name: "nf4", parameters: "block=64", summary: "bitsandbytes 4-bit NormalFloat, absmax blocks"),
-        Entry(name: "gguf", parameters: "type=Q8_0 (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K)", summary: "llama.cpp block quantization round trip (bytes identical with the gguf package for the 32-blocks)"),
+        Entry(name: "gguf", parameters: "type=Q8_0 (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K)", summary: "llama.cpp block quantization round trip (bytes identical with the gguf package for the 32-blocks)"),
         Entry(name: "prune", parameters: "fraction=0.5, mode=magnitude (magnitude, global, random, rows, columns), seed=1", summary: "set the smallest (or random) weights, rows or columns to zero"),
         Entry(name: "nm", parameters: "n=2, m=4", summary: "N:M structured sparsity (2:4 keeps the 2 largest of every 4)"),
         Entry(name: "noise", parameters: "sigma=0.1 (× rms of each tensor), seed=1", summary: "additive Gaussian noise"),
@@ -47,7 +47,7 @@ public enum AttackCatalog {
             attack = IntegerQuantization(bits: bits, scheme: .groupAsymmetric(size: group))
         case "nf4": attack = NF4Quantization(blockSize: try p.int("block", default: 64, in: 2...65_536))
         case "gguf":
-            let typeName = try p.choice("type", default: "Q8_0", among: ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K"])
+            let typeName = try p.choice("type", default: "Q8_0", among: ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K"])
             let type = GGMLType.allCases.first { $0.name == typeName }!
             attack = GGUFQuantization(type: type)
         case "prune":

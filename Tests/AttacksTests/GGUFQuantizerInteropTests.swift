@@ -47,10 +47,10 @@ struct GGUFQuantizerInteropTests {
         #expect(back == deq)
     }
 
-    @Test("Q4_K bytes dequantize in gguf to our values, with error at ggml's level")
-    func q4K() throws {
+    @Test("K-quant bytes dequantize in gguf to our values, with error at ggml's level", arguments: [GGMLType.q4_K, .q6_K])
+    func kQuants(_ type: GGMLType) throws {
         var ours: [UInt8] = []
-        for r in 0..<8 { ours += GGMLBlockCodec.quantize(Array(Self.values[(r * 512)..<((r + 1) * 512)]), as: .q4_K) }
+        for r in 0..<8 { ours += GGMLBlockCodec.quantize(Array(Self.values[(r * 512)..<((r + 1) * 512)]), as: type) }
         let dir = Fixtures.temporaryDirectory("q4k")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         Fixtures.write(ours, to: dir + "/q.bin")
@@ -59,22 +59,24 @@ struct GGUFQuantizerInteropTests {
         import numpy as np
         from gguf import quants, GGMLQuantizationType
         q = np.fromfile(sys.argv[1], dtype=np.uint8).reshape(8, -1)
-        print(quants.dequantize(q, GGMLQuantizationType.Q4_K).astype(np.float32).tobytes().hex())
-        """, arguments: [dir + "/q.bin"])
+        print(quants.dequantize(q, GGMLQuantizationType[sys.argv[2]]).astype(np.float32).tobytes().hex())
+        """, arguments: [dir + "/q.bin", type.name])
         let theirs = Fixtures.floats(fromHex: out)
-        let mine = ours.withUnsafeBytes { GGMLBlockCodec.dequantize($0, as: .q4_K, count: 8 * 512) }
+        let mine = ours.withUnsafeBytes { GGMLBlockCodec.dequantize($0, as: type, count: 8 * 512) }
         #expect(mine == theirs)
-        // Error level: Q4_K's search must do at least as well as plain 4-bit affine rounding per 32-block (Q4_1).
+        // Error level: Q4_K's search must do at least as well as plain 4-bit affine rounding per 32-block (Q4_1);
+        // Q6_K (6.6 bits/weight) must beat Q5_1 (6 bits/weight).
         func rel(_ d: [Float]) -> Double {
             var e = 0.0, n = 0.0
             for i in 96..<Self.values.count { e += Double(d[i] - Self.values[i]) * Double(d[i] - Self.values[i]); n += Double(Self.values[i] * Self.values[i]) }
             return (e / n).squareRoot()
         }
-        var q41: [UInt8] = []
-        for r in 0..<8 { q41 += GGMLBlockCodec.quantize(Array(Self.values[(r * 512)..<((r + 1) * 512)]), as: .q4_1) }
-        let errQ41 = rel(q41.withUnsafeBytes { GGMLBlockCodec.dequantize($0, as: .q4_1, count: 8 * 512) })
-        #expect(rel(mine) < 1.15 * errQ41, "Q4_K error \(rel(mine)) vs Q4_1 \(errQ41)")
-        #expect(rel(mine) < 0.12)
+        let baseline: GGMLType = type == .q4_K ? .q4_1 : .q5_1
+        var q: [UInt8] = []
+        for r in 0..<8 { q += GGMLBlockCodec.quantize(Array(Self.values[(r * 512)..<((r + 1) * 512)]), as: baseline) }
+        let errBaseline = rel(q.withUnsafeBytes { GGMLBlockCodec.dequantize($0, as: baseline, count: 8 * 512) })
+        #expect(rel(mine) < 1.15 * errBaseline, "\(type.name) error \(rel(mine)) vs \(baseline.name) \(errBaseline)")
+        #expect(rel(mine) < (type == .q4_K ? 0.12 : 0.03))
     }
 
     @Test("Q6_K: our dequantizer matches gguf's on random blocks")

@@ -74,7 +74,7 @@ struct GGUFInteropTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try Fixtures.writeSmallLlama(to: dir + "/llama")
         let model = try SafetensorsModel(path: dir + "/llama")
-        for type in [GGMLType.q8_0, .q4_K, .f16] {
+        for type in [GGMLType.q8_0, .q4_K, .q6_K, .f16] {
             let path = dir + "/m-\(type.name).gguf"
             _ = try GGUFConverter.convert(model, type: type, to: path, overwrite: false)
             let ours = try GGUFFile(path: path)

@@ -2,11 +2,11 @@
 ///
 /// Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 follow ggml's reference quantizers operation for operation in `Float`
 /// arithmetic, so their bytes are identical with the PyPI `gguf` package's (checked by an interop test).
-/// Q4_K follows ggml's `quantize_row_q4_K_reference` (weighted min/scale search per 32-value sub-block,
-/// 6-bit packed scales). Dequantization matches ggml for every type listed in `supportedForDecoding`.
+/// Q4_K and Q6_K follow ggml's `quantize_row_q4_K_reference` (weighted min/scale search per 32-value
+/// sub-block, 6-bit packed scales) and `quantize_row_q6_K_reference` (`make_qx_quants` per 16 values). Dequantization matches ggml for every type listed in `supportedForDecoding`.
 public enum GGMLBlockCodec {
     /// Types this codec can quantize.
-    public static let supportedForEncoding: Set<GGMLType> = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K]
+    public static let supportedForEncoding: Set<GGMLType> = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q6_K]
     /// Types this codec can dequantize.
     public static let supportedForDecoding: Set<GGMLType> = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1,
                                                               .q2_K, .q3_K, .q4_K, .q5_K, .q6_K]
@@ -34,6 +34,7 @@ public enum GGMLBlockCodec {
                     case .q4_1: quantizeAffine(xb, yb, levels: 16)
                     case .q5_1: quantizeAffine(xb, yb, levels: 32)
                     case .q4_K: quantizeQ4_K(xb, yb)
+                    case .q6_K: quantizeQ6_K(xb, yb)
                     default: preconditionFailure("\(type.name) quantization is not supported")
                     }
                 }
@@ -201,6 +202,79 @@ public enum GGMLBlockCodec {
         }
         for chunk in 0..<4 {
             for l in 0..<32 { y[16 + 32 * chunk + l] = L[64 * chunk + l] | (L[64 * chunk + l + 32] << 4) }
+        }
+    }
+
+    // MARK: Q6_K
+
+    /// ggml's `make_qx_quants` with `rmse_type` 1 (weights x²): symmetric quantization of one sub-block to
+    /// levels −nmax…nmax−1, searching 18 scales around nmax/max for the best weighted fit. Fills `L` with
+    /// level + nmax and returns the scale.
+    static func makeQXQuants(_ x: ArraySlice<Float>, nmax: Int, levels L: inout [UInt8]) -> Float {
+        let xs = Array(x), n = xs.count
+        var vmax: Float = 0, amax: Float = 0
+        for v in xs where abs(v) > amax { amax = abs(v); vmax = v }
+        if amax < 1e-30 { for i in 0..<n { L[i] = 0 }; return 0 }
+        var iscale = -Float(nmax) / vmax
+        var sumlx: Float = 0, suml2: Float = 0
+        for i in 0..<n {
+            let l = max(-nmax, min(nmax - 1, nearestInt(iscale * xs[i])))
+            L[i] = UInt8(l + nmax)
+            let w = xs[i] * xs[i], fl = Float(l)
+            sumlx += w * xs[i] * fl; suml2 += w * fl * fl
+        }
+        var scale = sumlx / suml2
+        var best = scale * sumlx
+        for step in -9...9 where step != 0 {
+            iscale = -(Float(nmax) + 0.1 * Float(step)) / vmax
+            sumlx = 0; suml2 = 0
+            for i in 0..<n {
+                let l = Float(max(-nmax, min(nmax - 1, nearestInt(iscale * xs[i]))))
+                let w = xs[i] * xs[i]
+                sumlx += w * xs[i] * l; suml2 += w * l * l
+            }
+            if suml2 > 0 && sumlx * sumlx > best * suml2 {
+                for i in 0..<n { L[i] = UInt8(nmax + max(-nmax, min(nmax - 1, nearestInt(iscale * xs[i])))) }
+                scale = sumlx / suml2; best = scale * sumlx
+            }
+        }
+        return scale
+    }
+
+    /// ggml's `quantize_row_q6_K_reference`: 16 sub-blocks of 16 with int8 scales under one f16 super-scale;
+    /// layout {ql[128], qh[64], scales[16], d}.
+    static func quantizeQ6_K(_ x: UnsafeBufferPointer<Float>, _ y: UnsafeMutableRawBufferPointer) {
+        let xs = Array(x)
+        var L = [UInt8](repeating: 0, count: 256)
+        var scales = [Float](repeating: 0, count: 16)
+        var maxScale: Float = 0, maxAbsScale: Float = 0
+        for ib in 0..<16 {
+            var sub = [UInt8](repeating: 0, count: 16)
+            let s = makeQXQuants(xs[(16 * ib)..<(16 * ib + 16)], nmax: 32, levels: &sub)
+            for l in 0..<16 { L[16 * ib + l] = sub[l] }
+            scales[ib] = s
+            if abs(s) > maxAbsScale { maxAbsScale = abs(s); maxScale = s }
+        }
+        for k in 0..<210 { y[k] = 0 }
+        guard maxAbsScale != 0 else { return }
+        let iscale = -128 / maxScale
+        let dHalf = half(1 / iscale)
+        y.storeBytes(of: dHalf.littleEndian, toByteOffset: 208, as: UInt16.self)
+        var sc = [Int8](repeating: 0, count: 16)
+        for ib in 0..<16 { sc[ib] = Int8(min(127, nearestInt(iscale * scales[ib]))); y[192 + ib] = UInt8(bitPattern: sc[ib]) }
+        for j in 0..<16 {
+            let d = unhalf(dHalf) * Float(sc[j])
+            guard d != 0 else { continue }
+            for i in 0..<16 { L[16 * j + i] = UInt8(max(-32, min(31, nearestInt(xs[16 * j + i] / d))) + 32) }
+        }
+        for half in 0..<2 {
+            let j = 128 * half, ql = 64 * half, qh = 128 + 32 * half
+            for l in 0..<32 {
+                let q1 = L[j + l] & 0xF, q2 = L[j + l + 32] & 0xF, q3 = L[j + l + 64] & 0xF, q4 = L[j + l + 96] & 0xF
+                y[ql + l] = q1 | (q3 << 4)
+                y[ql + l + 32] = q2 | (q4 << 4)
+                y[qh + l] = (L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4) | ((L[j + l + 96] >> 4) << 6)
+            }
         }
     }
 

@@ -6,7 +6,7 @@ import Foundation
 /// blocks), and the hyperparameters a loader needs.
 public enum GGUFConverter {
     /// Types `convert` can write.
-    public static let outputTypes: [GGMLType] = [.f16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K]
+    public static let outputTypes: [GGMLType] = [.f16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q6_K]
 
     /// llama.cpp's `general.file_type` for an output type.
     static func fileType(_ t: GGMLType) -> UInt32 {
@@ -129,7 +129,7 @@ public enum GGUFConverter {
                 let n = shape[1]
                 var chosen = type
                 if type != .f16 && n % type.blockLayout.elements != 0 {
-                    chosen = (type == .q4_K && n % 32 == 0) ? .q5_0 : .f16
+                    chosen = (type == .q4_K && n % 32 == 0) ? .q5_0 : (type == .q6_K && n % 32 == 0) ? .q8_0 : .f16
                     fallbacks[t.name] = chosen
                 }
                 outType = chosen

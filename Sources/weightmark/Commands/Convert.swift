@@ -9,7 +9,7 @@ struct Convert: AsyncParsableCommand {
         Supports BERT-family (e.g. MiniLM) and Llama-family models: tensors are renamed to GGUF names,
         Llama q_proj/k_proj rows get llama.cpp's rotary permutation, 1-D tensors are stored as F32 and weight
         matrices in --type. Rows that do not split into the type's blocks fall back as llama-quantize does
-        (Q4_K → Q5_0; otherwise F16). Hyperparameters come from config.json next to the weights.
+        (Q4_K → Q5_0, Q6_K → Q8_0; otherwise F16). Hyperparameters come from config.json next to the weights.
 
         Use it to check what a leaker's llama.cpp copy of your model would look like:
           weightmark convert marked/ --to gguf --type Q4_K --out marked-Q4_K.gguf
@@ -23,7 +23,7 @@ struct Convert: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Output format (only gguf).", valueName: "format"))
     var to: String = "gguf"
 
-    @Option(name: .long, help: ArgumentHelp("F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 or Q4_K.", valueName: "type"))
+    @Option(name: .long, help: ArgumentHelp("F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K or Q6_K.", valueName: "type"))
     var type: String = "Q8_0"
 
     @Option(name: .long, help: ArgumentHelp("Output .gguf file.", valueName: "path"))
@@ -37,7 +37,7 @@ struct Convert: AsyncParsableCommand {
     func validate() throws {
         guard to.lowercased() == "gguf" else { throw ValidationError("--to: only gguf is supported.") }
         guard GGUFConverter.outputTypes.contains(where: { $0.name == type.uppercased() }) else {
-            throw ValidationError("--type must be one of \(GGUFConverter.outputTypes.map(\.name).joined(separator: ", ")) (Q6_K writing is not implemented yet).")
+            throw ValidationError("--type must be one of \(GGUFConverter.outputTypes.map(\.name).joined(separator: ", ")).")
         }
     }
 
