@@ -11,19 +11,19 @@ public struct AttackParameters: Sendable {
     }
 
     public mutating func double(_ key: String, default value: Double, in range: ClosedRange<Double>) throws -> Double {
-        used.insert(key)
-        guard let text = values[key] else { return value }
-        guard let v = Double(text), range.contains(v) else {
-            throw AttackError.invalidParameter(attack: attack, parameter: key, reason: "must be a number in \(range.lowerBound)...\(range.upperBound), got \"\(text)\"")
-        }
-        return v
+        try number(key, default: value, in: range, kind: "a number")
     }
 
     public mutating func int(_ key: String, default value: Int, in range: ClosedRange<Int>) throws -> Int {
+        try number(key, default: value, in: range, kind: "an integer")
+    }
+
+    private mutating func number<T: LosslessStringConvertible & Comparable>(_ key: String, default value: T,
+                                                                            in range: ClosedRange<T>, kind: String) throws -> T {
         used.insert(key)
         guard let text = values[key] else { return value }
-        guard let v = Int(text), range.contains(v) else {
-            throw AttackError.invalidParameter(attack: attack, parameter: key, reason: "must be an integer in \(range.lowerBound)...\(range.upperBound), got \"\(text)\"")
+        guard let v = T(text), range.contains(v) else {
+            throw AttackError.invalidParameter(attack: attack, parameter: key, reason: "must be \(kind) in \(range.lowerBound)...\(range.upperBound), got \"\(text)\"")
         }
         return v
     }

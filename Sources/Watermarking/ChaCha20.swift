@@ -21,33 +21,8 @@ public struct ChaCha20: Sendable {
         for i in 0..<3 { state[13 + i] = word(nonce, i) }
     }
 
-    @inline(__always)
-    private static func rotl(_ x: UInt32, _ n: UInt32) -> UInt32 { x << n | x >> (32 - n) }
-
-    /// The keystream block for `input` (RFC 8439 §2.3): 20 rounds, then the input added back.
-    public static func block(_ input: SIMD16<UInt32>) -> SIMD16<UInt32> {
-        var x0 = input[0], x1 = input[1], x2 = input[2], x3 = input[3]
-        var x4 = input[4], x5 = input[5], x6 = input[6], x7 = input[7]
-        var x8 = input[8], x9 = input[9], x10 = input[10], x11 = input[11]
-        var x12 = input[12], x13 = input[13], x14 = input[14], x15 = input[15]
-        @inline(__always) func quarter(_ a: inout UInt32, _ b: inout UInt32, _ c: inout UInt32, _ d: inout UInt32) {
-            a &+= b; d = rotl(d ^ a, 16)
-            c &+= d; b = rotl(b ^ c, 12)
-            a &+= b; d = rotl(d ^ a, 8)
-            c &+= d; b = rotl(b ^ c, 7)
-        }
-        for _ in 0..<10 {
-            quarter(&x0, &x4, &x8, &x12); quarter(&x1, &x5, &x9, &x13)
-            quarter(&x2, &x6, &x10, &x14); quarter(&x3, &x7, &x11, &x15)
-            quarter(&x0, &x5, &x10, &x15); quarter(&x1, &x6, &x11, &x12)
-            quarter(&x2, &x7, &x8, &x13); quarter(&x3, &x4, &x9, &x14)
-        }
-        let out = SIMD16<UInt32>(x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15)
-        return out &+ input
-    }
-
-    /// Four consecutive blocks (counters c…c+3) computed together, one block per SIMD lane, written to
-    /// `out` (64 words, block after block); identical to four calls of `block`.
+    /// Four consecutive blocks (counters c…c+3) computed together, one block per SIMD lane (RFC 8439 §2.3:
+    /// 20 rounds, then the input added back), written to `out` (64 words, block after block).
     static func blocks4(_ input: SIMD16<UInt32>, into out: UnsafeMutablePointer<UInt32>) {
         typealias V = SIMD4<UInt32>
         let s0 = V(repeating: input[0]), s1 = V(repeating: input[1]), s2 = V(repeating: input[2]), s3 = V(repeating: input[3])
