@@ -40,7 +40,7 @@ public struct BLASInfo: Sendable, CustomStringConvertible {
     }
 
     /// The core type to force when OpenBLAS fell back to its generic Prescott (SSE3) kernels on a CPU that
-    /// has AVX2 and FMA: Debian's OpenBLAS 0.3.21 does that on virtual CPUs reported as a generic "Intel
+    /// has AVX2 and FMA (SkylakeX when AVX-512 F/BW/DQ/VL/CD are all present, else Haswell): Debian's OpenBLAS 0.3.21 does that on virtual CPUs reported as a generic "Intel
     /// Xeon Processor", which makes sgemm 3–10× slower. Nil when nothing needs fixing, when the user set
     /// OPENBLAS_CORETYPE, or when WEIGHTMARK_BLAS_AUTODETECT=1 asks to keep OpenBLAS's choice.
     public static var coreTypeCorrection: String? {
@@ -49,6 +49,7 @@ public struct BLASInfo: Sendable, CustomStringConvertible {
         guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
               let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
         let flags = Set(flagsLine.split(separator: " ").map(String.init))
+        if ["avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"].allSatisfy(flags.contains) { return "SkylakeX" }
         return flags.contains("avx2") && flags.contains("fma") ? "Haswell" : nil
     }
 
