@@ -18,6 +18,8 @@ public final class AtomicFileWriter {
     private let bufferLimit = 8 << 20
     public private(set) var bytesWritten = 0
     private var finished = false
+    /// Sees every byte written, in file order (e.g. to hash the output without reading it back).
+    public var observer: ((UnsafeRawBufferPointer) -> Void)?
 
     public init(destination: String, overwrite: Bool) throws {
         self.destination = destination
@@ -50,6 +52,7 @@ public final class AtomicFileWriter {
 
     /// Appends bytes.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        observer?(bytes)
         if buffer.count + bytes.count > bufferLimit { try flush() }
         if bytes.count >= bufferLimit {
             try writeAll(bytes)

@@ -12,7 +12,9 @@ public enum ModelWriter {
     ///   - transform: the output for a source tensor; return `nil` to copy it byte for byte.
     /// - Returns: the output files written (absolute or as given).
     @discardableResult
+    ///   - observer: sees every byte of each safetensors file written (file name, bytes in file order).
     public static func write(like source: SafetensorsModel, to destination: String, overwrite: Bool,
+                             observer: ((String, UnsafeRawBufferPointer) -> Void)? = nil,
                              transform: @escaping (ModelTensor) throws -> OutputTensor?) throws -> [String] {
         func outputs(forShard s: Int) throws -> [OutputTensor] {
             try source.tensors.filter { $0.shard == s }.map { t in
@@ -24,8 +26,9 @@ public enum ModelWriter {
         }
         switch source.layout {
         case .file:
+            let name = (destination as NSString).lastPathComponent
             try SafetensorsWriter.write(try outputs(forShard: 0), metadata: source.shards[0].metadata,
-                                        to: destination, overwrite: overwrite)
+                                        to: destination, overwrite: overwrite, observer: observer.map { o in { o(name, $0) } })
             return [destination]
         case .folder, .sharded:
             let files = try source.shards.indices.map { s in
@@ -34,7 +37,7 @@ public enum ModelWriter {
             }
             return try writeFolder(files, indexMetadata: source.layout == .sharded ? source.indexMetadata : nil,
                                    auxiliaryFrom: source.path, auxiliaryFiles: source.auxiliaryFiles,
-                                   to: destination, overwrite: overwrite)
+                                   to: destination, overwrite: overwrite, observer: observer)
         }
     }
 
@@ -62,7 +65,8 @@ public enum ModelWriter {
     @discardableResult
     public static func writeFolder(_ shards: [ShardSpec], indexMetadata: [JSONMember]?,
                                    auxiliaryFrom sourceFolder: String? = nil, auxiliaryFiles: [String] = [],
-                                   to destination: String, overwrite: Bool) throws -> [String] {
+                                   to destination: String, overwrite: Bool,
+                                   observer: ((String, UnsafeRawBufferPointer) -> Void)? = nil) throws -> [String] {
         let fm = FileManager.default
         if fm.fileExists(atPath: destination) && !overwrite { throw TensorIOError.outputExists(path: destination) }
         let parent = AtomicFileWriter.directory(of: destination)
@@ -79,7 +83,8 @@ public enum ModelWriter {
         var totalSize = 0
         for shard in shards {
             try SafetensorsWriter.write(shard.tensors, metadata: shard.metadata,
-                                        to: "\(staging)/\(shard.fileName)", overwrite: false)
+                                        to: "\(staging)/\(shard.fileName)", overwrite: false,
+                                        observer: observer.map { o in { o(shard.fileName, $0) } })
             for t in shard.tensors {
                 weightMap.append(JSONMember(key: t.name, value: .string(shard.fileName)))
                 totalSize += t.byteCount

@@ -65,13 +65,15 @@ public enum SafetensorsWriter {
     /// - Throws: `TensorIOError.outputExists`, `.writeFailed`, `.invalidTensor` (a producer gave the wrong size).
     @discardableResult
     public static func write(_ tensors: [OutputTensor], metadata: [(key: String, value: String)]?,
-                             to path: String, overwrite: Bool = false) throws -> Int {
+                             to path: String, overwrite: Bool = false,
+                             observer: ((UnsafeRawBufferPointer) -> Void)? = nil) throws -> Int {
         var seen = Set<String>()
         for t in tensors where !seen.insert(t.name).inserted {
             throw TensorIOError.invalidTensor(name: t.name, reason: "duplicate tensor name")
         }
         let ordered = tensors.sorted { referenceOrder(($0.name, $0.dtype), ($1.name, $1.dtype)) }
         let writer = try AtomicFileWriter(destination: path, overwrite: overwrite)
+        writer.observer = observer
         try writer.write(headerBytes(tensors: ordered.map { ($0.name, $0.dtype, $0.shape) }, metadata: metadata))
         for t in ordered {
             let before = writer.bytesWritten

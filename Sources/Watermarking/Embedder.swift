@@ -225,9 +225,24 @@ public enum Embedder {
                                                         measuredDelta: r.measuredDelta, beta: r.beta))
         }
         defer { prefetcher.drain() }
+        // Input files are hashed on a background thread while marking runs; output files are hashed as their
+        // bytes are written (no second pass over 2× the model).
+        let inputPaths = model.shards.map(\.path)
+        nonisolated(unsafe) var inputDigests: [FileDigest] = []
+        nonisolated(unsafe) var inputError: Error?
+        let hashing = DispatchGroup()
+        DispatchQueue.global(qos: .utility).async(group: hashing) {
+            do { inputDigests = try inputPaths.map { try FileDigest.of(file: $0) } } catch { inputError = error }
+        }
+        nonisolated(unsafe) var hashers: [String: (SHA256, Int)] = [:]
         nonisolated(unsafe) var records: [String: EmbedManifest.TensorRecord] = [:]
         nonisolated(unsafe) var done = 0
-        let files = try ModelWriter.write(like: model, to: destination, overwrite: overwrite) { t in
+        let files = try ModelWriter.write(like: model, to: destination, overwrite: overwrite, observer: { file, bytes in
+            var h = hashers[file] ?? (SHA256(), 0)
+            h.0.update(bufferPointer: bytes)
+            h.1 += bytes.count
+            hashers[file] = h
+        }) { t in
             guard let i = position[t.name] else { return nil }
             return OutputTensor(name: t.name, dtype: t.dtype, shape: t.shape) { sink in
                 let marked = try prefetcher.take(i)
@@ -237,12 +252,15 @@ public enum Embedder {
                 progress(t, done)
             }
         }
-        // SHA-256 of every input and output file, two files at a time (from the page cache).
-        let inputPaths = model.shards.map(\.path)
-        let digests = try Parallel.map(count: inputPaths.count + files.count, workers: options.workers) { i in
-            try FileDigest.of(file: i < inputPaths.count ? inputPaths[i] : files[i - inputPaths.count])
+        hashing.wait()
+        if let inputError { throw inputError }
+        let outputDigests = try files.map { path -> FileDigest in
+            let name = (path as NSString).lastPathComponent
+            if let (hasher, count) = hashers[name] {
+                return FileDigest(file: name, bytes: count, sha256: hasher.finalize().map { String(format: "%02x", $0) }.joined())
+            }
+            return try FileDigest.of(file: path) // the index file, written as text
         }
-        let inputDigests = Array(digests.prefix(inputPaths.count)), outputDigests = Array(digests.dropFirst(inputPaths.count))
         return EmbedManifest(
             tool: "weightmark \(WatermarkFormat.toolVersion)", formatVersion: WatermarkFormat.version, keyId: key.id,
             created: ISO8601DateFormatter().string(from: Date()),

@@ -28,6 +28,9 @@ struct EmbedDetectTests {
         let m1 = try embed(dir + "/m.safetensors", dir + "/a.safetensors")
         let m2 = try embed(dir + "/m.safetensors", dir + "/b.safetensors")
         #expect(m1.output.map(\.sha256) == m2.output.map(\.sha256))
+        // Digests computed while writing equal a fresh hash of the files.
+        #expect(m1.output == [try FileDigest.of(file: dir + "/a.safetensors")])
+        #expect(m1.input == [try FileDigest.of(file: dir + "/m.safetensors")])
         #expect(m1.input.map(\.sha256) == m2.input.map(\.sha256))
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/a.safetensors")) == Data(contentsOf: URL(fileURLWithPath: dir + "/b.safetensors")))
         #expect(m1.tensors.map(\.name).sorted() == ["embed_tokens.weight", "layers.0.attn.q_proj.weight", "layers.0.mlp.down_proj.weight", "layers.0.mlp.up_proj.weight"])
