@@ -277,10 +277,6 @@ public struct FileDigest: Sendable, Codable, Equatable {
     public var bytes: Int
     public var sha256: String
 
-    public static func of(files: [String]) -> [FileDigest] {
-        files.compactMap { try? of(file: $0) }
-    }
-
     /// Hashes through the mapping 64 MiB at a time, releasing each chunk's pages after use so hashing a
     /// multi-GB shard does not grow the resident set.
     public static func of(file: String) throws -> FileDigest {
