@@ -79,44 +79,53 @@ public enum FloatConversion {
 
     /// Encodes floats as f16 or bf16 with unbiased stochastic rounding: each value goes to the nearer or
     /// farther of its two neighbours on the grid with probabilities making the expected stored value equal
-    /// the input. `random` supplies 64 random bits per call. Other dtypes round to nearest.
+    /// the input; one 64-bit draw of `random` serves four values. Other dtypes round to nearest.
     ///
     /// Why: a watermark perturbation far below half a bf16 step, added to weights that already sit on the
     /// grid, would be rounded away entirely by round-to-nearest; stochastic rounding keeps it in expectation.
-    public static func encodeStochastically(_ values: [Float], as dtype: DType, random: () -> UInt64) -> [UInt8] {
-        guard dtype == .bf16 || dtype == .f16 else { return encode(values, as: dtype) }
-        var out = [UInt8](repeating: 0, count: values.count * 2)
-        out.withUnsafeMutableBytes { dst in
-            var bits: UInt64 = 0
-            var left = 0
-            for (i, x) in values.enumerated() {
-                if left == 0 { bits = random(); left = 4 }
-                let r = UInt32(truncatingIfNeeded: bits & 0xFFFF)
-                bits >>= 16; left -= 1
-                let h: UInt16
-                if dtype == .bf16 {
-                    let b = x.bitPattern
-                    if !x.isFinite || (b & 0x7F80_0000) == 0x7F00_0000 && (b & 0xFFFF) != 0 && (b & 0x007F_0000) == 0x007F_0000 {
-                        h = floatToBF16(x) // NaN/inf, or rounding up would overflow to inf: nearest
-                    } else {
-                        // Truncation toward zero, then one step away from zero with probability = dropped fraction.
-                        h = UInt16(truncatingIfNeeded: b >> 16) &+ ((b & 0xFFFF) > r ? 1 : 0)
-                    }
-                } else {
-                    let n = Float16(x)
-                    if !x.isFinite || !n.isFinite || Float(n) == x {
-                        h = n.bitPattern
-                    } else {
-                        let other = Float(n) > x ? n.nextDown : n.nextUp
-                        let (lo, hi) = Float(n) < Float(other) ? (n, other) : (other, n)
-                        let p = (x - Float(lo)) / (Float(hi) - Float(lo))
-                        h = (Float(r) + 0.5) / 65536 < p ? hi.bitPattern : lo.bitPattern
-                    }
-                }
-                dst.storeBytes(of: h.littleEndian, toByteOffset: 2 * i, as: UInt16.self)
-            }
+    public static func encodeStochastically<R: RandomNumberGenerator>(_ values: UnsafeBufferPointer<Float>, as dtype: DType,
+                                                                      into out: UnsafeMutableRawBufferPointer, using random: inout R) {
+        guard dtype == .bf16 || dtype == .f16 else {
+            encode(values, as: dtype, into: out)
+            return
         }
-        return out
+        precondition(out.count == values.count * 2, "byte count does not match element count")
+        var bits: UInt64 = 0
+        var left = 0
+        for i in 0..<values.count {
+            if left == 0 { bits = random.next(); left = 4 }
+            let r = UInt32(truncatingIfNeeded: bits & 0xFFFF)
+            bits >>= 16; left -= 1
+            let x = values[i]
+            var h: UInt16
+            if dtype == .bf16 {
+                let b = x.bitPattern
+                // Truncation toward zero, then one step away from zero with probability = dropped fraction.
+                h = UInt16(truncatingIfNeeded: b >> 16) &+ ((b & 0xFFFF) > r ? 1 : 0)
+                // NaN/inf in, or a step that overflowed to inf: round to nearest instead.
+                if (b & 0x7F80_0000) == 0x7F80_0000 || (h & 0x7F80) == 0x7F80 { h = floatToBF16(x) }
+            } else {
+                let n = Float16(x)
+                if !x.isFinite || !n.isFinite || Float(n) == x {
+                    h = n.bitPattern
+                } else {
+                    let other = Float(n) > x ? n.nextDown : n.nextUp
+                    let (lo, hi) = Float(n) < Float(other) ? (n, other) : (other, n)
+                    let p = (x - Float(lo)) / (Float(hi) - Float(lo))
+                    h = (Float(r) + 0.5) / 65536 < p ? hi.bitPattern : lo.bitPattern
+                }
+            }
+            out.storeBytes(of: h.littleEndian, toByteOffset: 2 * i, as: UInt16.self)
+        }
+    }
+
+    /// Array convenience for `encodeStochastically(_:as:into:using:)`.
+    public static func encodeStochastically<R: RandomNumberGenerator>(_ values: [Float], as dtype: DType, using random: inout R) -> [UInt8] {
+        let count = values.count * dtype.bitCount / 8
+        return [UInt8](unsafeUninitializedCapacity: count) { buf, n in
+            values.withUnsafeBufferPointer { encodeStochastically($0, as: dtype, into: UnsafeMutableRawBufferPointer(buf), using: &random) }
+            n = count
+        }
     }
 
     /// Encodes floats as `dtype` into a new byte array.

@@ -114,8 +114,9 @@ public enum Embedder {
     /// adds β·(H ⊙ P_block) with P_block = (A_block S) Bᵀ, encodes (stochastically for f16/bf16) and measures the
     /// stored distortion. For uniform shaping ‖P‖ = ‖S‖_F = sqrt(a·b) because A and B are orthonormal.
     /// - Returns: encoded bytes, β, and the measured ‖stored − W‖/‖W‖.
-    static func markStreaming(_ model: SafetensorsModel, _ t: ModelTensor, carriers: Carriers, shaping: WatermarkShaping,
-                              delta: Double, random: () -> UInt64) throws -> (bytes: [UInt8], beta: Double, measuredDelta: Double) {
+    static func markStreaming<R: RandomNumberGenerator>(_ model: SafetensorsModel, _ t: ModelTensor, carriers: Carriers,
+                                                        shaping: WatermarkShaping, delta: Double,
+                                                        random: inout R) throws -> (bytes: [UInt8], beta: Double, measuredDelta: Double) {
         let (m, n) = (t.shape[0], t.shape[1])
         let ra = carriers.a.cols, rb = carriers.b.cols
         let blockRows = max(8, min(m, (1 << 16) / max(1, n)))
@@ -151,14 +152,11 @@ public enum Embedder {
         while start < m {
             let end = min(m, start + blockRows), count = (end - start) * n
             try decode(start..<end)
-            if shaping == .magnitude { pattern(rows: start..<end) }
-            var s1: Float = 0, s2: Float = 0
-            for i in 0..<count {
-                s1 += w[i] * w[i]
-                if shaping == .magnitude { let x = abs(w[i]) * p[i]; s2 += x * x }
-                if i % 4096 == 4095 { w2 += Double(s1); hp2 += Double(s2); s1 = 0; s2 = 0 }
+            w.withUnsafeBufferPointer { ws in w2 += BLAS.dot(UnsafeBufferPointer(rebasing: ws[0..<count]), UnsafeBufferPointer(rebasing: ws[0..<count])) }
+            if shaping == .magnitude {
+                pattern(rows: start..<end)
+                hp2 += Self.sumOfSquares(count) { abs(w[$0]) * p[$0] }
             }
-            w2 += Double(s1); hp2 += Double(s2)
             start = end
         }
         let norm = w2.squareRoot()
@@ -168,33 +166,49 @@ public enum Embedder {
         // Pass 2.
         let width = t.dtype.bitCount / 8
         var out = [UInt8](repeating: 0, count: m * n * width)
+        var marked = [Float](repeating: 0, count: blockRows * n)
+        var stored = [Float](repeating: 0, count: blockRows * n)
         var diff2 = 0.0
+        let b = Float(beta)
         start = 0
         while start < m {
             let end = min(m, start + blockRows), count = (end - start) * n
             try decode(start..<end)
             pattern(rows: start..<end)
-            let b = Float(beta)
-            var marked = [Float](repeating: 0, count: count)
-            for i in 0..<count {
-                let h: Float = shaping == .magnitude ? abs(w[i]) / rms : 1
-                marked[i] = w[i] + b * h * p[i]
+            if shaping == .magnitude {
+                let inv = rms > 0 ? 1 / rms : 0
+                for i in 0..<count { marked[i] = w[i] + b * (abs(w[i]) * inv) * p[i] }
+            } else {
+                for i in 0..<count { marked[i] = w[i] + b * p[i] }
             }
-            let encoded = FloatConversion.encodeStochastically(marked, as: t.dtype, random: random)
             out.withUnsafeMutableBytes { o in
-                encoded.withUnsafeBytes { e in (o.baseAddress! + start * n * width).copyMemory(from: e.baseAddress!, byteCount: e.count) }
+                let dst = UnsafeMutableRawBufferPointer(rebasing: o[(start * n * width)..<(end * n * width)])
+                marked.withUnsafeBufferPointer { ms in
+                    FloatConversion.encodeStochastically(UnsafeBufferPointer(rebasing: ms[0..<count]), as: t.dtype, into: dst, using: &random)
+                }
+                stored.withUnsafeMutableBufferPointer { ss in
+                    FloatConversion.decode(UnsafeRawBufferPointer(dst), dtype: t.dtype, into: UnsafeMutableBufferPointer(rebasing: ss[0..<count]))
+                }
             }
-            let stored = t.dtype == .f32 ? marked : encoded.withUnsafeBytes { FloatConversion.decode($0, dtype: t.dtype) }
-            var d2: Float = 0
-            for i in 0..<count {
-                let d = stored[i] - w[i]
-                d2 += d * d
-                if i % 4096 == 4095 { diff2 += Double(d2); d2 = 0 }
-            }
-            diff2 += Double(d2)
+            diff2 += Self.sumOfSquares(count) { stored[$0] - w[$0] }
             start = end
         }
         return (out, beta, norm > 0 ? diff2.squareRoot() / norm : 0)
+    }
+
+    /// Σ f(i)² for i in 0..<count, with Float partial sums over 4,096-element runs accumulated in Double.
+    @inline(__always)
+    static func sumOfSquares(_ count: Int, _ f: (Int) -> Float) -> Double {
+        var total = 0.0
+        var start = 0
+        while start < count {
+            let end = min(count, start + 4096)
+            var s: Float = 0
+            for i in start..<end { let v = f(i); s += v * v }
+            total += Double(s)
+            start = end
+        }
+        return total
     }
 
     /// Marks `model` and writes the result to `destination` in the same layout and dtypes.
@@ -219,7 +233,7 @@ public enum Embedder {
             // half a bf16 step survive in expectation instead of being rounded back onto the original grid.
             let seedBytes = KeyedGenerator.subkey(secret: key.secret, info: KeyedGenerator.info(purpose: "rounding", tensor: t.name, shape: t.shape))
             var rng = SplitMix64(seed: seedBytes.prefix(8).reduce(0) { $0 << 8 | UInt64($1) })
-            let r = try markStreaming(model, t, carriers: carriers, shaping: options.shaping, delta: plan.delta) { rng.next() }
+            let r = try markStreaming(model, t, carriers: carriers, shaping: options.shaping, delta: plan.delta, random: &rng)
             model.release(t)
             return Marked(bytes: r.bytes, record: .init(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, delta: plan.delta,
                                                         measuredDelta: r.measuredDelta, beta: r.beta))

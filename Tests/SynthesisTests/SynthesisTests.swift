@@ -52,8 +52,7 @@ struct SynthesisTests {
 
     @Test("stochastic rounding lands on a neighbour and is unbiased, so sub-step perturbations survive on average")
     func stochasticRounding() {
-        var state: UInt64 = 99
-        func next() -> UInt64 { state = state &* 6364136223846793005 &+ 1442695040888963407; return state }
+        var rng = SplitMix64Stub(state: 99)
         for dtype in [DType.bf16, .f16] {
             // Values on the grid plus 1% of a step: round-to-nearest would erase the perturbation entirely.
             let base: [Float] = (0..<20000).map { i in
@@ -66,7 +65,7 @@ struct SynthesisTests {
             let perturbed = zip(base, steps).map { $0 + 0.01 * $1 }
             let nearest = FloatConversion.encode(perturbed, as: dtype).withUnsafeBytes { FloatConversion.decode($0, dtype: dtype) }
             #expect(nearest == base)
-            let stored = FloatConversion.encodeStochastically(perturbed, as: dtype, random: next).withUnsafeBytes { FloatConversion.decode($0, dtype: dtype) }
+            let stored = FloatConversion.encodeStochastically(perturbed, as: dtype, using: &rng).withUnsafeBytes { FloatConversion.decode($0, dtype: dtype) }
             var moved = 0.0, expected = 0.0
             for i in base.indices {
                 #expect(stored[i] == base[i] || stored[i] == base[i] + steps[i])
@@ -76,4 +75,9 @@ struct SynthesisTests {
             #expect(abs(moved / expected - 1) < 6 * (0.99 / (0.01 * 20000)).squareRoot(), "\(dtype): \(moved / expected)")
         }
     }
+}
+
+struct SplitMix64Stub: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 { state = state &* 6364136223846793005 &+ 1442695040888963407; return state }
 }
