@@ -107,11 +107,9 @@ struct Bench: AsyncParsableCommand {
                 Console.out(Console.table(SweepRendering.header, SweepRendering.rows(points), rightAligned: [2, 3, 5]))
             }
         }
-        let e = JSONEncoder()
-        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try write(String(decoding: try e.encode(all), as: UTF8.self), to: "\(out)/results.json")
+        try Console.writeJSON(all, to: "\(out)/results.json", overwrite: true)
         if output.json {
-            Console.out(String(decoding: try e.encode(all), as: UTF8.self))
+            Console.out(try Console.json(all))
         } else {
             let suffixes = shapings.count > 1 ? shapings.map { "-\($0.rawValue)" } : [""]
             let files = suffixes.flatMap { ["results\($0).md", "results\($0).csv", "plots\($0).svg"] } + ["results.json"]

@@ -51,9 +51,7 @@ struct Demo: AsyncParsableCommand {
         let plan = try Embedder.plan(original, options: options)
         let markedPath = "\(workdir)/marked"
         let manifest = try Embedder.embed(original, key: key, options: options, plan: plan, to: markedPath, overwrite: false)
-        let e = JSONEncoder()
-        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try AtomicFileWriter.write(Array(try e.encode(manifest)), to: markedPath + ".weightmark.json", overwrite: false)
+        try Console.writeJSON(manifest, to: markedPath + ".weightmark.json", overwrite: false)
         let maxDelta = manifest.tensors.map(\.measuredDelta).max() ?? 0
         Console.out(String(format: "2. embed    %@ : marked %d weight matrices in %.1f s; each changed by ‖ΔW‖/‖W‖ = %.2f%% (cap 0.5%%)",
                            markedPath, manifest.tensors.count, Date().timeIntervalSince(start), 100 * maxDelta))

@@ -87,9 +87,7 @@ struct Detect: AsyncParsableCommand {
         }
         bar.finish()
         if let report {
-            let e = JSONEncoder()
-            e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            try AtomicFileWriter.write(Array(try e.encode(result)) + [0x0A], to: report, overwrite: true)
+            try Console.writeJSON(result, to: report, overwrite: true)
         }
         if output.json {
             Console.out(try Console.json(result))

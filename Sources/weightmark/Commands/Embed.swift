@@ -95,9 +95,7 @@ struct Embed: AsyncParsableCommand {
         }
         bar.finish()
         result.created = ISO8601DateFormatter().string(from: Date())
-        let e = JSONEncoder()
-        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try AtomicFileWriter.write(Array(try e.encode(result)) + [0x0A], to: manifestPath, overwrite: force)
+        try Console.writeJSON(result, to: manifestPath, overwrite: force)
         let elapsed = Date().timeIntervalSince(start)
         if output.json {
             Console.out(try Console.json(result))

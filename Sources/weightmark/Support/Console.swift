@@ -1,4 +1,5 @@
 import Foundation
+import TensorIO
 
 /// Human output on stdout, progress and notes on stderr.
 enum Console {
@@ -14,6 +15,11 @@ enum Console {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         return String(decoding: try e.encode(value), as: UTF8.self)
+    }
+
+    /// Writes `json(value)` plus a newline to `path` atomically (manifests, reports, results).
+    static func writeJSON<T: Encodable>(_ value: T, to path: String, overwrite: Bool) throws {
+        try AtomicFileWriter.write(Array((try json(value) + "\n").utf8), to: path, overwrite: overwrite)
     }
 
     static func bytes(_ n: Int) -> String {
