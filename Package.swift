@@ -33,9 +33,9 @@ let package = Package(
         .target(name: "TensorIO", swiftSettings: optimizedInDebug),
         .target(name: "LinearAlgebra", dependencies: ["CBLAS", "CLAPACKE"], swiftSettings: optimizedInDebug),
         // The keystream's hot loop in C with SSE2 intrinsics (Swift's generic SIMD shifts are scalarized on SSE2).
-        .target(name: "CChaCha20", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
         .target(name: "Watermarking", dependencies: [
-            "TensorIO", "LinearAlgebra", "CChaCha20",
+            "TensorIO", "LinearAlgebra", "CKernels",
             .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: optimizedInDebug),
         .target(name: "Attacks", dependencies: ["TensorIO", "LinearAlgebra"], swiftSettings: optimizedInDebug),

@@ -36,6 +36,42 @@ public enum LAPACK {
         return q
     }
 
+    /// The Gram–Schmidt basis of the columns of G (m×n, m ≥ n, full column rank): Q of the thin QR
+    /// factorization G = Q R normalized so that diag(R) > 0, which makes Q unique and independent of the
+    /// LAPACK implementation's sign conventions.
+    ///
+    /// `g` holds G in column-major order and is overwritten. Column-major storage lets `sgeqrf`/`sorgqr` run
+    /// without LAPACKE's row-major transposes and NaN scans; Q is returned row-major.
+    public static func gramSchmidtBasis(columnMajor g: inout [Float], rows m: Int, cols n: Int) throws -> Matrix {
+        precondition(m >= n && g.count == m * n, "gramSchmidtBasis: needs rows ≥ cols and rows·cols values")
+        guard n > 0 else { return Matrix(rows: m, cols: 0) }
+        var tau = [Float](repeating: 0, count: n)
+        var query: Float = 0
+        var info = LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, Int32(m), Int32(n), nil, Int32(m), nil, &query, -1)
+        guard info == 0 else { throw Failure(routine: "sgeqrf", info: info) }
+        var work = [Float](repeating: 0, count: max(1, Int(query), 64 * n))
+        info = g.withUnsafeMutableBufferPointer { pg in
+            LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, Int32(m), Int32(n), pg.baseAddress, Int32(m), &tau, &work, Int32(work.count))
+        }
+        guard info == 0 else { throw Failure(routine: "sgeqrf", info: info) }
+        // Column j of Q changes sign where R_jj < 0.
+        let flip = (0..<n).map { g[$0 * m + $0] < 0 }
+        info = g.withUnsafeMutableBufferPointer { pg in
+            LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, Int32(m), Int32(n), Int32(n), pg.baseAddress, Int32(m), &tau, &work, Int32(work.count))
+        }
+        guard info == 0 else { throw Failure(routine: "sorgqr", info: info) }
+        var q = Matrix(rows: m, cols: n)
+        g.withUnsafeBufferPointer { src in
+            q.storage.withUnsafeMutableBufferPointer { dst in
+                for j in 0..<n {
+                    let sign: Float = flip[j] ? -1 : 1
+                    for i in 0..<m { dst[i * n + j] = sign * src[j * m + i] }
+                }
+            }
+        }
+        return q
+    }
+
     /// Thin singular value decomposition `A = U · diag(s) · Vᵀ`, singular values descending.
     /// The corresponding LAPACK routine is `sgesdd`.
     /// - Returns: `u` (m×k), `s` (k), `vt` (k×n) with k = min(m, n).

@@ -31,26 +31,14 @@ public struct Carriers: Sendable {
 
     static func orthonormalGaussian(secret: [UInt8], purpose: String, tensor: String, shape: [Int],
                                     rows: Int, cols: Int) throws -> Matrix {
-        var g = KeyedGenerator(secret: secret, purpose: purpose, tensor: tensor, shape: shape)
-        let count = rows * cols
-        let gaussian = Matrix(rows: rows, cols: cols, storage: [Float](unsafeUninitializedCapacity: count) { buf, n in
-            for i in 0..<count { buf[i] = Float(g.nextGaussian()) }
-            n = count
-        })
-        var q = try LAPACK.orthonormalBasis(gaussian)
-        // R = Qᵀ G is upper triangular; flip column j where R_jj = ⟨q_j, g_j⟩ < 0 (row-major sweep).
-        var r = [Double](repeating: 0, count: cols)
-        q.storage.withUnsafeBufferPointer { qs in
-            gaussian.storage.withUnsafeBufferPointer { gs in
-                for i in 0..<rows { for j in 0..<cols { r[j] += Double(qs[i * cols + j]) * Double(gs[i * cols + j]) } }
-            }
+        let subkey = KeyedGenerator.subkey(secret: secret, info: KeyedGenerator.info(purpose: purpose, tensor: tensor, shape: shape))
+        let draws = KeyedGenerator.gaussians(subkey: subkey, count: rows * cols)
+        // Draws fill the matrix row-major; LAPACK gets it column-major.
+        var g = [Float](unsafeUninitializedCapacity: rows * cols) { buf, n in
+            for i in 0..<rows { for j in 0..<cols { buf[j * rows + i] = draws[i * cols + j] } }
+            n = rows * cols
         }
-        if r.contains(where: { $0 < 0 }) {
-            q.storage.withUnsafeMutableBufferPointer { qs in
-                for i in 0..<rows { for j in 0..<cols where r[j] < 0 { qs[i * cols + j] = -qs[i * cols + j] } }
-            }
-        }
-        return q
+        return try LAPACK.gramSchmidtBasis(columnMajor: &g, rows: rows, cols: cols)
     }
 
     /// The rank-a pattern `A S Bᵀ` (m×n). Its Frobenius norm is sqrt(a·b).

@@ -1,4 +1,4 @@
-import CChaCha20
+import CKernels
 
 /// The ChaCha20 block function and keystream (RFC 8439 §2.3–2.4), used as the watermark's keyed
 /// pseudo-random generator. Checked against the RFC's test vectors.
@@ -24,7 +24,7 @@ public struct ChaCha20: Sendable {
     }
 
     /// Four consecutive blocks (counters c…c+3), RFC 8439 §2.3, written to `out` (64 words, block after
-    /// block). The rounds run in C (`CChaCha20`), four blocks per SSE2 register.
+    /// block). The rounds run in C (`CKernels`), four blocks per SSE2 register.
     static func blocks4(_ input: SIMD16<UInt32>, into out: UnsafeMutablePointer<UInt32>) {
         withUnsafeBytes(of: input) { raw in
             weightmark_chacha20_blocks4(raw.baseAddress!.assumingMemoryBound(to: UInt32.self), out)

@@ -1,3 +1,4 @@
+import CKernels
 import Crypto
 import Foundation
 
@@ -46,6 +47,34 @@ public struct KeyedGenerator: Sendable {
         let theta = 2 * Double.pi * u2
         spareGaussian = r * Foundation.sin(theta)
         return r * Foundation.cos(theta)
+    }
+
+    /// The first `count` draws of `nextGaussian()` from a fresh generator keyed by `subkey`, as floats:
+    /// the same values (see `CKernels`' `weightmark_keyed_gaussians`), 128 at a time on the vector units.
+    public static func gaussians(subkey: [UInt8], count: Int) -> [Float] {
+        let key = keyWords(subkey)
+        return [Float](unsafeUninitializedCapacity: count) { buf, n in
+            weightmark_keyed_gaussians(key, count, buf.baseAddress, nil)
+            n = count
+        }
+    }
+
+    /// The vector code paths of `gaussians(subkey:count:)` this CPU runs: 0 portable, 1 AVX2, 2 AVX-512.
+    public static var gaussianCodePaths: ClosedRange<Int> { 0...Int(weightmark_keyed_gaussians_level()) }
+
+    /// `gaussians(subkey:count:)` in double precision on a given code path, to check it against `nextGaussian()`.
+    public static func gaussianDoubles(subkey: [UInt8], count: Int, codePath: Int) -> [Double] {
+        precondition(gaussianCodePaths.contains(codePath), "this CPU cannot run code path \(codePath)")
+        let key = keyWords(subkey)
+        return [Double](unsafeUninitializedCapacity: count) { buf, n in
+            weightmark_keyed_gaussians_at_level(Int32(codePath), key, count, nil, buf.baseAddress)
+            n = count
+        }
+    }
+
+    private static func keyWords(_ subkey: [UInt8]) -> [UInt32] {
+        precondition(subkey.count == 32, "a subkey has 32 bytes")
+        return (0..<8).map { i in (0..<4).reduce(UInt32(0)) { $0 | UInt32(subkey[4 * i + $1]) << (8 * UInt32($1)) } }
     }
 
     /// ±1 with equal probability: the low bit of a 32-bit draw (1 → +1).

@@ -71,6 +71,26 @@ struct LinearAlgebraTests {
         #expect(relativeError(proj.storage, a.storage) < 1e-5)
     }
 
+    @Test("Gram–Schmidt basis: orthonormal, QᵀG upper triangular with a positive diagonal", arguments: [(50, 8), (300, 32), (16, 16)])
+    func gramSchmidt(_ m: Int, _ n: Int) throws {
+        let a = randomMatrix(m, n, seed: UInt64(m * 7 + n))
+        var columnMajor = (0..<(m * n)).map { a[$0 % m, $0 / m] }
+        let q = try LAPACK.gramSchmidtBasis(columnMajor: &columnMajor, rows: m, cols: n)
+        #expect(relativeError(BLAS.matmul(q, q, transA: .transposed).storage, Matrix.identity(n).storage) < 1e-5)
+        let r = BLAS.matmul(q, a, transA: .transposed)
+        let scale = r.storage.map(abs).max() ?? 1
+        for i in 0..<n {
+            #expect(r[i, i] > 0)
+            for j in 0..<i { #expect(abs(r[i, j]) < 1e-5 * scale) }
+        }
+        // Same span and, up to column signs, the same basis as the row-major QR.
+        let plain = try LAPACK.orthonormalBasis(a)
+        for j in 0..<n {
+            let dot = (0..<m).reduce(Float(0)) { $0 + q[$1, j] * plain[$1, j] }
+            #expect(abs(abs(dot) - 1) < 1e-4)
+        }
+    }
+
     @Test("SVD reconstructs the matrix with descending singular values")
     func svd() throws {
         let a = randomMatrix(40, 25, seed: 9)

@@ -1,6 +1,6 @@
 // ChaCha20 block function, four blocks at a time (one per 32-bit lane). SSE2 where available, portable C
 // otherwise; both give the RFC 8439 keystream.
-#include "chacha20_blocks.h"
+#include "weightmark_kernels.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>

@@ -1,0 +1,29 @@
+#ifndef WEIGHTMARK_KERNELS_H
+#define WEIGHTMARK_KERNELS_H
+// Hot loops of the watermark in C: the keyed stream's rounds and the Gaussian carriers' generation, where
+// Swift's generic SIMD code does not reach the vector units. Every function here computes a value pinned by
+// the detection format (Tests/WatermarkingTests/Golden), so each is checked against the scalar Swift reference.
+#include <stddef.h>
+#include <stdint.h>
+
+/// Four consecutive ChaCha20 blocks (RFC 8439 section 2.3) for block counters state[12] .. state[12]+3:
+/// 64 little-endian words, block after block. `state` holds the 16 input words.
+void weightmark_chacha20_blocks4(const uint32_t state[16], uint32_t out[64]);
+
+/// The first `count` standard normal draws of the keyed generator keyed by `key` (8 little-endian words of
+/// the 32-byte subkey; zero nonce, counter 0), exactly as `KeyedGenerator.nextGaussian()` draws them:
+/// uniforms u = (top 53 bits of a 64-bit draw + 0.5) * 2^-53, Box-Muller pairs (r cos t, r sin t) with
+/// r = sqrt(-2 ln u1), t = 2 pi u2. Written as floats to `out32` and/or doubles to `out64` (either may be
+/// NULL). AVX-512 or AVX2 where the CPU has them (chosen at run time), portable C otherwise. The
+/// logarithm, sine and cosine are evaluated to within about one unit in the last place (fdlibm's
+/// polynomials), so the doubles agree with the C library's to ~1e-16 and the floats are identical except
+/// in the rare case where a double lies within an ulp of a float rounding boundary.
+void weightmark_keyed_gaussians(const uint32_t key[8], size_t count, float *out32, double *out64);
+
+/// Which code path `weightmark_keyed_gaussians` takes on this CPU: 2 = AVX-512, 1 = AVX2+FMA, 0 = portable.
+int weightmark_keyed_gaussians_level(void);
+
+/// `weightmark_keyed_gaussians` on a given code path (for tests; a level above the CPU's is undefined).
+void weightmark_keyed_gaussians_at_level(int level, const uint32_t key[8], size_t count, float *out32, double *out64);
+
+#endif
