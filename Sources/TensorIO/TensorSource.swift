@@ -43,6 +43,17 @@ extension SafetensorsModel: TensorSource {
 public protocol RowBlockDecodable: TensorSource {
     /// Decodes rows `rows` of tensor `name` (row-major) into `out` (`rows.count × columns` elements).
     func decodeRows(named name: String, rows: Range<Int>, into out: UnsafeMutableBufferPointer<Float>) throws
+
+    /// Calls `body` with the stored little-endian bytes of rows `rows` of tensor `name` and their dtype, when the
+    /// tensor is stored as plain floats in memory (safetensors), so a consumer can read them in place; returns
+    /// nil (without calling `body`) for storage that must be decoded first (GGUF quantized blocks, permuted rows).
+    func withStoredRows<R>(named name: String, rows: Range<Int>,
+                           _ body: (UnsafeRawBufferPointer, DType) throws -> R) throws -> R?
+}
+
+extension RowBlockDecodable {
+    public func withStoredRows<R>(named name: String, rows: Range<Int>,
+                                  _ body: (UnsafeRawBufferPointer, DType) throws -> R) throws -> R? { nil }
 }
 
 extension SafetensorsModel: RowBlockDecodable {
@@ -54,6 +65,17 @@ extension SafetensorsModel: RowBlockDecodable {
         withBytes(of: t) { all in
             let slice = UnsafeRawBufferPointer(rebasing: all[(rows.lowerBound * cols * width)..<(rows.upperBound * cols * width)])
             FloatConversion.decode(slice, dtype: t.dtype, into: out)
+        }
+    }
+
+    public func withStoredRows<R>(named name: String, rows: Range<Int>,
+                                  _ body: (UnsafeRawBufferPointer, DType) throws -> R) throws -> R? {
+        guard let t = tensor(named: name) else { throw TensorIOError.tensorNotFound(name: name, path: path) }
+        guard t.dtype.isSupportedFloat, t.shape.count == 2 else { return nil }
+        let cols = t.shape[1], width = t.dtype.bitCount / 8
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= t.shape[0])
+        return try withBytes(of: t) { all in
+            try body(UnsafeRawBufferPointer(rebasing: all[(rows.lowerBound * cols * width)..<(rows.upperBound * cols * width)]), t.dtype)
         }
     }
 }

@@ -42,37 +42,44 @@ public enum Detector {
     }
 
     /// Evidence from one m×n tensor streamed in row blocks straight from the files: Y = Σ_blocks A_blockᵀ (X_block B),
-    /// with X_block decoded into a small reusable buffer (no full-size float copy of the tensor). Identical in
-    /// exact arithmetic to `evidence(name:suspect:reference:…)`; the blocking changes only float rounding.
+    /// with no full-size float copy of the tensor. Blind detection of bf16/f32 safetensors reads X_block in place
+    /// (the rank-32 kernel widens bf16 in L1-sized chunks); other storage, and informed mode, decode X_block into a
+    /// small reusable buffer first. Identical in exact arithmetic to `evidence(name:suspect:reference:…)`; the
+    /// blocking and summation order change only float rounding.
     static func streamedEvidence(name: String, rows m: Int, cols n: Int, suspect: any RowBlockDecodable,
                                  reference: (any RowBlockDecodable)?, carriers: Carriers) throws -> TensorEvidence {
         let a = carriers.a.cols, b = carriers.b.cols
         let blockRows = max(8, min(m, (1 << 18) / max(1, n)))
-        var x = [Float](repeating: 0, count: blockRows * n)
-        var r = reference == nil ? [] : [Float](repeating: 0, count: blockRows * n)
+        var x: [Float] = []
+        var r: [Float] = []
         var z = [Float](repeating: 0, count: blockRows * b)
         var y = [Float](repeating: 0, count: a * b)
         var erased = 0
         var start = 0
         while start < m {
             let end = min(m, start + blockRows), k = end - start
-            try x.withUnsafeMutableBufferPointer { xs in
-                try suspect.decodeRows(named: name, rows: start..<end, into: UnsafeMutableBufferPointer(rebasing: xs[0..<(k * n)]))
-                if let reference {
-                    try r.withUnsafeMutableBufferPointer { rs in
-                        try reference.decodeRows(named: name, rows: start..<end, into: UnsafeMutableBufferPointer(rebasing: rs[0..<(k * n)]))
-                        for i in 0..<(k * n) {
-                            let sv = xs[i], rv = rs[i]
-                            if sv == 0 && rv != 0 { xs[i] = 0; erased += 1 } else { xs[i] = sv - rv }
+            try z.withUnsafeMutableBufferPointer { zs in
+                // X_block B, in place when the rows are stored as bf16/f32 and nothing is subtracted.
+                if reference == nil, b == RankProjection.columns,
+                   try suspect.withStoredRows(named: name, rows: start..<end, { raw, dtype in
+                       RankProjection.project(stored: raw, dtype: dtype, rows: k, cols: n, b: carriers.b, into: zs.baseAddress!)
+                   }) == true {
+                    return
+                }
+                if x.isEmpty { x = [Float](repeating: 0, count: blockRows * n) }
+                try x.withUnsafeMutableBufferPointer { xs in
+                    try suspect.decodeRows(named: name, rows: start..<end, into: UnsafeMutableBufferPointer(rebasing: xs[0..<(k * n)]))
+                    if let reference {
+                        if r.isEmpty { r = [Float](repeating: 0, count: blockRows * n) }
+                        try r.withUnsafeMutableBufferPointer { rs in
+                            try reference.decodeRows(named: name, rows: start..<end, into: UnsafeMutableBufferPointer(rebasing: rs[0..<(k * n)]))
+                            for i in 0..<(k * n) {
+                                let sv = xs[i], rv = rs[i]
+                                if sv == 0 && rv != 0 { xs[i] = 0; erased += 1 } else { xs[i] = sv - rv }
+                            }
                         }
                     }
-                }
-            }
-            x.withUnsafeBufferPointer { xs in
-                carriers.b.storage.withUnsafeBufferPointer { bs in
-                    z.withUnsafeMutableBufferPointer { zs in
-                        BLAS.gemm(m: k, n: b, k: n, a: xs.baseAddress!, lda: n, b: bs.baseAddress!, ldb: b, c: zs.baseAddress!, ldc: b)
-                    }
+                    RankProjection.project(UnsafeBufferPointer(xs), rows: k, cols: n, b: carriers.b, into: zs.baseAddress!)
                 }
             }
             carriers.a.storage.withUnsafeBufferPointer { asb in

@@ -26,4 +26,14 @@ int weightmark_keyed_gaussians_level(void);
 /// `weightmark_keyed_gaussians` on a given code path (for tests; a level above the CPU's is undefined).
 void weightmark_keyed_gaussians_at_level(int level, const uint32_t key[8], size_t count, float *out32, double *out64);
 
+/// The vector code path this CPU runs best: 2 = AVX-512, 1 = AVX2+FMA, 0 = portable (same as above).
+static inline int weightmark_vector_level(void) { return weightmark_keyed_gaussians_level(); }
+
+/// z (k×32, row-major) = x (k×n, row-major, row stride ldx elements) · b (n×32, row-major), accumulated in
+/// float in column order j = 0, 1, … for each output. `level` is a code path as above (at most the CPU's).
+void weightmark_project32_f32(int level, const float *x, size_t k, size_t n, size_t ldx, const float *b, float *z);
+
+/// The same with x in bfloat16 (the top 16 bits of an IEEE float), widened exactly on the fly.
+void weightmark_project32_bf16(int level, const uint16_t *x, size_t k, size_t n, size_t ldx, const float *b, float *z);
+
 #endif

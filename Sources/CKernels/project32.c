@@ -1,0 +1,83 @@
+// The detector's inner product Z = X·B for a rank-32 carrier B, without packing: X rows are consumed where
+// they lie (f32 block buffers, or bf16 straight from the mapped file, widened in L1-sized chunks), B rows
+// stream from L2, and R rows × 32 columns of Z stay in registers. One body, compiled for AVX-512, AVX2+FMA
+// and baseline, chosen at run time.
+#include "weightmark_kernels.h"
+#include <string.h>
+
+#pragma clang diagnostic ignored "-Wpsabi" // vector arguments only between always-inline helpers
+
+typedef float v16f __attribute__((vector_size(64), aligned(4)));
+#define INLINE static inline __attribute__((always_inline))
+enum { COLS = 32, CHUNK = 256, RMAX = 12 };
+
+/// z[r][0..32) = sum_j x[r][j] * b[j][0..32) for r < R, x in f32 or (bf16 != 0) bfloat16; R and bf16 are
+/// constants after inlining. CHUNK columns of the R rows are copied (widened) into an L1 buffer, then
+/// multiplied against the matching rows of b, with the R×32 sums in registers throughout.
+INLINE void rows(const int R, const int bf16, const void *x, size_t ldx, size_t n, const float *b, float *z) {
+    v16f lo[RMAX], hi[RMAX];
+    float buf[RMAX * CHUNK] __attribute__((aligned(64)));
+#pragma clang loop unroll(full)
+    for (int r = 0; r < R; r++) { lo[r] = (v16f){0}; hi[r] = (v16f){0}; }
+    for (size_t j0 = 0; j0 < n; j0 += CHUNK) {
+        size_t width = n - j0 < CHUNK ? n - j0 : CHUNK;
+        for (int r = 0; r < R; r++) {
+            if (bf16) {
+                const uint16_t *src = (const uint16_t *)x + r * ldx + j0;
+                uint32_t *dst = (uint32_t *)(buf + r * CHUNK);
+                for (size_t j = 0; j < width; j++) dst[j] = (uint32_t)src[j] << 16;
+            } else {
+                memcpy(buf + r * CHUNK, (const float *)x + r * ldx + j0, width * sizeof(float));
+            }
+        }
+        const float *bj = b + COLS * j0;
+        for (size_t j = 0; j < width; j++) {
+            v16f b0 = *(const v16f *)(bj + COLS * j), b1 = *(const v16f *)(bj + COLS * j + 16);
+#pragma clang loop unroll(full)
+            for (int r = 0; r < R; r++) {
+                float v = buf[r * CHUNK + j];
+                lo[r] += v * b0;
+                hi[r] += v * b1;
+            }
+        }
+    }
+#pragma clang loop unroll(full)
+    for (int r = 0; r < R; r++) { *(v16f *)(z + r * COLS) = lo[r]; *(v16f *)(z + r * COLS + 16) = hi[r]; }
+}
+
+// Full blocks of `rmax` rows, then the remainder in blocks of 4 and 1 (a constant row count each, so the
+// accumulators stay in registers): rmax is 12 with 32 vector registers (AVX-512), 2 with 16.
+#define PROJECT_BODY(BF16, RMAXV)                                                                  \
+    size_t r0 = 0;                                                                                 \
+    for (; r0 + RMAXV <= k; r0 += RMAXV) rows(RMAXV, BF16, x + r0 * ldx, ldx, n, b, z + r0 * COLS); \
+    for (; r0 + 4 <= k && RMAXV >= 4; r0 += 4) rows(4, BF16, x + r0 * ldx, ldx, n, b, z + r0 * COLS); \
+    for (; r0 < k; r0++) rows(1, BF16, x + r0 * ldx, ldx, n, b, z + r0 * COLS);
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f,avx512vl")))
+static void f32_avx512(const float *x, size_t k, size_t n, size_t ldx, const float *b, float *z) { PROJECT_BODY(0, RMAX) }
+__attribute__((target("avx512f,avx512vl")))
+static void bf16_avx512(const uint16_t *x, size_t k, size_t n, size_t ldx, const float *b, float *z) { PROJECT_BODY(1, RMAX) }
+__attribute__((target("avx2,fma")))
+static void f32_avx2(const float *x, size_t k, size_t n, size_t ldx, const float *b, float *z) { PROJECT_BODY(0, 2) }
+__attribute__((target("avx2,fma")))
+static void bf16_avx2(const uint16_t *x, size_t k, size_t n, size_t ldx, const float *b, float *z) { PROJECT_BODY(1, 2) }
+#endif
+static void f32_portable(const float *x, size_t k, size_t n, size_t ldx, const float *b, float *z) { PROJECT_BODY(0, 2) }
+static void bf16_portable(const uint16_t *x, size_t k, size_t n, size_t ldx, const float *b, float *z) { PROJECT_BODY(1, 2) }
+
+void weightmark_project32_f32(int level, const float *x, size_t k, size_t n, size_t ldx, const float *b, float *z) {
+#if defined(__x86_64__)
+    if (level >= 2) { f32_avx512(x, k, n, ldx, b, z); return; }
+    if (level == 1) { f32_avx2(x, k, n, ldx, b, z); return; }
+#endif
+    f32_portable(x, k, n, ldx, b, z);
+}
+
+void weightmark_project32_bf16(int level, const uint16_t *x, size_t k, size_t n, size_t ldx, const float *b, float *z) {
+#if defined(__x86_64__)
+    if (level >= 2) { bf16_avx512(x, k, n, ldx, b, z); return; }
+    if (level == 1) { bf16_avx2(x, k, n, ldx, b, z); return; }
+#endif
+    bf16_portable(x, k, n, ldx, b, z);
+}
