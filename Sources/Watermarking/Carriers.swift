@@ -32,13 +32,15 @@ public struct Carriers: Sendable {
     static func orthonormalGaussian(secret: [UInt8], purpose: String, tensor: String, shape: [Int],
                                     rows: Int, cols: Int) throws -> Matrix {
         let subkey = KeyedGenerator.subkey(secret: secret, info: KeyedGenerator.info(purpose: purpose, tensor: tensor, shape: shape))
-        let draws = KeyedGenerator.gaussians(subkey: subkey, count: rows * cols)
-        // Draws fill the matrix row-major; LAPACK gets it column-major.
-        var g = [Float](unsafeUninitializedCapacity: rows * cols) { buf, n in
-            for i in 0..<rows { for j in 0..<cols { buf[j * rows + i] = draws[i * cols + j] } }
+        // The float draws fill G row-major. Tall G (every real weight matrix): Cholesky QR. Otherwise, or if G
+        // were ever too ill-conditioned for it, Householder QR.
+        let g = Matrix(rows: rows, cols: cols, storage: KeyedGenerator.gaussians(subkey: subkey, count: rows * cols))
+        if rows >= 4 * cols, let q = LAPACK.choleskyGramSchmidtBasis(g) { return q }
+        var columnMajor = [Float](unsafeUninitializedCapacity: rows * cols) { buf, n in
+            for i in 0..<rows { for j in 0..<cols { buf[j * rows + i] = g.storage[i * cols + j] } }
             n = rows * cols
         }
-        return try LAPACK.gramSchmidtBasis(columnMajor: &g, rows: rows, cols: cols)
+        return try LAPACK.gramSchmidtBasis(columnMajor: &columnMajor, rows: rows, cols: cols)
     }
 
     /// The rank-a pattern `A S Bᵀ` (m×n). Its Frobenius norm is sqrt(a·b).
@@ -48,6 +50,13 @@ public struct Carriers: Sendable {
 
     /// `Y = Aᵀ X B` (a×b) for an m×n matrix X.
     public func project(_ x: Matrix) -> Matrix {
-        BLAS.matmul(a, BLAS.matmul(x, b), transA: .transposed)
+        precondition(x.rows == a.rows && x.cols == b.rows, "project: \(x.rows)×\(x.cols) against carriers \(a.rows)×\(b.rows)")
+        var xb = Matrix(rows: x.rows, cols: b.cols)
+        x.storage.withUnsafeBufferPointer { xs in
+            xb.storage.withUnsafeMutableBufferPointer { zs in
+                RankProjection.project(xs, rows: x.rows, cols: x.cols, b: b, into: zs.baseAddress!)
+            }
+        }
+        return BLAS.matmul(a, xb, transA: .transposed)
     }
 }

@@ -11,11 +11,12 @@ enum RankProjection {
     static let level = weightmark_vector_level()
 
     /// z (rows×b) = x (rows×cols, row-major f32) · b (cols×b).
-    static func project(_ x: UnsafeBufferPointer<Float>, rows: Int, cols: Int, b: Matrix, into z: UnsafeMutablePointer<Float>) {
+    static func project(_ x: UnsafeBufferPointer<Float>, rows: Int, cols: Int, b: Matrix, into z: UnsafeMutablePointer<Float>,
+                        codePath: Int32 = level) {
         precondition(x.count >= rows * cols && b.rows == cols)
         b.storage.withUnsafeBufferPointer { bs in
             if b.cols == columns {
-                weightmark_project32_f32(level, x.baseAddress, rows, cols, cols, bs.baseAddress, z)
+                weightmark_project32_f32(codePath, x.baseAddress, rows, cols, cols, bs.baseAddress, z)
             } else {
                 BLAS.gemm(m: rows, n: b.cols, k: cols, a: x.baseAddress!, lda: cols, b: bs.baseAddress!, ldb: b.cols, c: z, ldc: b.cols)
             }
@@ -25,18 +26,18 @@ enum RankProjection {
     /// The same from stored little-endian rows; false (nothing written) unless they are bf16 or f32 and b has
     /// 32 columns, in which case the caller decodes and uses `project(_:rows:cols:b:into:)`.
     static func project(stored raw: UnsafeRawBufferPointer, dtype: DType, rows: Int, cols: Int, b: Matrix,
-                        into z: UnsafeMutablePointer<Float>) -> Bool {
+                        into z: UnsafeMutablePointer<Float>, codePath: Int32 = level) -> Bool {
         guard b.cols == columns, b.rows == cols, let base = raw.baseAddress,
               Int(bitPattern: base) % dtype.bitCount.quotientAndRemainder(dividingBy: 8).quotient == 0 else { return false }
         return b.storage.withUnsafeBufferPointer { bs in
             switch dtype {
             case .bf16:
                 precondition(raw.count == rows * cols * 2)
-                weightmark_project32_bf16(level, base.assumingMemoryBound(to: UInt16.self), rows, cols, cols, bs.baseAddress, z)
+                weightmark_project32_bf16(codePath, base.assumingMemoryBound(to: UInt16.self), rows, cols, cols, bs.baseAddress, z)
                 return true
             case .f32:
                 precondition(raw.count == rows * cols * 4)
-                weightmark_project32_f32(level, base.assumingMemoryBound(to: Float.self), rows, cols, cols, bs.baseAddress, z)
+                weightmark_project32_f32(codePath, base.assumingMemoryBound(to: Float.self), rows, cols, cols, bs.baseAddress, z)
                 return true
             default:
                 return false

@@ -91,6 +91,23 @@ struct LinearAlgebraTests {
         }
     }
 
+    @Test("Cholesky QR gives the Householder Gram–Schmidt basis on tall matrices and declines ill-conditioned ones")
+    func choleskyGramSchmidt() throws {
+        for (m, n) in [(128, 32), (2048, 32), (5000, 16)] {
+            let g = randomMatrix(m, n, seed: UInt64(m + n))
+            var columnMajor = (0..<(m * n)).map { g[$0 % m, $0 / m] }
+            let householder = try LAPACK.gramSchmidtBasis(columnMajor: &columnMajor, rows: m, cols: n)
+            let q = try #require(LAPACK.choleskyGramSchmidtBasis(g))
+            let worst = zip(q.storage, householder.storage).map { abs($0 - $1) }.max() ?? 1
+            #expect(worst < 1e-5, "\(m)×\(n): \(worst)")
+            #expect(relativeError(BLAS.matmul(q, q, transA: .transposed).storage, Matrix.identity(n).storage) < 1e-5)
+        }
+        // Two nearly parallel columns: cond ≈ 1e6, so Cholesky QR (error ~ cond² ε) must decline.
+        var g = randomMatrix(200, 8, seed: 5)
+        for i in 0..<200 { g[i, 1] = g[i, 0] + 1e-6 * g[i, 1] }
+        #expect(LAPACK.choleskyGramSchmidtBasis(g) == nil)
+    }
+
     @Test("SVD reconstructs the matrix with descending singular values")
     func svd() throws {
         let a = randomMatrix(40, 25, seed: 9)

@@ -1,0 +1,44 @@
+import Testing
+import LinearAlgebra
+import TensorIO
+@testable import Watermarking
+
+@Suite("Rank-32 projection kernel")
+struct RankProjectionTests {
+    /// Rows and columns that exercise every remainder: full 12-row blocks, 4-row and single-row tails, and
+    /// column counts below, at and across the 256-column chunk.
+    @Test("X·B from f32 and from stored bf16 equals BLAS on every code path", arguments: [(1, 1), (5, 37), (12, 256), (29, 300), (131, 513)])
+    func matchesBLAS(_ k: Int, _ n: Int) {
+        var rng = SplitMix64(seed: UInt64(k * 1000 + n))
+        // bf16-representable values, so the f32 and bf16 inputs are the same numbers.
+        let encoded = FloatConversion.encode((0..<(k * n)).map { _ in rng.nextGaussian() }, as: .bf16)
+        let x = Matrix(rows: k, cols: n, storage: encoded.withUnsafeBytes { FloatConversion.decode($0, dtype: .bf16) })
+        let b = Matrix(rows: n, cols: 32, storage: (0..<(n * 32)).map { _ in rng.nextGaussian() })
+        let reference = BLAS.matmul(x, b)
+        let scale = Float(n).squareRoot()
+        let stored = FloatConversion.encode(x.storage, as: .bf16)
+        for path in KeyedGenerator.gaussianCodePaths.map(Int32.init) {
+            var z = [Float](repeating: .nan, count: k * 32)
+            x.storage.withUnsafeBufferPointer { xs in
+                RankProjection.project(xs, rows: k, cols: n, b: b, into: &z, codePath: path)
+            }
+            #expect(zip(z, reference.storage).allSatisfy { abs($0 - $1) <= 1e-5 * scale }, "f32, path \(path)")
+            z = [Float](repeating: .nan, count: k * 32)
+            let done = stored.withUnsafeBytes { raw in
+                RankProjection.project(stored: raw, dtype: .bf16, rows: k, cols: n, b: b, into: &z, codePath: path)
+            }
+            #expect(done)
+            #expect(zip(z, reference.storage).allSatisfy { abs($0 - $1) <= 1e-5 * scale }, "bf16, path \(path)")
+        }
+    }
+
+    @Test("stored f16 rows and other ranks are declined, so the caller decodes")
+    func declines() {
+        let b = Matrix(rows: 4, cols: 32)
+        var z = [Float](repeating: 0, count: 64)
+        let f16 = FloatConversion.encode([Float](repeating: 1, count: 8), as: .f16)
+        #expect(!f16.withUnsafeBytes { RankProjection.project(stored: $0, dtype: .f16, rows: 2, cols: 4, b: b, into: &z) })
+        let bf16 = FloatConversion.encode([Float](repeating: 1, count: 8), as: .bf16)
+        #expect(!bf16.withUnsafeBytes { RankProjection.project(stored: $0, dtype: .bf16, rows: 2, cols: 4, b: Matrix(rows: 4, cols: 16), into: &z) })
+    }
+}
