@@ -30,9 +30,10 @@ let package = Package(
         .systemLibrary(name: "CLAPACKE", pkgConfig: "lapacke",
                        providers: [.apt(["liblapack-dev", "liblapacke-dev"])]),
 
-        .target(name: "TensorIO", swiftSettings: optimizedInDebug),
+        .target(name: "TensorIO", dependencies: ["CKernels"], swiftSettings: optimizedInDebug),
         .target(name: "LinearAlgebra", dependencies: ["CBLAS", "CLAPACKE"], swiftSettings: optimizedInDebug),
-        // The keystream's hot loop in C with SSE2 intrinsics (Swift's generic SIMD shifts are scalarized on SSE2).
+        // Hot loops in C (keystream, Gaussian carriers, rank-32 projection, stochastic rounding), compiled for
+        // AVX-512, AVX2 and baseline and dispatched at run time: Swift's generic SIMD does not reach these units.
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
         .target(name: "Watermarking", dependencies: [
             "TensorIO", "LinearAlgebra", "CKernels",

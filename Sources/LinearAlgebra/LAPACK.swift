@@ -165,7 +165,8 @@ public enum LAPACK {
 
 /// A small seeded generator for sketches and tests (not for key material).
 public struct SplitMix64: RandomNumberGenerator, Sendable {
-    private var state: UInt64
+    /// The generator's whole state (the next draw mixes `state + γ`), for vectorized consumers.
+    public var state: UInt64
     public init(seed: UInt64) { state = seed }
     public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15

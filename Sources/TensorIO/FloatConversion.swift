@@ -1,3 +1,4 @@
+import CKernels
 /// Conversions between stored floating-point encodings and `Float`.
 ///
 /// bf16 → f32 is a shift; f32 → bf16 rounds to nearest even and keeps NaNs quiet (byte-identical with
@@ -118,6 +119,19 @@ public enum FloatConversion {
             out.storeBytes(of: h.littleEndian, toByteOffset: 2 * i, as: UInt16.self)
         }
     }
+
+    /// bf16 stochastic rounding drawing from a SplitMix64 generator with state `state` (advanced as its
+    /// `next()` would be): byte-identical to `encodeStochastically(_:as:into:using:)` with that generator, on
+    /// the vector units (CKernels).
+    public static func encodeBF16Stochastically(_ values: UnsafeBufferPointer<Float>, into out: UnsafeMutableRawBufferPointer,
+                                                splitMixState state: inout UInt64) {
+        precondition(out.count == values.count * 2, "byte count does not match element count")
+        guard let x = values.baseAddress, let o = out.baseAddress else { return }
+        weightmark_bf16_stochastic(vectorLevel, x, values.count, o.assumingMemoryBound(to: UInt16.self), &state)
+    }
+
+    /// The CPU's vector code path for CKernels, chosen once.
+    static let vectorLevel = weightmark_vector_level()
 
     /// Array convenience for `encodeStochastically(_:as:into:using:)`.
     public static func encodeStochastically<R: RandomNumberGenerator>(_ values: [Float], as dtype: DType, using random: inout R) -> [UInt8] {

@@ -72,7 +72,7 @@ public enum SafetensorsWriter {
             throw TensorIOError.invalidTensor(name: t.name, reason: "duplicate tensor name")
         }
         let ordered = tensors.sorted { referenceOrder(($0.name, $0.dtype), ($1.name, $1.dtype)) }
-        let writer = try AtomicFileWriter(destination: path, overwrite: overwrite)
+        let writer = try AtomicFileWriter(destination: path, overwrite: overwrite, unbuffered: true)
         writer.observer = observer
         try writer.write(headerBytes(tensors: ordered.map { ($0.name, $0.dtype, $0.shape) }, metadata: metadata))
         for t in ordered {

@@ -114,9 +114,9 @@ public enum Embedder {
     /// adds β·(H ⊙ P_block) with P_block = (A_block S) Bᵀ, encodes (stochastically for f16/bf16) and measures the
     /// stored distortion. For uniform shaping ‖P‖ = ‖S‖_F = sqrt(a·b) because A and B are orthonormal.
     /// - Returns: encoded bytes, β, and the measured ‖stored − W‖/‖W‖.
-    static func markStreaming<R: RandomNumberGenerator>(_ model: SafetensorsModel, _ t: ModelTensor, carriers: Carriers,
-                                                        shaping: WatermarkShaping, delta: Double,
-                                                        random: inout R) throws -> (bytes: [UInt8], beta: Double, measuredDelta: Double) {
+    static func markStreaming(_ model: SafetensorsModel, _ t: ModelTensor, carriers: Carriers,
+                              shaping: WatermarkShaping, delta: Double,
+                              random: inout SplitMix64) throws -> (bytes: [UInt8], beta: Double, measuredDelta: Double) {
         let (m, n) = (t.shape[0], t.shape[1])
         let ra = carriers.a.cols, rb = carriers.b.cols
         let blockRows = max(8, min(m, (1 << 16) / max(1, n)))
@@ -184,7 +184,12 @@ public enum Embedder {
             out.withUnsafeMutableBytes { o in
                 let dst = UnsafeMutableRawBufferPointer(rebasing: o[(start * n * width)..<(end * n * width)])
                 marked.withUnsafeBufferPointer { ms in
-                    FloatConversion.encodeStochastically(UnsafeBufferPointer(rebasing: ms[0..<count]), as: t.dtype, into: dst, using: &random)
+                    let values = UnsafeBufferPointer(rebasing: ms[0..<count])
+                    if t.dtype == .bf16 {
+                        FloatConversion.encodeBF16Stochastically(values, into: dst, splitMixState: &random.state)
+                    } else {
+                        FloatConversion.encodeStochastically(values, as: t.dtype, into: dst, using: &random)
+                    }
                 }
                 stored.withUnsafeMutableBufferPointer { ss in
                     FloatConversion.decode(UnsafeRawBufferPointer(dst), dtype: t.dtype, into: UnsafeMutableBufferPointer(rebasing: ss[0..<count]))

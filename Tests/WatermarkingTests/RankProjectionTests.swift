@@ -41,4 +41,29 @@ struct RankProjectionTests {
         let bf16 = FloatConversion.encode([Float](repeating: 1, count: 8), as: .bf16)
         #expect(!bf16.withUnsafeBytes { RankProjection.project(stored: $0, dtype: .bf16, rows: 2, cols: 4, b: Matrix(rows: 4, cols: 16), into: &z) })
     }
+
+    @Test("vectorized bf16 stochastic rounding is byte-identical to the generic loop with SplitMix64, across calls")
+    func stochasticRounding() {
+        var source = SplitMix64(seed: 42)
+        var values = (0..<100_003).map { _ in source.nextGaussian() * 3 }
+        // Specials and edges: NaN, ±inf, the largest floats (a step up would overflow), zeros, subnormals,
+        // values already on the bf16 grid.
+        values[0..<10] = [.nan, .infinity, -.infinity, .greatestFiniteMagnitude, -.greatestFiniteMagnitude,
+                          0, -0.0, .leastNonzeroMagnitude, 1.5, -2.25]
+        for pieces in [[100_003], [1, 2, 3, 31, 32, 33, 99_901]] {
+            var a = SplitMix64(seed: 7), b = SplitMix64(seed: 7)
+            var start = 0
+            for count in pieces {
+                let slice = Array(values[start..<(start + count)])
+                let generic = FloatConversion.encodeStochastically(slice, as: .bf16, using: &a)
+                var fast = [UInt8](repeating: 0, count: 2 * count)
+                slice.withUnsafeBufferPointer { v in
+                    fast.withUnsafeMutableBytes { FloatConversion.encodeBF16Stochastically(v, into: $0, splitMixState: &b.state) }
+                }
+                #expect(fast == generic, "pieces \(pieces), piece of \(count)")
+                start += count
+            }
+            #expect(a.state == b.state)
+        }
+    }
 }

@@ -36,4 +36,18 @@ void weightmark_project32_f32(int level, const float *x, size_t k, size_t n, siz
 /// The same with x in bfloat16 (the top 16 bits of an IEEE float), widened exactly on the fly.
 void weightmark_project32_bf16(int level, const uint16_t *x, size_t k, size_t n, size_t ldx, const float *b, float *z);
 
+/// Starts writeback of a written file range without waiting (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`),
+/// so the disk works while the producer computes instead of all at fsync. No-op elsewhere; returns 0 or -1.
+int weightmark_start_writeback(int fd, int64_t offset, int64_t length);
+
+/// Turns direct I/O (Linux O_DIRECT: DMA from user buffers, no page-cache copy) on or off for `fd`.
+/// Returns 0, or -1 where unsupported (other systems, some filesystems).
+int weightmark_set_direct_io(int fd, int on);
+
+/// bf16 stochastic rounding of `count` floats into `out` (little-endian host), drawing from SplitMix64 with
+/// state `*state` (advanced): one 64-bit draw per four values, low 16 bits first, each value truncated and
+/// stepped away from zero when its dropped 16 bits exceed the draw; NaN/inf, and steps that would overflow to
+/// inf, round to nearest even instead. `level` is a code path as above.
+void weightmark_bf16_stochastic(int level, const float *x, size_t count, uint16_t *out, uint64_t *state);
+
 #endif

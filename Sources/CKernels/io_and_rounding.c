@@ -1,0 +1,93 @@
+// Output-side helpers: early writeback of written file ranges, and bf16 stochastic rounding driven by
+// SplitMix64 (vectorized; byte-identical to FloatConversion.encodeStochastically with a SplitMix64).
+#define _GNU_SOURCE
+#include "weightmark_kernels.h"
+#include <string.h>
+#if defined(__linux__)
+#include <fcntl.h>
+#endif
+
+int weightmark_start_writeback(int fd, int64_t offset, int64_t length) {
+#if defined(__linux__)
+    return sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE);
+#else
+    (void)fd; (void)offset; (void)length;
+    return 0;
+#endif
+}
+
+int weightmark_set_direct_io(int fd, int on) {
+#if defined(__linux__) && defined(O_DIRECT)
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return -1;
+    return fcntl(fd, F_SETFL, on ? (flags | O_DIRECT) : (flags & ~O_DIRECT));
+#else
+    (void)fd; (void)on;
+    return -1;
+#endif
+}
+
+#define INLINE static inline __attribute__((always_inline))
+enum { DRAWS = 8, VALUES = 4 * DRAWS };
+
+INLINE uint64_t splitmix_mix(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/// Round to nearest even (NaN kept quiet), as FloatConversion.floatToBF16.
+INLINE uint16_t bf16_nearest(uint32_t b) {
+    int nan = (b & 0x7FFFFFFF) > 0x7F800000;
+    return nan ? (uint16_t)((b >> 16) | 0x0040) : (uint16_t)((b + 0x7FFF + ((b >> 16) & 1)) >> 16);
+}
+
+/// One value: truncate, then step away from zero when the dropped 16 bits exceed r.
+INLINE uint16_t bf16_stochastic(uint32_t b, uint32_t r) {
+    uint16_t h = (uint16_t)((b >> 16) + ((b & 0xFFFF) > r ? 1 : 0));
+    return ((b & 0x7F800000) == 0x7F800000 || (h & 0x7F80) == 0x7F80) ? bf16_nearest(b) : h;
+}
+
+INLINE void stochastic_body(const float *x, size_t count, uint16_t *out, uint64_t *state) {
+    uint64_t s = *state;
+    size_t i = 0;
+    // 32 values from 8 draws: draw d serves values 4d..4d+3, low 16 bits first (little-endian halves).
+    for (; i + VALUES <= count; i += VALUES) {
+        uint64_t draws[DRAWS];
+        for (int d = 0; d < DRAWS; d++) draws[d] = splitmix_mix(s + (uint64_t)(d + 1) * 0x9E3779B97F4A7C15ULL);
+        s += (uint64_t)DRAWS * 0x9E3779B97F4A7C15ULL;
+        uint32_t bits[VALUES];
+        memcpy(bits, x + i, sizeof bits);
+        for (int v = 0; v < VALUES; v++) {
+            uint32_t r = (uint32_t)(draws[v / 4] >> (16 * (v % 4))) & 0xFFFF;
+            out[i + v] = bf16_stochastic(bits[v], r);
+        }
+    }
+    // Tail: one draw per (partial) group of four; unused bits are dropped, as in the Swift loop.
+    for (; i < count; i += 4) {
+        s += 0x9E3779B97F4A7C15ULL;
+        uint64_t z = splitmix_mix(s);
+        for (size_t v = 0; v < 4 && i + v < count; v++) {
+            uint32_t b;
+            memcpy(&b, x + i + v, 4);
+            out[i + v] = bf16_stochastic(b, (uint32_t)(z >> (16 * v)) & 0xFFFF);
+        }
+    }
+    *state = s;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f,avx512dq,avx512vl,avx512bw")))
+static void stochastic_avx512(const float *x, size_t count, uint16_t *out, uint64_t *state) { stochastic_body(x, count, out, state); }
+__attribute__((target("avx2,fma")))
+static void stochastic_avx2(const float *x, size_t count, uint16_t *out, uint64_t *state) { stochastic_body(x, count, out, state); }
+#endif
+static void stochastic_portable(const float *x, size_t count, uint16_t *out, uint64_t *state) { stochastic_body(x, count, out, state); }
+
+void weightmark_bf16_stochastic(int level, const float *x, size_t count, uint16_t *out, uint64_t *state) {
+#if defined(__x86_64__)
+    if (level >= 2) { stochastic_avx512(x, count, out, state); return; }
+    if (level == 1) { stochastic_avx2(x, count, out, state); return; }
+#endif
+    stochastic_portable(x, count, out, state);
+}
