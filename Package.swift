@@ -57,7 +57,7 @@ let package = Package(
         .testTarget(name: "GGUFTests", dependencies: ["TensorIO", "Watermarking", "WeightMarkTestSupport"]),
         .testTarget(name: "AttacksTests", dependencies: ["Attacks", "Robustness", "Watermarking", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),
         .testTarget(name: "WeightMarkCLITests", dependencies: ["weightmark", "TensorIO", "WeightMarkTestSupport"]),
-        .testTarget(name: "WatermarkingTests", dependencies: ["Watermarking", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"],
+        .testTarget(name: "WatermarkingTests", dependencies: ["Watermarking", "TensorIO", "LinearAlgebra", "CKernels", "WeightMarkTestSupport"],
                     exclude: ["Golden"]),
 
         .executableTarget(name: "InspectModel", dependencies: ["TensorIO"], path: "Examples/InspectModel"),

@@ -58,10 +58,9 @@ INLINE void stochastic_body(const float *x, size_t count, uint16_t *out, uint64_
         s += (uint64_t)DRAWS * 0x9E3779B97F4A7C15ULL;
         uint32_t bits[VALUES];
         memcpy(bits, x + i, sizeof bits);
-        for (int v = 0; v < VALUES; v++) {
-            uint32_t r = (uint32_t)(draws[v / 4] >> (16 * (v % 4))) & 0xFFFF;
-            out[i + v] = bf16_stochastic(bits[v], r);
-        }
+        uint16_t r16[VALUES];
+        memcpy(r16, draws, sizeof r16); // little-endian: draw d's 16-bit pieces, low first, are values 4d..4d+3
+        for (int v = 0; v < VALUES; v++) out[i + v] = bf16_stochastic(bits[v], r16[v]);
     }
     // Tail: one draw per (partial) group of four; unused bits are dropped, as in the Swift loop.
     for (; i < count; i += 4) {
@@ -76,13 +75,93 @@ INLINE void stochastic_body(const float *x, size_t count, uint16_t *out, uint64_
     *state = s;
 }
 
+/// v = w + beta * h * p for one bf16 value, in the Swift loop's float operations and order.
+INLINE float marked_value(float wf, float p, float beta, float magnitude_scale) {
+#pragma clang fp contract(off)
+    float h = magnitude_scale != 0 ? beta * (__builtin_fabsf(wf) * magnitude_scale) : beta;
+    return wf + h * p;
+}
+
+INLINE float widen_bf16(uint16_t h) {
+    uint32_t b = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+
+INLINE uint32_t float_bits(float f) {
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    return b;
+}
+
+/// Marks bf16 weights in one pass: v = w + beta * h * p with h = 1 (uniform, magnitude_scale = 0) or
+/// |w| * magnitude_scale (no FMA contraction, as in Swift), stochastic rounding exactly as stochastic_body,
+/// and the stored distortion sum of (stored - w)^2 (float sums per lane, added in double at the end).
+INLINE void mark_body(const uint16_t *w, const float *p, float beta, float magnitude_scale, size_t count,
+                      uint16_t *out, uint64_t *state, double *diff2) {
+    uint64_t s = *state;
+    float lanes[VALUES] = {0};
+    size_t i = 0;
+    for (; i + VALUES <= count; i += VALUES) {
+        uint64_t draws[DRAWS];
+        for (int d = 0; d < DRAWS; d++) draws[d] = splitmix_mix(s + (uint64_t)(d + 1) * 0x9E3779B97F4A7C15ULL);
+        s += (uint64_t)DRAWS * 0x9E3779B97F4A7C15ULL;
+        uint16_t r16[VALUES];
+        memcpy(r16, draws, sizeof r16); // little-endian: draw d's 16-bit pieces, low first, are values 4d..4d+3
+        for (int v = 0; v < VALUES; v++) {
+            float wf = widen_bf16(w[i + v]);
+            uint16_t o = bf16_stochastic(float_bits(marked_value(wf, p[i + v], beta, magnitude_scale)), r16[v]);
+            out[i + v] = o;
+            float d = widen_bf16(o) - wf;
+            lanes[v] += d * d;
+        }
+    }
+    double total = 0;
+    for (int v = 0; v < VALUES; v++) total += lanes[v];
+    for (; i < count; i += 4) {
+        s += 0x9E3779B97F4A7C15ULL;
+        uint64_t z = splitmix_mix(s);
+        for (size_t v = 0; v < 4 && i + v < count; v++) {
+            float wf = widen_bf16(w[i + v]);
+            uint16_t o = bf16_stochastic(float_bits(marked_value(wf, p[i + v], beta, magnitude_scale)),
+                                         (uint32_t)(z >> (16 * v)) & 0xFFFF);
+            out[i + v] = o;
+            float d = widen_bf16(o) - wf;
+            total += d * d;
+        }
+    }
+    *diff2 += total;
+    *state = s;
+}
+
 #if defined(__x86_64__)
 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw")))
 static void stochastic_avx512(const float *x, size_t count, uint16_t *out, uint64_t *state) { stochastic_body(x, count, out, state); }
+__attribute__((target("avx512f,avx512dq,avx512vl,avx512bw")))
+static void mark_avx512(const uint16_t *w, const float *p, float beta, float scale, size_t count, uint16_t *out, uint64_t *state, double *diff2) {
+    mark_body(w, p, beta, scale, count, out, state, diff2);
+}
 __attribute__((target("avx2,fma")))
 static void stochastic_avx2(const float *x, size_t count, uint16_t *out, uint64_t *state) { stochastic_body(x, count, out, state); }
+__attribute__((target("avx2,fma")))
+static void mark_avx2(const uint16_t *w, const float *p, float beta, float scale, size_t count, uint16_t *out, uint64_t *state, double *diff2) {
+    mark_body(w, p, beta, scale, count, out, state, diff2);
+}
 #endif
 static void stochastic_portable(const float *x, size_t count, uint16_t *out, uint64_t *state) { stochastic_body(x, count, out, state); }
+static void mark_portable(const uint16_t *w, const float *p, float beta, float scale, size_t count, uint16_t *out, uint64_t *state, double *diff2) {
+    mark_body(w, p, beta, scale, count, out, state, diff2);
+}
+
+void weightmark_mark_bf16(int level, const uint16_t *w, const float *p, float beta, float magnitude_scale, size_t count,
+                          uint16_t *out, uint64_t *state, double *diff2) {
+#if defined(__x86_64__)
+    if (level >= 2) { mark_avx512(w, p, beta, magnitude_scale, count, out, state, diff2); return; }
+    if (level == 1) { mark_avx2(w, p, beta, magnitude_scale, count, out, state, diff2); return; }
+#endif
+    mark_portable(w, p, beta, magnitude_scale, count, out, state, diff2);
+}
 
 void weightmark_bf16_stochastic(int level, const float *x, size_t count, uint16_t *out, uint64_t *state) {
 #if defined(__x86_64__)

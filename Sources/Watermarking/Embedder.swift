@@ -1,4 +1,5 @@
 import Crypto
+import CKernels
 import Foundation
 import LinearAlgebra
 import TensorIO
@@ -163,26 +164,43 @@ public enum Embedder {
         let rms = Float((w2 / Double(m * n)).squareRoot())
         let patternNorm = shaping == .uniform ? Double(ra * rb).squareRoot() : (rms > 0 ? hp2.squareRoot() / Double(rms) : 0)
         let beta = norm > 0 && patternNorm > 0 ? delta * norm / patternNorm : 0
-        // Pass 2.
+        // Pass 2. bf16 rows read in place go through one fused C pass (add, stochastic rounding, distortion);
+        // other dtypes decode, add, encode and decode back.
         let width = t.dtype.bitCount / 8
-        var out = [UInt8](repeating: 0, count: m * n * width)
-        var marked = [Float](repeating: 0, count: blockRows * n)
-        var stored = [Float](repeating: 0, count: blockRows * n)
+        var marked: [Float] = []
+        var stored: [Float] = []
         var diff2 = 0.0
         let b = Float(beta)
-        start = 0
-        while start < m {
-            let end = min(m, start + blockRows), count = (end - start) * n
-            try decode(start..<end)
-            pattern(rows: start..<end)
-            if shaping == .magnitude {
-                let inv = rms > 0 ? 1 / rms : 0
-                for i in 0..<count { marked[i] = w[i] + b * (abs(w[i]) * inv) * p[i] }
-            } else {
-                for i in 0..<count { marked[i] = w[i] + b * p[i] }
-            }
-            out.withUnsafeMutableBytes { o in
-                let dst = UnsafeMutableRawBufferPointer(rebasing: o[(start * n * width)..<(end * n * width)])
+        let magnitudeScale: Float = shaping == .magnitude ? (rms > 0 ? 1 / rms : 0) : 0
+        let out = try [UInt8](unsafeUninitializedCapacity: m * n * width) { o, initialized in
+            start = 0
+            while start < m {
+                let end = min(m, start + blockRows), count = (end - start) * n
+                let dst = UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: o[(start * n * width)..<(end * n * width)]))
+                pattern(rows: start..<end)
+                let fused = t.dtype == .bf16 && (shaping == .uniform || magnitudeScale > 0)
+                if fused, try model.withStoredRows(named: t.name, rows: start..<end, { raw, _ -> Bool in
+                    guard let base = raw.baseAddress, Int(bitPattern: base) % 2 == 0 else { return false }
+                    p.withUnsafeBufferPointer { ps in
+                        weightmark_mark_bf16(RankProjection.level, base.assumingMemoryBound(to: UInt16.self), ps.baseAddress,
+                                             b, magnitudeScale, count, dst.baseAddress!.assumingMemoryBound(to: UInt16.self),
+                                             &random.state, &diff2)
+                    }
+                    return true
+                }) == true {
+                    start = end
+                    continue
+                }
+                if marked.isEmpty {
+                    marked = [Float](repeating: 0, count: blockRows * n)
+                    stored = [Float](repeating: 0, count: blockRows * n)
+                }
+                try decode(start..<end)
+                if shaping == .magnitude {
+                    for i in 0..<count { marked[i] = w[i] + b * (abs(w[i]) * magnitudeScale) * p[i] }
+                } else {
+                    for i in 0..<count { marked[i] = w[i] + b * p[i] }
+                }
                 marked.withUnsafeBufferPointer { ms in
                     let values = UnsafeBufferPointer(rebasing: ms[0..<count])
                     if t.dtype == .bf16 {
@@ -194,9 +212,10 @@ public enum Embedder {
                 stored.withUnsafeMutableBufferPointer { ss in
                     FloatConversion.decode(UnsafeRawBufferPointer(dst), dtype: t.dtype, into: UnsafeMutableBufferPointer(rebasing: ss[0..<count]))
                 }
+                diff2 += Self.sumOfSquares(count) { stored[$0] - w[$0] }
+                start = end
             }
-            diff2 += Self.sumOfSquares(count) { stored[$0] - w[$0] }
-            start = end
+            initialized = m * n * width
         }
         return (out, beta, norm > 0 ? diff2.squareRoot() / norm : 0)
     }

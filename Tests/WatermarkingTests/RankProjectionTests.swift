@@ -1,3 +1,4 @@
+import CKernels
 import Testing
 import LinearAlgebra
 import TensorIO
@@ -64,6 +65,34 @@ struct RankProjectionTests {
                 start += count
             }
             #expect(a.state == b.state)
+        }
+    }
+
+    @Test("fused bf16 marking pass equals add, stochastic rounding and distortion done step by step", arguments: [false, true])
+    func fusedMarking(_ magnitude: Bool) {
+        var source = SplitMix64(seed: 9)
+        let count = 10_007
+        let weights = FloatConversion.encode((0..<count).map { _ in source.nextGaussian() * 0.02 }, as: .bf16)
+        let w = weights.withUnsafeBytes { FloatConversion.decode($0, dtype: .bf16) }
+        let p = (0..<count).map { _ in source.nextGaussian() }
+        let beta: Float = 3e-4, scale: Float = magnitude ? 47.5 : 0
+        // Step by step, as Embedder's generic path does it.
+        var a = SplitMix64(seed: 123)
+        let marked = (0..<count).map { magnitude ? w[$0] + beta * (abs(w[$0]) * scale) * p[$0] : w[$0] + beta * p[$0] }
+        let expected = FloatConversion.encodeStochastically(marked, as: .bf16, using: &a)
+        let stored = expected.withUnsafeBytes { FloatConversion.decode($0, dtype: .bf16) }
+        let expectedDiff2 = zip(stored, w).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }
+        // Fused, on every code path.
+        for path in KeyedGenerator.gaussianCodePaths.map(Int32.init) {
+            var b = SplitMix64(seed: 123)
+            var out = [UInt16](repeating: 0, count: count)
+            var diff2 = 0.0
+            weights.withUnsafeBytes { raw in
+                weightmark_mark_bf16(path, raw.baseAddress!.assumingMemoryBound(to: UInt16.self), p, beta, scale, count, &out, &b.state, &diff2)
+            }
+            #expect(out.withUnsafeBytes { Array($0) } == expected, "code path \(path)")
+            #expect(b.state == a.state)
+            #expect(abs(diff2 - expectedDiff2) <= 1e-5 * expectedDiff2)
         }
     }
 }
