@@ -8,7 +8,7 @@ Prints wall time, ratios and peak memory (RSS, and RSS excluding file pages = Rs
 read of the model files, cp + sync of the model, sgemm GFLOP/s (numpy's BLAS), detect and embed by both tools.
 Run `make scale-bench` to generate the 2B-parameter bf16 model and run this.
 """
-import argparse, json, os, shutil, subprocess, sys, time
+import argparse, json, os, shutil, statistics, subprocess, sys, time
 import numpy as np
 
 def run(cmd, env=None):
@@ -41,57 +41,89 @@ def main():
     ap.add_argument("--key", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of every measurement (medians and ranges are reported)")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     peer = os.path.join(os.path.dirname(os.path.abspath(__file__)), "numpy_peer.py")
     size = sum(os.path.getsize(f) for f in files(a.model))
     gb = size / 1e9
-    rows = []
-
-    # Machine limits, same run.
+    ap_repeat = max(1, a.repeat)
+    steps = {}          # step name -> list of (seconds, rss, anon), one per round
+    ratios = {k: [] for k in ("detect_gbs", "detect_vs_read", "detect_vs_numpy", "embed_vs_copy", "embed_vs_numpy")}
     subprocess.run(["cat"] + files(a.model), stdout=subprocess.DEVNULL, check=True)  # warm the page cache
-    t, _, _, _ = run(["sh", "-c", "cat " + " ".join(files(a.model)) + " > /dev/null"])
-    rows.append(("warm sequential read (cat)", t, None, None))
-    read_s = t
     x = np.random.rand(2048, 2048).astype(np.float32)
     x @ x
     t0 = time.perf_counter(); [x @ x for _ in range(5)]; gflops = 2 * 2048 ** 3 * 5 / (time.perf_counter() - t0) / 1e9
-    copy_dir = os.path.join(a.work, "copy")
-    shutil.rmtree(copy_dir, ignore_errors=True)
-    t, _, _, _ = run(["sh", "-c", f"cp -r {a.model} {copy_dir} && sync"])
-    shutil.rmtree(copy_dir, ignore_errors=True)
-    rows.append(("cp -r + sync", t, None, None))
-    copy_s = t
 
-    # Detect (warm page cache), both tools.
-    t_wm, rss_wm, anon_wm, out = run([a.weightmark, "detect", a.model, "--key", a.key, "--json", "-q"])
-    z_wm = json.loads(out)["combinedZ"]
-    rows.append(("weightmark detect", t_wm, rss_wm, anon_wm))
-    t_np, rss_np, anon_np, out = run([a.python, peer, "detect", a.model, a.key])
-    z_np = json.loads(out)["combinedZ"]
-    rows.append(("numpy peer detect", t_np, rss_np, anon_np))
+    def record(name, result):
+        steps.setdefault(name, []).append(result)
+        return result
 
-    # Embed, both tools, same delta.
-    out_wm = os.path.join(a.work, "wm-marked")
-    shutil.rmtree(out_wm, ignore_errors=True)
-    manifest = os.path.join(a.work, "wm-marked.json")
-    t_ewm, rss_ewm, anon_ewm, _ = run([a.weightmark, "embed", a.model, "--key", a.key, "--out", out_wm, "--manifest", manifest, "--force", "-q"])
-    delta = json.load(open(manifest))["delta"]
-    rows.append(("weightmark embed", t_ewm, rss_ewm, anon_ewm))
-    out_np = os.path.join(a.work, "np-marked")
-    t_enp, rss_enp, anon_enp, _ = run([a.python, peer, "embed", a.model, a.key, out_np, str(delta)])
-    rows.append(("numpy peer embed", t_enp, rss_enp, anon_enp))
-    _, _, _, out = run([a.weightmark, "detect", out_np, "--key", a.key, "--json", "-q"])
-    z_cross = json.loads(out)["combinedZ"]
-    shutil.rmtree(out_np, ignore_errors=True); shutil.rmtree(out_wm, ignore_errors=True)
+    # Rounds interleave every step, so each ratio compares measurements taken minutes apart at most.
+    for round_ in range(ap_repeat):
+        # Machine limits.
+        read_s = record("warm sequential read (cat)", (run(["sh", "-c", "cat " + " ".join(files(a.model)) + " > /dev/null"])[0], None, None))[0]
+        copy_dir = os.path.join(a.work, "copy")
+        shutil.rmtree(copy_dir, ignore_errors=True)
+        subprocess.run(["sync"], check=True)
+        copy_s = record("cp -r + sync", (run(["sh", "-c", f"cp -r {a.model} {copy_dir} && sync"])[0], None, None))[0]
+        shutil.rmtree(copy_dir, ignore_errors=True)
+        subprocess.run(["cat"] + files(a.model), stdout=subprocess.DEVNULL, check=True)  # the model stays warm
+
+        # Detect (warm page cache), both tools.
+        t_wm, rss, anon, out = run([a.weightmark, "detect", a.model, "--key", a.key, "--json", "-q"])
+        record("weightmark detect", (t_wm, rss, anon))
+        z_wm = json.loads(out)["combinedZ"]
+        t_np, rss, anon, out = run([a.python, peer, "detect", a.model, a.key])
+        record("numpy peer detect", (t_np, rss, anon))
+        z_np = json.loads(out)["combinedZ"]
+
+        # Embed, both tools, same delta; output on the same disk as the copy.
+        out_wm = os.path.join(a.work, "wm-marked")
+        shutil.rmtree(out_wm, ignore_errors=True)
+        subprocess.run(["sync"], check=True)
+        manifest = os.path.join(a.work, "wm-marked.json")
+        t_ewm, rss, anon, _ = run([a.weightmark, "embed", a.model, "--key", a.key, "--out", out_wm, "--manifest", manifest, "--force", "-q"])
+        record("weightmark embed", (t_ewm, rss, anon))
+        delta = json.load(open(manifest))["delta"]
+        out_np = os.path.join(a.work, "np-marked")
+        shutil.rmtree(out_np, ignore_errors=True)
+        subprocess.run(["sync"], check=True)
+        t_enp, rss, anon, _ = run([a.python, peer, "embed", a.model, a.key, out_np, str(delta)])
+        record("numpy peer embed", (t_enp, rss, anon))
+        if round_ == 0:
+            _, _, _, out = run([a.weightmark, "detect", out_np, "--key", a.key, "--json", "-q"])
+            z_cross = json.loads(out)["combinedZ"]
+        shutil.rmtree(out_np, ignore_errors=True); shutil.rmtree(out_wm, ignore_errors=True)
+
+        ratios["detect_gbs"].append(gb / t_wm)
+        ratios["detect_vs_read"].append(t_wm / read_s)
+        ratios["detect_vs_numpy"].append(t_np / t_wm)
+        ratios["embed_vs_copy"].append(t_ewm / copy_s)
+        ratios["embed_vs_numpy"].append(t_enp / t_ewm)
+        print(f"round {round_ + 1}/{ap_repeat}: detect {t_wm:.2f} s (cat {read_s:.2f} s), embed {t_ewm:.2f} s (cp+sync {copy_s:.2f} s)",
+              file=sys.stderr, flush=True)
+
+    def med(v):
+        return statistics.median(v)
+
+    def spread(v, fmt):
+        return f"{fmt.format(med(v))} (range {fmt.format(min(v))}-{fmt.format(max(v))})" if len(v) > 1 else fmt.format(v[0])
 
     print(f"model: {a.model} ({gb:.2f} GB of safetensors), {os.cpu_count()} cores, numpy sgemm 2048^3: {gflops:.0f} GFLOP/s")
-    print(f"{'step':32} {'seconds':>8} {'GB/s':>6} {'peak RSS MB':>12} {'RSS w/o file pages MB':>22}")
-    for name, t, rss, anon in rows:
-        print(f"{name:32} {t:8.2f} {gb / t:6.2f} {'' if rss is None else f'{rss:12.0f}'} {'' if anon is None else f'{anon:22.0f}'}")
+    print(f"{ap_repeat} rounds; medians (each step's range across rounds in brackets)")
+    print(f"{'step':32} {'seconds':>8} {'range':>13} {'GB/s':>6} {'peak RSS MB':>12} {'RSS w/o file pages MB':>22}")
+    for name, results in steps.items():
+        t = [r[0] for r in results]
+        rss = [r[1] for r in results if r[1] is not None]
+        anon = [r[2] for r in results if r[2] is not None]
+        print(f"{name:32} {med(t):8.2f} {f'[{min(t):.2f}-{max(t):.2f}]':>13} {gb / med(t):6.2f} "
+              f"{f'{max(rss):12.0f}' if rss else ' ' * 12} {f'{max(anon):22.0f}' if anon else ''}")
     print()
-    print(f"detect: {gb / t_wm:.2f} GB/s; {t_wm / read_s:.2f}x the warm sequential read; {t_np / t_wm:.2f}x faster than numpy")
-    print(f"embed:  {t_ewm / copy_s:.2f}x the time of cp + sync; {t_enp / t_ewm:.2f}x faster than numpy")
+    print(f"detect: {spread(ratios['detect_gbs'], '{:.2f}')} GB/s; {spread(ratios['detect_vs_read'], '{:.2f}')}x the warm sequential read; "
+          f"{spread(ratios['detect_vs_numpy'], '{:.2f}')}x faster than numpy")
+    print(f"embed:  {spread(ratios['embed_vs_copy'], '{:.2f}')}x the time of cp + sync; {spread(ratios['embed_vs_numpy'], '{:.2f}')}x faster than numpy")
+    print("(ratios are per round, each from measurements of the same round)")
     print(f"blind Z of the unmarked model: weightmark {z_wm:.4f}, numpy peer {z_np:.4f} (same algorithm, same carriers)")
     print(f"numpy-peer-marked model detected by weightmark: Z = {z_cross:.2f}")
 

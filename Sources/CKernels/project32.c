@@ -81,3 +81,55 @@ void weightmark_project32_bf16(int level, const uint16_t *x, size_t k, size_t n,
 #endif
     bf16_portable(x, k, n, ldx, b, z);
 }
+
+/// p[r][j0..j0+32) for r < R: sum over q of c[r][q] * bt[q][j0..j0+32), R a constant after inlining.
+INLINE void pattern_tile(const int R, const float *c, const float *bt, size_t n, size_t j0, float *p) {
+    v16f lo[RMAX], hi[RMAX];
+#pragma clang loop unroll(full)
+    for (int r = 0; r < R; r++) { lo[r] = (v16f){0}; hi[r] = (v16f){0}; }
+    for (int q = 0; q < COLS; q++) {
+        v16f b0 = *(const v16f *)(bt + q * n + j0), b1 = *(const v16f *)(bt + q * n + j0 + 16);
+#pragma clang loop unroll(full)
+        for (int r = 0; r < R; r++) {
+            float v = c[r * COLS + q];
+            lo[r] += v * b0;
+            hi[r] += v * b1;
+        }
+    }
+#pragma clang loop unroll(full)
+    for (int r = 0; r < R; r++) { *(v16f *)(p + r * n + j0) = lo[r]; *(v16f *)(p + r * n + j0 + 16) = hi[r]; }
+}
+
+/// Rows of the pattern, columns in tiles of 32 (a scalar loop for the last n mod 32).
+INLINE void pattern_rows(const int R, const float *c, const float *bt, size_t n, float *p) {
+    size_t j0 = 0;
+    for (; j0 + COLS <= n; j0 += COLS) pattern_tile(R, c, bt, n, j0, p);
+    for (int r = 0; r < R; r++)
+        for (size_t j = j0; j < n; j++) {
+            float sum = 0;
+            for (int q = 0; q < COLS; q++) sum += c[r * COLS + q] * bt[q * n + j];
+            p[r * n + j] = sum;
+        }
+}
+
+#define PATTERN_BODY(RMAXV)                                                                   \
+    size_t r0 = 0;                                                                            \
+    for (; r0 + RMAXV <= k; r0 += RMAXV) pattern_rows(RMAXV, c + r0 * COLS, bt, n, p + r0 * n); \
+    for (; r0 + 4 <= k && RMAXV >= 4; r0 += 4) pattern_rows(4, c + r0 * COLS, bt, n, p + r0 * n); \
+    for (; r0 < k; r0++) pattern_rows(1, c + r0 * COLS, bt, n, p + r0 * n);
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f,avx512vl")))
+static void pattern_avx512(const float *c, size_t k, const float *bt, size_t n, float *p) { PATTERN_BODY(RMAX) }
+__attribute__((target("avx2,fma")))
+static void pattern_avx2(const float *c, size_t k, const float *bt, size_t n, float *p) { PATTERN_BODY(2) }
+#endif
+static void pattern_portable(const float *c, size_t k, const float *bt, size_t n, float *p) { PATTERN_BODY(2) }
+
+void weightmark_pattern32(int level, const float *c, size_t k, const float *bt, size_t n, float *p) {
+#if defined(__x86_64__)
+    if (level >= 2) { pattern_avx512(c, k, bt, n, p); return; }
+    if (level == 1) { pattern_avx2(c, k, bt, n, p); return; }
+#endif
+    pattern_portable(c, k, bt, n, p);
+}

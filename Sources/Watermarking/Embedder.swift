@@ -123,21 +123,23 @@ public enum Embedder {
         let blockRows = max(8, min(m, (1 << 16) / max(1, n)))
         var w = [Float](repeating: 0, count: blockRows * n)
         var p = [Float](repeating: 0, count: blockRows * n)
-        var asb = [Float](repeating: 0, count: blockRows * rb)
         let aS = BLAS.matmul(carriers.a, carriers.s) // m×b
+        // Bᵀ (b×n) for the rank-32 pattern kernel.
+        let bt = rb == RankProjection.columns ? carriers.b.transposed : nil
         func pattern(rows: Range<Int>) {
             let k = rows.count
             // P_block = (A S)[rows] · Bᵀ
             aS.storage.withUnsafeBufferPointer { src in
-                asb.withUnsafeMutableBufferPointer { dst in
-                    dst.baseAddress!.update(from: src.baseAddress! + rows.lowerBound * rb, count: k * rb)
-                }
-            }
-            asb.withUnsafeBufferPointer { x in
-                carriers.b.storage.withUnsafeBufferPointer { b in
-                    p.withUnsafeMutableBufferPointer { out in
-                        BLAS.gemm(m: k, n: n, k: rb, a: x.baseAddress!, lda: rb, b: b.baseAddress!, ldb: rb, transB: .transposed,
-                                  c: out.baseAddress!, ldc: n)
+                p.withUnsafeMutableBufferPointer { out in
+                    if let bt {
+                        bt.storage.withUnsafeBufferPointer { b in
+                            weightmark_pattern32(RankProjection.level, src.baseAddress! + rows.lowerBound * rb, k, b.baseAddress, n, out.baseAddress)
+                        }
+                    } else {
+                        carriers.b.storage.withUnsafeBufferPointer { b in
+                            BLAS.gemm(m: k, n: n, k: rb, a: src.baseAddress! + rows.lowerBound * rb, lda: rb, b: b.baseAddress!, ldb: rb,
+                                      transB: .transposed, c: out.baseAddress!, ldc: n)
+                        }
                     }
                 }
             }

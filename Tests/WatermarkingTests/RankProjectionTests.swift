@@ -95,4 +95,18 @@ struct RankProjectionTests {
             #expect(abs(diff2 - expectedDiff2) <= 1e-5 * expectedDiff2)
         }
     }
+
+    @Test("pattern rows (A S)·Bᵀ from the kernel equal BLAS on every code path", arguments: [(1, 1), (5, 37), (12, 64), (29, 300), (131, 513)])
+    func pattern(_ k: Int, _ n: Int) {
+        var rng = SplitMix64(seed: UInt64(k * 31 + n))
+        let c = Matrix(rows: k, cols: 32, storage: (0..<(k * 32)).map { _ in rng.nextGaussian() })
+        let b = Matrix(rows: n, cols: 32, storage: (0..<(n * 32)).map { _ in rng.nextGaussian() })
+        let reference = BLAS.matmul(c, b, transB: .transposed)
+        let bt = b.transposed
+        for path in KeyedGenerator.gaussianCodePaths.map(Int32.init) {
+            var p = [Float](repeating: .nan, count: k * n)
+            weightmark_pattern32(path, c.storage, k, bt.storage, n, &p)
+            #expect(zip(p, reference.storage).allSatisfy { abs($0 - $1) <= 1e-4 }, "code path \(path)")
+        }
+    }
 }

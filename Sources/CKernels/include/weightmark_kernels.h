@@ -36,6 +36,10 @@ void weightmark_project32_f32(int level, const float *x, size_t k, size_t n, siz
 /// The same with x in bfloat16 (the top 16 bits of an IEEE float), widened exactly on the fly.
 void weightmark_project32_bf16(int level, const uint16_t *x, size_t k, size_t n, size_t ldx, const float *b, float *z);
 
+/// p (k×n, row-major) = c (k×32, row-major) · bt (32×n, row-major): the rank-32 pattern rows (A S)_rows Bᵀ
+/// that embedding adds, in register tiles of 12 rows × 32 columns.
+void weightmark_pattern32(int level, const float *c, size_t k, const float *bt, size_t n, float *p);
+
 /// Starts writeback of a written file range without waiting (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`),
 /// so the disk works while the producer computes instead of all at fsync. No-op elsewhere; returns 0 or -1.
 int weightmark_start_writeback(int fd, int64_t offset, int64_t length);
