@@ -36,6 +36,21 @@ INLINE uint64_t splitmix_mix(uint64_t z) {
     return z ^ (z >> 31);
 }
 
+/// The next 8 draws of SplitMix64 as 32 16-bit pieces: draw d serves values 4d..4d+3, low 16 bits first
+/// (the little-endian halves of the draws, in order).
+INLINE void next_pieces(uint64_t *s, uint16_t r16[VALUES]) {
+    uint64_t draws[DRAWS];
+    for (int d = 0; d < DRAWS; d++) draws[d] = splitmix_mix(*s + (uint64_t)(d + 1) * 0x9E3779B97F4A7C15ULL);
+    *s += (uint64_t)DRAWS * 0x9E3779B97F4A7C15ULL;
+    memcpy(r16, draws, sizeof draws);
+}
+
+/// One draw, for the tail (one per group of four values; unused pieces are dropped).
+INLINE uint64_t next_draw(uint64_t *s) {
+    *s += 0x9E3779B97F4A7C15ULL;
+    return splitmix_mix(*s);
+}
+
 /// Round to nearest even (NaN kept quiet), as FloatConversion.floatToBF16.
 INLINE uint16_t bf16_nearest(uint32_t b) {
     int nan = (b & 0x7FFFFFFF) > 0x7F800000;
@@ -51,21 +66,16 @@ INLINE uint16_t bf16_stochastic(uint32_t b, uint32_t r) {
 INLINE void stochastic_body(const float *x, size_t count, uint16_t *out, uint64_t *state) {
     uint64_t s = *state;
     size_t i = 0;
-    // 32 values from 8 draws: draw d serves values 4d..4d+3, low 16 bits first (little-endian halves).
     for (; i + VALUES <= count; i += VALUES) {
-        uint64_t draws[DRAWS];
-        for (int d = 0; d < DRAWS; d++) draws[d] = splitmix_mix(s + (uint64_t)(d + 1) * 0x9E3779B97F4A7C15ULL);
-        s += (uint64_t)DRAWS * 0x9E3779B97F4A7C15ULL;
         uint32_t bits[VALUES];
         memcpy(bits, x + i, sizeof bits);
         uint16_t r16[VALUES];
-        memcpy(r16, draws, sizeof r16); // little-endian: draw d's 16-bit pieces, low first, are values 4d..4d+3
+        next_pieces(&s, r16);
         for (int v = 0; v < VALUES; v++) out[i + v] = bf16_stochastic(bits[v], r16[v]);
     }
     // Tail: one draw per (partial) group of four; unused bits are dropped, as in the Swift loop.
     for (; i < count; i += 4) {
-        s += 0x9E3779B97F4A7C15ULL;
-        uint64_t z = splitmix_mix(s);
+        uint64_t z = next_draw(&s);
         for (size_t v = 0; v < 4 && i + v < count; v++) {
             uint32_t b;
             memcpy(&b, x + i + v, 4);
@@ -104,11 +114,8 @@ INLINE void mark_body(const uint16_t *w, const float *p, float beta, float magni
     float lanes[VALUES] = {0};
     size_t i = 0;
     for (; i + VALUES <= count; i += VALUES) {
-        uint64_t draws[DRAWS];
-        for (int d = 0; d < DRAWS; d++) draws[d] = splitmix_mix(s + (uint64_t)(d + 1) * 0x9E3779B97F4A7C15ULL);
-        s += (uint64_t)DRAWS * 0x9E3779B97F4A7C15ULL;
         uint16_t r16[VALUES];
-        memcpy(r16, draws, sizeof r16); // little-endian: draw d's 16-bit pieces, low first, are values 4d..4d+3
+        next_pieces(&s, r16);
         for (int v = 0; v < VALUES; v++) {
             float wf = widen_bf16(w[i + v]);
             uint16_t o = bf16_stochastic(float_bits(marked_value(wf, p[i + v], beta, magnitude_scale)), r16[v]);
@@ -120,8 +127,7 @@ INLINE void mark_body(const uint16_t *w, const float *p, float beta, float magni
     double total = 0;
     for (int v = 0; v < VALUES; v++) total += lanes[v];
     for (; i < count; i += 4) {
-        s += 0x9E3779B97F4A7C15ULL;
-        uint64_t z = splitmix_mix(s);
+        uint64_t z = next_draw(&s);
         for (size_t v = 0; v < 4 && i + v < count; v++) {
             float wf = widen_bf16(w[i + v]);
             uint16_t o = bf16_stochastic(float_bits(marked_value(wf, p[i + v], beta, magnitude_scale)),

@@ -11,14 +11,35 @@ typedef float v16f __attribute__((vector_size(64), aligned(4)));
 #define INLINE static inline __attribute__((always_inline))
 enum { COLS = 32, CHUNK = 256, RMAX = 12 };
 
+/// The register tile's step: for each of R rows, lo/hi (columns 0..15 / 16..31) += v[r * vstride] * b[0..32).
+INLINE void accumulate(const int R, v16f *lo, v16f *hi, const float *b, const float *v, size_t vstride) {
+    v16f b0 = *(const v16f *)b, b1 = *(const v16f *)(b + 16);
+#pragma clang loop unroll(full)
+    for (int r = 0; r < R; r++) {
+        float x = v[r * vstride];
+        lo[r] += x * b0;
+        hi[r] += x * b1;
+    }
+}
+
+INLINE void clear_tile(const int R, v16f *lo, v16f *hi) {
+#pragma clang loop unroll(full)
+    for (int r = 0; r < R; r++) { lo[r] = (v16f){0}; hi[r] = (v16f){0}; }
+}
+
+/// Stores R rows of 32 columns at stride ld.
+INLINE void store_tile(const int R, const v16f *lo, const v16f *hi, float *out, size_t ld) {
+#pragma clang loop unroll(full)
+    for (int r = 0; r < R; r++) { *(v16f *)(out + r * ld) = lo[r]; *(v16f *)(out + r * ld + 16) = hi[r]; }
+}
+
 /// z[r][0..32) = sum_j x[r][j] * b[j][0..32) for r < R, x in f32 or (bf16 != 0) bfloat16; R and bf16 are
 /// constants after inlining. CHUNK columns of the R rows are copied (widened) into an L1 buffer, then
 /// multiplied against the matching rows of b, with the R×32 sums in registers throughout.
 INLINE void rows(const int R, const int bf16, const void *x, size_t ldx, size_t n, const float *b, float *z) {
     v16f lo[RMAX], hi[RMAX];
     float buf[RMAX * CHUNK] __attribute__((aligned(64)));
-#pragma clang loop unroll(full)
-    for (int r = 0; r < R; r++) { lo[r] = (v16f){0}; hi[r] = (v16f){0}; }
+    clear_tile(R, lo, hi);
     for (size_t j0 = 0; j0 < n; j0 += CHUNK) {
         size_t width = n - j0 < CHUNK ? n - j0 : CHUNK;
         for (int r = 0; r < R; r++) {
@@ -31,18 +52,9 @@ INLINE void rows(const int R, const int bf16, const void *x, size_t ldx, size_t 
             }
         }
         const float *bj = b + COLS * j0;
-        for (size_t j = 0; j < width; j++) {
-            v16f b0 = *(const v16f *)(bj + COLS * j), b1 = *(const v16f *)(bj + COLS * j + 16);
-#pragma clang loop unroll(full)
-            for (int r = 0; r < R; r++) {
-                float v = buf[r * CHUNK + j];
-                lo[r] += v * b0;
-                hi[r] += v * b1;
-            }
-        }
+        for (size_t j = 0; j < width; j++) accumulate(R, lo, hi, bj + COLS * j, buf + j, CHUNK);
     }
-#pragma clang loop unroll(full)
-    for (int r = 0; r < R; r++) { *(v16f *)(z + r * COLS) = lo[r]; *(v16f *)(z + r * COLS + 16) = hi[r]; }
+    store_tile(R, lo, hi, z, COLS);
 }
 
 // Full blocks of `rmax` rows, then the remainder in blocks of 4 and 1 (a constant row count each, so the
@@ -85,19 +97,9 @@ void weightmark_project32_bf16(int level, const uint16_t *x, size_t k, size_t n,
 /// p[r][j0..j0+32) for r < R: sum over q of c[r][q] * bt[q][j0..j0+32), R a constant after inlining.
 INLINE void pattern_tile(const int R, const float *c, const float *bt, size_t n, size_t j0, float *p) {
     v16f lo[RMAX], hi[RMAX];
-#pragma clang loop unroll(full)
-    for (int r = 0; r < R; r++) { lo[r] = (v16f){0}; hi[r] = (v16f){0}; }
-    for (int q = 0; q < COLS; q++) {
-        v16f b0 = *(const v16f *)(bt + q * n + j0), b1 = *(const v16f *)(bt + q * n + j0 + 16);
-#pragma clang loop unroll(full)
-        for (int r = 0; r < R; r++) {
-            float v = c[r * COLS + q];
-            lo[r] += v * b0;
-            hi[r] += v * b1;
-        }
-    }
-#pragma clang loop unroll(full)
-    for (int r = 0; r < R; r++) { *(v16f *)(p + r * n + j0) = lo[r]; *(v16f *)(p + r * n + j0 + 16) = hi[r]; }
+    clear_tile(R, lo, hi);
+    for (int q = 0; q < COLS; q++) accumulate(R, lo, hi, bt + q * n + j0, c + q, COLS);
+    store_tile(R, lo, hi, p + j0, n);
 }
 
 /// Rows of the pattern, columns in tiles of 32 (a scalar loop for the last n mod 32).
