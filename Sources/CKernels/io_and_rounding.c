@@ -2,6 +2,7 @@
 // SplitMix64 (vectorized; byte-identical to FloatConversion.encodeStochastically with a SplitMix64).
 #define _GNU_SOURCE
 #include "weightmark_kernels.h"
+#include "dispatch.h"
 #include <string.h>
 #if defined(__linux__)
 #include <fcntl.h>
@@ -141,38 +142,17 @@ INLINE void mark_body(const uint16_t *w, const float *p, float beta, float magni
     *state = s;
 }
 
-#if defined(__x86_64__)
-__attribute__((target("avx512f,avx512dq,avx512vl,avx512bw")))
-static void stochastic_avx512(const float *x, size_t count, uint16_t *out, uint64_t *state) { stochastic_body(x, count, out, state); }
-__attribute__((target("avx512f,avx512dq,avx512vl,avx512bw")))
-static void mark_avx512(const uint16_t *w, const float *p, float beta, float scale, size_t count, uint16_t *out, uint64_t *state, double *diff2) {
-    mark_body(w, p, beta, scale, count, out, state, diff2);
-}
-__attribute__((target("avx2,fma")))
-static void stochastic_avx2(const float *x, size_t count, uint16_t *out, uint64_t *state) { stochastic_body(x, count, out, state); }
-__attribute__((target("avx2,fma")))
-static void mark_avx2(const uint16_t *w, const float *p, float beta, float scale, size_t count, uint16_t *out, uint64_t *state, double *diff2) {
-    mark_body(w, p, beta, scale, count, out, state, diff2);
-}
-#endif
-static void stochastic_portable(const float *x, size_t count, uint16_t *out, uint64_t *state) { stochastic_body(x, count, out, state); }
-static void mark_portable(const uint16_t *w, const float *p, float beta, float scale, size_t count, uint16_t *out, uint64_t *state, double *diff2) {
-    mark_body(w, p, beta, scale, count, out, state, diff2);
-}
+WM_VARIANTS(stochastic, (const float *x, size_t count, uint16_t *out, uint64_t *state),
+            stochastic_body(x, count, out, state);, stochastic_body(x, count, out, state);)
+WM_VARIANTS(mark, (const uint16_t *w, const float *p, float beta, float scale, size_t count, uint16_t *out, uint64_t *state,
+                   double *diff2),
+            mark_body(w, p, beta, scale, count, out, state, diff2);, mark_body(w, p, beta, scale, count, out, state, diff2);)
 
 void weightmark_mark_bf16(int level, const uint16_t *w, const float *p, float beta, float magnitude_scale, size_t count,
                           uint16_t *out, uint64_t *state, double *diff2) {
-#if defined(__x86_64__)
-    if (level >= 2) { mark_avx512(w, p, beta, magnitude_scale, count, out, state, diff2); return; }
-    if (level == 1) { mark_avx2(w, p, beta, magnitude_scale, count, out, state, diff2); return; }
-#endif
-    mark_portable(w, p, beta, magnitude_scale, count, out, state, diff2);
+    WM_DISPATCH(level, mark, (w, p, beta, magnitude_scale, count, out, state, diff2));
 }
 
 void weightmark_bf16_stochastic(int level, const float *x, size_t count, uint16_t *out, uint64_t *state) {
-#if defined(__x86_64__)
-    if (level >= 2) { stochastic_avx512(x, count, out, state); return; }
-    if (level == 1) { stochastic_avx2(x, count, out, state); return; }
-#endif
-    stochastic_portable(x, count, out, state);
+    WM_DISPATCH(level, stochastic, (x, count, out, state));
 }

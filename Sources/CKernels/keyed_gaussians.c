@@ -4,6 +4,7 @@
 // The transcendental functions follow fdlibm (Sun Microsystems, 1993; e_log.c, k_sin.c, k_cos.c): the
 // same argument reduction and the published minimax coefficients, evaluated branch-free on vectors.
 #include "weightmark_kernels.h"
+#include "dispatch.h"
 #include <string.h>
 
 #pragma clang diagnostic ignored "-Wpsabi" // vector arguments only between always-inline helpers
@@ -131,25 +132,14 @@ INLINE void gaussians_body(const uint32_t key[8], size_t count, float *out32, do
     }
 }
 
-#if defined(__x86_64__)
-__attribute__((target("avx512f,avx512dq,avx512vl")))
-static void gaussians_avx512(const uint32_t key[8], size_t count, float *out32, double *out64) {
-    gaussians_body(key, count, out32, out64);
-}
-__attribute__((target("avx2,fma")))
-static void gaussians_avx2(const uint32_t key[8], size_t count, float *out32, double *out64) {
-    gaussians_body(key, count, out32, out64);
-}
-#endif
-
-static void gaussians_portable(const uint32_t key[8], size_t count, float *out32, double *out64) {
-    gaussians_body(key, count, out32, out64);
-}
+WM_VARIANTS(gaussians, (const uint32_t key[8], size_t count, float *out32, double *out64),
+            gaussians_body(key, count, out32, out64);, gaussians_body(key, count, out32, out64);)
 
 int weightmark_keyed_gaussians_level(void) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw"))
         return 2;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
 #endif
@@ -161,12 +151,5 @@ void weightmark_keyed_gaussians(const uint32_t key[8], size_t count, float *out3
 }
 
 void weightmark_keyed_gaussians_at_level(int level, const uint32_t key[8], size_t count, float *out32, double *out64) {
-#if defined(__x86_64__)
-    switch (level) {
-    case 2: gaussians_avx512(key, count, out32, out64); return;
-    case 1: gaussians_avx2(key, count, out32, out64); return;
-    default: break;
-    }
-#endif
-    gaussians_portable(key, count, out32, out64);
+    WM_DISPATCH(level, gaussians, (key, count, out32, out64));
 }

@@ -3,6 +3,7 @@
 // stream from L2, and R rows × 32 columns of Z stay in registers. One body, compiled for AVX-512, AVX2+FMA
 // and baseline, chosen at run time.
 #include "weightmark_kernels.h"
+#include "dispatch.h"
 #include <string.h>
 
 #pragma clang diagnostic ignored "-Wpsabi" // vector arguments only between always-inline helpers
@@ -65,33 +66,17 @@ INLINE void rows(const int R, const int bf16, const void *x, size_t ldx, size_t 
     for (; r0 + 4 <= k && RMAXV >= 4; r0 += 4) rows(4, BF16, x + r0 * ldx, ldx, n, b, z + r0 * COLS); \
     for (; r0 < k; r0++) rows(1, BF16, x + r0 * ldx, ldx, n, b, z + r0 * COLS);
 
-#if defined(__x86_64__)
-__attribute__((target("avx512f,avx512vl")))
-static void f32_avx512(const float *x, size_t k, size_t n, size_t ldx, const float *b, float *z) { PROJECT_BODY(0, RMAX) }
-__attribute__((target("avx512f,avx512vl")))
-static void bf16_avx512(const uint16_t *x, size_t k, size_t n, size_t ldx, const float *b, float *z) { PROJECT_BODY(1, RMAX) }
-__attribute__((target("avx2,fma")))
-static void f32_avx2(const float *x, size_t k, size_t n, size_t ldx, const float *b, float *z) { PROJECT_BODY(0, 2) }
-__attribute__((target("avx2,fma")))
-static void bf16_avx2(const uint16_t *x, size_t k, size_t n, size_t ldx, const float *b, float *z) { PROJECT_BODY(1, 2) }
-#endif
-static void f32_portable(const float *x, size_t k, size_t n, size_t ldx, const float *b, float *z) { PROJECT_BODY(0, 2) }
-static void bf16_portable(const uint16_t *x, size_t k, size_t n, size_t ldx, const float *b, float *z) { PROJECT_BODY(1, 2) }
+WM_VARIANTS(project_f32, (const float *x, size_t k, size_t n, size_t ldx, const float *b, float *z),
+            PROJECT_BODY(0, RMAX), PROJECT_BODY(0, 2))
+WM_VARIANTS(project_bf16, (const uint16_t *x, size_t k, size_t n, size_t ldx, const float *b, float *z),
+            PROJECT_BODY(1, RMAX), PROJECT_BODY(1, 2))
 
 void weightmark_project32_f32(int level, const float *x, size_t k, size_t n, size_t ldx, const float *b, float *z) {
-#if defined(__x86_64__)
-    if (level >= 2) { f32_avx512(x, k, n, ldx, b, z); return; }
-    if (level == 1) { f32_avx2(x, k, n, ldx, b, z); return; }
-#endif
-    f32_portable(x, k, n, ldx, b, z);
+    WM_DISPATCH(level, project_f32, (x, k, n, ldx, b, z));
 }
 
 void weightmark_project32_bf16(int level, const uint16_t *x, size_t k, size_t n, size_t ldx, const float *b, float *z) {
-#if defined(__x86_64__)
-    if (level >= 2) { bf16_avx512(x, k, n, ldx, b, z); return; }
-    if (level == 1) { bf16_avx2(x, k, n, ldx, b, z); return; }
-#endif
-    bf16_portable(x, k, n, ldx, b, z);
+    WM_DISPATCH(level, project_bf16, (x, k, n, ldx, b, z));
 }
 
 /// p[r][j0..j0+32) for r < R: sum over q of c[r][q] * bt[q][j0..j0+32), R a constant after inlining.
@@ -120,18 +105,8 @@ INLINE void pattern_rows(const int R, const float *c, const float *bt, size_t n,
     for (; r0 + 4 <= k && RMAXV >= 4; r0 += 4) pattern_rows(4, c + r0 * COLS, bt, n, p + r0 * n); \
     for (; r0 < k; r0++) pattern_rows(1, c + r0 * COLS, bt, n, p + r0 * n);
 
-#if defined(__x86_64__)
-__attribute__((target("avx512f,avx512vl")))
-static void pattern_avx512(const float *c, size_t k, const float *bt, size_t n, float *p) { PATTERN_BODY(RMAX) }
-__attribute__((target("avx2,fma")))
-static void pattern_avx2(const float *c, size_t k, const float *bt, size_t n, float *p) { PATTERN_BODY(2) }
-#endif
-static void pattern_portable(const float *c, size_t k, const float *bt, size_t n, float *p) { PATTERN_BODY(2) }
+WM_VARIANTS(pattern, (const float *c, size_t k, const float *bt, size_t n, float *p), PATTERN_BODY(RMAX), PATTERN_BODY(2))
 
 void weightmark_pattern32(int level, const float *c, size_t k, const float *bt, size_t n, float *p) {
-#if defined(__x86_64__)
-    if (level >= 2) { pattern_avx512(c, k, bt, n, p); return; }
-    if (level == 1) { pattern_avx2(c, k, bt, n, p); return; }
-#endif
-    pattern_portable(c, k, bt, n, p);
+    WM_DISPATCH(level, pattern, (c, k, bt, n, p));
 }
