@@ -58,7 +58,7 @@ public enum GGUFWriter {
             offset += (t.bytes.count + alignment - 1) / alignment * alignment
         }
         head.append(contentsOf: repeatElement(0, count: (alignment - head.count % alignment) % alignment))
-        let w = try AtomicFileWriter(destination: path, overwrite: overwrite)
+        let w = try AtomicFileWriter(destination: path, overwrite: overwrite, unbuffered: true)
         try w.write(head)
         for t in tensors {
             try w.write(t.bytes)
