@@ -1,6 +1,8 @@
 import CKernels
+import Foundation
 import Testing
 import LinearAlgebra
+import WeightMarkTestSupport
 import TensorIO
 @testable import Watermarking
 
@@ -108,5 +110,23 @@ struct RankProjectionTests {
             weightmark_pattern32(path, c.storage, k, bt.storage, n, &p)
             #expect(zip(p, reference.storage).allSatisfy { abs($0 - $1) <= 1e-4 }, "code path \(path)")
         }
+    }
+
+    @Test("bf16 rows at an odd file offset (decoded, not read in place) give the same evidence")
+    func unalignedStoredRows() throws {
+        let dir = Fixtures.temporaryDirectory("unaligned")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        _ = try Fixtures.writeSmallModel(to: dir + "/a.safetensors", dtype: .bf16)
+        // The same file with one more space in the header: every tensor starts at an odd offset.
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: dir + "/a.safetensors")))
+        let n = Int(bytes[0..<8].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+        Fixtures.write(Fixtures.rawSafetensors(headerBytes: Array(bytes[8..<(8 + n)]) + [0x20], data: Array(bytes[(8 + n)...])),
+                       to: dir + "/b.safetensors")
+        let key = WatermarkKey(secret: Array(repeating: 5, count: 32))
+        let aligned = try Detector.detect(suspect: SafetensorsModel(path: dir + "/a.safetensors"), reference: nil, key: key, options: DetectOptions())
+        let odd = try Detector.detect(suspect: SafetensorsModel(path: dir + "/b.safetensors"), reference: nil, key: key, options: DetectOptions())
+        #expect(aligned.tensors.count == 4)
+        #expect(aligned.tensors.map(\.correlation) == odd.tensors.map(\.correlation))
+        #expect(aligned.tensors.map(\.norm) == odd.tensors.map(\.norm))
     }
 }
