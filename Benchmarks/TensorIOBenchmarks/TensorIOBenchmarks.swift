@@ -11,23 +11,15 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(metrics: [.wallClock, .throughput, .peakMemoryResident],
                                            maxDuration: .seconds(3), maxIterations: 10_000)
 
-    Benchmark("bf16 → f32 decode (1 Mi elements, 1 core)") { benchmark in
-        let bytes = FloatConversion.encode((0..<elementCount).map { Float($0 % 977) * 1e-3 - 0.4 }, as: .bf16)
-        var out = [Float](repeating: 0, count: elementCount)
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations {
-            bytes.withUnsafeBytes { b in out.withUnsafeMutableBufferPointer { FloatConversion.decode(b, dtype: .bf16, into: $0) } }
-            blackHole(out[elementCount / 2])
-        }
-    }
-
-    Benchmark("f16 → f32 decode (1 Mi elements, 1 core)") { benchmark in
-        let bytes = FloatConversion.encode((0..<elementCount).map { Float($0 % 977) * 1e-3 - 0.4 }, as: .f16)
-        var out = [Float](repeating: 0, count: elementCount)
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations {
-            bytes.withUnsafeBytes { b in out.withUnsafeMutableBufferPointer { FloatConversion.decode(b, dtype: .f16, into: $0) } }
-            blackHole(out[elementCount / 2])
+    for dtype in [DType.bf16, .f16] {
+        Benchmark("\(dtype == .bf16 ? "bf16" : "f16") → f32 decode (1 Mi elements, 1 core)") { benchmark in
+            let bytes = FloatConversion.encode((0..<elementCount).map { Float($0 % 977) * 1e-3 - 0.4 }, as: dtype)
+            var out = [Float](repeating: 0, count: elementCount)
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                bytes.withUnsafeBytes { b in out.withUnsafeMutableBufferPointer { FloatConversion.decode(b, dtype: dtype, into: $0) } }
+                blackHole(out[elementCount / 2])
+            }
         }
     }
 

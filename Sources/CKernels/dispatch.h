@@ -3,7 +3,7 @@
 //   WM_VARIANTS(name, (params), wide body, narrow body)  defines name_avx512 (wide body: 32 vector
 //       registers), name_avx2 and name_portable (narrow body: 16 registers or fewer);
 //   WM_DISPATCH(level, name, (args))                      calls the variant for a code path
-//       (2 = AVX-512, 1 = AVX2+FMA, 0 = portable; see weightmark_keyed_gaussians_level) and returns.
+//       (2 = AVX-512, 1 = AVX2+FMA, 0 = portable; see weightmark_vector_level) and returns.
 #ifndef WEIGHTMARK_DISPATCH_H
 #define WEIGHTMARK_DISPATCH_H
 

@@ -135,7 +135,7 @@ INLINE void gaussians_body(const uint32_t key[8], size_t count, float *out32, do
 WM_VARIANTS(gaussians, (const uint32_t key[8], size_t count, float *out32, double *out64),
             gaussians_body(key, count, out32, out64);, gaussians_body(key, count, out32, out64);)
 
-int weightmark_keyed_gaussians_level(void) {
+int weightmark_vector_level(void) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
@@ -147,7 +147,7 @@ int weightmark_keyed_gaussians_level(void) {
 }
 
 void weightmark_keyed_gaussians(const uint32_t key[8], size_t count, float *out32, double *out64) {
-    weightmark_keyed_gaussians_at_level(weightmark_keyed_gaussians_level(), key, count, out32, out64);
+    weightmark_keyed_gaussians_at_level(weightmark_vector_level(), key, count, out32, out64);
 }
 
 void weightmark_keyed_gaussians_at_level(int level, const uint32_t key[8], size_t count, float *out32, double *out64) {

@@ -36,10 +36,7 @@ public struct Carriers: Sendable {
         // were ever too ill-conditioned for it, Householder QR.
         let g = Matrix(rows: rows, cols: cols, storage: KeyedGenerator.gaussians(subkey: subkey, count: rows * cols))
         if rows >= 4 * cols, let q = LAPACK.choleskyGramSchmidtBasis(g) { return q }
-        var columnMajor = [Float](unsafeUninitializedCapacity: rows * cols) { buf, n in
-            for i in 0..<rows { for j in 0..<cols { buf[j * rows + i] = g.storage[i * cols + j] } }
-            n = rows * cols
-        }
+        var columnMajor = g.transposed.storage
         return try LAPACK.gramSchmidtBasis(columnMajor: &columnMajor, rows: rows, cols: cols)
     }
 

@@ -60,7 +60,7 @@ public struct KeyedGenerator: Sendable {
     }
 
     /// The vector code paths of `gaussians(subkey:count:)` this CPU runs: 0 portable, 1 AVX2, 2 AVX-512.
-    public static var gaussianCodePaths: ClosedRange<Int> { 0...Int(weightmark_keyed_gaussians_level()) }
+    public static var gaussianCodePaths: ClosedRange<Int> { 0...Int(weightmark_vector_level()) }
 
     /// `gaussians(subkey:count:)` in double precision on a given code path, to check it against `nextGaussian()`.
     public static func gaussianDoubles(subkey: [UInt8], count: Int, codePath: Int) -> [Double] {

@@ -74,7 +74,7 @@ struct LinearAlgebraTests {
     @Test("Gram–Schmidt basis: orthonormal, QᵀG upper triangular with a positive diagonal", arguments: [(50, 8), (300, 32), (16, 16)])
     func gramSchmidt(_ m: Int, _ n: Int) throws {
         let a = randomMatrix(m, n, seed: UInt64(m * 7 + n))
-        var columnMajor = (0..<(m * n)).map { a[$0 % m, $0 / m] }
+        var columnMajor = a.transposed.storage
         let q = try LAPACK.gramSchmidtBasis(columnMajor: &columnMajor, rows: m, cols: n)
         #expect(relativeError(BLAS.matmul(q, q, transA: .transposed).storage, Matrix.identity(n).storage) < 1e-5)
         let r = BLAS.matmul(q, a, transA: .transposed)
@@ -95,7 +95,7 @@ struct LinearAlgebraTests {
     func choleskyGramSchmidt() throws {
         for (m, n) in [(128, 32), (2048, 32), (5000, 16)] {
             let g = randomMatrix(m, n, seed: UInt64(m + n))
-            var columnMajor = (0..<(m * n)).map { g[$0 % m, $0 / m] }
+            var columnMajor = g.transposed.storage
             let householder = try LAPACK.gramSchmidtBasis(columnMajor: &columnMajor, rows: m, cols: n)
             let q = try #require(LAPACK.choleskyGramSchmidtBasis(g))
             let worst = zip(q.storage, householder.storage).map { abs($0 - $1) }.max() ?? 1

@@ -20,14 +20,12 @@ void weightmark_chacha20_blocks4(const uint32_t state[16], uint32_t out[64]);
 /// in the rare case where a double lies within an ulp of a float rounding boundary.
 void weightmark_keyed_gaussians(const uint32_t key[8], size_t count, float *out32, double *out64);
 
-/// Which code path `weightmark_keyed_gaussians` takes on this CPU: 2 = AVX-512, 1 = AVX2+FMA, 0 = portable.
-int weightmark_keyed_gaussians_level(void);
+/// The vector code path every kernel here takes on this CPU: 2 = AVX-512 (F, DQ, VL, BW), 1 = AVX2+FMA,
+/// 0 = portable. Functions taking a `level` accept any value up to this one.
+int weightmark_vector_level(void);
 
 /// `weightmark_keyed_gaussians` on a given code path (for tests; a level above the CPU's is undefined).
 void weightmark_keyed_gaussians_at_level(int level, const uint32_t key[8], size_t count, float *out32, double *out64);
-
-/// The vector code path this CPU runs best: 2 = AVX-512, 1 = AVX2+FMA, 0 = portable (same as above).
-static inline int weightmark_vector_level(void) { return weightmark_keyed_gaussians_level(); }
 
 /// z (k×32, row-major) = x (k×n, row-major, row stride ldx elements) · b (n×32, row-major), accumulated in
 /// float in column order j = 0, 1, … for each output. `level` is a code path as above (at most the CPU's).
