@@ -142,6 +142,32 @@ INLINE void mark_body(const uint16_t *w, const float *p, float beta, float magni
     *state = s;
 }
 
+/// Adds the sum of w^2 over bf16 values to *sum: squares are exact in double, summed in 16 lanes.
+INLINE void sum_squares_body(const uint16_t *w, size_t count, double *sum) {
+    double lanes[16] = {0};
+    size_t i = 0;
+    for (; i + 16 <= count; i += 16) {
+        for (int v = 0; v < 16; v++) {
+            double x = widen_bf16(w[i + v]);
+            lanes[v] += x * x;
+        }
+    }
+    double total = 0;
+    for (; i < count; i++) {
+        double x = widen_bf16(w[i]);
+        total += x * x;
+    }
+    for (int v = 0; v < 16; v++) total += lanes[v];
+    *sum += total;
+}
+
+WM_VARIANTS(sum_squares, (const uint16_t *w, size_t count, double *sum), sum_squares_body(w, count, sum);,
+            sum_squares_body(w, count, sum);)
+
+void weightmark_bf16_sum_squares(int level, const uint16_t *w, size_t count, double *sum) {
+    WM_DISPATCH(level, sum_squares, (w, count, sum));
+}
+
 WM_VARIANTS(stochastic, (const float *x, size_t count, uint16_t *out, uint64_t *state),
             stochastic_body(x, count, out, state);, stochastic_body(x, count, out, state);)
 WM_VARIANTS(mark, (const uint16_t *w, const float *p, float beta, float scale, size_t count, uint16_t *out, uint64_t *state,

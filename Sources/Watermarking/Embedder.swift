@@ -30,6 +30,9 @@ public struct EmbedOptions: Sendable {
     public var maximumDistortion = 5e-3
     /// Tensors marked at once, ahead of the writer (each with one BLAS thread).
     public var workers = Parallel.defaultWorkers
+    /// Also record each input file's SHA-256 in the manifest (one more pass over the model: SHA-256 runs at
+    /// ~1.2 GB/s per core, a third of embed's CPU time on a bf16 model). Output files are always hashed.
+    public var hashInputs = false
 
     public init() {}
 }
@@ -117,7 +120,7 @@ public enum Embedder {
     /// - Returns: encoded bytes, β, and the measured ‖stored − W‖/‖W‖.
     static func markStreaming(_ model: SafetensorsModel, _ t: ModelTensor, carriers: Carriers,
                               shaping: WatermarkShaping, delta: Double,
-                              random: inout SplitMix64) throws -> (bytes: [UInt8], beta: Double, measuredDelta: Double) {
+                              random: inout SplitMix64, output: PooledBytes) throws -> (beta: Double, measuredDelta: Double) {
         let (m, n) = (t.shape[0], t.shape[1])
         let ra = carriers.a.cols, rb = carriers.b.cols
         let blockRows = max(8, min(m, (1 << 16) / max(1, n)))
@@ -149,9 +152,16 @@ public enum Embedder {
                 try model.decodeRows(named: t.name, rows: rows, into: UnsafeMutableBufferPointer(rebasing: buf[0..<(rows.count * n)]))
             }
         }
-        // Pass 1.
+        // Pass 1. Uniform bf16 needs only ‖W‖², summed from the stored rows in place.
         var w2 = 0.0, hp2 = 0.0
         var start = 0
+        if shaping == .uniform, t.dtype == .bf16, try model.withStoredRows(named: t.name, rows: 0..<m, { raw, _ -> Bool in
+            guard let base = raw.baseAddress, Int(bitPattern: base) % 2 == 0 else { return false }
+            weightmark_bf16_sum_squares(RankProjection.level, base.assumingMemoryBound(to: UInt16.self), m * n, &w2)
+            return true
+        }) == true {
+            start = m
+        }
         while start < m {
             let end = min(m, start + blockRows), count = (end - start) * n
             try decode(start..<end)
@@ -174,11 +184,13 @@ public enum Embedder {
         var diff2 = 0.0
         let b = Float(beta)
         let magnitudeScale: Float = shaping == .magnitude ? (rms > 0 ? 1 / rms : 0) : 0
-        let out = try [UInt8](unsafeUninitializedCapacity: m * n * width) { o, initialized in
+        precondition(output.count == m * n * width)
+        let o = output.mutableBytes
+        do {
             start = 0
             while start < m {
                 let end = min(m, start + blockRows), count = (end - start) * n
-                let dst = UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: o[(start * n * width)..<(end * n * width)]))
+                let dst = UnsafeMutableRawBufferPointer(rebasing: o[(start * n * width)..<(end * n * width)])
                 pattern(rows: start..<end)
                 let fused = t.dtype == .bf16 && (shaping == .uniform || magnitudeScale > 0)
                 if fused, try model.withStoredRows(named: t.name, rows: start..<end, { raw, _ -> Bool in
@@ -217,9 +229,8 @@ public enum Embedder {
                 diff2 += Self.sumOfSquares(count) { stored[$0] - w[$0] }
                 start = end
             }
-            initialized = m * n * width
         }
-        return (out, beta, norm > 0 ? diff2.squareRoot() / norm : 0)
+        return (beta, norm > 0 ? diff2.squareRoot() / norm : 0)
     }
 
     /// Σ f(i)² for i in 0..<count, with Float partial sums over 4,096-element runs accumulated in Double.
@@ -247,11 +258,15 @@ public enum Embedder {
         // Marked tensors are computed ahead of the writer, `workers` at a time, in the order it asks for them.
         let order = ModelWriter.productionOrder(of: model).filter { selected[$0.name] != nil }
         let position = Dictionary(uniqueKeysWithValues: order.enumerated().map { ($1.name, $0) })
-        struct Marked { var bytes: [UInt8]; var record: EmbedManifest.TensorRecord }
+        struct Marked { var bytes: PooledBytes; var record: EmbedManifest.TensorRecord }
+        // Output buffers are reused: one per result the prefetcher may hold, plus the one being written.
+        let window = options.workers + 2
+        let buffers = ByteBufferPool(keep: window + 1)
         let previousThreads = BLASInfo.current.threadCount
         BLASInfo.setThreadCount(1)
         defer { if let previousThreads { BLASInfo.setThreadCount(previousThreads) } }
-        let prefetcher = OrderedPrefetcher<Marked>(count: order.count, window: options.workers) { i in
+        let prefetcher = OrderedPrefetcher<Marked>(count: order.count, window: window,
+                                                   concurrency: options.workers) { i in
             let t = order[i]
             let (m, n) = (t.shape[0], t.shape[1])
             let carriers = try Carriers.derive(secret: key.secret, tensor: t.name, rows: m, cols: n, rank: options.rank)
@@ -259,20 +274,26 @@ public enum Embedder {
             // half a bf16 step survive in expectation instead of being rounded back onto the original grid.
             let seedBytes = KeyedGenerator.subkey(secret: key.secret, info: KeyedGenerator.info(purpose: "rounding", tensor: t.name, shape: t.shape))
             var rng = SplitMix64(seed: seedBytes.prefix(8).reduce(0) { $0 << 8 | UInt64($1) })
-            let r = try markStreaming(model, t, carriers: carriers, shaping: options.shaping, delta: plan.delta, random: &rng)
+            let bytes = buffers.take(m * n * t.dtype.bitCount / 8)
+            let r = try markStreaming(model, t, carriers: carriers, shaping: options.shaping, delta: plan.delta, random: &rng,
+                                      output: bytes)
             model.release(t)
-            return Marked(bytes: r.bytes, record: .init(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, delta: plan.delta,
+            return Marked(bytes: bytes, record: .init(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, delta: plan.delta,
                                                         measuredDelta: r.measuredDelta, beta: r.beta))
         }
         defer { prefetcher.drain() }
-        // Input files are hashed on a background thread while marking runs; output files are hashed as their
-        // bytes are written (no second pass over 2× the model).
+        // Output files are hashed as their bytes are written (no second pass); input files, when asked, on a
+        // background thread while marking runs. Otherwise inputs are recorded by name and size.
         let inputPaths = model.shards.map(\.path)
         nonisolated(unsafe) var inputDigests: [FileDigest] = []
         nonisolated(unsafe) var inputError: Error?
         let hashing = DispatchGroup()
-        DispatchQueue.global(qos: .utility).async(group: hashing) {
-            do { inputDigests = try inputPaths.map { try FileDigest.of(file: $0) } } catch { inputError = error }
+        if options.hashInputs {
+            DispatchQueue.global(qos: .utility).async(group: hashing) {
+                do { inputDigests = try inputPaths.map { try FileDigest.of(file: $0) } } catch { inputError = error }
+            }
+        } else {
+            inputDigests = model.shards.map { FileDigest(file: ($0.path as NSString).lastPathComponent, bytes: $0.mapping.size, sha256: nil) }
         }
         nonisolated(unsafe) var hashers: [String: (SHA256, Int)] = [:]
         nonisolated(unsafe) var records: [String: EmbedManifest.TensorRecord] = [:]
@@ -286,7 +307,7 @@ public enum Embedder {
             guard let i = position[t.name] else { return nil }
             return OutputTensor(name: t.name, dtype: t.dtype, shape: t.shape) { sink in
                 let marked = try prefetcher.take(i)
-                try marked.bytes.withUnsafeBytes { try sink($0) }
+                try sink(marked.bytes.bytes)
                 records[t.name] = marked.record
                 done += 1
                 progress(t, done)
@@ -311,11 +332,17 @@ public enum Embedder {
     }
 }
 
-/// SHA-256 of a file, for manifests.
+/// A file of a manifest: name, size and SHA-256 (nil for inputs not hashed; see `EmbedOptions.hashInputs`).
 public struct FileDigest: Sendable, Codable, Equatable {
     public var file: String
     public var bytes: Int
-    public var sha256: String
+    public var sha256: String?
+
+    public init(file: String, bytes: Int, sha256: String?) {
+        self.file = file
+        self.bytes = bytes
+        self.sha256 = sha256
+    }
 
     /// Hashes through the mapping 64 MiB at a time, releasing each chunk's pages after use so hashing a
     /// multi-GB shard does not grow the resident set.

@@ -44,21 +44,24 @@ enum Parallel {
     }
 }
 
-/// Computes results for indices 0, 1, 2, … ahead of their consumption, at most `window` in flight, so a
-/// sequential consumer (the file writer) overlaps with computation of the next tensors while memory stays
-/// bounded by `window` results.
+/// Computes results for indices 0, 1, 2, … ahead of their consumption, `concurrency` at a time and at most
+/// `window` computed or in flight, so a sequential consumer (the file writer) overlaps with computation of
+/// the next tensors while memory stays bounded by `window` results. A window above the concurrency lets
+/// the workers run on while the consumer is busy with one large result.
 final class OrderedPrefetcher<T>: @unchecked Sendable {
     private let count: Int
     private let window: Int
     private let work: (Int) throws -> T
+    private let running: DispatchSemaphore
     private let lock = NSCondition()
     private var results: [Int: Result<T, Error>] = [:]
     private var submitted = 0
     private let queue = DispatchQueue(label: "weightmark.prefetch", attributes: .concurrent)
 
-    init(count: Int, window: Int, work: @escaping (Int) throws -> T) {
+    init(count: Int, window: Int, concurrency: Int, work: @escaping (Int) throws -> T) {
         self.count = count
         self.window = max(1, window)
+        self.running = DispatchSemaphore(value: max(1, concurrency))
         self.work = work
         lock.lock()
         while submitted < min(self.window, count) { submitLocked() }
@@ -69,7 +72,9 @@ final class OrderedPrefetcher<T>: @unchecked Sendable {
         let i = submitted
         submitted += 1
         queue.async { [self] in
+            running.wait()
             let r = Result { try work(i) }
+            running.signal()
             lock.lock()
             results[i] = r
             lock.broadcast()
@@ -91,4 +96,55 @@ final class OrderedPrefetcher<T>: @unchecked Sendable {
     func drain() {
         queue.sync(flags: .barrier) {}
     }
+}
+
+/// Reusable byte buffers for results on their way to a consumer (marked tensors to the writer). A fresh
+/// multi-hundred-MB allocation costs a page fault and a zeroed page per 4 KiB, and freeing it unmaps the
+/// range under the address-space lock the other workers' page faults need; reusing a few buffers costs none
+/// of that. At most `keep` idle buffers are kept (the smallest go first).
+final class ByteBufferPool: @unchecked Sendable {
+    private let lock = NSLock()
+    private var idle: [UnsafeMutableRawBufferPointer] = []
+    private let keep: Int
+
+    init(keep: Int) { self.keep = max(1, keep) }
+
+    deinit { idle.forEach { $0.deallocate() } }
+
+    /// A buffer of at least `count` bytes (contents undefined), returned to the pool when released.
+    func take(_ count: Int) -> PooledBytes {
+        let reused: UnsafeMutableRawBufferPointer? = lock.withLock {
+            guard let i = idle.indices.filter({ idle[$0].count >= count }).min(by: { idle[$0].count < idle[$1].count }) else { return nil }
+            return idle.remove(at: i)
+        }
+        let storage = reused ?? .allocate(byteCount: max(1, count), alignment: 64)
+        return PooledBytes(storage: storage, count: count, pool: self)
+    }
+
+    fileprivate func give(_ storage: UnsafeMutableRawBufferPointer) {
+        let dropped: UnsafeMutableRawBufferPointer? = lock.withLock {
+            idle.append(storage)
+            guard idle.count > keep, let i = idle.indices.min(by: { idle[$0].count < idle[$1].count }) else { return nil }
+            return idle.remove(at: i)
+        }
+        dropped?.deallocate()
+    }
+}
+
+/// `count` bytes of a pooled buffer; the buffer goes back to its pool when this is released.
+final class PooledBytes: @unchecked Sendable {
+    let storage: UnsafeMutableRawBufferPointer
+    let count: Int
+    private let pool: ByteBufferPool
+
+    fileprivate init(storage: UnsafeMutableRawBufferPointer, count: Int, pool: ByteBufferPool) {
+        self.storage = storage
+        self.count = count
+        self.pool = pool
+    }
+
+    deinit { pool.give(storage) }
+
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: storage[0..<count]) }
+    var mutableBytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(rebasing: storage[0..<count]) }
 }

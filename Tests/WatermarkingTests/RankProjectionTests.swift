@@ -70,6 +70,36 @@ struct RankProjectionTests {
         }
     }
 
+    @Test("sum of squares of bf16 values is exact to double rounding on every code path", arguments: [0, 1, 15, 16, 17, 10_007])
+    func bf16SumOfSquares(_ count: Int) {
+        var source = SplitMix64(seed: UInt64(count) + 5)
+        let values = (0..<count).map { _ in source.nextGaussian() * 0.05 }
+        let stored = FloatConversion.encode(values, as: .bf16)
+        let decoded = stored.withUnsafeBytes { FloatConversion.decode($0, dtype: .bf16) }
+        // Squares of bf16 values are exact in double; a sorted sum is a reference within a few ulp.
+        let reference = decoded.map { Double($0) * Double($0) }.sorted().reduce(0, +)
+        for path in KeyedGenerator.gaussianCodePaths.map(Int32.init) {
+            var sum = 1.0 // the kernel adds to what is there
+            stored.withUnsafeBytes { raw in
+                weightmark_bf16_sum_squares(path, raw.baseAddress?.assumingMemoryBound(to: UInt16.self), count, &sum)
+            }
+            #expect(abs(sum - 1 - reference) <= 1e-12 * max(reference, 1e-300) + 1e-15, "code path \(path)")
+        }
+    }
+
+    @Test("pooled output buffers are reused by size and dropped beyond the limit")
+    func bufferPool() {
+        let pool = ByteBufferPool(keep: 2)
+        var a: PooledBytes? = pool.take(1000)
+        let aStorage = a!.storage.baseAddress
+        a!.mutableBytes.initializeMemory(as: UInt8.self, repeating: 7)
+        a = nil
+        let b = pool.take(600)
+        #expect(b.storage.baseAddress == aStorage && b.count == 600 && b.bytes.count == 600)
+        let c = pool.take(2000) // nothing idle fits: a new buffer
+        #expect(c.storage.baseAddress != aStorage && c.storage.count >= 2000)
+    }
+
     @Test("fused bf16 marking pass equals add, stochastic rounding and distortion done step by step", arguments: [false, true])
     func fusedMarking(_ magnitude: Bool) {
         var source = SplitMix64(seed: 9)

@@ -52,6 +52,9 @@ int weightmark_set_direct_io(int fd, int on);
 /// inf, round to nearest even instead. `level` is a code path as above.
 void weightmark_bf16_stochastic(int level, const float *x, size_t count, uint16_t *out, uint64_t *state);
 
+/// Adds the sum of squares of `count` bf16 values to *sum (each square exact in double).
+void weightmark_bf16_sum_squares(int level, const uint16_t *w, size_t count, double *sum);
+
 /// One pass of bf16 marking: reads stored bf16 weights w, writes bf16 out = stochastic_round(w + beta * h * p)
 /// with h = 1 (magnitude_scale = 0) or |w| * magnitude_scale, drawing from SplitMix64 as
 /// `weightmark_bf16_stochastic` does, and adds the stored distortion sum of (out - w)^2 to *diff2.

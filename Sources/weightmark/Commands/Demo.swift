@@ -33,7 +33,9 @@ struct Demo: AsyncParsableCommand {
             try fm.removeItem(atPath: workdir)
         }
         try fm.createDirectory(atPath: workdir, withIntermediateDirectories: true)
-        fm.createFile(atPath: workdir + "/" + Self.marker, contents: Data())
+        guard fm.createFile(atPath: workdir + "/" + Self.marker, contents: Data()) else {
+            throw ValidationError("cannot write in \(workdir); choose a writable --workdir.")
+        }
 
         let original = try SafetensorsModel(path: model)
         Console.out("WeightMark demo: \(model) (\(Console.count(original.parameterCount)) parameters, \(original.tensors.count) tensors, \(Console.bytes(original.fileBytes)))")

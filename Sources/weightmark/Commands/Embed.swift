@@ -18,8 +18,9 @@ struct Embed: AsyncParsableCommand {
         Strength: --target-z Z (default 20) picks the relative distortion δ = ‖ΔW‖/‖W‖ whose expected
         blind Z on the unattacked model is Z; --strength δ sets it directly. δ is capped at 5e-3.
 
-        A manifest (key id, δ, per-tensor β, file hashes) is written to --manifest, by default
-        OUT.weightmark.json next to the output. It holds no secret.
+        A manifest (key id, δ, per-tensor β and measured distortion, SHA-256 of every output file) is \
+        written to --manifest, by default OUT.weightmark.json next to the output. It holds no secret. \
+        --hash-input also records the input files' SHA-256 (one more pass over the model).
 
         Example:
           weightmark embed model/ --key owner.key --out model-marked/
@@ -46,6 +47,9 @@ struct Embed: AsyncParsableCommand {
 
     @Option(name: .long, help: ArgumentHelp("Where to write the manifest (default: OUT.weightmark.json).", valueName: "path"))
     var manifest: String?
+
+    @Flag(name: .long, help: "Also record each input file's SHA-256 in the manifest (~+40% CPU time).")
+    var hashInput = false
 
     @Flag(name: .long, help: "Replace --out (and the manifest) if they exist.")
     var force = false
@@ -81,6 +85,7 @@ struct Embed: AsyncParsableCommand {
         options.shaping = shaping
         options.selection = selection.selection
         options.rank = selection.rank
+        options.hashInputs = hashInput
         options.strength = strength.map { .relativeDistortion($0) } ?? .targetZ(targetZ)
         let start = Date()
         let plan = try Embedder.plan(source, options: options)
