@@ -139,7 +139,7 @@ public enum Detector {
         let lock = NSLock()
         nonisolated(unsafe) var done = 0
         nonisolated(unsafe) let progressCallback = progress
-        nonisolated(unsafe) let suspectSource = suspect, referenceSource = reference
+        let suspectSource = suspect, referenceSource = reference
         let total = work.count
         progress("", 0, total)
         let collected = try Parallel.withSingleThreadedBLAS {
