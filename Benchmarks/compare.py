@@ -49,7 +49,8 @@ def main():
     gb = size / 1e9
     ap_repeat = max(1, a.repeat)
     steps = {}          # step name -> list of (seconds, rss, anon), one per round
-    ratios = {k: [] for k in ("detect_gbs", "detect_vs_read", "detect_vs_numpy", "embed_vs_copy", "embed_vs_numpy")}
+    ratios = {k: [] for k in ("detect_gbs", "detect_vs_read", "detect_vs_numpy", "embed_vs_copy", "embed_vs_numpy",
+                              "hashed_embed_vs_copy")}
     subprocess.run(["cat"] + files(a.model), stdout=subprocess.DEVNULL, check=True)  # warm the page cache
     x = np.random.rand(2048, 2048).astype(np.float32)
     x @ x
@@ -86,6 +87,12 @@ def main():
         t_ewm, rss, anon, _ = run([a.weightmark, "embed", a.model, "--key", a.key, "--out", out_wm, "--manifest", manifest, "--force", "-q"])
         record("weightmark embed", (t_ewm, rss, anon))
         delta = json.load(open(manifest))["delta"]
+        # The same with the manifest's optional input hashes (SHA-256 of 4 more GB), for the record.
+        shutil.rmtree(out_wm, ignore_errors=True)
+        subprocess.run(["sync"], check=True)
+        t_ewh, rss, anon, _ = run([a.weightmark, "embed", a.model, "--key", a.key, "--out", out_wm, "--manifest", manifest,
+                                   "--force", "-q", "--hash-input"])
+        record("weightmark embed --hash-input", (t_ewh, rss, anon))
         out_np = os.path.join(a.work, "np-marked")
         shutil.rmtree(out_np, ignore_errors=True)
         subprocess.run(["sync"], check=True)
@@ -101,6 +108,7 @@ def main():
         ratios["detect_vs_numpy"].append(t_np / t_wm)
         ratios["embed_vs_copy"].append(t_ewm / copy_s)
         ratios["embed_vs_numpy"].append(t_enp / t_ewm)
+        ratios["hashed_embed_vs_copy"].append(t_ewh / copy_s)
         print(f"round {round_ + 1}/{ap_repeat}: detect {t_wm:.2f} s (cat {read_s:.2f} s), embed {t_ewm:.2f} s (cp+sync {copy_s:.2f} s)",
               file=sys.stderr, flush=True)
 
@@ -123,6 +131,7 @@ def main():
     print(f"detect: {spread(ratios['detect_gbs'], '{:.2f}')} GB/s; {spread(ratios['detect_vs_read'], '{:.2f}')}x the warm sequential read; "
           f"{spread(ratios['detect_vs_numpy'], '{:.2f}')}x faster than numpy")
     print(f"embed:  {spread(ratios['embed_vs_copy'], '{:.2f}')}x the time of cp + sync; {spread(ratios['embed_vs_numpy'], '{:.2f}')}x faster than numpy")
+    print(f"embed --hash-input (manifest also hashes the inputs): {spread(ratios['hashed_embed_vs_copy'], '{:.2f}')}x the time of cp + sync")
     print("(ratios are per round, each from measurements of the same round)")
     print(f"blind Z of the unmarked model: weightmark {z_wm:.4f}, numpy peer {z_np:.4f} (same algorithm, same carriers)")
     print(f"numpy-peer-marked model detected by weightmark: Z = {z_cross:.2f}")

@@ -16,7 +16,7 @@ struct WeightMarkCommand: AsyncParsableCommand {
               weightmark detect suspect.safetensors --key owner.key [--reference model/]
               weightmark inspect model/ --stats
 
-            Exit codes: 0 success (detect: watermark detected), 1 detect: not detected,
+            Exit codes: 0 success (detect: watermark detected), 1 detect: not detected, \
             2 error (bad input, unreadable file, refused overwrite).
             """,
             version: "weightmark \(WatermarkFormat.toolVersion) (watermark format v\(WatermarkFormat.version))\nBLAS: \(BLASInfo.current)",

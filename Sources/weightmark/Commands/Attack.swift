@@ -8,10 +8,10 @@ struct Attack: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Apply an attack (or a chain) to a model, as a leaker would.",
         discussion: """
-        Writes the attacked model to --out in the input's layout. Attacks are deterministic (random ones take
+        Writes the attacked model to --out in the input's layout. Attacks are deterministic (random ones take \
         seed=). Chain attacks with commas; each applies to the previous one's output:
           weightmark attack marked/ --out pruned-int4/ --attack prune:fraction=0.5,int4:group=128
-        `overwrite` and `collusion` add marks of foreign keys at the default strength (collusion needs the
+        `overwrite` and `collusion` add marks of foreign keys at the default strength (collusion needs the \
         unmarked original, --reference). `merge` uses --partner when given, else a synthetic independent model.
 
         Use --list to see every attack and its parameters.

@@ -10,12 +10,12 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure how far the watermark survives attacks on your model.",
         discussion: """
-        Marks MODEL with --key (default strength), then for every attack family and strength of the grid
-        applies the attack to the marked model and detects blind and informed. Reports Z, the rigorous
+        Marks MODEL with --key (default strength), then for every attack family and strength of the grid \
+        applies the attack to the marked model and detects blind and informed. Reports Z, the rigorous \
         p-value bound, the verdict at --alpha and the damage ‖W′−W‖/‖W‖ over the marked tensors.
 
-        Writes to --out: results.md, results.json, results.csv and plots.svg (Z against strength per family,
-        threshold drawn). Points run two at a time. Families (default grid): \(SweepFamily.defaults.map(\.name).joined(separator: ", ")).
+        Writes to --out: results.md, results.json, results.csv and plots.svg (Z against strength per family, \
+        threshold drawn). Points run two at a time. Families (default grid): \(SweepFamily.defaults.map(\.name).joined(separator: ", ")). \
         --families narrows it (comma-separated names or prefixes); --quick runs one point per family.
 
         Example:

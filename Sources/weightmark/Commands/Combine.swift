@@ -6,8 +6,8 @@ struct Combine: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Merge detection reports of disjoint tensor sets into one verdict.",
         discussion: """
-        Reports carry each tensor's correlation, norm and weight, so checking a huge model shard by shard
-        (e.g. `detect shard1.safetensors --report r1.json`) and combining gives exactly the verdict of one
+        Reports carry each tensor's correlation, norm and weight, so checking a huge model shard by shard \
+        (e.g. `detect shard1.safetensors --report r1.json`) and combining gives exactly the verdict of one \
         run over all tensors. Reports must share key, format version and mode.
 
         Exit codes: 0 detected, 1 not detected, 2 error.

@@ -6,9 +6,9 @@ struct Convert: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Convert a Hugging Face safetensors model to GGUF, as llama.cpp's converter does.",
         discussion: """
-        Supports BERT-family (e.g. MiniLM) and Llama-family models: tensors are renamed to GGUF names,
-        Llama q_proj/k_proj rows get llama.cpp's rotary permutation, 1-D tensors are stored as F32 and weight
-        matrices in --type. Rows that do not split into the type's blocks fall back as llama-quantize does
+        Supports BERT-family (e.g. MiniLM) and Llama-family models: tensors are renamed to GGUF names, \
+        Llama q_proj/k_proj rows get llama.cpp's rotary permutation, 1-D tensors are stored as F32 and weight \
+        matrices in --type. Rows that do not split into the type's blocks fall back as llama-quantize does \
         (Q4_K → Q5_0, Q6_K → Q8_0; otherwise F16). Hyperparameters come from config.json next to the weights.
 
         Use it to check what a leaker's llama.cpp copy of your model would look like:

@@ -7,18 +7,18 @@ struct Detect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check whether a suspected copy carries your watermark.",
         discussion: """
-        Blind (default): correlates the suspect's weights with your key's pattern; no original needed.
-        Informed (--reference ORIGINAL): correlates the difference from your unmarked original, which is
-        far stronger and survives heavier attacks. Exact zeros of the suspect where the original is non-zero
+        Blind (default): correlates the suspect's weights with your key's pattern; no original needed. \
+        Informed (--reference ORIGINAL): correlates the difference from your unmarked original, which is \
+        far stronger and survives heavier attacks. Exact zeros of the suspect where the original is non-zero \
         are treated as pruned (erased), not as evidence.
 
-        The verdict uses a rigorous, distribution-free bound on the false-positive probability:
-        P(Z ≥ z) ≤ exp(−z²/2) (Hoeffding), whatever the weights look like. The mark is declared present
+        The verdict uses a rigorous, distribution-free bound on the false-positive probability: \
+        P(Z ≥ z) ≤ exp(−z²/2) (Hoeffding), whatever the weights look like. The mark is declared present \
         when that bound is ≤ --alpha (default 1e-6). The Gaussian estimate Φ̄(Z) is shown for reference.
 
-        GGUF files (llama.cpp) are read directly: tensor names are mapped back to Hugging Face names (BERT
-        and Llama families), llama.cpp's rotary q/k row permutation is undone, and quantized tensors
-        (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K…Q6_K) are dequantized. The reference may be the original
+        GGUF files (llama.cpp) are read directly: tensor names are mapped back to Hugging Face names (BERT \
+        and Llama families), llama.cpp's rotary q/k row permutation is undone, and quantized tensors \
+        (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K…Q6_K) are dequantized. The reference may be the original \
         safetensors model.
 
         Exit codes: 0 detected, 1 not detected, 2 error.

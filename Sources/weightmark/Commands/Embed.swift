@@ -7,15 +7,15 @@ struct Embed: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Watermark a model before release.",
         discussion: """
-        Adds a keyed spread-spectrum mark to the selected weight matrices and writes the model to --out in
-        the same layout (file, folder or sharded folder) and dtypes. Unselected tensors and __metadata__
-        are copied byte for byte; other files of a model folder (config, tokenizer) are copied too. The
+        Adds a keyed spread-spectrum mark to the selected weight matrices and writes the model to --out in \
+        the same layout (file, folder or sharded folder) and dtypes. Unselected tensors and __metadata__ \
+        are copied byte for byte; other files of a model folder (config, tokenizer) are copied too. The \
         input is never modified; --out is never replaced without --force.
 
-        Selection (default): 2-D F32/F16/BF16/F64 tensors with at least 65,536 elements whose name does
+        Selection (default): 2-D F32/F16/BF16/F64 tensors with at least 65,536 elements whose name does \
         not mention a norm or bias. --include/--exclude adjust it; detection must use the same flags.
 
-        Strength: --target-z Z (default 20) picks the relative distortion δ = ‖ΔW‖/‖W‖ whose expected
+        Strength: --target-z Z (default 20) picks the relative distortion δ = ‖ΔW‖/‖W‖ whose expected \
         blind Z on the unattacked model is Z; --strength δ sets it directly. δ is capped at 5e-3.
 
         A manifest (key id, δ, per-tensor β and measured distortion, SHA-256 of every output file) is \

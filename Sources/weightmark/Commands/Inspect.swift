@@ -6,8 +6,8 @@ struct Inspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List a model's tensors, totals and metadata.",
         discussion: """
-        PATH is a .safetensors file, a folder holding one, a sharded Hugging Face folder
-        (model.safetensors.index.json plus shards), or a llama.cpp .gguf file. Without --stats only headers are read, so this is
+        PATH is a .safetensors file, a folder holding one, a sharded Hugging Face folder \
+        (model.safetensors.index.json plus shards), or a llama.cpp .gguf file. Without --stats only headers are read, so this is \
         instant even on multi-gigabyte models. With --stats every float tensor is decoded once.
 
         Examples:

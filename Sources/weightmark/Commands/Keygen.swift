@@ -7,8 +7,8 @@ struct Keygen: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create a new secret watermark key.",
         discussion: """
-        Writes 256 random bits from the system's secure generator to a JSON key file with mode 0600.
-        Keep it secret and back it up: without it, marks cannot be detected. Reports identify the key
+        Writes 256 random bits from the system's secure generator to a JSON key file with mode 0600. \
+        Keep it secret and back it up: without it, marks cannot be detected. Reports identify the key \
         by its key id (a hash of the secret), never by the secret itself. Never overwrites a file.
 
         Example:

@@ -7,14 +7,14 @@ struct Synth: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate a realistic synthetic Llama-like model (for tests and scale runs).",
         discussion: """
-        Hugging Face names and shapes (embed_tokens, q/k/v/o_proj, gate/up/down_proj, norms, lm_head), a
-        config.json, and (with --shards > 1) an index like the Hub's. Weights are deterministic from --seed and
-        have realistic statistics: heavy tails (Gaussian scale mixture, kurtosis ≈ 4.9), per-row log-normal
-        scale spread, 1/sqrt(fan_in) scale, norms near 1. Written tensor by tensor: memory stays bounded by
+        Hugging Face names and shapes (embed_tokens, q/k/v/o_proj, gate/up/down_proj, norms, lm_head), a \
+        config.json, and (with --shards > 1) an index like the Hub's. Weights are deterministic from --seed and \
+        have realistic statistics: heavy tails (Gaussian scale mixture, kurtosis ≈ 4.9), per-row log-normal \
+        scale spread, 1/sqrt(fan_in) scale, norms near 1. Written tensor by tensor: memory stays bounded by \
         the largest tensor.
 
-        --params picks the number of layers for the hidden/ffn/vocab sizes (defaults by size: 2B → hidden
-        2048, ffn 5632 as in TinyLlama; 7B → 4096 / 11008 as in Llama-2-7B). Sizes: 2B, 500M, 7B, 125M or a
+        --params picks the number of layers for the hidden/ffn/vocab sizes (defaults by size: 2B → hidden \
+        2048, ffn 5632 as in TinyLlama; 7B → 4096 / 11008 as in Llama-2-7B). Sizes: 2B, 500M, 7B, 125M or a \
         plain count.
 
         Example:
