@@ -192,7 +192,7 @@ public enum SyntheticWeights {
         let configDir = NSTemporaryDirectory() + "weightmark-synth-\(getpid())"
         try FileManager.default.createDirectory(atPath: configDir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: configDir) }
-        FileManager.default.createFile(atPath: configDir + "/config.json", contents: Data(shape.configJSON.utf8))
+        try Data(shape.configJSON.utf8).write(to: URL(fileURLWithPath: configDir + "/config.json"))
         try ModelWriter.writeFolder(specs, indexMetadata: n > 1 ? [] : nil, auxiliaryFrom: configDir, auxiliaryFiles: ["config.json"],
                                     to: folder, overwrite: overwrite)
     }

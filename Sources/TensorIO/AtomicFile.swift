@@ -79,6 +79,18 @@ public final class AtomicFileWriter {
         bytesWritten += bytes.count
     }
 
+    /// Appends the bytes of `placed`. With direct I/O, when `placed.lead` equals the file position modulo
+    /// the page size, its pages are written from the caller's buffer without a copy; otherwise they are copied.
+    public func write(placed: PlacedBytes) throws {
+        if let direct, placed.lead == (bytesWritten % DirectWriter.alignment) {
+            observer?(placed.bytes)
+            try direct.append(placed: placed)
+            bytesWritten += placed.count
+            return
+        }
+        try write(placed.bytes)
+    }
+
     public func write(_ bytes: [UInt8]) throws {
         try bytes.withUnsafeBytes { b in try write(b) }
     }
@@ -158,7 +170,7 @@ public final class AtomicFileWriter {
 /// flight at most), and the last partial buffer is zero-padded to the alignment and the file truncated to
 /// its real size. A filesystem that accepts O_DIRECT but refuses an aligned write (EINVAL) gets ordinary
 /// writes from then on.
-private final class DirectWriter: @unchecked Sendable {
+final class DirectWriter: @unchecked Sendable {
     static let alignment = 4096, chunk = 8 << 20, inFlight = 2
     let fd: Int32
     let path: String
@@ -198,6 +210,37 @@ private final class DirectWriter: @unchecked Sendable {
             done += n
             if filled == DirectWriter.chunk { try submit(length: filled) }
         }
+    }
+
+    /// Appends `placed` without copying its whole pages (precondition: `placed.lead` is the file position
+    /// modulo `alignment`). The partial page already gathered is copied in front of the data (into the lead),
+    /// the whole pages are written from the caller's buffer by the background queue, which keeps `placed`
+    /// alive until then, and the last partial page is copied into a gathering buffer.
+    func append(placed: PlacedBytes) throws {
+        precondition(placed.lead == filled % DirectWriter.alignment && Int(bitPattern: placed.base) % DirectWriter.alignment == 0)
+        let pageStart = filled - placed.lead
+        placed.base.copyMemory(from: current + pageStart, byteCount: placed.lead)
+        if pageStart > 0 {
+            try submit(length: pageStart)
+        } else {
+            filled = 0
+        }
+        let total = placed.lead + placed.count
+        let whole = total / DirectWriter.alignment * DirectWriter.alignment
+        // The tail goes to the gathering buffer before the pages are queued: once queued, `placed` may be released.
+        current.copyMemory(from: placed.base + whole, byteCount: total - whole)
+        filled = total - whole
+        guard whole > 0 else { return }
+        try lock.withLock { if let failure { throw failure } }
+        let at = offset, fd = fd, path = path
+        offset += whole
+        queue.async { [self] in
+            let error = DirectWriter.pwriteAll(fd: fd, placed.base, whole, at: at, path: path)
+            withExtendedLifetime(placed) {}
+            lock.withLock { if failure == nil, let error { failure = error } }
+            slots.signal()
+        }
+        slots.wait()
     }
 
     /// Writes the last buffer, waits for the queue, and truncates the padding away.
@@ -246,4 +289,23 @@ private final class DirectWriter: @unchecked Sendable {
         }
         return nil
     }
+}
+
+/// `count` bytes held at offset `lead` of a buffer that starts on a page boundary (`base`, 4096-aligned,
+/// `lead + count` bytes long at least), so a direct-I/O writer can write its whole pages in place when the
+/// file position modulo 4096 equals `lead`. The writer may overwrite the `lead` bytes in front of the data,
+/// and keeps `owner` alive until it has written from the buffer.
+public struct PlacedBytes: @unchecked Sendable {
+    public static let alignment = 4096
+    public let base: UnsafeMutableRawPointer
+    public let lead: Int
+    public let count: Int
+    public let owner: AnyObject
+
+    public init(base: UnsafeMutableRawPointer, lead: Int, count: Int, owner: AnyObject) {
+        precondition(Int(bitPattern: base) % PlacedBytes.alignment == 0 && (0..<PlacedBytes.alignment).contains(lead))
+        self.base = base; self.lead = lead; self.count = count; self.owner = owner
+    }
+
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base + lead, count: count) }
 }

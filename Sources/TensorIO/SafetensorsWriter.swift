@@ -5,10 +5,18 @@ public struct OutputTensor {
     public var shape: [Int]
     /// Hands the tensor's bytes, in one or more pieces, to the sink it is given.
     public var produce: (_ sink: (UnsafeRawBufferPointer) throws -> Void) throws -> Void
+    /// Alternatively, all the bytes at once in a page-aligned buffer the writer may write from directly.
+    public var placed: (() throws -> PlacedBytes)?
 
     public init(name: String, dtype: DType, shape: [Int],
                 produce: @escaping (_ sink: (UnsafeRawBufferPointer) throws -> Void) throws -> Void) {
         self.name = name; self.dtype = dtype; self.shape = shape; self.produce = produce
+    }
+
+    /// A tensor whose bytes arrive in a `PlacedBytes` buffer (written without a copy when the layout allows).
+    public init(name: String, dtype: DType, shape: [Int], placed: @escaping () throws -> PlacedBytes) {
+        self.init(name: name, dtype: dtype, shape: shape) { sink in try sink(try placed().bytes) }
+        self.placed = placed
     }
 
     /// A tensor whose bytes are already in memory.
@@ -77,7 +85,11 @@ public enum SafetensorsWriter {
         try writer.write(headerBytes(tensors: ordered.map { ($0.name, $0.dtype, $0.shape) }, metadata: metadata))
         for t in ordered {
             let before = writer.bytesWritten
-            try t.produce { bytes in try writer.write(bytes) }
+            if let placed = t.placed {
+                try writer.write(placed: try placed())
+            } else {
+                try t.produce { bytes in try writer.write(bytes) }
+            }
             let produced = writer.bytesWritten - before
             if produced != t.byteCount {
                 throw TensorIOError.invalidTensor(name: t.name, reason: "producer wrote \(produced) bytes, expected \(t.byteCount)")

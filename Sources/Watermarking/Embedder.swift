@@ -249,7 +249,7 @@ public enum Embedder {
     }
 
     /// Marks `model` and writes the result to `destination` in the same layout and dtypes.
-    /// - Parameter progress: called after each tensor is written, with the tensor and the running count.
+    /// - Parameter progress: called as each marked tensor is handed to the writer, with the tensor and the running count.
     /// - Returns: the manifest (without file hashes; the caller adds them).
     public static func embed(_ model: SafetensorsModel, key: WatermarkKey, options: EmbedOptions, plan: EmbedPlan,
                              to destination: String, overwrite: Bool,
@@ -274,7 +274,11 @@ public enum Embedder {
             // half a bf16 step survive in expectation instead of being rounded back onto the original grid.
             let seedBytes = KeyedGenerator.subkey(secret: key.secret, info: KeyedGenerator.info(purpose: "rounding", tensor: t.name, shape: t.shape))
             var rng = SplitMix64(seed: seedBytes.prefix(8).reduce(0) { $0 << 8 | UInt64($1) })
-            let bytes = buffers.take(m * n * t.dtype.bitCount / 8)
+            // Placed where the tensor's data starts within a page of the output file (as in the input, whose
+            // layout the output keeps), so the writer can write the pages in place; a wrong guess only costs a copy.
+            let input = model.shards[t.shard].header
+            let bytes = buffers.take(m * n * t.dtype.bitCount / 8,
+                                     lead: (input.dataStart + t.descriptor.dataOffsets.lowerBound) % PlacedBytes.alignment)
             let r = try markStreaming(model, t, carriers: carriers, shaping: options.shaping, delta: plan.delta, random: &rng,
                                       output: bytes)
             model.release(t)
@@ -305,12 +309,12 @@ public enum Embedder {
             hashers[file] = h
         }) { t in
             guard let i = position[t.name] else { return nil }
-            return OutputTensor(name: t.name, dtype: t.dtype, shape: t.shape) { sink in
+            return OutputTensor(name: t.name, dtype: t.dtype, shape: t.shape) {
                 let marked = try prefetcher.take(i)
-                try sink(marked.bytes.bytes)
                 records[t.name] = marked.record
                 done += 1
                 progress(t, done)
+                return marked.bytes.placed
             }
         }
         hashing.wait()

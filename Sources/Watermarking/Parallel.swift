@@ -1,5 +1,6 @@
 import Foundation
 import LinearAlgebra
+import TensorIO
 
 /// Tensor-level parallelism without oversubscription: `workers` tensors at a time, one BLAS thread each
 /// (restored afterwards). Small projections and rank-32 updates gain nothing from BLAS threads, while
@@ -101,7 +102,8 @@ final class OrderedPrefetcher<T>: @unchecked Sendable {
 /// Reusable byte buffers for results on their way to a consumer (marked tensors to the writer). A fresh
 /// multi-hundred-MB allocation costs a page fault and a zeroed page per 4 KiB, and freeing it unmaps the
 /// range under the address-space lock the other workers' page faults need; reusing a few buffers costs none
-/// of that. At most `keep` idle buffers are kept (the smallest go first).
+/// of that. Buffers start on a page boundary, so the writer can write them in place (`PlacedBytes`). At most
+/// `keep` idle buffers are kept (the smallest go first).
 final class ByteBufferPool: @unchecked Sendable {
     private let lock = NSLock()
     private var idle: [UnsafeMutableRawBufferPointer] = []
@@ -111,14 +113,16 @@ final class ByteBufferPool: @unchecked Sendable {
 
     deinit { idle.forEach { $0.deallocate() } }
 
-    /// A buffer of at least `count` bytes (contents undefined), returned to the pool when released.
-    func take(_ count: Int) -> PooledBytes {
+    /// `count` bytes at offset `lead` (< 4096) of a page-aligned buffer (contents undefined), returned to the
+    /// pool when released.
+    func take(_ count: Int, lead: Int = 0) -> PooledBytes {
+        let size = lead + count
         let reused: UnsafeMutableRawBufferPointer? = lock.withLock {
-            guard let i = idle.indices.filter({ idle[$0].count >= count }).min(by: { idle[$0].count < idle[$1].count }) else { return nil }
+            guard let i = idle.indices.filter({ idle[$0].count >= size }).min(by: { idle[$0].count < idle[$1].count }) else { return nil }
             return idle.remove(at: i)
         }
-        let storage = reused ?? .allocate(byteCount: max(1, count), alignment: 64)
-        return PooledBytes(storage: storage, count: count, pool: self)
+        let storage = reused ?? .allocate(byteCount: max(1, size), alignment: PlacedBytes.alignment)
+        return PooledBytes(storage: storage, lead: lead, count: count, pool: self)
     }
 
     fileprivate func give(_ storage: UnsafeMutableRawBufferPointer) {
@@ -131,20 +135,24 @@ final class ByteBufferPool: @unchecked Sendable {
     }
 }
 
-/// `count` bytes of a pooled buffer; the buffer goes back to its pool when this is released.
+/// `count` bytes at offset `lead` of a pooled buffer; the buffer goes back to its pool when this is released.
 final class PooledBytes: @unchecked Sendable {
     let storage: UnsafeMutableRawBufferPointer
+    let lead: Int
     let count: Int
     private let pool: ByteBufferPool
 
-    fileprivate init(storage: UnsafeMutableRawBufferPointer, count: Int, pool: ByteBufferPool) {
+    fileprivate init(storage: UnsafeMutableRawBufferPointer, lead: Int, count: Int, pool: ByteBufferPool) {
         self.storage = storage
+        self.lead = lead
         self.count = count
         self.pool = pool
     }
 
     deinit { pool.give(storage) }
 
-    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: storage[0..<count]) }
-    var mutableBytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(rebasing: storage[0..<count]) }
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: storage[lead..<(lead + count)]) }
+    var mutableBytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(rebasing: storage[lead..<(lead + count)]) }
+    /// The bytes for a writer that may write them in place (it keeps this object alive meanwhile).
+    var placed: PlacedBytes { PlacedBytes(base: storage.baseAddress!, lead: lead, count: count, owner: self) }
 }

@@ -44,4 +44,65 @@ struct AtomicFileTests {
             }
         }
     }
+
+    /// Owns a page-aligned buffer and counts its releases (the writer must let every one go).
+    final class Owner {
+        static let lock = NSLock()
+        nonisolated(unsafe) static var live = 0
+        let storage: UnsafeMutableRawBufferPointer
+        init(size: Int) {
+            storage = .allocate(byteCount: max(1, size), alignment: PlacedBytes.alignment)
+            Owner.lock.withLock { Owner.live += 1 }
+        }
+        deinit {
+            storage.deallocate()
+            Owner.lock.withLock { Owner.live -= 1 }
+        }
+    }
+
+    @Test("placed writes, in place when their lead matches the file position and copied otherwise, give the same bytes")
+    func placedWrites() throws {
+        // Pieces: ordinary writes and placed ones of every kind: within a page, across pages, above the 8 MB
+        // buffer, whole pages only, with the lead right (written in place) or wrong (copied).
+        let pieces: [(size: Int, placed: Bool, rightLead: Bool)] = [
+            (100, false, false), (10, true, true), (5000, true, true), (3, false, false), ((8 << 20) + 777, true, true),
+            (4096, true, false), (12_000, true, true), (1, true, true), (70_000, false, false), (3 * 4096, true, true)]
+        let total = pieces.reduce(0) { $0 + $1.size }
+        let words = (0..<((total + 7) / 8)).map { UInt64($0) &* 0xD1B5_4A32_D192_ED03 }
+        let data = Array(words.withUnsafeBytes { $0.prefix(total) })
+        var dirs = [Fixtures.temporaryDirectory("placed")]
+        if FileManager.default.fileExists(atPath: "/dev/shm") {
+            let shm = "/dev/shm/wm-placed-\(UUID().uuidString.prefix(8))"
+            try FileManager.default.createDirectory(atPath: shm, withIntermediateDirectories: true)
+            dirs.append(shm)
+        }
+        defer { dirs.forEach { try? FileManager.default.removeItem(atPath: $0) } }
+        for dir in dirs {
+            for unbuffered in [false, true] {
+                let path = "\(dir)/p-\(unbuffered).bin"
+                do {
+                    let writer = try AtomicFileWriter(destination: path, overwrite: false, unbuffered: unbuffered)
+                    var observed: [UInt8] = []
+                    writer.observer = { observed.append(contentsOf: $0) }
+                    var at = 0
+                    for piece in pieces {
+                        let bytes = data[at..<(at + piece.size)]
+                        if piece.placed {
+                            let lead = piece.rightLead ? at % PlacedBytes.alignment : (at + 100) % PlacedBytes.alignment
+                            let owner = Owner(size: lead + piece.size)
+                            bytes.withUnsafeBytes { owner.storage.baseAddress!.advanced(by: lead).copyMemory(from: $0.baseAddress!, byteCount: piece.size) }
+                            try writer.write(placed: PlacedBytes(base: owner.storage.baseAddress!, lead: lead, count: piece.size, owner: owner))
+                        } else {
+                            try bytes.withUnsafeBytes { try writer.write($0) }
+                        }
+                        at += piece.size
+                    }
+                    try writer.commit()
+                    #expect(observed == data, "\(dir), unbuffered: \(unbuffered)")
+                }
+                #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == Data(data), "\(dir), unbuffered: \(unbuffered)")
+                #expect(Owner.live == 0, "every placed buffer is released after the write")
+            }
+        }
+    }
 }
