@@ -30,6 +30,9 @@ public struct EmbedOptions: Sendable {
     public var maximumDistortion = 5e-3
     /// Tensors marked at once, ahead of the writer (each with one BLAS thread).
     public var workers = Parallel.defaultWorkers
+    /// Marked tensors waiting for the writer take at most this much memory (but at least `workers + 1` of
+    /// them may wait), so the workers run on while the writer hashes and writes a large one.
+    public var aheadBytes = 256 << 20
     /// Also record each input file's SHA-256 in the manifest (one more pass over the model: SHA-256 runs at
     /// ~1.2 GB/s per core, a third of embed's CPU time on a bf16 model). Output files are always hashed.
     public var hashInputs = false
@@ -259,14 +262,15 @@ public enum Embedder {
         let order = ModelWriter.productionOrder(of: model).filter { selected[$0.name] != nil }
         let position = Dictionary(uniqueKeysWithValues: order.enumerated().map { ($1.name, $0) })
         struct Marked { var bytes: PooledBytes; var record: EmbedManifest.TensorRecord }
-        // Output buffers are reused: one per result the prefetcher may hold, plus the one being written.
-        let window = options.workers + 2
-        let buffers = ByteBufferPool(keep: window + 1)
+        // Output buffers are reused (idle ones up to the same budget as the results waiting for the writer).
+        let buffers = ByteBufferPool(keepBytes: options.aheadBytes)
         let previousThreads = BLASInfo.current.threadCount
         BLASInfo.setThreadCount(1)
         defer { if let previousThreads { BLASInfo.setThreadCount(previousThreads) } }
-        let prefetcher = OrderedPrefetcher<Marked>(count: order.count, window: window,
-                                                   concurrency: options.workers) { i in
+        let outputBytes = order.map { $0.descriptor.byteCount }
+        let prefetcher = OrderedPrefetcher<Marked>(count: order.count, concurrency: options.workers,
+                                                   minimumAhead: options.workers + 1, budget: options.aheadBytes,
+                                                   cost: { outputBytes[$0] }) { i in
             let t = order[i]
             let (m, n) = (t.shape[0], t.shape[1])
             let carriers = try Carriers.derive(secret: key.secret, tensor: t.name, rows: m, cols: n, rank: options.rank)

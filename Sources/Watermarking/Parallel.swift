@@ -45,37 +45,49 @@ enum Parallel {
     }
 }
 
-/// Computes results for indices 0, 1, 2, … ahead of their consumption, `concurrency` at a time and at most
-/// `window` computed or in flight, so a sequential consumer (the file writer) overlaps with computation of
-/// the next tensors while memory stays bounded by `window` results. A window above the concurrency lets
-/// the workers run on while the consumer is busy with one large result.
+/// Computes results for indices 0, 1, 2, … ahead of their consumption by a sequential consumer (the file
+/// writer), on `concurrency` threads. Results computed or in progress but not yet taken are bounded by a
+/// memory budget: a worker starts index i only if the costs (bytes) of the pending results plus i's fit in
+/// `budget`, or fewer than `minimumAhead` results are pending (so one result larger than the budget still
+/// gets computed). A budget of several results lets the workers run on while the consumer is busy with a
+/// large one, without the memory of a fixed count of large results.
 final class OrderedPrefetcher<T>: @unchecked Sendable {
     private let count: Int
-    private let window: Int
+    private let minimumAhead: Int
+    private let budget: Int
+    private let cost: (Int) -> Int
     private let work: (Int) throws -> T
-    private let running: DispatchSemaphore
     private let lock = NSCondition()
     private var results: [Int: Result<T, Error>] = [:]
-    private var submitted = 0
-    private let queue = DispatchQueue(label: "weightmark.prefetch", attributes: .concurrent)
+    private var next = 0, taken = 0, pendingCost = 0
+    private var cancelled = false
+    private let workers = DispatchGroup()
 
-    init(count: Int, window: Int, concurrency: Int, work: @escaping (Int) throws -> T) {
+    init(count: Int, concurrency: Int, minimumAhead: Int, budget: Int, cost: @escaping (Int) -> Int,
+         work: @escaping (Int) throws -> T) {
         self.count = count
-        self.window = max(1, window)
-        self.running = DispatchSemaphore(value: max(1, concurrency))
+        self.minimumAhead = max(1, minimumAhead)
+        self.budget = budget
+        self.cost = cost
         self.work = work
-        lock.lock()
-        while submitted < min(self.window, count) { submitLocked() }
-        lock.unlock()
+        for _ in 0..<max(1, min(concurrency, count)) {
+            DispatchQueue.global().async(group: workers) { [self] in workerLoop() }
+        }
     }
 
-    private func submitLocked() {
-        let i = submitted
-        submitted += 1
-        queue.async { [self] in
-            running.wait()
+    private func workerLoop() {
+        while true {
+            lock.lock()
+            while !cancelled, next < count, next - taken >= minimumAhead, pendingCost + cost(next) > budget { lock.wait() }
+            if cancelled || next >= count {
+                lock.unlock()
+                return
+            }
+            let i = next
+            next += 1
+            pendingCost += cost(i)
+            lock.unlock()
             let r = Result { try work(i) }
-            running.signal()
             lock.lock()
             results[i] = r
             lock.broadcast()
@@ -83,55 +95,72 @@ final class OrderedPrefetcher<T>: @unchecked Sendable {
         }
     }
 
-    /// Blocks until result `i` is ready; consuming it lets the next index start.
+    /// Blocks until result `i` is ready (results are taken in index order); taking it frees its budget.
     func take(_ i: Int) throws -> T {
         lock.lock()
+        precondition(i == taken, "results are taken in order")
         while results[i] == nil { lock.wait() }
         let r = results.removeValue(forKey: i)!
-        if submitted < count { submitLocked() }
+        taken += 1
+        pendingCost -= cost(i)
+        lock.broadcast()
         lock.unlock()
         return try r.get()
     }
 
-    /// Waits for work still running (after an error, before returning).
+    /// Stops starting new work and waits for work still running (after an error, before returning).
     func drain() {
-        queue.sync(flags: .barrier) {}
+        lock.lock()
+        cancelled = true
+        lock.broadcast()
+        lock.unlock()
+        workers.wait()
     }
 }
 
 /// Reusable byte buffers for results on their way to a consumer (marked tensors to the writer). A fresh
 /// multi-hundred-MB allocation costs a page fault and a zeroed page per 4 KiB, and freeing it unmaps the
-/// range under the address-space lock the other workers' page faults need; reusing a few buffers costs none
-/// of that. Buffers start on a page boundary, so the writer can write them in place (`PlacedBytes`). At most
-/// `keep` idle buffers are kept (the smallest go first).
+/// range under the address-space lock the other workers' page faults need; reusing buffers costs none of
+/// that. A model repeats a few tensor sizes layer after layer, so buffers are matched by exact size. They
+/// start on a page boundary with a page to spare, so the writer can write them in place at any `lead`
+/// (`PlacedBytes`). Idle buffers are kept up to `keepBytes` in all, the least recently returned go first.
 final class ByteBufferPool: @unchecked Sendable {
     private let lock = NSLock()
-    private var idle: [UnsafeMutableRawBufferPointer] = []
-    private let keep: Int
+    private var idle: [UnsafeMutableRawBufferPointer] = []   // oldest first
+    private let keepBytes: Int
 
-    init(keep: Int) { self.keep = max(1, keep) }
+    init(keepBytes: Int) { self.keepBytes = keepBytes }
 
     deinit { idle.forEach { $0.deallocate() } }
+
+    /// Bytes held by idle buffers.
+    var idleBytes: Int { lock.withLock { idle.reduce(0) { $0 + $1.count } } }
 
     /// `count` bytes at offset `lead` (< 4096) of a page-aligned buffer (contents undefined), returned to the
     /// pool when released.
     func take(_ count: Int, lead: Int = 0) -> PooledBytes {
-        let size = lead + count
+        precondition((0..<PlacedBytes.alignment).contains(lead))
+        let capacity = count + PlacedBytes.alignment
         let reused: UnsafeMutableRawBufferPointer? = lock.withLock {
-            guard let i = idle.indices.filter({ idle[$0].count >= size }).min(by: { idle[$0].count < idle[$1].count }) else { return nil }
+            guard let i = idle.lastIndex(where: { $0.count == capacity }) else { return nil }
             return idle.remove(at: i)
         }
-        let storage = reused ?? .allocate(byteCount: max(1, size), alignment: PlacedBytes.alignment)
+        let storage = reused ?? .allocate(byteCount: capacity, alignment: PlacedBytes.alignment)
         return PooledBytes(storage: storage, lead: lead, count: count, pool: self)
     }
 
     fileprivate func give(_ storage: UnsafeMutableRawBufferPointer) {
-        let dropped: UnsafeMutableRawBufferPointer? = lock.withLock {
+        let dropped: [UnsafeMutableRawBufferPointer] = lock.withLock {
             idle.append(storage)
-            guard idle.count > keep, let i = idle.indices.min(by: { idle[$0].count < idle[$1].count }) else { return nil }
-            return idle.remove(at: i)
+            var total = idle.reduce(0) { $0 + $1.count }, drop = 0
+            while total > keepBytes, drop < idle.count - 1 {
+                total -= idle[drop].count
+                drop += 1
+            }
+            defer { idle.removeFirst(drop) }
+            return Array(idle[..<drop])
         }
-        dropped?.deallocate()
+        dropped.forEach { $0.deallocate() }
     }
 }
 

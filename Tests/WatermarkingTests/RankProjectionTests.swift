@@ -87,17 +87,51 @@ struct RankProjectionTests {
         }
     }
 
-    @Test("pooled output buffers are reused by size and dropped beyond the limit")
+    @Test("pooled output buffers are page-aligned, reused by exact size, and kept idle up to the byte budget")
     func bufferPool() {
-        let pool = ByteBufferPool(keep: 2)
-        var a: PooledBytes? = pool.take(1000)
+        let page = 4096
+        let pool = ByteBufferPool(keepBytes: 3 * page + 3000)
+        var a: PooledBytes? = pool.take(1000, lead: 100)
         let aStorage = a!.storage.baseAddress
+        #expect(Int(bitPattern: aStorage) % page == 0 && a!.placed.lead == 100 && a!.bytes.baseAddress == UnsafeRawPointer(aStorage! + 100))
         a!.mutableBytes.initializeMemory(as: UInt8.self, repeating: 7)
         a = nil
-        let b = pool.take(600)
-        #expect(b.storage.baseAddress == aStorage && b.count == 600 && b.bytes.count == 600)
-        let c = pool.take(2000) // nothing idle fits: a new buffer
-        #expect(c.storage.baseAddress != aStorage && c.storage.count >= 2000)
+        var b: PooledBytes? = pool.take(1000, lead: 4095) // same size, any lead: reused
+        #expect(b!.storage.baseAddress == aStorage && b!.count == 1000 && b!.bytes.count == 1000)
+        var c: PooledBytes? = pool.take(600) // another size: a new buffer
+        #expect(c!.storage.baseAddress != aStorage)
+        var d: PooledBytes? = pool.take(2000)
+        let (cStorage, dStorage) = (c!.storage.baseAddress, d!.storage.baseAddress)
+        // Returned in the order b, c, d: idle 3·4096 + 3600 bytes exceed the budget, so b's buffer goes.
+        (b, c, d) = (nil, nil, nil)
+        #expect(pool.idleBytes == 2 * page + 2600)
+        let e = pool.take(2000), f = pool.take(600)
+        #expect(e.storage.baseAddress == dStorage && f.storage.baseAddress == cStorage && pool.idleBytes == 0)
+    }
+
+    @Test("ordered prefetcher: results in order, pending bytes within the budget, errors delivered, drain stops work")
+    func prefetcherBudget() throws {
+        let lock = NSLock()
+        nonisolated(unsafe) var pending = 0, maxPending = 0, started = 0
+        let costs = [300, 300, 300, 900, 100, 100, 100, 100, 50, 50]
+        let p = OrderedPrefetcher<Int>(count: costs.count, concurrency: 2, minimumAhead: 2, budget: 700, cost: { costs[$0] }) { i in
+            lock.withLock {
+                pending += costs[i]; started += 1
+                maxPending = max(maxPending, pending)
+            }
+            usleep(2000)
+            if i == 7 { throw TensorIOError.writeFailed(path: "x", reason: "test") }
+            return i * i
+        }
+        for i in 0..<7 {
+            #expect(try p.take(i) == i * i)
+            lock.withLock { pending -= costs[i] }
+        }
+        #expect(throws: TensorIOError.self) { try p.take(7) }
+        p.drain()
+        // 900 alone exceeds the budget but runs once fewer than 2 results are pending (with at most one other).
+        #expect(maxPending <= 900 + 300)
+        #expect(started <= costs.count)
     }
 
     @Test("fused bf16 marking pass equals add, stochastic rounding and distortion done step by step", arguments: [false, true])
