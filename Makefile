@@ -50,9 +50,10 @@ scale-bench: release venv
 	@test -f .cache/scale/k.key || $(BIN) keygen --out .cache/scale/k.key
 	$(PY) Benchmarks/compare.py --weightmark $(BIN) --model .cache/scale/synth-2b --key .cache/scale/k.key --work .cache/scale/work --python $(PY)
 
-# package-benchmark suites (release build; informational wall clock on a shared 2-core machine).
+# package-benchmark suites (release build; informational wall clock on a shared 2-core machine). The
+# benchmark executables get the OpenBLAS kernels weightmark itself would pick (scripts/openblas-coretype.sh).
 bench: system
-	$(SWIFT) package --allow-writing-to-package-directory benchmark
+	OPENBLAS_CORETYPE="$${OPENBLAS_CORETYPE:-$$(bash scripts/openblas-coretype.sh)}" $(SWIFT) package --allow-writing-to-package-directory benchmark
 
 clean:
 	rm -rf .build .cache/demo
