@@ -5,21 +5,30 @@ import WeightMarkTestSupport
 
 @Suite("atomic file writer")
 struct AtomicFileTests {
+    /// Bytes that differ with their position (a misplaced or repeated block would show), filled word-wise.
+    static func positionDependentBytes(_ count: Int, salt: UInt64) -> [UInt8] {
+        let words = (0..<((count + 7) / 8)).map { UInt64($0) &* 0x9E37_79B9_7F4A_7C15 ^ salt }
+        return Array(words.withUnsafeBytes { $0.prefix(count) })
+    }
+
+    /// Fresh folders in the system temporary directory and, where it exists, in /dev/shm (tmpfs refuses
+    /// O_DIRECT: the writer must fall back to ordinary writes there).
+    static func directories(_ label: String) throws -> [String] {
+        var dirs = [Fixtures.temporaryDirectory(label)]
+        if FileManager.default.fileExists(atPath: "/dev/shm") {
+            let shm = "/dev/shm/wm-\(label)-\(UUID().uuidString.prefix(8))"
+            try FileManager.default.createDirectory(atPath: shm, withIntermediateDirectories: true)
+            dirs.append(shm)
+        }
+        return dirs
+    }
+
     /// Sizes around the direct-I/O alignment (4096) and buffer (8 MB) boundaries, written in uneven pieces.
     @Test("unbuffered (direct I/O) and buffered writes give the same bytes, size and observer stream",
           arguments: [0, 1, 4095, 4096, 4097, (8 << 20) - 1, 8 << 20, (8 << 20) + 4097, 2 * (8 << 20) + 12345])
     func sameBytes(_ size: Int) throws {
-        // Position-dependent bytes (a misplaced or repeated block would show), filled word-wise.
-        let words = (0..<((size + 7) / 8)).map { UInt64($0) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(size) }
-        let data = Array(words.withUnsafeBytes { $0.prefix(size) })
-        // The system temporary directory, and /dev/shm where it exists (tmpfs refuses O_DIRECT: the writer
-        // must fall back to ordinary writes).
-        var dirs = [Fixtures.temporaryDirectory("atomic")]
-        if FileManager.default.fileExists(atPath: "/dev/shm") {
-            let shm = "/dev/shm/wm-atomic-\(UUID().uuidString.prefix(8))"
-            try FileManager.default.createDirectory(atPath: shm, withIntermediateDirectories: true)
-            dirs.append(shm)
-        }
+        let data = Self.positionDependentBytes(size, salt: UInt64(size))
+        let dirs = try Self.directories("atomic")
         defer { dirs.forEach { try? FileManager.default.removeItem(atPath: $0) } }
         for dir in dirs {
             for unbuffered in [false, true] {
@@ -68,14 +77,8 @@ struct AtomicFileTests {
             (100, false, false), (10, true, true), (5000, true, true), (3, false, false), ((8 << 20) + 777, true, true),
             (4096, true, false), (12_000, true, true), (1, true, true), (70_000, false, false), (3 * 4096, true, true)]
         let total = pieces.reduce(0) { $0 + $1.size }
-        let words = (0..<((total + 7) / 8)).map { UInt64($0) &* 0xD1B5_4A32_D192_ED03 }
-        let data = Array(words.withUnsafeBytes { $0.prefix(total) })
-        var dirs = [Fixtures.temporaryDirectory("placed")]
-        if FileManager.default.fileExists(atPath: "/dev/shm") {
-            let shm = "/dev/shm/wm-placed-\(UUID().uuidString.prefix(8))"
-            try FileManager.default.createDirectory(atPath: shm, withIntermediateDirectories: true)
-            dirs.append(shm)
-        }
+        let data = Self.positionDependentBytes(total, salt: 7)
+        let dirs = try Self.directories("placed")
         defer { dirs.forEach { try? FileManager.default.removeItem(atPath: $0) } }
         for dir in dirs {
             for unbuffered in [false, true] {
