@@ -79,22 +79,25 @@ void weightmark_project32_bf16(int level, const uint16_t *x, size_t k, size_t n,
     WM_DISPATCH(level, project_bf16, (x, k, n, ldx, b, z));
 }
 
-/// p[r][j0..j0+32) for r < R: sum over q of c[r][q] * bt[q][j0..j0+32), R a constant after inlining.
-INLINE void pattern_tile(const int R, const float *c, const float *bt, size_t n, size_t j0, float *p) {
+/// p[r][j0..j0+32) for r < R: sum over q of c[r][q] * panel[q][0..32), R a constant after inlining. The
+/// panel holds the 32×32 block of Bᵀ for these columns contiguously, so the tile streams 4 KB in order.
+INLINE void pattern_tile(const int R, const float *c, const float *panel, size_t n, size_t j0, float *p) {
     v16f lo[RMAX], hi[RMAX];
     clear_tile(R, lo, hi);
-    for (int q = 0; q < COLS; q++) accumulate(R, lo, hi, bt + q * n + j0, c + q, COLS);
+    for (int q = 0; q < COLS; q++) accumulate(R, lo, hi, panel + q * COLS, c + q, COLS);
     store_tile(R, lo, hi, p + j0, n);
 }
 
-/// Rows of the pattern, columns in tiles of 32 (a scalar loop for the last n mod 32).
-INLINE void pattern_rows(const int R, const float *c, const float *bt, size_t n, float *p) {
+/// Rows of the pattern, columns in panels of 32 (a scalar loop for the last n mod 32, from the zero-padded
+/// last panel).
+INLINE void pattern_rows(const int R, const float *c, const float *packed, size_t n, float *p) {
     size_t j0 = 0;
-    for (; j0 + COLS <= n; j0 += COLS) pattern_tile(R, c, bt, n, j0, p);
+    for (; j0 + COLS <= n; j0 += COLS) pattern_tile(R, c, packed + j0 * COLS, n, j0, p);
+    const float *panel = packed + j0 * COLS;
     for (int r = 0; r < R; r++)
         for (size_t j = j0; j < n; j++) {
             float sum = 0;
-            for (int q = 0; q < COLS; q++) sum += c[r * COLS + q] * bt[q * n + j];
+            for (int q = 0; q < COLS; q++) sum += c[r * COLS + q] * panel[q * COLS + (j - j0)];
             p[r * n + j] = sum;
         }
 }
@@ -107,6 +110,13 @@ INLINE void pattern_rows(const int R, const float *c, const float *bt, size_t n,
 
 WM_VARIANTS(pattern, (const float *c, size_t k, const float *bt, size_t n, float *p), PATTERN_BODY(RMAX), PATTERN_BODY(2))
 
-void weightmark_pattern32(int level, const float *c, size_t k, const float *bt, size_t n, float *p) {
-    WM_DISPATCH(level, pattern, (c, k, bt, n, p));
+void weightmark_pattern32(int level, const float *c, size_t k, const float *packed, size_t n, float *p) {
+    WM_DISPATCH(level, pattern, (c, k, packed, n, p));
+}
+
+void weightmark_pattern32_pack(const float *b, size_t n, float *packed) {
+    for (size_t j0 = 0; j0 < n; j0 += COLS)
+        for (int q = 0; q < COLS; q++)
+            for (size_t jj = 0; jj < COLS; jj++)
+                packed[j0 * COLS + q * COLS + jj] = j0 + jj < n ? b[(j0 + jj) * COLS + q] : 0.0f;
 }

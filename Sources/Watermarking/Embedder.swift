@@ -130,15 +130,15 @@ public enum Embedder {
         var w = [Float](repeating: 0, count: blockRows * n)
         var p = [Float](repeating: 0, count: blockRows * n)
         let aS = BLAS.matmul(carriers.a, carriers.s) // m×b
-        // Bᵀ (b×n) for the rank-32 pattern kernel.
-        let bt = rb == RankProjection.columns ? carriers.b.transposed : nil
+        // Bᵀ in 32×32 panels for the rank-32 pattern kernel.
+        let bt = rb == RankProjection.columns ? RankProjection.packForPattern(carriers.b) : nil
         func pattern(rows: Range<Int>) {
             let k = rows.count
             // P_block = (A S)[rows] · Bᵀ
             aS.storage.withUnsafeBufferPointer { src in
                 p.withUnsafeMutableBufferPointer { out in
                     if let bt {
-                        bt.storage.withUnsafeBufferPointer { b in
+                        bt.withUnsafeBufferPointer { b in
                             weightmark_pattern32(RankProjection.level, src.baseAddress! + rows.lowerBound * rb, k, b.baseAddress, n, out.baseAddress)
                         }
                     } else {

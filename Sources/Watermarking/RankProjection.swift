@@ -10,6 +10,16 @@ enum RankProjection {
     /// The CPU's vector code path, chosen once.
     static let level = weightmark_vector_level()
 
+    /// B (n×32) packed for `weightmark_pattern32`: Bᵀ in contiguous 32×32 panels.
+    static func packForPattern(_ b: Matrix) -> [Float] {
+        precondition(b.cols == columns)
+        let panels = (b.rows + columns - 1) / columns
+        return [Float](unsafeUninitializedCapacity: panels * columns * columns) { out, initialized in
+            b.storage.withUnsafeBufferPointer { weightmark_pattern32_pack($0.baseAddress, b.rows, out.baseAddress) }
+            initialized = panels * columns * columns
+        }
+    }
+
     /// z (rows×b) = x (rows×cols, row-major f32) · b (cols×b).
     static func project(_ x: UnsafeBufferPointer<Float>, rows: Int, cols: Int, b: Matrix, into z: UnsafeMutablePointer<Float>,
                         codePath: Int32 = level) {

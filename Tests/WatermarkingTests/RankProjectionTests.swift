@@ -168,10 +168,10 @@ struct RankProjectionTests {
         let c = Matrix(rows: k, cols: 32, storage: (0..<(k * 32)).map { _ in rng.nextGaussian() })
         let b = Matrix(rows: n, cols: 32, storage: (0..<(n * 32)).map { _ in rng.nextGaussian() })
         let reference = BLAS.matmul(c, b, transB: .transposed)
-        let bt = b.transposed
+        let packed = RankProjection.packForPattern(b)
         for path in KeyedGenerator.gaussianCodePaths.map(Int32.init) {
             var p = [Float](repeating: .nan, count: k * n)
-            weightmark_pattern32(path, c.storage, k, bt.storage, n, &p)
+            weightmark_pattern32(path, c.storage, k, packed, n, &p)
             #expect(zip(p, reference.storage).allSatisfy { abs($0 - $1) <= 1e-4 }, "code path \(path)")
         }
     }

@@ -34,9 +34,13 @@ void weightmark_project32_f32(int level, const float *x, size_t k, size_t n, siz
 /// The same with x in bfloat16 (the top 16 bits of an IEEE float), widened exactly on the fly.
 void weightmark_project32_bf16(int level, const uint16_t *x, size_t k, size_t n, size_t ldx, const float *b, float *z);
 
-/// p (k×n, row-major) = c (k×32, row-major) · bt (32×n, row-major): the rank-32 pattern rows (A S)_rows Bᵀ
-/// that embedding adds, in register tiles of 12 rows × 32 columns.
-void weightmark_pattern32(int level, const float *c, size_t k, const float *bt, size_t n, float *p);
+/// p (k×n, row-major) = c (k×32, row-major) · Bᵀ: the rank-32 pattern rows (A S)_rows Bᵀ that embedding adds,
+/// in register tiles of 12 rows × 32 columns. B (n×32) is given as `weightmark_pattern32_pack` packs it.
+void weightmark_pattern32(int level, const float *c, size_t k, const float *packed, size_t n, float *p);
+
+/// Packs B (n×32, row-major) for `weightmark_pattern32`: Bᵀ in panels of 32 columns, each 32×32 panel
+/// contiguous, the last one zero-padded; `packed` holds ceil(n/32)·1024 floats.
+void weightmark_pattern32_pack(const float *b, size_t n, float *packed);
 
 /// Starts writeback of a written file range without waiting (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`),
 /// so the disk works while the producer computes instead of all at fsync. No-op elsewhere; returns 0 or -1.
