@@ -40,6 +40,22 @@ struct WatermarkCommandTests {
         #expect(FileManager.default.fileExists(atPath: dir + "/marked.safetensors.weightmark.json"))
         let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/marked.safetensors.weightmark.json"))) as! [String: Any]
         #expect((manifest["tensors"] as! [Any]).count == 4)
+        // Outputs are hashed; inputs are named and sized, and hashed only with --hash-input.
+        let output = try #require((manifest["output"] as? [[String: Any]])?.first)
+        #expect((output["sha256"] as? String)?.count == 64)
+        let input = try #require((manifest["input"] as? [[String: Any]])?.first)
+        let inputSize = try FileManager.default.attributesOfItem(atPath: dir + "/model.safetensors")[.size] as? Int
+        #expect(input["sha256"] == nil && input["bytes"] as? Int == inputSize)
+        let hashed = try Fixtures.weightmark(["embed", dir + "/model.safetensors", "--key", dir + "/owner.key", "--hash-input",
+                                              "--out", dir + "/marked2.safetensors", "--strength", "0.005", "--quiet"])
+        #expect(hashed.status == 0, "\(hashed.stderr)")
+        let manifest2 = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/marked2.safetensors.weightmark.json"))) as! [String: Any]
+        #expect(((manifest2["input"] as? [[String: Any]])?.first?["sha256"] as? String)?.count == 64)
+        // A manifest without input hashes still serves detect --manifest.
+        let withManifest = try Fixtures.weightmark(["detect", dir + "/marked.safetensors", "--key", dir + "/owner.key",
+                                                    "--reference", dir + "/model.safetensors",
+                                                    "--manifest", dir + "/marked.safetensors.weightmark.json", "--quiet"])
+        #expect(withManifest.status == 0, "\(withManifest.stderr)")
         #expect(!(String(decoding: try Data(contentsOf: URL(fileURLWithPath: dir + "/marked.safetensors.weightmark.json")), as: UTF8.self)
             .contains(try String(contentsOfFile: dir + "/owner.key", encoding: .utf8).components(separatedBy: "\"secret\" : \"")[1].prefix(64))))
 
