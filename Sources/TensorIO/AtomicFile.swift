@@ -82,7 +82,7 @@ public final class AtomicFileWriter {
     /// Appends the bytes of `placed`. With direct I/O, when `placed.lead` equals the file position modulo
     /// the page size, its pages are written from the caller's buffer without a copy; otherwise they are copied.
     public func write(placed: PlacedBytes) throws {
-        if let direct, placed.lead == (bytesWritten % DirectWriter.alignment) {
+        if let direct, placed.lead == bytesWritten % PlacedBytes.alignment {
             observer?(placed.bytes)
             try direct.append(placed: placed)
             bytesWritten += placed.count
@@ -170,8 +170,8 @@ public final class AtomicFileWriter {
 /// flight at most), and the last partial buffer is zero-padded to the alignment and the file truncated to
 /// its real size. A filesystem that accepts O_DIRECT but refuses an aligned write (EINVAL) gets ordinary
 /// writes from then on.
-final class DirectWriter: @unchecked Sendable {
-    static let alignment = 4096, chunk = 8 << 20, inFlight = 2
+private final class DirectWriter: @unchecked Sendable {
+    static let alignment = PlacedBytes.alignment, chunk = 8 << 20, inFlight = 2
     let fd: Int32
     let path: String
     private var current: UnsafeMutableRawPointer
@@ -230,17 +230,7 @@ final class DirectWriter: @unchecked Sendable {
         // The tail goes to the gathering buffer before the pages are queued: once queued, `placed` may be released.
         current.copyMemory(from: placed.base + whole, byteCount: total - whole)
         filled = total - whole
-        guard whole > 0 else { return }
-        try lock.withLock { if let failure { throw failure } }
-        let at = offset, fd = fd, path = path
-        offset += whole
-        queue.async { [self] in
-            let error = DirectWriter.pwriteAll(fd: fd, placed.base, whole, at: at, path: path)
-            withExtendedLifetime(placed) {}
-            lock.withLock { if failure == nil, let error { failure = error } }
-            slots.signal()
-        }
-        slots.wait()
+        if whole > 0 { try enqueue(placed.base, length: whole) { withExtendedLifetime(placed) {} } }
     }
 
     /// Writes the last buffer, waits for the queue, and truncates the padding away.
@@ -257,22 +247,28 @@ final class DirectWriter: @unchecked Sendable {
         }
     }
 
+    /// Queues the gathering buffer's first `length` bytes and continues in a free one.
     private func submit(length: Int) throws {
-        try lock.withLock { if let failure { throw failure } }
         nonisolated(unsafe) let buffer = current
+        filled = 0
+        try enqueue(buffer, length: length) { [self] in lock.withLock { pool.append(buffer) } }
+        current = lock.withLock { pool.removeLast() }
+    }
+
+    /// Has the background queue write `length` bytes of `buffer` at the current offset, then call `written`
+    /// (the buffer may be reused or released from then on); returns once at most `inFlight` writes are pending.
+    private func enqueue(_ buffer: UnsafeMutableRawPointer, length: Int, written: @escaping @Sendable () -> Void) throws {
+        try lock.withLock { if let failure { throw failure } }
+        nonisolated(unsafe) let buffer = buffer
         let at = offset, fd = fd, path = path
         offset += length
-        filled = 0
         queue.async { [self] in
             let error = DirectWriter.pwriteAll(fd: fd, buffer, length, at: at, path: path)
-            lock.withLock {
-                if failure == nil, let error { failure = error }
-                pool.append(buffer)
-            }
+            lock.withLock { if failure == nil, let error { failure = error } }
+            written()
             slots.signal()
         }
         slots.wait()
-        current = lock.withLock { pool.removeLast() }
     }
 
     private static func pwriteAll(fd: Int32, _ buffer: UnsafeMutableRawPointer, _ length: Int, at offset: Int, path: String) -> TensorIOError? {

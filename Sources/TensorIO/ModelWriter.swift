@@ -9,10 +9,10 @@ public enum ModelWriter {
     /// Rewrites `source` to `destination`, each tensor given by `transform` (shard by shard, in data order).
     /// - Parameters:
     ///   - overwrite: replace an existing destination; otherwise its existence is an error.
+    ///   - observer: sees every byte of each safetensors file written (file name, bytes in file order).
     ///   - transform: the output for a source tensor; return `nil` to copy it byte for byte.
     /// - Returns: the output files written (absolute or as given).
     @discardableResult
-    ///   - observer: sees every byte of each safetensors file written (file name, bytes in file order).
     public static func write(like source: SafetensorsModel, to destination: String, overwrite: Bool,
                              observer: ((String, UnsafeRawBufferPointer) -> Void)? = nil,
                              transform: @escaping (ModelTensor) throws -> OutputTensor?) throws -> [String] {

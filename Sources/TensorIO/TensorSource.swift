@@ -45,8 +45,9 @@ public protocol RowBlockDecodable: TensorSource {
     func decodeRows(named name: String, rows: Range<Int>, into out: UnsafeMutableBufferPointer<Float>) throws
 
     /// Calls `body` with the stored little-endian bytes of rows `rows` of tensor `name` and their dtype, when the
-    /// tensor is stored as plain floats in memory (safetensors), so a consumer can read them in place; returns
-    /// nil (without calling `body`) for storage that must be decoded first (GGUF quantized blocks, permuted rows).
+    /// tensor is stored as plain floats in memory (safetensors) aligned to their element size, so a consumer can
+    /// read them in place as that type; returns nil (without calling `body`) for storage that must be decoded
+    /// first (GGUF quantized blocks, permuted rows, floats at an unaligned file offset).
     func withStoredRows<R>(named name: String, rows: Range<Int>,
                            _ body: (UnsafeRawBufferPointer, DType) throws -> R) throws -> R?
 }
@@ -74,8 +75,10 @@ extension SafetensorsModel: RowBlockDecodable {
         guard t.dtype.isSupportedFloat, t.shape.count == 2 else { return nil }
         let cols = t.shape[1], width = t.dtype.bitCount / 8
         precondition(rows.lowerBound >= 0 && rows.upperBound <= t.shape[0])
-        return try withBytes(of: t) { all in
-            try body(UnsafeRawBufferPointer(rebasing: all[(rows.lowerBound * cols * width)..<(rows.upperBound * cols * width)]), t.dtype)
+        return try withBytes(of: t) { all -> R? in
+            let stored = UnsafeRawBufferPointer(rebasing: all[(rows.lowerBound * cols * width)..<(rows.upperBound * cols * width)])
+            guard Int(bitPattern: stored.baseAddress) % width == 0 else { return nil }
+            return try body(stored, t.dtype)
         }
     }
 }

@@ -158,11 +158,9 @@ public enum Embedder {
         // Pass 1. Uniform bf16 needs only ‖W‖², summed from the stored rows in place.
         var w2 = 0.0, hp2 = 0.0
         var start = 0
-        if shaping == .uniform, t.dtype == .bf16, try model.withStoredRows(named: t.name, rows: 0..<m, { raw, _ -> Bool in
-            guard let base = raw.baseAddress, Int(bitPattern: base) % 2 == 0 else { return false }
-            weightmark_bf16_sum_squares(RankProjection.level, base.assumingMemoryBound(to: UInt16.self), m * n, &w2)
-            return true
-        }) == true {
+        if shaping == .uniform, t.dtype == .bf16, try model.withStoredRows(named: t.name, rows: 0..<m, { raw, _ in
+            weightmark_bf16_sum_squares(RankProjection.level, raw.baseAddress!.assumingMemoryBound(to: UInt16.self), m * n, &w2)
+        }) != nil {
             start = m
         }
         while start < m {
@@ -189,49 +187,45 @@ public enum Embedder {
         let magnitudeScale: Float = shaping == .magnitude ? (rms > 0 ? 1 / rms : 0) : 0
         precondition(output.count == m * n * width)
         let o = output.mutableBytes
-        do {
-            start = 0
-            while start < m {
-                let end = min(m, start + blockRows), count = (end - start) * n
-                let dst = UnsafeMutableRawBufferPointer(rebasing: o[(start * n * width)..<(end * n * width)])
-                pattern(rows: start..<end)
-                let fused = t.dtype == .bf16 && (shaping == .uniform || magnitudeScale > 0)
-                if fused, try model.withStoredRows(named: t.name, rows: start..<end, { raw, _ -> Bool in
-                    guard let base = raw.baseAddress, Int(bitPattern: base) % 2 == 0 else { return false }
-                    p.withUnsafeBufferPointer { ps in
-                        weightmark_mark_bf16(RankProjection.level, base.assumingMemoryBound(to: UInt16.self), ps.baseAddress,
-                                             b, magnitudeScale, count, dst.baseAddress!.assumingMemoryBound(to: UInt16.self),
-                                             &random.state, &diff2)
-                    }
-                    return true
-                }) == true {
-                    start = end
-                    continue
+        start = 0
+        while start < m {
+            let end = min(m, start + blockRows), count = (end - start) * n
+            let dst = UnsafeMutableRawBufferPointer(rebasing: o[(start * n * width)..<(end * n * width)])
+            pattern(rows: start..<end)
+            let fused = t.dtype == .bf16 && (shaping == .uniform || magnitudeScale > 0)
+            if fused, try model.withStoredRows(named: t.name, rows: start..<end, { raw, _ in
+                p.withUnsafeBufferPointer { ps in
+                    weightmark_mark_bf16(RankProjection.level, raw.baseAddress!.assumingMemoryBound(to: UInt16.self), ps.baseAddress,
+                                         b, magnitudeScale, count, dst.baseAddress!.assumingMemoryBound(to: UInt16.self),
+                                         &random.state, &diff2)
                 }
-                if marked.isEmpty {
-                    marked = [Float](repeating: 0, count: blockRows * n)
-                    stored = [Float](repeating: 0, count: blockRows * n)
-                }
-                try decode(start..<end)
-                if shaping == .magnitude {
-                    for i in 0..<count { marked[i] = w[i] + b * (abs(w[i]) * magnitudeScale) * p[i] }
-                } else {
-                    for i in 0..<count { marked[i] = w[i] + b * p[i] }
-                }
-                marked.withUnsafeBufferPointer { ms in
-                    let values = UnsafeBufferPointer(rebasing: ms[0..<count])
-                    if t.dtype == .bf16 {
-                        FloatConversion.encodeBF16Stochastically(values, into: dst, splitMixState: &random.state)
-                    } else {
-                        FloatConversion.encodeStochastically(values, as: t.dtype, into: dst, using: &random)
-                    }
-                }
-                stored.withUnsafeMutableBufferPointer { ss in
-                    FloatConversion.decode(UnsafeRawBufferPointer(dst), dtype: t.dtype, into: UnsafeMutableBufferPointer(rebasing: ss[0..<count]))
-                }
-                diff2 += Self.sumOfSquares(count) { stored[$0] - w[$0] }
+            }) != nil {
                 start = end
+                continue
             }
+            if marked.isEmpty {
+                marked = [Float](repeating: 0, count: blockRows * n)
+                stored = [Float](repeating: 0, count: blockRows * n)
+            }
+            try decode(start..<end)
+            if shaping == .magnitude {
+                for i in 0..<count { marked[i] = w[i] + b * (abs(w[i]) * magnitudeScale) * p[i] }
+            } else {
+                for i in 0..<count { marked[i] = w[i] + b * p[i] }
+            }
+            marked.withUnsafeBufferPointer { ms in
+                let values = UnsafeBufferPointer(rebasing: ms[0..<count])
+                if t.dtype == .bf16 {
+                    FloatConversion.encodeBF16Stochastically(values, into: dst, splitMixState: &random.state)
+                } else {
+                    FloatConversion.encodeStochastically(values, as: t.dtype, into: dst, using: &random)
+                }
+            }
+            stored.withUnsafeMutableBufferPointer { ss in
+                FloatConversion.decode(UnsafeRawBufferPointer(dst), dtype: t.dtype, into: UnsafeMutableBufferPointer(rebasing: ss[0..<count]))
+            }
+            diff2 += Self.sumOfSquares(count) { stored[$0] - w[$0] }
+            start = end
         }
         return (beta, norm > 0 ? diff2.squareRoot() / norm : 0)
     }
@@ -280,9 +274,8 @@ public enum Embedder {
             var rng = SplitMix64(seed: seedBytes.prefix(8).reduce(0) { $0 << 8 | UInt64($1) })
             // Placed where the tensor's data starts within a page of the output file (as in the input, whose
             // layout the output keeps), so the writer can write the pages in place; a wrong guess only costs a copy.
-            let input = model.shards[t.shard].header
-            let bytes = buffers.take(m * n * t.dtype.bitCount / 8,
-                                     lead: (input.dataStart + t.descriptor.dataOffsets.lowerBound) % PlacedBytes.alignment)
+            let lead = model.shards[t.shard].fileRange(of: t.descriptor).lowerBound % PlacedBytes.alignment
+            let bytes = buffers.take(t.descriptor.byteCount, lead: lead)
             let r = try markStreaming(model, t, carriers: carriers, shaping: options.shaping, delta: plan.delta, random: &rng,
                                       output: bytes)
             model.release(t)
@@ -326,7 +319,7 @@ public enum Embedder {
         let outputDigests = try files.map { path -> FileDigest in
             let name = (path as NSString).lastPathComponent
             if let (hasher, count) = hashers[name] {
-                return FileDigest(file: name, bytes: count, sha256: hasher.finalize().map { String(format: "%02x", $0) }.joined())
+                return FileDigest(file: name, bytes: count, sha256: hasher.finalize().hex)
             }
             return try FileDigest.of(file: path) // the index file, written as text
         }
@@ -366,8 +359,13 @@ public struct FileDigest: Sendable, Codable, Equatable {
                 mapped.release(start..<end)
                 start = end
             }
-            return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+            return hasher.finalize().hex
         }
         return FileDigest(file: (file as NSString).lastPathComponent, bytes: mapped.size, sha256: hex)
     }
+}
+
+extension Sequence<UInt8> {
+    /// Lower-case hexadecimal, two digits per byte (digests, key ids).
+    var hex: String { map { String(format: "%02x", $0) }.joined() }
 }

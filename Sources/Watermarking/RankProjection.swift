@@ -33,12 +33,12 @@ enum RankProjection {
         }
     }
 
-    /// The same from stored little-endian rows; false (nothing written) unless they are bf16 or f32 and b has
-    /// 32 columns, in which case the caller decodes and uses `project(_:rows:cols:b:into:)`.
+    /// The same from stored little-endian rows (aligned to their element size, as `withStoredRows` gives them);
+    /// false (nothing written) unless they are bf16 or f32 and b has 32 columns, in which case the caller
+    /// decodes and uses `project(_:rows:cols:b:into:)`.
     static func project(stored raw: UnsafeRawBufferPointer, dtype: DType, rows: Int, cols: Int, b: Matrix,
                         into z: UnsafeMutablePointer<Float>, codePath: Int32 = level) -> Bool {
-        guard b.cols == columns, b.rows == cols, let base = raw.baseAddress,
-              Int(bitPattern: base) % dtype.bitCount.quotientAndRemainder(dividingBy: 8).quotient == 0 else { return false }
+        guard b.cols == columns, b.rows == cols, let base = raw.baseAddress else { return false }
         return b.storage.withUnsafeBufferPointer { bs in
             switch dtype {
             case .bf16:

@@ -26,7 +26,7 @@ public struct WatermarkKey: Sendable {
     /// First 16 hex digits of SHA-256 over a domain label and the secret.
     public var id: String {
         let digest = SHA256.hash(data: Array("weightmark key id v1".utf8) + secret)
-        return digest.prefix(8).map { String(format: "%02x", $0) }.joined()
+        return digest.prefix(8).hex
     }
 
     struct FileContents: Codable {
@@ -41,7 +41,7 @@ public struct WatermarkKey: Sendable {
     public func fileContents() throws -> [UInt8] {
         let iso = ISO8601DateFormatter()
         let contents = FileContents(format: WatermarkKey.formatName, version: WatermarkKey.fileVersion,
-                                    secret: secret.map { String(format: "%02x", $0) }.joined(), keyId: id,
+                                    secret: secret.hex, keyId: id,
                                     created: iso.string(from: created))
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
