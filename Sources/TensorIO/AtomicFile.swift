@@ -23,13 +23,19 @@ public final class AtomicFileWriter {
     private var finished = false
     /// Sees every byte written, in file order (e.g. to hash the output without reading it back).
     public var observer: ((UnsafeRawBufferPointer) -> Void)?
+    /// Permission bits of the finished file. The temporary file is created 0600 (mkstemp) and keeps that mode
+    /// until `commit` sets this one, before the file gets its final name: a secret written with 0600 is never
+    /// readable by others, not even for a moment.
+    public let mode: mode_t
 
     /// - Parameter unbuffered: write large files with direct I/O where the system allows it (Linux O_DIRECT),
     ///   through aligned buffers handed to a background writer: no copy into the page cache, and the disk
     ///   works while the caller produces the next bytes. Falls back to ordinary writes when refused.
-    public init(destination: String, overwrite: Bool, unbuffered: Bool = false) throws {
+    ///   - mode: permission bits of the finished file (0644 by default; 0600 for secrets).
+    public init(destination: String, overwrite: Bool, unbuffered: Bool = false, mode: mode_t = 0o644) throws {
         self.destination = destination
         self.overwrite = overwrite
+        self.mode = mode
         if !overwrite, access(destination, F_OK) == 0 { throw TensorIOError.outputExists(path: destination) }
         let dir = AtomicFileWriter.directory(of: destination)
         let base = destination.split(separator: "/").last.map(String.init) ?? "out"
@@ -51,6 +57,9 @@ public final class AtomicFileWriter {
 
     deinit {
         if !finished {
+            // An abandoned write (an error upstream): let queued direct writes finish before the descriptor closes,
+            // so none of them lands on a reused descriptor.
+            direct?.waitForPendingWrites()
             if fd >= 0 { close(fd) }
             unlink(temporaryPath)
         }
@@ -133,7 +142,9 @@ public final class AtomicFileWriter {
             try flush()
         }
         guard fsync(fd) == 0 else { throw TensorIOError.writeFailed(path: destination, reason: "fsync: \(String(cString: strerror(errno)))") }
-        fchmod(fd, 0o644)
+        guard fchmod(fd, mode) == 0 else {
+            throw TensorIOError.writeFailed(path: destination, reason: "fchmod: \(String(cString: strerror(errno)))")
+        }
         close(fd)
         fd = -1
         if overwrite {
@@ -157,9 +168,9 @@ public final class AtomicFileWriter {
         if dfd >= 0 { fsync(dfd); close(dfd) }
     }
 
-    /// Writes `bytes` to `path` atomically.
-    public static func write(_ bytes: [UInt8], to path: String, overwrite: Bool) throws {
-        let w = try AtomicFileWriter(destination: path, overwrite: overwrite)
+    /// Writes `bytes` to `path` atomically, with permission bits `mode`.
+    public static func write(_ bytes: [UInt8], to path: String, overwrite: Bool, mode: mode_t = 0o644) throws {
+        let w = try AtomicFileWriter(destination: path, overwrite: overwrite, mode: mode)
         try w.write(bytes)
         try w.commit()
     }
@@ -196,10 +207,14 @@ private final class DirectWriter: @unchecked Sendable {
         pool = Array(all.dropFirst())
     }
 
+    // Every queued write holds a reference to the writer, so deinit runs only once none is pending; it may run
+    // on the queue's own thread (the last write's closure released last), where a `queue.sync` would trap.
     deinit {
-        queue.sync {}
         all.forEach { free($0) }
     }
+
+    /// Returns once every queued write has completed.
+    func waitForPendingWrites() { queue.sync {} }
 
     func append(_ bytes: UnsafeRawBufferPointer) throws {
         var done = 0

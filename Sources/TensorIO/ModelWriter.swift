@@ -9,11 +9,13 @@ public enum ModelWriter {
     /// Rewrites `source` to `destination`, each tensor given by `transform` (shard by shard, in data order).
     /// - Parameters:
     ///   - overwrite: replace an existing destination; otherwise its existence is an error.
+    ///   - auxiliaryFiles: the other files of a model folder to copy (default: all of `source.auxiliaryFiles`).
     ///   - observer: sees every byte of each safetensors file written (file name, bytes in file order).
     ///   - transform: the output for a source tensor; return `nil` to copy it byte for byte.
     /// - Returns: the output files written (absolute or as given).
     @discardableResult
     public static func write(like source: SafetensorsModel, to destination: String, overwrite: Bool,
+                             auxiliaryFiles: [String]? = nil,
                              observer: ((String, UnsafeRawBufferPointer) -> Void)? = nil,
                              transform: @escaping (ModelTensor) throws -> OutputTensor?) throws -> [String] {
         func outputs(forShard s: Int) throws -> [OutputTensor] {
@@ -36,7 +38,7 @@ public enum ModelWriter {
                           metadata: source.shards[s].metadata)
             }
             return try writeFolder(files, indexMetadata: source.layout == .sharded ? source.indexMetadata : nil,
-                                   auxiliaryFrom: source.path, auxiliaryFiles: source.auxiliaryFiles,
+                                   auxiliaryFrom: source.path, auxiliaryFiles: auxiliaryFiles ?? source.auxiliaryFiles,
                                    to: destination, overwrite: overwrite, observer: observer)
         }
     }
@@ -99,8 +101,10 @@ public enum ModelWriter {
         }
         if let sourceFolder {
             for name in auxiliaryFiles {
-                guard let data = fm.contents(atPath: (sourceFolder as NSString).appendingPathComponent(name)) else { continue }
-                try AtomicFileWriter.write([UInt8](data), to: "\(staging)/\(name)", overwrite: false)
+                let target = "\(staging)/\(name)"
+                let folder = (target as NSString).deletingLastPathComponent
+                if folder != staging { try? fm.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+                try copyFile((sourceFolder as NSString).appendingPathComponent(name), to: target)
             }
         }
         if fm.fileExists(atPath: destination) {
@@ -122,7 +126,31 @@ public enum ModelWriter {
         AtomicFileWriter.syncDirectory(parent)
         var written = shards.map { "\(destination)/\($0.fileName)" }
         if indexMetadata != nil { written.append("\(destination)/\(SafetensorsModel.indexFileName)") }
+        if sourceFolder != nil { written += auxiliaryFiles.map { "\(destination)/\($0)" } }
         return written
+    }
+
+    /// Copies a file through a 4 MiB buffer into an atomic writer (never the whole file in memory).
+    /// - Throws: `TensorIOError.cannotOpen` naming the source when it cannot be read: a file of the model
+    ///   folder that silently went missing from the output would be worse than an error.
+    static func copyFile(_ source: String, to destination: String) throws {
+        let fd = open(source, O_RDONLY)
+        guard fd >= 0 else {
+            throw TensorIOError.cannotOpen(path: source, reason: "cannot read this file of the model folder (\(String(cString: strerror(errno))))")
+        }
+        defer { close(fd) }
+        let writer = try AtomicFileWriter(destination: destination, overwrite: false)
+        var buffer = [UInt8](repeating: 0, count: 4 << 20)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw TensorIOError.cannotOpen(path: source, reason: "read failed (\(String(cString: strerror(errno))))")
+            }
+            if n == 0 { break }
+            try buffer.withUnsafeBytes { try writer.write(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        }
+        try writer.commit()
     }
 
     /// The index in the Hub's style: two-space indentation, `metadata` then `weight_map`.

@@ -184,14 +184,62 @@ public final class SafetensorsModel: @unchecked Sendable {
     /// On-disk size of all shard files.
     public var fileBytes: Int { shards.reduce(0) { $0 + $1.mapping.size } }
 
-    /// Other files of a model folder (config, tokenizer, …), which a rewrite copies unchanged.
+    /// Other files of a model folder (config, tokenizer, sentence-transformers modules such as `1_Pooling/`, …),
+    /// as paths relative to the folder, subfolders included; a rewrite copies them unchanged. Hidden entries
+    /// (`.git`, `.cache`, …) are left out.
     public var auxiliaryFiles: [String] {
         guard layout != .file else { return [] }
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
-        return entries.filter { name in
-            !shardNames.contains(name) && name != SafetensorsModel.indexFileName && !name.hasPrefix(".")
-                && { var d: ObjCBool = false
-                     return FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent(name), isDirectory: &d) && !d.boolValue }()
-        }.sorted()
+        var out: [String] = []
+        let fm = FileManager.default
+        guard let walk = fm.enumerator(atPath: path) else { return [] }
+        while let relative = walk.nextObject() as? String {
+            let components = relative.split(separator: "/")
+            if components.contains(where: { $0.hasPrefix(".") }) {
+                walk.skipDescendants()
+                continue
+            }
+            if components.count > 8 { walk.skipDescendants(); continue } // no model folder nests deeper
+            var isDir: ObjCBool = false
+            let full = (path as NSString).appendingPathComponent(relative)
+            // A link whose target is gone stays in the list: copying it then fails with an error naming it.
+            let dangling = !fm.fileExists(atPath: full) && (try? fm.destinationOfSymbolicLink(atPath: full)) != nil
+            guard dangling || (fm.fileExists(atPath: full, isDirectory: &isDir) && !isDir.boolValue) else { continue }
+            if components.count == 1, shardNames.contains(relative) || relative == SafetensorsModel.indexFileName { continue }
+            out.append(relative)
+        }
+        return out.sorted()
+    }
+
+    /// The auxiliary files that hold weights of their own (another format's copy such as `pytorch_model.bin`,
+    /// `tf_model.h5`, `flax_model.msgpack`, a second `.safetensors`, a sentence-transformers `2_Dense/` layer, …):
+    /// copied next to a marked model they would ship unmarked. Recognized by name or by content (the magic bytes of
+    /// zip/PyTorch, pickle, HDF5, GGUF, NumPy, safetensors), from 64 KiB up: small pickles such as
+    /// `training_args.bin` hold no weight matrix worth marking.
+    public var auxiliaryWeightFiles: [String] {
+        auxiliaryFiles.filter { SafetensorsModel.holdsWeights(path: (path as NSString).appendingPathComponent($0)) }
+    }
+
+    static let weightExtensions: Set<String> = [
+        "bin", "pt", "pth", "ckpt", "h5", "hdf5", "keras", "msgpack", "ot", "onnx", "gguf", "ggml", "npz", "npy",
+        "safetensors", "tflite", "mlmodel", "pkl", "joblib", "pdparams", "params", "nemo", "llamafile",
+    ]
+
+    static func holdsWeights(path: String) -> Bool {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+              let size = (attributes[.size] as? NSNumber)?.intValue, size >= 64 << 10 else { return false }
+        let name = (path as NSString).lastPathComponent.lowercased()
+        if weightExtensions.contains((name as NSString).pathExtension) || name.hasPrefix("variables.data-") { return true }
+        guard let h = FileHandle(forReadingAtPath: path) else { return true } // unreadable: copying would fail anyway
+        defer { try? h.close() }
+        let head = [UInt8](h.readData(ofLength: 16))
+        guard head.count >= 8 else { return false }
+        if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) || head.starts(with: [0x89, 0x48, 0x44, 0x46])
+            || head.starts(with: Array("GGUF".utf8)) || head.starts(with: [0x93] + Array("NUMPY".utf8))
+            || (head[0] == 0x80 && (2...5).contains(head[1])) {
+            return true
+        }
+        // safetensors: u64 header length that fits the file, then '{'
+        let n = head.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        return n > 0 && n < UInt64(size) && head.count > 8 && head[8] == UInt8(ascii: "{")
     }
 }

@@ -10,6 +10,8 @@ public struct DetectOptions: Sendable {
     public var alpha = 1e-6
     /// Tensors processed at once (each with one BLAS thread).
     public var workers = Parallel.defaultWorkers
+    /// Check only this part of the selection (for runs spread over machines, merged by `combine`).
+    public var part: ReportPart?
     public init() {}
 }
 
@@ -35,6 +37,11 @@ public enum Detector {
                 }
             }
         }
+        // A NaN or ±Inf (planted or corrupted) would make the whole tensor's score NaN: it carries no evidence,
+        // so it counts as erased.
+        x.storage.withUnsafeMutableBufferPointer { xs in
+            for i in 0..<xs.count where !xs[i].isFinite { xs[i] = 0; erased += 1 }
+        }
         let y = carriers.project(x)
         return TensorEvidence(name: name, shape: [rows, cols], weight: Double(rows * cols).squareRoot(),
                               correlation: BLAS.dot(y.storage, carriers.s.storage), norm: Double(y.frobeniusNorm),
@@ -55,12 +62,16 @@ public enum Detector {
         var z = [Float](repeating: 0, count: blockRows * b)
         var y = [Float](repeating: 0, count: a * b)
         var erased = 0
+        // First pass as fast as the storage allows; if a NaN/±Inf made Y non-finite, a second pass decodes every
+        // block and counts each non-finite value of X as erased (it carries no evidence either way).
+        var sanitize = false
+        while true {
         var start = 0
         while start < m {
             let end = min(m, start + blockRows), k = end - start
             try z.withUnsafeMutableBufferPointer { zs in
                 // X_block B, in place when the rows are stored as bf16/f32 and nothing is subtracted.
-                if reference == nil, b == RankProjection.columns,
+                if reference == nil, !sanitize, b == RankProjection.columns,
                    try suspect.withStoredRows(named: name, rows: start..<end, { raw, dtype in
                        RankProjection.project(stored: raw, dtype: dtype, rows: k, cols: n, b: carriers.b, into: zs.baseAddress!)
                    }) == true {
@@ -79,6 +90,9 @@ public enum Detector {
                             }
                         }
                     }
+                    if sanitize {
+                        for i in 0..<(k * n) where !xs[i].isFinite { xs[i] = 0; erased += 1 }
+                    }
                     RankProjection.project(UnsafeBufferPointer(xs), rows: k, cols: n, b: carriers.b, into: zs.baseAddress!)
                 }
             }
@@ -92,8 +106,18 @@ public enum Detector {
             }
             start = end
         }
-        return TensorEvidence(name: name, shape: [m, n], weight: Double(m * n).squareRoot(),
-                              correlation: BLAS.dot(y, carriers.s.storage), norm: Double(BLAS.nrm2(y)), erased: erased)
+        let correlation = BLAS.dot(y, carriers.s.storage), norm = Double(BLAS.nrm2(y))
+        let finite = correlation.isFinite && norm.isFinite
+        if sanitize || finite {
+            // Finite values so large that the projection overflows: no usable evidence, z = 0 (conservative:
+            // the tensor's weight still counts in the combination).
+            return TensorEvidence(name: name, shape: [m, n], weight: Double(m * n).squareRoot(),
+                                  correlation: finite ? correlation : 0, norm: finite ? norm : 0, erased: erased)
+        }
+        sanitize = true
+        erased = 0
+        for i in y.indices { y[i] = 0 }
+        }
     }
 
     /// Detects the mark of `key` in `suspect` (safetensors or GGUF), blind or (with `reference`) informed.
@@ -105,7 +129,16 @@ public enum Detector {
                               options: DetectOptions, expected: [(name: String, shape: [Int])] = [],
                               progress: @escaping (String, Int, Int) -> Void = { _, _, _ in }) throws -> DetectionReport {
         var skipped: [SkippedTensor] = []
-        for e in expected {
+        let selectedAll = suspect.sourceTensors.filter { options.selection.selects($0) }
+        // Part k of N: every N-th tensor of the selection in name order. Tensors absent from the suspect are
+        // reported by part 0 only, so the parts together account for everything exactly once.
+        let partOrder = Dictionary(selectedAll.map(\.name).sorted().enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+        let firstPart = options.part.map { $0.index == 0 } ?? true
+        func inPart(_ name: String) -> Bool {
+            guard let part = options.part else { return true }
+            return (partOrder[name] ?? 0) % part.count == part.index
+        }
+        for e in expected where firstPart {
             guard let t = suspect.sourceTensor(named: e.name) else {
                 skipped.append(.init(name: e.name, reason: "missing from the suspect"))
                 continue
@@ -114,8 +147,8 @@ public enum Detector {
                 skipped.append(.init(name: e.name, reason: "reshaped in the suspect: \(t.shape) instead of \(e.shape)"))
             }
         }
-        let selected = suspect.sourceTensors.filter { options.selection.selects($0) }
-        if let reference {
+        let selected = selectedAll.filter { inPart($0.name) }
+        if let reference, firstPart {
             for t in reference.sourceTensors where options.selection.selects(t) {
                 if suspect.sourceTensor(named: t.name) == nil, !skipped.contains(where: { $0.name == t.name }) {
                     skipped.append(.init(name: t.name, reason: "missing from the suspect"))
@@ -174,6 +207,8 @@ public enum Detector {
         }
         return DetectionReport(keyId: key.id, suspect: suspect.path, reference: reference?.path,
                                mode: reference == nil ? .blind : .informed, alpha: options.alpha,
-                               tensors: collected, skipped: skipped)
+                               tensors: collected, skipped: skipped, rank: options.rank, selection: options.selection,
+                               selectedTensors: selectedAll.map { SelectedTensor(name: $0.name, shape: $0.shape) },
+                               part: options.part)
     }
 }

@@ -36,6 +36,9 @@ public struct EmbedOptions: Sendable {
     /// Also record each input file's SHA-256 in the manifest (one more pass over the model: SHA-256 runs at
     /// ~1.2 GB/s per core, a third of embed's CPU time on a bf16 model). Output files are always hashed.
     public var hashInputs = false
+    /// Leave the folder's other weight files (`pytorch_model.bin`, `tf_model.h5`, a second `.safetensors`, …) out of
+    /// the output instead of refusing to embed: copied, they would ship unmarked.
+    public var dropUnmarkedWeights = false
 
     public init() {}
 }
@@ -120,10 +123,11 @@ public enum Embedder {
     /// pass 1 accumulates ‖W‖² (and, for magnitude shaping, ‖|W| ⊙ P‖²); pass 2 decodes each block again,
     /// adds β·(H ⊙ P_block) with P_block = (A_block S) Bᵀ, encodes (stochastically for f16/bf16) and measures the
     /// stored distortion. For uniform shaping ‖P‖ = ‖S‖_F = sqrt(a·b) because A and B are orthonormal.
-    /// - Returns: encoded bytes, β, and the measured ‖stored − W‖/‖W‖.
+    /// - Returns: β, the measured ‖stored − W‖/‖W‖, and how many NaN/±Inf values were left unmarked.
+    /// - Throws: `WatermarkError.unmarkableTensor` when no finite value is non-zero (β would be 0).
     static func markStreaming(_ model: SafetensorsModel, _ t: ModelTensor, carriers: Carriers,
                               shaping: WatermarkShaping, delta: Double,
-                              random: inout SplitMix64, output: PooledBytes) throws -> (beta: Double, measuredDelta: Double) {
+                              random: inout SplitMix64, output: PooledBytes) throws -> (beta: Double, measuredDelta: Double, nonFinite: Int) {
         let (m, n) = (t.shape[0], t.shape[1])
         let ra = carriers.a.cols, rb = carriers.b.cols
         let blockRows = max(8, min(m, (1 << 16) / max(1, n)))
@@ -163,18 +167,34 @@ public enum Embedder {
         }) != nil {
             start = m
         }
+        // NaN and ±Inf cannot carry a mark: they are left as they are, kept out of ‖W‖ (which would otherwise be
+        // non-finite and make β zero, leaving the whole matrix unmarked) and counted in the manifest.
+        var nonFinite = 0
+        if !w2.isFinite { w2 = 0; start = 0 }
+        func dot(_ count: Int) -> Double {
+            w.withUnsafeBufferPointer { ws in BLAS.dot(UnsafeBufferPointer(rebasing: ws[0..<count]), UnsafeBufferPointer(rebasing: ws[0..<count])) }
+        }
         while start < m {
             let end = min(m, start + blockRows), count = (end - start) * n
             try decode(start..<end)
-            w.withUnsafeBufferPointer { ws in w2 += BLAS.dot(UnsafeBufferPointer(rebasing: ws[0..<count]), UnsafeBufferPointer(rebasing: ws[0..<count])) }
+            var s = dot(count)
+            if !s.isFinite {
+                for i in 0..<count where !w[i].isFinite { w[i] = 0; nonFinite += 1 }
+                s = dot(count)
+            }
+            w2 += s
             if shaping == .magnitude {
                 pattern(rows: start..<end)
                 hp2 += Self.sumOfSquares(count) { abs(w[$0]) * p[$0] }
             }
             start = end
         }
+        guard w2 > 0, w2.isFinite else {
+            throw WatermarkError.unmarkableTensor(path: model.path, tensor: t.name, reason: nonFinite == m * n
+                ? "every value is NaN or infinite" : nonFinite > 0 ? "every finite value is zero (\(nonFinite) NaN or infinite)" : "every value is zero")
+        }
         let norm = w2.squareRoot()
-        let rms = Float((w2 / Double(m * n)).squareRoot())
+        let rms = Float((w2 / Double(m * n - nonFinite)).squareRoot())
         let patternNorm = shaping == .uniform ? Double(ra * rb).squareRoot() : (rms > 0 ? hp2.squareRoot() / Double(rms) : 0)
         let beta = norm > 0 && patternNorm > 0 ? delta * norm / patternNorm : 0
         // Pass 2. bf16 rows read in place go through one fused C pass (add, stochastic rounding, distortion);
@@ -192,7 +212,7 @@ public enum Embedder {
             let end = min(m, start + blockRows), count = (end - start) * n
             let dst = UnsafeMutableRawBufferPointer(rebasing: o[(start * n * width)..<(end * n * width)])
             pattern(rows: start..<end)
-            let fused = t.dtype == .bf16 && (shaping == .uniform || magnitudeScale > 0)
+            let fused = t.dtype == .bf16 && (shaping == .uniform || magnitudeScale > 0) && nonFinite == 0
             if fused, try model.withStoredRows(named: t.name, rows: start..<end, { raw, _ in
                 p.withUnsafeBufferPointer { ps in
                     weightmark_mark_bf16(RankProjection.level, raw.baseAddress!.assumingMemoryBound(to: UInt16.self), ps.baseAddress,
@@ -213,6 +233,9 @@ public enum Embedder {
             } else {
                 for i in 0..<count { marked[i] = w[i] + b * p[i] }
             }
+            if nonFinite > 0 {
+                for i in 0..<count where !w[i].isFinite { marked[i] = w[i] }
+            }
             marked.withUnsafeBufferPointer { ms in
                 let values = UnsafeBufferPointer(rebasing: ms[0..<count])
                 if t.dtype == .bf16 {
@@ -224,10 +247,11 @@ public enum Embedder {
             stored.withUnsafeMutableBufferPointer { ss in
                 FloatConversion.decode(UnsafeRawBufferPointer(dst), dtype: t.dtype, into: UnsafeMutableBufferPointer(rebasing: ss[0..<count]))
             }
-            diff2 += Self.sumOfSquares(count) { stored[$0] - w[$0] }
+            diff2 += nonFinite == 0 ? Self.sumOfSquares(count) { stored[$0] - w[$0] }
+                                    : Self.sumOfSquares(count) { w[$0].isFinite ? stored[$0] - w[$0] : 0 }
             start = end
         }
-        return (beta, norm > 0 ? diff2.squareRoot() / norm : 0)
+        return (beta, diff2.squareRoot() / norm, nonFinite)
     }
 
     /// Σ f(i)² for i in 0..<count, with Float partial sums over 4,096-element runs accumulated in Double.
@@ -251,6 +275,12 @@ public enum Embedder {
     public static func embed(_ model: SafetensorsModel, key: WatermarkKey, options: EmbedOptions, plan: EmbedPlan,
                              to destination: String, overwrite: Bool,
                              progress: @escaping @Sendable (ModelTensor, Int) -> Void = { _, _ in }) throws -> EmbedManifest {
+        // Weights in another file of the folder would be copied unmarked: a leak of that file could not be traced.
+        let otherWeights = model.auxiliaryWeightFiles
+        if !otherWeights.isEmpty && !options.dropUnmarkedWeights {
+            throw WatermarkError.unmarkedWeightFiles(path: model.path, files: otherWeights)
+        }
+        let auxiliary = model.auxiliaryFiles.filter { !otherWeights.contains($0) }
         let selected = Dictionary(uniqueKeysWithValues: plan.entries.map { ($0.tensor.name, $0) })
         // Marked tensors are computed ahead of the writer, `workers` at a time, in the order it asks for them.
         let order = ModelWriter.productionOrder(of: model).filter { selected[$0.name] != nil }
@@ -280,7 +310,8 @@ public enum Embedder {
                                       output: bytes)
             model.release(t)
             return Marked(bytes: bytes, record: .init(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, delta: plan.delta,
-                                                        measuredDelta: r.measuredDelta, beta: r.beta))
+                                                        measuredDelta: r.measuredDelta, beta: r.beta,
+                                                        nonFiniteValues: r.nonFinite > 0 ? r.nonFinite : nil))
         }
         defer { prefetcher.drain() }
         // Output files are hashed as their bytes are written (no second pass); input files, when asked, on a
@@ -299,7 +330,7 @@ public enum Embedder {
         nonisolated(unsafe) var hashers: [String: (SHA256, Int)] = [:]
         nonisolated(unsafe) var records: [String: EmbedManifest.TensorRecord] = [:]
         nonisolated(unsafe) var done = 0
-        let files = try ModelWriter.write(like: model, to: destination, overwrite: overwrite, observer: { file, bytes in
+        let files = try ModelWriter.write(like: model, to: destination, overwrite: overwrite, auxiliaryFiles: auxiliary, observer: { file, bytes in
             var h = hashers[file] ?? (SHA256(), 0)
             h.0.update(bufferPointer: bytes)
             h.1 += bytes.count
@@ -317,11 +348,14 @@ public enum Embedder {
         hashing.wait()
         if let inputError { throw inputError }
         let outputDigests = try files.map { path -> FileDigest in
-            let name = (path as NSString).lastPathComponent
+            // Relative to the output folder: `1_Pooling/config.json` and `config.json` are different files.
+            let name = path.hasPrefix(destination + "/") ? String(path.dropFirst(destination.count + 1)) : (path as NSString).lastPathComponent
             if let (hasher, count) = hashers[name] {
                 return FileDigest(file: name, bytes: count, sha256: hasher.finalize().hex)
             }
-            return try FileDigest.of(file: path) // the index file, written as text
+            var digest = try FileDigest.of(file: path) // the index and the folder's other files, copied as they were
+            digest.file = name
+            return digest
         }
         return EmbedManifest(
             tool: "weightmark \(WatermarkFormat.toolVersion)", formatVersion: WatermarkFormat.version, keyId: key.id,
@@ -329,7 +363,7 @@ public enum Embedder {
             shaping: options.shaping, rank: options.rank, delta: plan.delta, expectedBlindZ: plan.expectedBlindZ,
             deltaCapped: plan.capped, selection: options.selection,
             tensors: plan.entries.compactMap { records[$0.tensor.name] },
-            input: inputDigests, output: outputDigests)
+            input: inputDigests, output: outputDigests, droppedFiles: otherWeights.isEmpty ? nil : otherWeights)
     }
 }
 

@@ -11,6 +11,14 @@ public struct EmbedManifest: Sendable, Codable {
         /// Measured after rounding to the stored dtype.
         public var measuredDelta: Double
         public var beta: Double
+        /// NaN/±Inf values found in the tensor and left as they were (absent when there were none).
+        public var nonFiniteValues: Int?
+
+        public init(name: String, shape: [Int], dtype: String, delta: Double, measuredDelta: Double, beta: Double,
+                    nonFiniteValues: Int? = nil) {
+            self.name = name; self.shape = shape; self.dtype = dtype; self.delta = delta
+            self.measuredDelta = measuredDelta; self.beta = beta; self.nonFiniteValues = nonFiniteValues
+        }
     }
     public var tool: String
     public var formatVersion: Int
@@ -25,6 +33,8 @@ public struct EmbedManifest: Sendable, Codable {
     public var tensors: [TensorRecord]
     public var input: [FileDigest]
     public var output: [FileDigest]
+    /// Weight files of the input folder left out of the output (`embed --drop-unmarked-weights`).
+    public var droppedFiles: [String]?
 }
 
 /// Per-tensor detection evidence. Reports carry the raw correlation, norm and weight so that reports of
@@ -50,6 +60,31 @@ public struct SkippedTensor: Sendable, Codable, Equatable {
     public var reason: String
 }
 
+/// A tensor the selection picks in the suspect: what a complete set of reports must cover.
+public struct SelectedTensor: Sendable, Codable, Hashable {
+    public var name: String
+    public var shape: [Int]
+    public init(name: String, shape: [Int]) { self.name = name; self.shape = shape }
+}
+
+/// One of N disjoint parts of a model's selection, checked by separate `detect --part i/N` runs: tensor k of the
+/// selection sorted by name belongs to part k mod N.
+public struct ReportPart: Sendable, Codable, Equatable, CustomStringConvertible {
+    public var index: Int
+    public var count: Int
+    public init(index: Int, count: Int) {
+        precondition(count > 0 && index >= 0 && index < count, "part index must be in 0..<count")
+        self.index = index; self.count = count
+    }
+    /// Parses "i/N" (0 ≤ i < N).
+    public init?(parsing text: String) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, let i = Int(parts[0]), let n = Int(parts[1]), n > 0, n <= 1_000_000, i >= 0, i < n else { return nil }
+        self.init(index: i, count: n)
+    }
+    public var description: String { "\(index)/\(count)" }
+}
+
 /// The verdict of `detect`, machine-readable.
 public struct DetectionReport: Sendable, Codable {
     public enum Mode: String, Sendable, Codable { case blind, informed }
@@ -69,10 +104,24 @@ public struct DetectionReport: Sendable, Codable {
     /// log10 of the Gaussian estimate Φ̄(Z).
     public var log10PValueGaussian: Double
     public var detected: Bool
+    /// Carrier rank used (nil in reports written before version 1.1 of the report).
+    public var rank: Int?
+    /// The selection rule used.
+    public var selection: TensorSelection?
+    /// Every tensor the rule selects in the whole suspect model, also when this report covers only a part of
+    /// them: `combine` checks that its inputs cover all of these, so reports cannot be cherry-picked.
+    public var selectedTensors: [SelectedTensor]?
+    /// Which part of `selectedTensors` this report covers (nil: all of them).
+    public var part: ReportPart?
+    /// True when the evidence covers only part of the selection and the caller accepted that
+    /// (`combine --allow-partial`): the bound then holds for the tensors shown, which may have been chosen after
+    /// seeing their scores.
+    public var partialCoverage: Bool?
 
     /// Builds a report and its verdict from evidence.
     public init(keyId: String, suspect: String, reference: String?, mode: Mode, alpha: Double,
-                tensors: [TensorEvidence], skipped: [SkippedTensor]) {
+                tensors: [TensorEvidence], skipped: [SkippedTensor], rank: Int? = nil, selection: TensorSelection? = nil,
+                selectedTensors: [SelectedTensor]? = nil, part: ReportPart? = nil, partialCoverage: Bool? = nil) {
         tool = "weightmark \(WatermarkFormat.toolVersion)"
         formatVersion = WatermarkFormat.version
         self.keyId = keyId
@@ -82,39 +131,96 @@ public struct DetectionReport: Sendable, Codable {
         self.alpha = alpha
         self.tensors = tensors
         self.skipped = skipped
+        self.rank = rank
+        self.selection = selection
+        self.selectedTensors = selectedTensors
+        self.part = part
+        self.partialCoverage = partialCoverage
         combinedZ = WatermarkStatistics.combinedZ(scores: tensors.map(\.z), weights: tensors.map(\.weight))
         log10PValueBound = WatermarkStatistics.log10HoeffdingBound(combinedZ)
         log10PValueGaussian = WatermarkStatistics.log10GaussianTail(combinedZ)
         detected = !tensors.isEmpty && log10PValueBound <= Foundation.log10(alpha)
     }
 
-    /// Merges reports of disjoint tensor sets (same key, format and mode) into the verdict one run over
-    /// all tensors would give.
-    public static func combining(_ reports: [DetectionReport], alpha: Double? = nil) throws -> DetectionReport {
+    /// Merges reports of disjoint tensor sets (same key, format, mode, rank and selection) into the verdict one
+    /// run over all tensors would give.
+    ///
+    /// Nothing a report claims about itself is trusted where it can be recomputed: each tensor's weight must equal
+    /// sqrt(m·n) of its shape, every tensor must belong to the declared selection, and the reports together must
+    /// cover every selected tensor (as evidence or as skipped with a reason). Otherwise — e.g. someone kept only the
+    /// reports whose tensors scored high — the merge is refused, unless `allowPartial`, which the verdict then states.
+    /// - Throws: `WatermarkError.incompatibleReports` naming what does not match.
+    public static func combining(_ reports: [DetectionReport], alpha: Double? = nil, allowPartial: Bool = false) throws -> DetectionReport {
         guard let first = reports.first else { throw WatermarkError.incompatibleReports(reason: "no reports given") }
         var seen = Set<String>()
         var tensors: [TensorEvidence] = []
         var skipped: [SkippedTensor] = []
-        for r in reports {
+        var problems: [String] = []
+        let declared = first.selectedTensors.map(Set.init)
+        for (k, r) in reports.enumerated() {
+            let which = "report \(k + 1) (\(r.suspect))"
             guard r.keyId == first.keyId else {
-                throw WatermarkError.incompatibleReports(reason: "key ids differ (\(first.keyId) vs \(r.keyId))")
+                throw WatermarkError.incompatibleReports(reason: "key ids differ (\(first.keyId) vs \(r.keyId) in \(which))")
             }
             guard r.formatVersion == first.formatVersion else {
-                throw WatermarkError.incompatibleReports(reason: "format versions differ (\(first.formatVersion) vs \(r.formatVersion))")
+                throw WatermarkError.incompatibleReports(reason: "format versions differ (\(first.formatVersion) vs \(r.formatVersion) in \(which))")
             }
             guard r.mode == first.mode else {
-                throw WatermarkError.incompatibleReports(reason: "one report is \(first.mode.rawValue), another \(r.mode.rawValue)")
+                throw WatermarkError.incompatibleReports(reason: "one report is \(first.mode.rawValue), \(which) is \(r.mode.rawValue)")
+            }
+            guard r.rank == first.rank else {
+                throw WatermarkError.incompatibleReports(reason: "carrier ranks differ (\(first.rank.map(String.init) ?? "unrecorded") vs \(r.rank.map(String.init) ?? "unrecorded") in \(which))")
+            }
+            guard r.selection == first.selection else {
+                throw WatermarkError.incompatibleReports(reason: "\(which) used another tensor selection (--include/--exclude) than report 1")
+            }
+            if r.selectedTensors.map(Set.init) != declared {
+                problems.append("\(which) declares another set of selected tensors than report 1 (reports of separate files rather than `detect --part i/N` runs over one model)")
             }
             for t in r.tensors {
+                guard t.shape.count == 2, t.shape[0] > 0, t.shape[1] > 0,
+                      case let (mn, overflow) = t.shape[0].multipliedReportingOverflow(by: t.shape[1]), !overflow else {
+                    throw WatermarkError.incompatibleReports(reason: "tensor \"\(t.name)\" in \(which) has shape \(t.shape), not a matrix")
+                }
+                let weight = Double(mn).squareRoot()
+                guard abs(t.weight - weight) <= 1e-9 * weight else {
+                    throw WatermarkError.incompatibleReports(reason: "tensor \"\(t.name)\" in \(which) claims weight \(t.weight), but its shape \(t.shape) gives sqrt(m·n) = \(weight); weights are fixed by shapes")
+                }
+                guard t.correlation.isFinite, t.norm.isFinite, t.norm >= 0 else {
+                    throw WatermarkError.incompatibleReports(reason: "tensor \"\(t.name)\" in \(which) has a non-finite correlation or norm")
+                }
+                if let declared, !declared.contains(SelectedTensor(name: t.name, shape: t.shape)) {
+                    problems.append("tensor \"\(t.name)\" \(t.shape) in \(which) is not in the declared selection")
+                }
                 guard seen.insert(t.name).inserted else {
                     throw WatermarkError.incompatibleReports(reason: "tensor \"\(t.name)\" appears in two reports; their tensor sets must be disjoint")
                 }
-                tensors.append(t)
+                tensors.append(t.withWeight(weight))
             }
             skipped += r.skipped
         }
+        skipped = skipped.filter { !seen.contains($0.name) }
+        if let declared {
+            let accounted = seen.union(skipped.map(\.name))
+            let missing = declared.map(\.name).filter { !accounted.contains($0) }.sorted()
+            if !missing.isEmpty {
+                let list = missing.prefix(5).map { "\"\($0)\"" }.joined(separator: ", ") + (missing.count > 5 ? ", …" : "")
+                problems.append("the reports cover \(declared.count - missing.count) of the \(declared.count) selected tensors; missing \(missing.count): \(list)")
+            }
+        } else {
+            problems.append("the reports do not list the selected tensors (written by an older version), so their coverage cannot be checked")
+        }
+        if !problems.isEmpty && !allowPartial {
+            throw WatermarkError.incompatibleReports(reason: problems.joined(separator: "; ") + ". Combine the reports of every part (detect --part i/N on the whole model), or pass --allow-partial to accept a verdict on a possibly cherry-picked subset")
+        }
         return DetectionReport(keyId: first.keyId, suspect: reports.map(\.suspect).joined(separator: " + "),
                                reference: first.reference, mode: first.mode, alpha: alpha ?? first.alpha,
-                               tensors: tensors, skipped: skipped.filter { !seen.contains($0.name) })
+                               tensors: tensors, skipped: skipped, rank: first.rank, selection: first.selection,
+                               selectedTensors: first.selectedTensors, part: nil,
+                               partialCoverage: problems.isEmpty ? nil : true)
     }
+}
+
+extension TensorEvidence {
+    func withWeight(_ w: Double) -> TensorEvidence { var t = self; t.weight = w; return t }
 }

@@ -38,6 +38,15 @@ public struct TensorSelection: Sendable, Codable, Equatable {
         return shape[0] * shape[1] >= minimumElements
     }
 
+    /// "default selection", or the globs that adjust it.
+    public var summary: String {
+        var parts: [String] = []
+        if !include.isEmpty { parts.append("include " + include.joined(separator: ", ")) }
+        if !exclude.isEmpty { parts.append("exclude " + exclude.joined(separator: ", ")) }
+        if minimumElements != Self.defaultMinimumElements { parts.append("at least \(minimumElements) elements") }
+        return parts.isEmpty ? "default selection" : parts.joined(separator: "; ")
+    }
+
     /// Shell-style glob (`*`, `?`, `[...]`) over the whole name; `*` also crosses dots.
     public static func glob(_ pattern: String, matches name: String) -> Bool {
         fnmatch(pattern, name, 0) == 0

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import TensorIO
 
 /// A watermark owner's secret: 256 bits from the system CSPRNG.
 ///
@@ -46,6 +47,13 @@ public struct WatermarkKey: Sendable {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
         return Array(try e.encode(contents)) + [0x0A]
+    }
+
+    /// Writes the key file to `path` atomically with mode 0600 from its first byte (the temporary file is
+    /// created 0600 and renamed into place), never replacing an existing file.
+    /// - Throws: `TensorIOError.outputExists` if `path` exists, `TensorIOError.writeFailed` otherwise.
+    public func save(to path: String) throws {
+        try AtomicFileWriter.write(try fileContents(), to: path, overwrite: false, mode: 0o600)
     }
 
     /// Loads and checks a key file.
@@ -105,6 +113,8 @@ public enum WatermarkError: Error, CustomStringConvertible, Sendable {
     case invalidReport(path: String, reason: String)
     case incompatibleReports(reason: String)
     case shapeMismatch(tensor: String, reason: String)
+    case unmarkableTensor(path: String, tensor: String, reason: String)
+    case unmarkedWeightFiles(path: String, files: [String])
 
     public var description: String {
         switch self {
@@ -113,6 +123,10 @@ public enum WatermarkError: Error, CustomStringConvertible, Sendable {
         case let .invalidReport(path, reason): "\(path): not a WeightMark detection report: \(reason)."
         case let .incompatibleReports(reason): "cannot combine reports: \(reason)."
         case let .shapeMismatch(tensor, reason): "tensor \"\(tensor)\": \(reason)."
+        case let .unmarkableTensor(path, tensor, reason):
+            "\(path): tensor \"\(tensor)\" cannot carry the mark: \(reason). Repair the model, or leave the tensor out with --exclude '\(tensor)'."
+        case let .unmarkedWeightFiles(path, files):
+            "\(path): the folder also holds weights WeightMark does not mark (\(files.joined(separator: ", "))); copied as they are, they would ship unmarked and a leak of them could not be traced. Remove them from the input folder, or pass --drop-unmarked-weights to leave them out of the output."
         }
     }
 }

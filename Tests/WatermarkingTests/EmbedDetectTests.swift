@@ -113,19 +113,21 @@ struct EmbedDetectTests {
         _ = try embed(dir + "/m.safetensors", dir + "/w.safetensors", strength: .relativeDistortion(0.01))
         let marked = try SafetensorsModel(path: dir + "/w.safetensors")
         let whole = try Detector.detect(suspect: marked, reference: nil, key: Self.key, options: DetectOptions())
-        var first = DetectOptions(); first.selection = TensorSelection(exclude: ["layers.*"])
-        var second = DetectOptions(); second.selection = TensorSelection(exclude: ["embed_*"])
+        var first = DetectOptions(); first.part = ReportPart(index: 0, count: 3)
+        var second = DetectOptions(); second.part = ReportPart(index: 1, count: 3)
+        var third = DetectOptions(); third.part = ReportPart(index: 2, count: 3)
         let r1 = try Detector.detect(suspect: marked, reference: nil, key: Self.key, options: first)
         let r2 = try Detector.detect(suspect: marked, reference: nil, key: Self.key, options: second)
-        #expect(r1.tensors.count == 1 && r2.tensors.count == 3)
+        let r3 = try Detector.detect(suspect: marked, reference: nil, key: Self.key, options: third)
+        #expect(r1.tensors.count == 2 && r2.tensors.count == 1 && r3.tensors.count == 1)
         // Through JSON, as `combine` reads them.
-        let decoded = try [r1, r2].map { try JSONDecoder().decode(DetectionReport.self, from: JSONEncoder().encode($0)) }
+        let decoded = try [r1, r2, r3].map { try JSONDecoder().decode(DetectionReport.self, from: JSONEncoder().encode($0)) }
         let merged = try DetectionReport.combining(decoded)
         #expect(abs(merged.combinedZ - whole.combinedZ) < 1e-9 * abs(whole.combinedZ))
         #expect(merged.detected == whole.detected)
         #expect(throws: WatermarkError.self) { try DetectionReport.combining([r1, r1]) }
         let other = try Detector.detect(suspect: marked, reference: nil, key: Self.otherKey, options: second)
-        #expect(throws: WatermarkError.self) { try DetectionReport.combining([r1, other]) }
+        #expect(throws: WatermarkError.self) { try DetectionReport.combining([r1, other, r3]) }
     }
 
     @Test("missing and reshaped tensors are reported, not fatal")

@@ -66,8 +66,8 @@ struct Attack: AsyncParsableCommand {
         let damage = try AttackRunner.damage(attacked, against: source) { $0.shape.count == 2 && $0.dtype.isSupportedFloat }
         let specs = chain.map(\.spec).joined(separator: " → ")
         if output.json {
-            Console.out(try Console.json(["attack": specs, "output": out, "tensorsAttacked": String(attacked.count),
-                                          "relativeError": String(damage)]))
+            struct Result: Encodable { var attack: String; var output: String; var tensorsAttacked: Int; var relativeError: Double }
+            Console.out(try Console.json(Result(attack: specs, output: out, tensorsAttacked: attacked.count, relativeError: damage)))
         } else {
             Console.out("\(specs): attacked \(attacked.count) tensors of \(model) in \(String(format: "%.1f", Date().timeIntervalSince(start))) s → \(out)")
             Console.out(String(format: "  relative error over 2-D float tensors ‖W′−W‖/‖W‖ = %.4f", damage))

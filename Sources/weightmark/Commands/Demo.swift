@@ -28,13 +28,13 @@ struct Demo: AsyncParsableCommand {
         let fm = FileManager.default
         if fm.fileExists(atPath: workdir) {
             guard fm.fileExists(atPath: workdir + "/" + Self.marker) else {
-                throw ValidationError("\(workdir) exists and was not made by `weightmark demo`; choose an empty or new --workdir.")
+                throw CLIError("\(workdir) exists and was not made by `weightmark demo`; choose an empty or new --workdir.")
             }
             try fm.removeItem(atPath: workdir)
         }
         try fm.createDirectory(atPath: workdir, withIntermediateDirectories: true)
         guard fm.createFile(atPath: workdir + "/" + Self.marker, contents: Data()) else {
-            throw ValidationError("cannot write in \(workdir); choose a writable --workdir.")
+            throw CLIError("cannot write in \(workdir); choose a writable --workdir.")
         }
 
         let original = try SafetensorsModel(path: model)
@@ -43,8 +43,7 @@ struct Demo: AsyncParsableCommand {
 
         let key = WatermarkKey.generate(), other = WatermarkKey.generate()
         for (k, name) in [(key, "owner.key"), (other, "someone-else.key")] {
-            try AtomicFileWriter.write(try k.fileContents(), to: "\(workdir)/\(name)", overwrite: false)
-            chmod("\(workdir)/\(name)", 0o600)
+            try k.save(to: "\(workdir)/\(name)")
         }
         Console.out("1. keygen   \(workdir)/owner.key  (key id \(key.id); a second key stands in for someone else)")
 

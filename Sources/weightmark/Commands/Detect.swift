@@ -45,8 +45,14 @@ struct Detect: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Largest accepted false-positive bound.", valueName: "p"))
     var alpha: Double = 1e-6
 
-    @Option(name: .long, help: ArgumentHelp("Also write the JSON report to this file.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Also write the JSON report to this file (never replaced without --force).", valueName: "path"))
     var report: String?
+
+    @Option(name: .long, help: ArgumentHelp("Check only part i of N of the selected tensors (0 ≤ i < N), to spread one model over N runs; merge the N reports with `weightmark combine`.", valueName: "i/N"))
+    var part: String?
+
+    @Flag(name: .long, help: "Replace the --report file if it exists.")
+    var force = false
 
     @Option(name: .long, help: ArgumentHelp("How many of the strongest tensors to list.", valueName: "n"))
     var top: Int = 5
@@ -56,26 +62,38 @@ struct Detect: AsyncParsableCommand {
 
     func validate() throws {
         guard alpha > 0 && alpha < 1 else { throw ValidationError("--alpha must be in (0, 1); the default 1e-6 suits legal evidence.") }
+        if let part, ReportPart(parsing: part) == nil {
+            throw ValidationError("--part must be i/N with 0 ≤ i < N, e.g. 0/4 … 3/4 for four runs.")
+        }
     }
 
     func run() async throws {
         let key = try WatermarkKey.load(from: key)
+        if let report, !force, FileManager.default.fileExists(atPath: report) { throw TensorIOError.outputExists(path: report) }
         let suspectModel = try openTensorSource(path: suspect)
         let referenceModel = try reference.map { try openTensorSource(path: $0) }
         var options = DetectOptions()
         options.selection = selection.selection
         options.rank = selection.rank
         options.alpha = alpha
+        options.part = part.flatMap(ReportPart.init(parsing:))
         var expected: [(name: String, shape: [Int])] = []
         if let manifest {
             guard let data = FileManager.default.contents(atPath: manifest),
                   let m = try? JSONDecoder().decode(EmbedManifest.self, from: data) else {
-                throw ValidationError("\(manifest): not a WeightMark embed manifest (the .weightmark.json written by `embed`).")
+                throw CLIError("\(manifest): not a WeightMark embed manifest (the .weightmark.json written by `embed`).")
             }
             if m.keyId != key.id {
                 Console.note("warning: \(manifest) was made with key \(m.keyId), but --key is \(key.id).", quiet: output.quiet)
             }
             expected = m.tensors.map { ($0.name, $0.shape) }
+            // The manifest says how the model was marked; flags that say otherwise are a mistake, not a choice.
+            if selection.isCustomized, selection.selection != m.selection || selection.rank != m.rank {
+                throw ValidationError("\(manifest) records the selection and rank used at embed time (\(m.selection.summary), rank \(m.rank)); --include/--exclude/--rank disagree. Drop them, or drop --manifest.")
+            }
+            if m.selection != options.selection || m.rank != options.rank {
+                Console.note("using the selection and rank recorded in \(manifest): \(m.selection.summary), rank \(m.rank)", quiet: output.quiet)
+            }
             options.selection = m.selection
             options.rank = m.rank
         }
@@ -87,7 +105,7 @@ struct Detect: AsyncParsableCommand {
         }
         bar.finish()
         if let report {
-            try Console.writeJSON(result, to: report, overwrite: true)
+            try Console.writeJSON(result, to: report, overwrite: force)
         }
         if output.json {
             Console.out(try Console.json(result))
@@ -103,7 +121,11 @@ enum DetectionPrinter {
     static func print(_ r: DetectionReport, top: Int) {
         let verdict = r.detected ? "WATERMARK DETECTED" : "not detected"
         Console.out("\(verdict): \(r.suspect) (key \(r.keyId), \(r.mode.rawValue)\(r.reference.map { " against \($0)" } ?? ""))")
-        Console.out(String(format: "  combined Z = %.2f over %d tensors", r.combinedZ, r.tensors.count))
+        Console.out(String(format: "  combined Z = %.2f over %d tensors", r.combinedZ, r.tensors.count)
+                    + (r.part.map { " (part \($0) of the \(r.selectedTensors?.count ?? 0) selected; merge all parts with `weightmark combine`)" } ?? ""))
+        if r.partialCoverage == true {
+            Console.out("  PARTIAL COVERAGE: these reports do not cover every selected tensor (accepted with --allow-partial); the bound holds only if the tensors shown were not chosen after seeing their scores")
+        }
         Console.out("  false-positive probability ≤ \(pString(r.log10PValueBound)) (rigorous bound), ≈ \(pString(r.log10PValueGaussian)) (Gaussian estimate); threshold \(String(format: "%.0e", r.alpha))")
         if !r.skipped.isEmpty {
             Console.out("  skipped \(r.skipped.count) tensors:")

@@ -9,8 +9,11 @@ struct Embed: AsyncParsableCommand {
         discussion: """
         Adds a keyed spread-spectrum mark to the selected weight matrices and writes the model to --out in \
         the same layout (file, folder or sharded folder) and dtypes. Unselected tensors and __metadata__ \
-        are copied byte for byte; other files of a model folder (config, tokenizer) are copied too. The \
-        input is never modified; --out is never replaced without --force.
+        are copied byte for byte; other files of a model folder (config, tokenizer, subfolders such as \
+        sentence-transformers' 1_Pooling/) are copied too and hashed in the manifest. A folder that also holds \
+        weights in another file (pytorch_model.bin, tf_model.h5, a second .safetensors, …) is refused, since \
+        that copy would ship unmarked: remove it, or pass --drop-unmarked-weights. The input is never \
+        modified; --out is never replaced without --force.
 
         Selection (default): 2-D F32/F16/BF16/F64 tensors with at least 65,536 elements whose name does \
         not mention a norm or bias. --include/--exclude adjust it; detection must use the same flags.
@@ -51,6 +54,9 @@ struct Embed: AsyncParsableCommand {
     @Flag(name: .long, help: "Also record each input file's SHA-256 in the manifest (~+40% CPU time).")
     var hashInput = false
 
+    @Flag(name: .long, help: "Leave the folder's other weight files (pytorch_model.bin, tf_model.h5, a second .safetensors, …) out of the output; without it embed refuses, since they would ship unmarked.")
+    var dropUnmarkedWeights = false
+
     @Flag(name: .long, help: "Replace --out (and the manifest) if they exist.")
     var force = false
 
@@ -61,7 +67,7 @@ struct Embed: AsyncParsableCommand {
         if let strength, !(strength > 0 && strength <= 0.1) {
             throw ValidationError("--strength must be in (0, 0.1]; typical values are 1e-3 to 5e-3.")
         }
-        guard targetZ > 0 else { throw ValidationError("--target-z must be positive (default 20).") }
+        guard targetZ > 0, targetZ.isFinite else { throw ValidationError("--target-z must be positive (default 20).") }
         let o = out.hasSuffix("/") ? String(out.dropLast()) : out
         let m = model.hasSuffix("/") ? String(model.dropLast()) : model
         guard URL(fileURLWithPath: o).standardizedFileURL != URL(fileURLWithPath: m).standardizedFileURL else {
@@ -86,11 +92,19 @@ struct Embed: AsyncParsableCommand {
         options.selection = selection.selection
         options.rank = selection.rank
         options.hashInputs = hashInput
+        options.dropUnmarkedWeights = dropUnmarkedWeights
         options.strength = strength.map { .relativeDistortion($0) } ?? .targetZ(targetZ)
         let start = Date()
         let plan = try Embedder.plan(source, options: options)
         if plan.capped {
             Console.note(String(format: "warning: reaching --target-z %.1f needs δ = %.2e, above the 5e-3 fidelity cap; using δ = 5e-3 (expected blind Z %.1f). The model is small: informed detection (--reference) stays strong.", targetZ, plan.requestedDelta, plan.expectedBlindZ), quiet: false)
+        }
+        let otherWeights = source.auxiliaryWeightFiles
+        if !otherWeights.isEmpty && !dropUnmarkedWeights {
+            throw WatermarkError.unmarkedWeightFiles(path: source.path, files: otherWeights)
+        }
+        if !otherWeights.isEmpty {
+            Console.note("leaving out of the output (they would ship unmarked): \(otherWeights.joined(separator: ", "))", quiet: output.quiet)
         }
         Console.note("marking \(plan.entries.count) of \(source.tensors.count) tensors of \(source.path) with key \(key.id), δ = \(String(format: "%.2e", plan.delta)), \(shaping.rawValue) shaping", quiet: output.quiet)
         let bar = ProgressBar(total: plan.entries.count, label: "embedding", enabled: !output.quiet)

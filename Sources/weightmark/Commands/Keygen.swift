@@ -24,13 +24,9 @@ struct Keygen: AsyncParsableCommand {
     func run() async throws {
         let key = WatermarkKey.generate()
         guard !FileManager.default.fileExists(atPath: out) else {
-            throw ValidationError("\(out) already exists; keys are never overwritten. Choose another path (or delete it yourself if you mean to).")
+            throw CLIError("\(out) already exists; keys are never overwritten. Choose another path (or delete it yourself if you mean to).")
         }
-        let contents = try key.fileContents()
-        let writer = try AtomicFileWriter(destination: out, overwrite: false)
-        try writer.write(contents)
-        try writer.commit()
-        chmod(out, 0o600)
+        try key.save(to: out)
         if output.json {
             Console.out(try Console.json(["keyId": key.id, "path": out]))
         } else {

@@ -51,13 +51,19 @@ struct Synth: AsyncParsableCommand {
         let t = s.uppercased()
         let mult: Double = t.hasSuffix("B") ? 1e9 : t.hasSuffix("M") ? 1e6 : t.hasSuffix("K") ? 1e3 : 1
         let digits = mult == 1 ? t : String(t.dropLast())
-        return Double(digits).map { Int($0 * mult) }
+        // Finite, and small enough that every size derived from it fits an Int (1e13 parameters is far beyond
+        // anything this machine can write).
+        guard let v = Double(digits), v.isFinite, v * mult >= 1, v * mult <= 1e13 else { return nil }
+        return Int(v * mult)
     }
 
     var storage: DType? { ["bf16": .bf16, "f16": .f16, "fp16": .f16, "f32": .f32][dtype.lowercased()] }
 
     func validate() throws {
-        guard let n = Self.parseCount(params), n > 0 else { throw ValidationError("--params: use e.g. 2B, 500M or 125000000.") }
+        guard let n = Self.parseCount(params), n > 0 else { throw ValidationError("--params: use e.g. 2B, 500M or 125000000 (at most 1e13).") }
+        for (flag, value) in [("--hidden", hidden), ("--ffn", ffn), ("--layers", layers), ("--heads", heads), ("--kv-heads", kvHeads), ("--vocab", vocab)] {
+            if let value, !(1...1_048_576).contains(value) { throw ValidationError("\(flag) must be between 1 and 1,048,576.") }
+        }
         guard storage != nil else { throw ValidationError("--dtype must be bf16, f16 or f32.") }
         guard (1...999).contains(shards) else { throw ValidationError("--shards must be between 1 and 999.") }
         let (hidden, _, heads) = dimensions
@@ -94,8 +100,9 @@ struct Synth: AsyncParsableCommand {
         bar.finish()
         let seconds = Date().timeIntervalSince(start)
         if output.json {
-            Console.out(try Console.json(["output": out, "parameters": String(shape.parameterCount), "bytes": String(bytes),
-                                          "layers": String(shape.layers), "seconds": String(format: "%.2f", seconds)]))
+            struct Result: Encodable { var output: String; var parameters: Int; var bytes: Int; var layers: Int; var seconds: Double }
+            Console.out(try Console.json(Result(output: out, parameters: shape.parameterCount, bytes: bytes, layers: shape.layers,
+                                                seconds: (seconds * 100).rounded() / 100)))
         } else {
             Console.out("wrote \(out): \(Console.count(shape.parameterCount)) parameters, \(Console.bytes(bytes)), \(shape.layers) layers, in \(String(format: "%.1f", seconds)) s (\(String(format: "%.0f", Double(bytes) / seconds / 1e6)) MB/s)")
         }

@@ -14,6 +14,9 @@ struct SelectionOptions: ParsableArguments {
 
     var selection: TensorSelection { TensorSelection(include: include, exclude: exclude) }
 
+    /// Whether any selection flag differs from its default.
+    var isCustomized: Bool { !include.isEmpty || !exclude.isEmpty || rank != Carriers.defaultRank }
+
     func validate() throws {
         guard (1...256).contains(rank) else { throw ValidationError("--rank must be between 1 and 256 (default \(Carriers.defaultRank)).") }
     }
