@@ -6,9 +6,10 @@ import PackageDescription
 // tests take minutes. Preconditions stay on (-O, not -Ounchecked).
 let optimizedInDebug: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
 
+// Linux only: the I/O layer calls Glibc directly (O_DIRECT writes, posix_fadvise, sync_file_range) and links
+// Debian's BLAS/LAPACK. No Apple platform is declared, because none is built or tested.
 let package = Package(
     name: "WeightMark",
-    platforms: [.macOS(.v14)],
     products: [
         .executable(name: "weightmark", targets: ["weightmark"]),
         .library(name: "TensorIO", targets: ["TensorIO"]),

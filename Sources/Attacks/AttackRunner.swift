@@ -5,10 +5,14 @@ public enum AttackRunner {
     /// Attacked values of every tensor some attack in the chain touches (in memory; others unchanged),
     /// with the dtype each should be stored as. Each attack transforms the output of the previous one;
     /// `prepare` (e.g. the global pruning threshold) sees the input model.
-    public static func apply(_ chain: [any WeightAttack], to model: SafetensorsModel, context: AttackContext)
+    /// - Parameter progress: called after each (attack, tensor) step with the steps done, their total and the tensor.
+    public static func apply(_ chain: [any WeightAttack], to model: SafetensorsModel, context: AttackContext,
+                             progress: (Int, Int, String) -> Void = { _, _, _ in })
         throws -> [String: (values: [Float], dtype: DType)] {
         var prepared = chain
         var out: [String: (values: [Float], dtype: DType)] = [:]
+        let total = chain.reduce(0) { n, a in n + model.tensors.filter { a.applies(to: $0.name, shape: $0.shape, dtype: $0.dtype) }.count }
+        var done = 0
         for k in prepared.indices {
             try prepared[k].prepare(model: model, context: context)
             let attack = prepared[k]
@@ -17,6 +21,8 @@ public enum AttackRunner {
                 try attack.apply(name: t.name, shape: t.shape, values: &entry.values, context: context)
                 entry.dtype = attack.outputDType(for: entry.dtype)
                 out[t.name] = entry
+                done += 1
+                progress(done, total, t.name)
             }
         }
         return out
@@ -24,8 +30,9 @@ public enum AttackRunner {
 
     /// Applies the chain and writes the result in the source's layout.
     public static func write(_ chain: [any WeightAttack], to model: SafetensorsModel, context: AttackContext,
-                             destination: String, overwrite: Bool) throws -> [String: (values: [Float], dtype: DType)] {
-        let attacked = try apply(chain, to: model, context: context)
+                             destination: String, overwrite: Bool,
+                             progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> [String: (values: [Float], dtype: DType)] {
+        let attacked = try apply(chain, to: model, context: context, progress: progress)
         try ModelWriter.write(like: model, to: destination, overwrite: overwrite) { t in
             guard let a = attacked[t.name] else { return nil }
             return OutputTensor(name: t.name, dtype: a.dtype, shape: t.shape, bytes: FloatConversion.encode(a.values, as: a.dtype))

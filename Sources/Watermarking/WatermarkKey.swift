@@ -56,6 +56,13 @@ public struct WatermarkKey: Sendable {
         try AtomicFileWriter.write(try fileContents(), to: path, overwrite: false, mode: 0o600)
     }
 
+    /// A warning when the key file at `path` can be read by its group or by others (a secret should be 0600).
+    public static func permissionWarning(path: String) -> String? {
+        guard let mode = (try? FileManager.default.attributesOfItem(atPath: path))?[.posixPermissions] as? Int,
+              mode & 0o077 != 0 else { return nil }
+        return "warning: \(path) is readable or writable by others (mode \(String(mode, radix: 8))); anyone who reads it can forge or strip marks. Fix it with: chmod 600 \(path)"
+    }
+
     /// Loads and checks a key file.
     /// - Throws: `WatermarkError.invalidKey` naming the file and what is wrong with it.
     public static func load(from path: String) throws -> WatermarkKey {

@@ -62,7 +62,12 @@ struct Attack: AsyncParsableCommand {
             original: try reference.map { try SafetensorsModel(path: $0) },
             mergePartner: try partner.map { try SafetensorsModel(path: $0) })
         let start = Date()
-        let attacked = try AttackRunner.write(chain, to: source, context: context, destination: out, overwrite: force)
+        let bar = ProgressBar(total: 1, label: "attack", enabled: !output.quiet)
+        let attacked = try AttackRunner.write(chain, to: source, context: context, destination: out, overwrite: force) { done, total, name in
+            if done == 1 { bar.reset(total: total) }
+            bar.advance(detail: name)
+        }
+        bar.finish()
         let damage = try AttackRunner.damage(attacked, against: source) { $0.shape.count == 2 && $0.dtype.isSupportedFloat }
         let specs = chain.map(\.spec).joined(separator: " → ")
         if output.json {

@@ -56,7 +56,7 @@ struct Bench: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let key = try WatermarkKey.load(from: key)
+        let key = try Console.loadKey(key, quiet: output.quiet)
         let original = try SafetensorsModel(path: model)
         var grid = SweepFamily.defaults
         if let families {
@@ -77,7 +77,12 @@ struct Bench: AsyncParsableCommand {
             let markedPath = "\(out)/.marked-\(s.rawValue).safetensors"
             try? FileManager.default.removeItem(atPath: markedPath)
             Console.note("marking \(original.path) (\(s.rawValue) shaping, δ = \(String(format: "%.2e", plan.delta)))", quiet: output.quiet)
-            _ = try Embedder.embed(original, key: key, options: options, plan: plan, to: markedPath, overwrite: true)
+            let embedBar = ProgressBar(total: plan.entries.count, label: "embed \(s.rawValue)", enabled: !output.quiet)
+            nonisolated(unsafe) let embedProgress = embedBar // called on this thread by the writer, one tensor at a time
+            _ = try Embedder.embed(original, key: key, options: options, plan: plan, to: markedPath, overwrite: true) { t, _ in
+                embedProgress.advance(detail: t.name)
+            }
+            embedBar.finish()
             defer { try? FileManager.default.removeItem(atPath: markedPath) }
             var detect = DetectOptions()
             detect.alpha = alpha

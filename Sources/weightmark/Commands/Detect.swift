@@ -68,7 +68,7 @@ struct Detect: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let key = try WatermarkKey.load(from: key)
+        let key = try Console.loadKey(key, quiet: output.quiet)
         if let report, !force, FileManager.default.fileExists(atPath: report) { throw TensorIOError.outputExists(path: report) }
         let suspectModel = try openTensorSource(path: suspect)
         let referenceModel = try reference.map { try openTensorSource(path: $0) }

@@ -80,7 +80,7 @@ struct Embed: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let key = try WatermarkKey.load(from: key)
+        let key = try Console.loadKey(key, quiet: output.quiet)
         let source = try SafetensorsModel(path: model)
         if !force {
             for p in [out, manifestPath] where FileManager.default.fileExists(atPath: p) {

@@ -1,5 +1,6 @@
 import Foundation
 import TensorIO
+import Watermarking
 
 /// Human output on stdout, progress and notes on stderr.
 enum Console {
@@ -20,6 +21,13 @@ enum Console {
     /// Writes `json(value)` plus a newline to `path` atomically (manifests, reports, results).
     static func writeJSON<T: Encodable>(_ value: T, to path: String, overwrite: Bool) throws {
         try AtomicFileWriter.write(Array((try json(value) + "\n").utf8), to: path, overwrite: overwrite)
+    }
+
+    /// Loads a key file, warning on stderr when others can read it.
+    static func loadKey(_ path: String, quiet: Bool) throws -> WatermarkKey {
+        let key = try WatermarkKey.load(from: path)
+        if let warning = WatermarkKey.permissionWarning(path: path) { note(warning, quiet: quiet) }
+        return key
     }
 
     static func bytes(_ n: Int) -> String {
