@@ -10,9 +10,17 @@ public struct DetectOptions: Sendable {
     public var alpha = 1e-6
     /// Tensors processed at once (each with one BLAS thread).
     public var workers = Parallel.defaultWorkers
-    /// Check only this part of the selection (for runs spread over machines, merged by `combine`).
+    /// Check only this part of the selection (for runs spread over machines, merged by `combine`; format v1 only).
     public var part: ReportPart?
+    /// Which formats to look for: both by default (the bound pays a factor 2).
+    public var format = DetectFormat.auto
     public init() {}
+}
+
+/// Which mark formats `detect` looks for.
+public enum DetectFormat: String, Sendable, Codable, CaseIterable {
+    /// Both v1 and v2; the verdict uses the stronger, and its bound is doubled.
+    case auto, v1, v2
 }
 
 /// Correlates a suspect's weights with the keyed pattern (DESIGN §3).
@@ -128,6 +136,37 @@ public enum Detector {
     public static func detect(suspect: any TensorSource, reference: (any TensorSource)?, key: WatermarkKey,
                               options: DetectOptions, expected: [(name: String, shape: [Int])] = [],
                               progress: @escaping (String, Int, Int) -> Void = { _, _, _ in }) throws -> DetectionReport {
+        switch options.format {
+        case .v1:
+            return try detectV1(suspect: suspect, reference: reference, key: key, options: options, expected: expected, formatsTried: 1, progress: progress)
+        case .v2:
+            return try detectV2(suspect: suspect, reference: reference, key: key, options: options, formatsTried: 1, progress: progress)
+        case .auto:
+            precondition(options.part == nil, "parts are format v1 only")
+            let v2 = try detectV2(suspect: suspect, reference: reference, key: key, options: options, formatsTried: 2, progress: progress)
+            let v1 = try detectV1(suspect: suspect, reference: reference, key: key, options: options, expected: expected, formatsTried: 2, progress: progress)
+            return v2.combinedZ >= v1.combinedZ || v1.tensors.isEmpty ? v2 : v1
+        }
+    }
+
+    /// Format v2 (name-free) detection as a report.
+    static func detectV2(suspect: any TensorSource, reference: (any TensorSource)?, key: WatermarkKey, options: DetectOptions,
+                         formatsTried: Int, progress: @escaping (String, Int, Int) -> Void) throws -> DetectionReport {
+        let outcome = try TileDetector.detect(suspect: suspect, reference: reference, secret: key.secret, options: options, progress: progress)
+        let selected = suspect.sourceTensors.filter { options.selection.selectsGeometry($0) }
+        return DetectionReport(keyId: key.id, suspect: suspect.path, reference: reference?.path,
+                               mode: reference == nil ? .blind : .informed, alpha: options.alpha,
+                               tensors: outcome.tensors, skipped: outcome.skipped, rank: TileCarriers.rank, selection: options.selection,
+                               selectedTensors: selected.map { SelectedTensor(name: $0.name, shape: $0.shape) },
+                               format: .v2, pooledZ: outcome.combinedZ, formatsTried: formatsTried,
+                               tileStatistics: TileStatistics(pilotPositions: outcome.pilotPositions, scoredPositions: outcome.scoredPositions,
+                                                              hypothesesPerGroup: outcome.hypothesesTried))
+    }
+
+    /// Format v1 (name-keyed) detection.
+    static func detectV1(suspect: any TensorSource, reference: (any TensorSource)?, key: WatermarkKey,
+                         options: DetectOptions, expected: [(name: String, shape: [Int])], formatsTried: Int,
+                         progress: @escaping (String, Int, Int) -> Void) throws -> DetectionReport {
         var skipped: [SkippedTensor] = []
         let selectedAll = suspect.sourceTensors.filter { options.selection.selects($0) }
         // Part k of N: every N-th tensor of the selection in name order. Tensors absent from the suspect are
@@ -209,6 +248,6 @@ public enum Detector {
                                mode: reference == nil ? .blind : .informed, alpha: options.alpha,
                                tensors: collected, skipped: skipped, rank: options.rank, selection: options.selection,
                                selectedTensors: selectedAll.map { SelectedTensor(name: $0.name, shape: $0.shape) },
-                               part: options.part)
+                               part: options.part, format: .v1, formatsTried: formatsTried)
     }
 }

@@ -39,6 +39,8 @@ public struct EmbedOptions: Sendable {
     /// Leave the folder's other weight files (`pytorch_model.bin`, `tf_model.h5`, a second `.safetensors`, …) out of
     /// the output instead of refusing to embed: copied, they would ship unmarked.
     public var dropUnmarkedWeights = false
+    /// Format of the mark (v2 unless an older tool must read it).
+    public var format = MarkFormat.v2
 
     public init() {}
 }
@@ -125,33 +127,44 @@ public enum Embedder {
     /// stored distortion. For uniform shaping ‖P‖ = ‖S‖_F = sqrt(a·b) because A and B are orthonormal.
     /// - Returns: β, the measured ‖stored − W‖/‖W‖, and how many NaN/±Inf values were left unmarked.
     /// - Throws: `WatermarkError.unmarkableTensor` when no finite value is non-zero (β would be 0).
-    static func markStreaming(_ model: SafetensorsModel, _ t: ModelTensor, carriers: Carriers,
+    static func markStreaming(_ model: SafetensorsModel, _ t: ModelTensor, carriers: MarkCarriers,
                               shaping: WatermarkShaping, delta: Double,
                               random: inout SplitMix64, output: PooledBytes) throws -> (beta: Double, measuredDelta: Double, nonFinite: Int) {
         let (m, n) = (t.shape[0], t.shape[1])
-        let ra = carriers.a.cols, rb = carriers.b.cols
         let blockRows = max(8, min(m, (1 << 16) / max(1, n)))
         var w = [Float](repeating: 0, count: blockRows * n)
         var p = [Float](repeating: 0, count: blockRows * n)
-        let aS = BLAS.matmul(carriers.a, carriers.s) // m×b
-        // Bᵀ in 32×32 panels for the rank-32 pattern kernel.
-        let bt = rb == RankProjection.columns ? RankProjection.packForPattern(carriers.b) : nil
-        func pattern(rows: Range<Int>) {
-            let k = rows.count
-            // P_block = (A S)[rows] · Bᵀ
-            aS.storage.withUnsafeBufferPointer { src in
-                p.withUnsafeMutableBufferPointer { out in
-                    if let bt {
-                        bt.withUnsafeBufferPointer { b in
-                            weightmark_pattern32(RankProjection.level, src.baseAddress! + rows.lowerBound * rb, k, b.baseAddress, n, out.baseAddress)
-                        }
-                    } else {
-                        carriers.b.storage.withUnsafeBufferPointer { b in
-                            BLAS.gemm(m: k, n: n, k: rb, a: src.baseAddress! + rows.lowerBound * rb, lda: rb, b: b.baseAddress!, ldb: rb,
-                                      transB: .transposed, c: out.baseAddress!, ldc: n)
+        let pattern: (Range<Int>) -> Void
+        let uniformPatternNorm: Double
+        switch carriers {
+        case let .v1(carriers):
+            let rb = carriers.b.cols
+            uniformPatternNorm = Double(carriers.a.cols * rb).squareRoot()
+            let aS = BLAS.matmul(carriers.a, carriers.s) // m×b
+            // Bᵀ in 32×32 panels for the rank-32 pattern kernel.
+            let bt = rb == RankProjection.columns ? RankProjection.packForPattern(carriers.b) : nil
+            pattern = { rows in
+                let k = rows.count
+                // P_block = (A S)[rows] · Bᵀ
+                aS.storage.withUnsafeBufferPointer { src in
+                    p.withUnsafeMutableBufferPointer { out in
+                        if let bt {
+                            bt.withUnsafeBufferPointer { b in
+                                weightmark_pattern32(RankProjection.level, src.baseAddress! + rows.lowerBound * rb, k, b.baseAddress, n, out.baseAddress)
+                            }
+                        } else {
+                            carriers.b.storage.withUnsafeBufferPointer { b in
+                                BLAS.gemm(m: k, n: n, k: rb, a: src.baseAddress! + rows.lowerBound * rb, lda: rb, b: b.baseAddress!, ldb: rb,
+                                          transB: .transposed, c: out.baseAddress!, ldc: n)
+                            }
                         }
                     }
                 }
+            }
+        case let .v2(tiles):
+            uniformPatternNorm = tiles.patternEnergy(rows: m, cols: n).squareRoot()
+            pattern = { rows in
+                p.withUnsafeMutableBufferPointer { out in tiles.fillPattern(rows: rows, totalRows: m, cols: n, into: out.baseAddress!) }
             }
         }
         func decode(_ rows: Range<Int>) throws {
@@ -184,7 +197,7 @@ public enum Embedder {
             }
             w2 += s
             if shaping == .magnitude {
-                pattern(rows: start..<end)
+                pattern(start..<end)
                 hp2 += Self.sumOfSquares(count) { abs(w[$0]) * p[$0] }
             }
             start = end
@@ -195,7 +208,7 @@ public enum Embedder {
         }
         let norm = w2.squareRoot()
         let rms = Float((w2 / Double(m * n - nonFinite)).squareRoot())
-        let patternNorm = shaping == .uniform ? Double(ra * rb).squareRoot() : (rms > 0 ? hp2.squareRoot() / Double(rms) : 0)
+        let patternNorm = shaping == .uniform ? uniformPatternNorm : (rms > 0 ? hp2.squareRoot() / Double(rms) : 0)
         let beta = norm > 0 && patternNorm > 0 ? delta * norm / patternNorm : 0
         // Pass 2. bf16 rows read in place go through one fused C pass (add, stochastic rounding, distortion);
         // other dtypes decode, add, encode and decode back.
@@ -211,7 +224,7 @@ public enum Embedder {
         while start < m {
             let end = min(m, start + blockRows), count = (end - start) * n
             let dst = UnsafeMutableRawBufferPointer(rebasing: o[(start * n * width)..<(end * n * width)])
-            pattern(rows: start..<end)
+            pattern(start..<end)
             let fused = t.dtype == .bf16 && (shaping == .uniform || magnitudeScale > 0) && nonFinite == 0
             if fused, try model.withStoredRows(named: t.name, rows: start..<end, { raw, _ in
                 p.withUnsafeBufferPointer { ps in
@@ -292,12 +305,15 @@ public enum Embedder {
         BLASInfo.setThreadCount(1)
         defer { if let previousThreads { BLASInfo.setThreadCount(previousThreads) } }
         let outputBytes = order.map { $0.descriptor.byteCount }
+        let tiles = options.format == .v2 ? try TileCarriers(secret: key.secret) : nil
         let prefetcher = OrderedPrefetcher<Marked>(count: order.count, concurrency: options.workers,
                                                    minimumAhead: options.workers + 1, budget: options.aheadBytes,
                                                    cost: { outputBytes[$0] }) { i in
             let t = order[i]
             let (m, n) = (t.shape[0], t.shape[1])
-            let carriers = try Carriers.derive(secret: key.secret, tensor: t.name, rows: m, cols: n, rank: options.rank)
+            let carriers: MarkCarriers = if let tiles { .v2(tiles) } else {
+                .v1(try Carriers.derive(secret: key.secret, tensor: t.name, rows: m, cols: n, rank: options.rank))
+            }
             // Half-precision outputs are rounded stochastically (keyed, deterministic stream), so marks far below
             // half a bf16 step survive in expectation instead of being rounded back onto the original grid.
             let seedBytes = KeyedGenerator.subkey(secret: key.secret, info: KeyedGenerator.info(purpose: "rounding", tensor: t.name, shape: t.shape))
@@ -358,9 +374,9 @@ public enum Embedder {
             return digest
         }
         return EmbedManifest(
-            tool: "weightmark \(WatermarkFormat.toolVersion)", formatVersion: WatermarkFormat.version, keyId: key.id,
+            tool: "weightmark \(WatermarkFormat.toolVersion)", formatVersion: options.format.rawValue, keyId: key.id,
             created: ISO8601DateFormatter().string(from: Date()),
-            shaping: options.shaping, rank: options.rank, delta: plan.delta, expectedBlindZ: plan.expectedBlindZ,
+            shaping: options.shaping, rank: options.format == .v2 ? TileCarriers.rank : options.rank, delta: plan.delta, expectedBlindZ: plan.expectedBlindZ,
             deltaCapped: plan.capped, selection: options.selection,
             tensors: plan.entries.compactMap { records[$0.tensor.name] },
             input: inputDigests, output: outputDigests, droppedFiles: otherWeights.isEmpty ? nil : otherWeights)

@@ -14,10 +14,10 @@ public struct KeyedGenerator: Sendable {
     /// HKDF salt for format version 1.
     public static let salt = Array("weightmark/v1/hkdf-salt".utf8)
 
-    /// The HKDF `info` string for one purpose and tensor: versioned, and bound to the tensor's name and shape
-    /// so two tensors never share randomness.
+    /// The HKDF `info` string of format v1 for one purpose and tensor: versioned, and bound to the tensor's name
+    /// and shape so two tensors never share randomness. (Format v2 derives nothing from names: `TileCarriers`.)
     public static func info(purpose: String, tensor: String, shape: [Int]) -> [UInt8] {
-        Array("weightmark/v\(WatermarkFormat.version)|\(purpose)|\(tensor)|\(shape.map(String.init).joined(separator: "x"))".utf8)
+        Array("weightmark/v1|\(purpose)|\(tensor)|\(shape.map(String.init).joined(separator: "x"))".utf8)
     }
 
     /// The 32-byte subkey `HKDF-SHA256(secret, salt, info)`.

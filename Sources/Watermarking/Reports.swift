@@ -50,14 +50,39 @@ public struct TensorEvidence: Sendable, Codable, Equatable {
     public var norm: Double
     /// Elements masked as erasures (informed mode: zero in the suspect, non-zero in the reference).
     public var erased: Int
-    /// z_t = ⟨Y, S⟩ / ‖Y‖_F.
+    /// Format v2: how the matrix was read back onto the marked tile grid (e.g. "transposed").
+    public var hypothesis: String?
+    /// Format v2, informed: the reference matrix it was compared with.
+    public var pairedWith: String?
+    /// z_t = ⟨Y, S⟩ / ‖Y‖_F (format v2: Σ w⟨Ŷ, S⟩ / sqrt(Σ w²) over the tensor's scored tiles, for display; the
+    /// combined Z pools tiles by position).
     public var z: Double { norm > 0 ? correlation / norm : 0 }
+
+    public init(name: String, shape: [Int], weight: Double, correlation: Double, norm: Double, erased: Int,
+                hypothesis: String? = nil, pairedWith: String? = nil) {
+        self.name = name; self.shape = shape; self.weight = weight; self.correlation = correlation; self.norm = norm
+        self.erased = erased; self.hypothesis = hypothesis; self.pairedWith = pairedWith
+    }
 }
 
 /// A tensor the detector expected but could not use.
 public struct SkippedTensor: Sendable, Codable, Equatable {
     public var name: String
     public var reason: String
+}
+
+/// Format v2's bookkeeping: how many tile positions chose the hypotheses (pilots) and how many were scored.
+public struct TileStatistics: Sendable, Codable, Equatable {
+    /// Tile positions (1 in 8) used only to choose each group's re-packaging hypothesis.
+    public var pilotPositions: Int
+    /// Tile positions whose pooled projections make up Z.
+    public var scoredPositions: Int
+    /// Re-packaging hypotheses tried per group of same-shaped matrices (chosen on the pilots, so they cost nothing
+    /// in the bound).
+    public var hypothesesPerGroup: Int
+    public init(pilotPositions: Int, scoredPositions: Int, hypothesesPerGroup: Int) {
+        self.pilotPositions = pilotPositions; self.scoredPositions = scoredPositions; self.hypothesesPerGroup = hypothesesPerGroup
+    }
 }
 
 /// A tensor the selection picks in the suspect: what a complete set of reports must cover.
@@ -113,6 +138,10 @@ public struct DetectionReport: Sendable, Codable {
     public var selectedTensors: [SelectedTensor]?
     /// Which part of `selectedTensors` this report covers (nil: all of them).
     public var part: ReportPart?
+    /// How many formats were tried (auto: 2, v1 and v2); the bound is multiplied by it (Bonferroni).
+    public var formatsTried: Int?
+    /// Format v2: the statistic's bookkeeping.
+    public var tileStatistics: TileStatistics?
     /// True when the evidence covers only part of the selection and the caller accepted that
     /// (`combine --allow-partial`): the bound then holds for the tensors shown, which may have been chosen after
     /// seeing their scores.
@@ -121,9 +150,12 @@ public struct DetectionReport: Sendable, Codable {
     /// Builds a report and its verdict from evidence.
     public init(keyId: String, suspect: String, reference: String?, mode: Mode, alpha: Double,
                 tensors: [TensorEvidence], skipped: [SkippedTensor], rank: Int? = nil, selection: TensorSelection? = nil,
-                selectedTensors: [SelectedTensor]? = nil, part: ReportPart? = nil, partialCoverage: Bool? = nil) {
+                selectedTensors: [SelectedTensor]? = nil, part: ReportPart? = nil, partialCoverage: Bool? = nil,
+                format: MarkFormat = .v1, pooledZ: Double? = nil, formatsTried: Int = 1, tileStatistics: TileStatistics? = nil) {
         tool = "weightmark \(WatermarkFormat.toolVersion)"
-        formatVersion = WatermarkFormat.version
+        formatVersion = format.rawValue
+        self.formatsTried = formatsTried
+        self.tileStatistics = tileStatistics
         self.keyId = keyId
         self.suspect = suspect
         self.reference = reference
@@ -136,9 +168,11 @@ public struct DetectionReport: Sendable, Codable {
         self.selectedTensors = selectedTensors
         self.part = part
         self.partialCoverage = partialCoverage
-        combinedZ = WatermarkStatistics.combinedZ(scores: tensors.map(\.z), weights: tensors.map(\.weight))
-        log10PValueBound = WatermarkStatistics.log10HoeffdingBound(combinedZ)
-        log10PValueGaussian = WatermarkStatistics.log10GaussianTail(combinedZ)
+        combinedZ = pooledZ ?? WatermarkStatistics.combinedZ(scores: tensors.map(\.z), weights: tensors.map(\.weight))
+        // Bonferroni over the formats tried: P(max of K scores ≥ z) ≤ K·exp(−z²/2).
+        let family = Foundation.log10(Double(max(1, formatsTried)))
+        log10PValueBound = min(0, WatermarkStatistics.log10HoeffdingBound(combinedZ) + family)
+        log10PValueGaussian = min(0, WatermarkStatistics.log10GaussianTail(combinedZ) + family)
         detected = !tensors.isEmpty && log10PValueBound <= Foundation.log10(alpha)
     }
 
@@ -159,6 +193,9 @@ public struct DetectionReport: Sendable, Codable {
         let declared = first.selectedTensors.map(Set.init)
         for (k, r) in reports.enumerated() {
             let which = "report \(k + 1) (\(r.suspect))"
+            guard r.formatVersion == MarkFormat.v1.rawValue, (r.formatsTried ?? 1) == 1 else {
+                throw WatermarkError.incompatibleReports(reason: "\(which) is not a format-v1 report of one format (detect --format v1 --part i/N writes those); format v2 pools matrices by tile position, so its reports cannot be merged exactly: run detect on the whole model")
+            }
             guard r.keyId == first.keyId else {
                 throw WatermarkError.incompatibleReports(reason: "key ids differ (\(first.keyId) vs \(r.keyId) in \(which))")
             }

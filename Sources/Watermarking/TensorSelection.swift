@@ -38,6 +38,15 @@ public struct TensorSelection: Sendable, Codable, Equatable {
         return shape[0] * shape[1] >= minimumElements
     }
 
+    /// Format v2's rule, which ignores names (a leak may rename anything): every 2-D floating tensor with at least
+    /// `minimumElements` elements, plus those `include` matches, minus those `exclude` matches.
+    public func selectsGeometry(_ t: SourceTensor) -> Bool {
+        guard t.shape.count == 2, t.isFloating, t.shape[0] > 0, t.shape[1] > 0 else { return false }
+        if exclude.contains(where: { Self.glob($0, matches: t.name) }) { return false }
+        if include.contains(where: { Self.glob($0, matches: t.name) }) { return true }
+        return t.shape[0] * t.shape[1] >= minimumElements
+    }
+
     /// "default selection", or the globs that adjust it.
     public var summary: String {
         var parts: [String] = []

@@ -51,6 +51,9 @@ struct Detect: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Check only part i of N of the selected tensors (0 ≤ i < N), to spread one model over N runs; merge the N reports with `weightmark combine`.", valueName: "i/N"))
     var part: String?
 
+    @Option(name: .long, help: ArgumentHelp("Mark formats to look for: auto (v1 and v2; the bound pays a factor 2), v1 or v2.", valueName: "format"))
+    var format: DetectFormat = .auto
+
     @Flag(name: .long, help: "Replace the --report file if it exists.")
     var force = false
 
@@ -65,6 +68,9 @@ struct Detect: AsyncParsableCommand {
         if let part, ReportPart(parsing: part) == nil {
             throw ValidationError("--part must be i/N with 0 ≤ i < N, e.g. 0/4 … 3/4 for four runs.")
         }
+        if part != nil, format != .v1 {
+            throw ValidationError("--part needs --format v1: format v2 pools matrices by tile position, so its parts cannot be merged exactly yet. Check a v2-marked model in one run.")
+        }
     }
 
     func run() async throws {
@@ -77,6 +83,7 @@ struct Detect: AsyncParsableCommand {
         options.rank = selection.rank
         options.alpha = alpha
         options.part = part.flatMap(ReportPart.init(parsing:))
+        options.format = format
         var expected: [(name: String, shape: [Int])] = []
         if let manifest {
             guard let data = FileManager.default.contents(atPath: manifest),
@@ -120,13 +127,23 @@ struct Detect: AsyncParsableCommand {
 enum DetectionPrinter {
     static func print(_ r: DetectionReport, top: Int) {
         let verdict = r.detected ? "WATERMARK DETECTED" : "not detected"
-        Console.out("\(verdict): \(r.suspect) (key \(r.keyId), \(r.mode.rawValue)\(r.reference.map { " against \($0)" } ?? ""))")
+        Console.out("\(verdict): \(r.suspect) (key \(r.keyId), format v\(r.formatVersion), \(r.mode.rawValue)\(r.reference.map { " against \($0)" } ?? ""))")
         Console.out(String(format: "  combined Z = %.2f over %d tensors", r.combinedZ, r.tensors.count)
                     + (r.part.map { " (part \($0) of the \(r.selectedTensors?.count ?? 0) selected; merge all parts with `weightmark combine`)" } ?? ""))
         if r.partialCoverage == true {
             Console.out("  PARTIAL COVERAGE: these reports do not cover every selected tensor (accepted with --allow-partial); the bound holds only if the tensors shown were not chosen after seeing their scores")
         }
         Console.out("  false-positive probability ≤ \(pString(r.log10PValueBound)) (rigorous bound), ≈ \(pString(r.log10PValueGaussian)) (Gaussian estimate); threshold \(String(format: "%.0e", r.alpha))")
+        if (r.formatsTried ?? 1) > 1 {
+            Console.out("  searched formats v1 and v2: both probabilities include the factor \(r.formatsTried!) for that search")
+        }
+        if let t = r.tileStatistics {
+            Console.out("  v2 statistic over \(t.scoredPositions) tile positions; \(t.pilotPositions) pilot positions chose among up to \(t.hypothesesPerGroup) re-packaging hypotheses per matrix shape (free in the bound)")
+            let repackaged = Dictionary(grouping: r.tensors.filter { ($0.hypothesis ?? "as stored") != "as stored" }, by: { $0.hypothesis! })
+            for (h, ts) in repackaged.sorted(by: { $0.key < $1.key }) {
+                Console.out("  read as \(h): \(ts.count) matrices (\(ts.prefix(3).map(\.name).joined(separator: ", "))\(ts.count > 3 ? ", …" : ""))")
+            }
+        }
         if !r.skipped.isEmpty {
             Console.out("  skipped \(r.skipped.count) tensors:")
             for s in r.skipped.prefix(10) { Console.out("    \(s.name): \(s.reason)") }
@@ -149,3 +166,5 @@ enum DetectionPrinter {
         return String(format: "%.1fe%d", pow(10, log10p - e), Int(e))
     }
 }
+
+extension DetectFormat: ExpressibleByArgument {}

@@ -51,6 +51,9 @@ struct Embed: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Where to write the manifest (default: OUT.weightmark.json).", valueName: "path"))
     var manifest: String?
 
+    @Option(name: .long, help: ArgumentHelp("Mark format: v2 (name-free, survives renames, transposes, resized vocabularies and tile-aligned slices) or v1 (name-keyed, for tools older than 0.2).", valueName: "format"))
+    var format: MarkFormat = .v2
+
     @Flag(name: .long, help: "Also record each input file's SHA-256 in the manifest (~+40% CPU time).")
     var hashInput = false
 
@@ -93,6 +96,7 @@ struct Embed: AsyncParsableCommand {
         options.rank = selection.rank
         options.hashInputs = hashInput
         options.dropUnmarkedWeights = dropUnmarkedWeights
+        options.format = format
         options.strength = strength.map { .relativeDistortion($0) } ?? .targetZ(targetZ)
         let start = Date()
         let plan = try Embedder.plan(source, options: options)
@@ -130,3 +134,15 @@ struct Embed: AsyncParsableCommand {
 }
 
 extension WatermarkShaping: ExpressibleByArgument {}
+
+extension MarkFormat: ExpressibleByArgument {
+    public init?(argument: String) {
+        switch argument.lowercased() {
+        case "v1", "1": self = .v1
+        case "v2", "2": self = .v2
+        default: return nil
+        }
+    }
+    public static var allValueStrings: [String] { ["v1", "v2"] }
+    public var defaultValueDescription: String { description }
+}

@@ -1,0 +1,591 @@
+import CKernels
+import Foundation
+import LinearAlgebra
+import TensorIO
+
+/// How a suspect matrix is read back onto the tile grid of the matrix that was marked: a re-packaging hypothesis.
+///
+/// `orientation` says whether the suspect stores the marked matrix as it was or transposed; `layout` says which
+/// rows (of the matrix as read) came from where: offsets of a slice cut on tile boundaries (a model-parallel shard),
+/// blocks of a fused matrix (`qkv_proj`, `gate_up_proj`, GPT-NeoX's per-head interleaving), or the rotary row
+/// permutation between Hugging Face and Meta layouts.
+public struct TileHypothesis: Sendable, Codable, Equatable, CustomStringConvertible {
+    public enum Orientation: String, Sendable, Codable { case stored, transposed }
+    public enum Layout: Sendable, Codable, Equatable {
+        /// The whole matrix, tile (i, j) at position (i + rowTiles, j + columnTiles): a slice starting on a tile boundary.
+        case offset(rowTiles: Int, columnTiles: Int)
+        /// Consecutive row blocks of these sizes, each a matrix of its own (fused projections).
+        case blocks([Int])
+        /// `parts` matrices interleaved per head of `headDim` rows (GPT-NeoX `query_key_value`).
+        case interleaved(headDim: Int, parts: Int)
+        /// Rows in Meta's rotary order (pairs interleaved within heads of `headDim` rows), marked in Hugging Face order.
+        case metaRotary(headDim: Int)
+    }
+    public var orientation: Orientation
+    public var layout: Layout
+
+    public static let identity = TileHypothesis(orientation: .stored, layout: .offset(rowTiles: 0, columnTiles: 0))
+
+    public var description: String {
+        let o = orientation == .stored ? "" : "transposed"
+        let l: String
+        switch layout {
+        case let .offset(r, c) where r == 0 && c == 0: l = ""
+        case let .offset(r, c): l = "slice at tile offset (\(r), \(c))"
+        case let .blocks(sizes): l = "fused rows " + sizes.map(String.init).joined(separator: "+")
+        case let .interleaved(hd, parts): l = "\(parts) parts interleaved per head of \(hd) rows"
+        case let .metaRotary(hd): l = "Meta rotary row order, heads of \(hd) rows"
+        }
+        return [o, l].filter { !$0.isEmpty }.joined(separator: ", ").isEmpty ? "as stored" : [o, l].filter { !$0.isEmpty }.joined(separator: ", ")
+    }
+
+    /// Hypotheses that are not the identity pay this much pilot Z to be chosen over it (see `TileDetector`).
+    var penalty: Double {
+        if self == .identity { return 0 }
+        if case let .offset(r, c) = layout, r == 0, c == 0 { return 1.5 } // transposed only
+        return 3
+    }
+}
+
+/// Detection of format v2 (docs/FORMAT.md §Detection).
+///
+/// Per suspect matrix X (m×n) the column tiles are projected once, `Z_j = X[:, tile j] · U` (m×32 each); the
+/// projection of any tile, under any hypothesis, is then `U_rᵀ Z_j[rows]` (32×32). Tiles are mapped to tile
+/// positions p = (i, j) of the marked matrix and pooled: `c_p = Σ w_t Y_t/‖Y_t‖` with w_t = sqrt(tile weights), and
+///
+///     Z = Σ_p ⟨c_p, S_p⟩ / sqrt(Σ_p ‖c_p‖²).
+///
+/// The hypothesis of each group of same-shaped matrices is chosen on the pilot positions (1 in 8, fixed by
+/// geometry) and Z is computed on the other positions only. The choice depends on the pilot patterns and the
+/// data, both independent of the scored patterns, so under H0 Z is a Rademacher sum with unit coefficient norm
+/// given the choice: P(Z ≥ z) ≤ exp(−z²/2) however many hypotheses were tried.
+enum TileDetector {
+    static let g = TileCarriers.size, a = TileCarriers.rank
+
+    /// Pilot positions: (i + 3j) mod 8 = 0.
+    static func isPilot(_ i: Int, _ j: Int) -> Bool { (i + 3 * j) % 8 == 0 }
+
+    struct Position: Hashable { var i: Int; var j: Int }
+
+    /// One tile's evidence: where it lands, its weight, and its normalized projection.
+    struct TileScore { var position: Position; var weight: Double; var unit: [Float] }
+
+    /// Column-tile projections of one suspect matrix.
+    final class Projection {
+        let rows: Int, cols: Int
+        /// z[j]: rows×32, row-major.
+        var z: [[Float]]
+        var erased = 0
+        init(rows: Int, cols: Int) {
+            self.rows = rows; self.cols = cols
+            z = (0..<TileCarriers.tiles(cols)).map { _ in [Float](repeating: 0, count: rows * TileDetector.a) }
+        }
+    }
+
+    /// Projects every column tile of `name` (minus `reference`, if given, in the same orientation, or its transpose).
+    static func project(name: String, rows m: Int, cols n: Int, suspect: any RowBlockDecodable,
+                        reference: ReferenceRows?, tiles: TileCarriers) throws -> Projection {
+        let result = Projection(rows: m, cols: n)
+        let blockRows = max(8, min(m, (1 << 18) / max(1, n)))
+        var x: [Float] = []
+        var sanitize = false
+        func runColumns(_ base: UnsafePointer<Float>?, _ bf16: UnsafePointer<UInt16>?, start: Int, k: Int) {
+            for j in 0..<result.z.count {
+                let c = TileCarriers.extent(j, of: n)
+                let u = tiles.carrier(c)
+                u.storage.withUnsafeBufferPointer { us in
+                    result.z[j].withUnsafeMutableBufferPointer { zs in
+                        if let base {
+                            weightmark_project32_f32(RankProjection.level, base + j * g, k, c, n, us.baseAddress, zs.baseAddress! + start * a)
+                        } else if let bf16 {
+                            weightmark_project32_bf16(RankProjection.level, bf16 + j * g, k, c, n, us.baseAddress, zs.baseAddress! + start * a)
+                        }
+                    }
+                }
+            }
+        }
+        while true {
+            var start = 0
+            result.erased = 0
+            while start < m {
+                let end = min(m, start + blockRows), k = end - start
+                if reference == nil, !sanitize, try suspect.withStoredRows(named: name, rows: start..<end, { raw, dtype -> Bool in
+                    switch dtype {
+                    case .f32: runColumns(raw.baseAddress!.assumingMemoryBound(to: Float.self), nil, start: start, k: k); return true
+                    case .bf16: runColumns(nil, raw.baseAddress!.assumingMemoryBound(to: UInt16.self), start: start, k: k); return true
+                    default: return false
+                    }
+                }) == true {
+                    start = end
+                    continue
+                }
+                if x.isEmpty { x = [Float](repeating: 0, count: blockRows * n) }
+                try x.withUnsafeMutableBufferPointer { xs in
+                    let block = UnsafeMutableBufferPointer(rebasing: xs[0..<(k * n)])
+                    try suspect.decodeRows(named: name, rows: start..<end, into: block)
+                    if let reference { result.erased += try reference.subtract(rows: start..<end, from: block) }
+                    if sanitize {
+                        for i in 0..<(k * n) where !block[i].isFinite { block[i] = 0; result.erased += 1 }
+                    }
+                    runColumns(UnsafePointer(block.baseAddress!), nil, start: start, k: k)
+                }
+                start = end
+            }
+            // A NaN/±Inf anywhere poisons its column tile: redo with non-finite values counted as erased.
+            if sanitize || result.z.allSatisfy({ $0.allSatisfy(\.isFinite) }) { return result }
+            sanitize = true
+        }
+    }
+
+    /// The reference rows subtracted in informed mode, stored as the suspect is or transposed.
+    final class ReferenceRows {
+        let source: any RowBlockDecodable
+        let name: String
+        let transposed: Bool
+        private var full: [Float]?
+        let rows: Int, cols: Int // of the reference as stored
+        init(source: any RowBlockDecodable, name: String, rows: Int, cols: Int, transposed: Bool) {
+            self.source = source; self.name = name; self.rows = rows; self.cols = cols; self.transposed = transposed
+        }
+
+        /// block −= reference rows (in the suspect's orientation); exact zeros of the suspect where the reference is
+        /// non-zero are erasures (pruned), masked to zero. Returns the erasures.
+        func subtract(rows range: Range<Int>, from block: UnsafeMutableBufferPointer<Float>) throws -> Int {
+            let n = transposed ? rows : cols
+            var erased = 0
+            func apply(_ r: (Int) -> Float) {
+                for i in 0..<block.count {
+                    let s = block[i], v = r(i)
+                    if s == 0 && v != 0 { block[i] = 0; erased += 1 } else { block[i] = s - v }
+                }
+            }
+            if !transposed {
+                // Rows the reference does not have (a grown vocabulary) carry no mark: they are left out (zeroed).
+                let available = range.clamped(to: 0..<rows)
+                var buf = [Float](repeating: 0, count: block.count)
+                if !available.isEmpty {
+                    try buf.withUnsafeMutableBufferPointer {
+                        try source.decodeRows(named: name, rows: available, into: UnsafeMutableBufferPointer(rebasing: $0[0..<(available.count * n)]))
+                    }
+                }
+                let known = available.count * n
+                apply { buf[$0] }
+                for i in known..<block.count { block[i] = 0 }
+            } else {
+                if full == nil { full = try source.decodeFloats(named: name) }
+                let f = full!
+                // suspect (r, c) ↔ reference (c, r)
+                apply { i in let r = range.lowerBound + i / n, c = i % n; return f[c * cols + r] }
+            }
+            return erased
+        }
+    }
+
+    /// 32×32 projection `U_rᵀ Z_j[rowList]` for a tile whose rows are `rowList` (suspect rows, in marked order).
+    static func tile(_ p: Projection, rows rowList: [Int], column j: Int, tiles: TileCarriers) -> [Float] {
+        let r = rowList.count
+        var gathered = [Float](repeating: 0, count: r * a)
+        p.z[j].withUnsafeBufferPointer { zs in
+            for (k, row) in rowList.enumerated() {
+                for c in 0..<a { gathered[k * a + c] = zs[row * a + c] }
+            }
+        }
+        var y = [Float](repeating: 0, count: a * a)
+        tiles.carrier(r).storage.withUnsafeBufferPointer { us in
+            gathered.withUnsafeBufferPointer { gs in
+                y.withUnsafeMutableBufferPointer { ys in
+                    BLAS.gemm(m: a, n: a, k: r, a: us.baseAddress!, lda: a, transA: .transposed, b: gs.baseAddress!, ldb: a,
+                              c: ys.baseAddress!, ldc: a)
+                }
+            }
+        }
+        return y
+    }
+
+    /// The projection of stored tile (i, j), computed once.
+    final class StoredTiles {
+        let p: Projection
+        let tiles: TileCarriers
+        private var cache: [Position: [Float]] = [:]
+        init(_ p: Projection, tiles: TileCarriers) { self.p = p; self.tiles = tiles }
+        func tile(_ i: Int, _ j: Int) -> [Float] {
+            if let y = cache[Position(i: i, j: j)] { return y }
+            let r = TileCarriers.extent(i, of: p.rows)
+            let y = TileDetector.tile(p, rows: Array((i * g)..<(i * g + r)), column: j, tiles: tiles)
+            cache[Position(i: i, j: j)] = y
+            return y
+        }
+    }
+
+    static func transpose(_ y: [Float]) -> [Float] {
+        var t = [Float](repeating: 0, count: a * a)
+        for r in 0..<a { for c in 0..<a { t[c * a + r] = y[r * a + c] } }
+        return t
+    }
+
+    /// Hypotheses worth trying for a stored m×n matrix.
+    static func hypotheses(rows m: Int, cols n: Int) -> [TileHypothesis] {
+        var out: [TileHypothesis] = []
+        for orientation in [TileHypothesis.Orientation.stored, .transposed] {
+            let (rm, rn) = orientation == .stored ? (m, n) : (n, m) // the marked matrix as read
+            out.append(TileHypothesis(orientation: orientation, layout: .offset(rowTiles: 0, columnTiles: 0)))
+            // Slices s of K ≤ 8 cut on tile boundaries (model-parallel shards): offsets s·(size/G) along one axis.
+            if rm % g == 0 { for s in 1..<8 { out.append(.init(orientation: orientation, layout: .offset(rowTiles: s * rm / g, columnTiles: 0))) } }
+            if rn % g == 0 { for s in 1..<8 { out.append(.init(orientation: orientation, layout: .offset(rowTiles: 0, columnTiles: s * rn / g))) } }
+            // Fused row blocks: gate+up, q+k+v (equal or with grouped-query k/v), each block a matrix of its own.
+            var splits: [[Int]] = []
+            if rm % 2 == 0 { splits.append([rm / 2, rm / 2]) }
+            if rm % 3 == 0 { splits.append([rm / 3, rm / 3, rm / 3]) }
+            if rm > rn, (rm - rn) % 2 == 0, rm != 3 * rn { splits.append([rn, (rm - rn) / 2, (rm - rn) / 2]) }
+            for s in splits where s.allSatisfy({ $0 > 0 }) {
+                // Transposed readings reuse stored tiles, so their blocks must start on tile boundaries.
+                if orientation == .transposed, s.dropLast().reduce(into: [0], { $0.append($0.last! + $1) }).contains(where: { $0 % g != 0 }) { continue }
+                out.append(.init(orientation: orientation, layout: .blocks(s)))
+            }
+            guard orientation == .stored else { continue }
+            for hd in [64, 128] where rm % (3 * hd) == 0 { out.append(.init(orientation: .stored, layout: .interleaved(headDim: hd, parts: 3))) }
+            for hd in [64, 128] where rm % hd == 0 { out.append(.init(orientation: .stored, layout: .metaRotary(headDim: hd))) }
+        }
+        return out
+    }
+
+    /// The tiles of a stored matrix under `h`, restricted to positions that `keep` accepts.
+    static func scores(_ stored: StoredTiles, _ h: TileHypothesis, keep: (Position) -> Bool) -> [TileScore] {
+        let p = stored.p
+        let (m, n) = (p.rows, p.cols)
+        var out: [TileScore] = []
+        func add(_ pos: Position, _ y: [Float], _ r: Int, _ c: Int) {
+            let norm = BLAS.nrm2(y)
+            guard norm > 0, norm.isFinite else { return }
+            out.append(TileScore(position: pos, weight: Double(r * c).squareRoot(), unit: y.map { $0 / norm }))
+        }
+        switch (h.orientation, h.layout) {
+        case let (.stored, .offset(dr, dc)):
+            for i in 0..<TileCarriers.tiles(m) {
+                for j in 0..<TileCarriers.tiles(n) {
+                    let pos = Position(i: i + dr, j: j + dc)
+                    guard keep(pos) else { continue }
+                    add(pos, stored.tile(i, j), TileCarriers.extent(i, of: m), TileCarriers.extent(j, of: n))
+                }
+            }
+        case let (.transposed, .offset(dr, dc)):
+            // Marked matrix W = Xᵀ: its tile (q, s) is stored tile (s, q) transposed.
+            for i in 0..<TileCarriers.tiles(m) {
+                for j in 0..<TileCarriers.tiles(n) {
+                    let pos = Position(i: j + dr, j: i + dc)
+                    guard keep(pos) else { continue }
+                    add(pos, transpose(stored.tile(i, j)), TileCarriers.extent(j, of: n), TileCarriers.extent(i, of: m))
+                }
+            }
+        case let (.transposed, .blocks(sizes)):
+            var start = 0 // in W's rows = stored columns, on tile boundaries
+            for size in sizes {
+                for q in 0..<TileCarriers.tiles(size) {
+                    let sj = start / g + q
+                    for i in 0..<TileCarriers.tiles(m) {
+                        let pos = Position(i: q, j: i)
+                        guard keep(pos), sj < TileCarriers.tiles(n) else { continue }
+                        add(pos, transpose(stored.tile(i, sj)), TileCarriers.extent(sj, of: n), TileCarriers.extent(i, of: m))
+                    }
+                }
+                start += size
+            }
+        case (.stored, _):
+            // Row maps: each block is a list of suspect rows in the marked matrix's order.
+            for rowsOfBlock in rowMaps(h.layout, rows: m) {
+                let mb = rowsOfBlock.count
+                for i in 0..<TileCarriers.tiles(mb) {
+                    let r = TileCarriers.extent(i, of: mb)
+                    let rowList = Array(rowsOfBlock[(i * g)..<(i * g + r)])
+                    let aligned = rowList.first! % g == 0 && rowList.count == TileCarriers.extent(rowList.first! / g, of: m)
+                        && zip(rowList, rowList.dropFirst()).allSatisfy { $1 == $0 + 1 }
+                    for j in 0..<TileCarriers.tiles(n) {
+                        let pos = Position(i: i, j: j)
+                        guard keep(pos) else { continue }
+                        let y = aligned ? stored.tile(rowList.first! / g, j) : tile(p, rows: rowList, column: j, tiles: stored.tiles)
+                        add(pos, y, r, TileCarriers.extent(j, of: n))
+                    }
+                }
+            }
+        default:
+            break
+        }
+        return out
+    }
+
+    /// Suspect rows of each block, in the marked matrix's row order.
+    static func rowMaps(_ layout: TileHypothesis.Layout, rows m: Int) -> [[Int]] {
+        switch layout {
+        case .offset:
+            return [Array(0..<m)]
+        case let .blocks(sizes):
+            var start = 0
+            return sizes.map { s in defer { start += s }; return Array(start..<(start + s)) }
+        case let .interleaved(hd, parts):
+            let heads = m / (parts * hd)
+            return (0..<parts).map { (b: Int) -> [Int] in
+                var rows: [Int] = []
+                for t in 0..<heads {
+                    let first: Int = (parts * t + b) * hd
+                    rows.append(contentsOf: first..<(first + hd))
+                }
+                return rows
+            }
+        case let .metaRotary(hd):
+            // Marked (HF) row ρ = t·hd + e·hd/2 + k is stored (Meta) row t·hd + 2k + e.
+            return [(0..<m).map { rho in
+                let t = rho / hd, within = rho % hd, e = within / (hd / 2), k = within % (hd / 2)
+                return t * hd + 2 * k + e
+            }]
+        }
+    }
+}
+
+extension TileDetector {
+    /// What v2 detection found.
+    struct Outcome {
+        var combinedZ: Double
+        var tensors: [TensorEvidence]
+        var skipped: [SkippedTensor]
+        var pilotPositions: Int
+        var scoredPositions: Int
+        var hypothesesTried: Int
+    }
+
+    /// A suspect matrix to check, with the reference matrix paired with it (informed mode).
+    struct Candidate {
+        var tensor: SourceTensor
+        var reference: (name: String, shape: [Int], transposed: Bool)?
+    }
+
+    /// Serves rows of sources that cannot decode row ranges themselves (GGUF) from one fully decoded tensor.
+    final class DecodedRows: RowBlockDecodable, @unchecked Sendable {
+        // Used by one detection task at a time (the caller gives each task its own instance).
+        let base: any TensorSource
+        private var current: (name: String, values: [Float], cols: Int)?
+        init(_ base: any TensorSource) { self.base = base }
+        var path: String { base.path }
+        var sourceTensors: [SourceTensor] { base.sourceTensors }
+        func sourceTensor(named name: String) -> SourceTensor? { base.sourceTensor(named: name) }
+        func decodeFloats(named name: String) throws -> [Float] { try base.decodeFloats(named: name) }
+        func releaseTensor(named name: String) { base.releaseTensor(named: name); if current?.name == name { current = nil } }
+        func decodeRows(named name: String, rows: Range<Int>, into out: UnsafeMutableBufferPointer<Float>) throws {
+            if current?.name != name {
+                guard let t = base.sourceTensor(named: name), t.shape.count == 2 else { throw TensorIOError.tensorNotFound(name: name, path: path) }
+                current = (name, try base.decodeFloats(named: name), t.shape[1])
+            }
+            let c = current!
+            for (k, i) in (rows.lowerBound * c.cols..<rows.upperBound * c.cols).enumerated() { out[k] = c.values[i] }
+        }
+    }
+
+    static func rowSource(_ s: any TensorSource) -> any RowBlockDecodable {
+        (s as? any RowBlockDecodable) ?? DecodedRows(s)
+    }
+
+    /// Detects the v2 mark of `secret` in `suspect`.
+    static func detect(suspect: any TensorSource, reference: (any TensorSource)?, secret: [UInt8], options: DetectOptions,
+                       progress: @escaping (String, Int, Int) -> Void) throws -> Outcome {
+        let tiles = try TileCarriers(secret: secret)
+        let selected = suspect.sourceTensors.filter { options.selection.selectsGeometry($0) }
+        var skipped: [SkippedTensor] = []
+        var candidates: [Candidate]
+        if let reference {
+            candidates = try pairByContent(selected, suspect: suspect, reference: reference)
+            for c in candidates where c.reference == nil {
+                skipped.append(.init(name: c.tensor.name, reason: "no matrix of the reference matches it (name, shape or content): scored blind"))
+            }
+        } else {
+            candidates = selected.map { Candidate(tensor: $0, reference: nil) }
+        }
+        let total = candidates.count
+        progress("", 0, 2 * total)
+        // Identity-tile caches are kept between the two passes while they fit in this budget; beyond it the
+        // scoring pass projects again.
+        let cacheBudget = 512 << 20
+        let tileBytes = candidates.reduce(0) { $0 + TileCarriers.tiles($1.tensor.shape[0]) * TileCarriers.tiles($1.tensor.shape[1]) * a * a * 4 }
+        let keepCaches = tileBytes <= cacheBudget
+        // `done`, `caches` and calls of `progress` are guarded by `lock` (workers run on Parallel's threads).
+        let lock = NSLock()
+        nonisolated(unsafe) var done = 0
+        nonisolated(unsafe) var caches: [Int: StoredTiles] = [:]
+        nonisolated(unsafe) let progress = progress
+        func projection(_ k: Int) throws -> StoredTiles {
+            if let c = lock.withLock({ caches[k] }) { return c }
+            let c = candidates[k]
+            let (m, n) = (c.tensor.shape[0], c.tensor.shape[1])
+            let rows = rowSource(suspect)
+            let ref = try c.reference.map { r in
+                ReferenceRows(source: rowSource(reference!), name: r.name, rows: r.shape[0], cols: r.shape[1], transposed: r.transposed)
+            }
+            let p = try project(name: c.tensor.name, rows: m, cols: n, suspect: rows, reference: ref, tiles: tiles)
+            suspect.releaseTensor(named: c.tensor.name)
+            if let r = c.reference { reference?.releaseTensor(named: r.name) }
+            return StoredTiles(p, tiles: tiles)
+        }
+        let patterns = PatternCache(tiles)
+        // Pass 1: pilot scores of every hypothesis, per tensor.
+        let pilots: [[(h: TileHypothesis, num: Double, den2: Double)]] = try Parallel.withSingleThreadedBLAS {
+            try Parallel.map(count: total, workers: options.workers) { k in
+                let stored = try projection(k)
+                let shape = candidates[k].tensor.shape
+                let result = hypotheses(rows: shape[0], cols: shape[1]).map { h -> (h: TileHypothesis, num: Double, den2: Double) in
+                    var num = 0.0, den2 = 0.0
+                    for s in scores(stored, h, keep: { isPilot($0.i, $0.j) }) {
+                        num += s.weight * BLAS.dot(s.unit, patterns.pattern(s.position))
+                        den2 += s.weight * s.weight
+                    }
+                    return (h, num, den2)
+                }
+                lock.withLock {
+                    if keepCaches { caches[k] = stored }
+                    done += 1
+                    progress(candidates[k].tensor.name, done, 2 * total)
+                }
+                return result
+            }
+        }
+        // Choice per group of same-shaped matrices: the largest pilot Z less the hypothesis' penalty. A whole model
+        // stored transposed shows in the sum over groups: then transposed is the default for every group.
+        let groups = Dictionary(grouping: candidates.indices, by: { candidates[$0].tensor.shape })
+        func pilotZ(_ indices: [Int], _ h: TileHypothesis) -> Double {
+            var num = 0.0, den2 = 0.0
+            for k in indices { if let e = pilots[k].first(where: { $0.h == h }) { num += e.num; den2 += e.den2 } }
+            return den2 > 0 ? num / den2.squareRoot() : 0
+        }
+        let transposedIdentity = TileHypothesis(orientation: .transposed, layout: .offset(rowTiles: 0, columnTiles: 0))
+        let all = Array(candidates.indices)
+        let globallyTransposed = pilotZ(all, transposedIdentity) > pilotZ(all, .identity) + 3
+        var choice: [[Int]: TileHypothesis] = [:]
+        for (shape, members) in groups {
+            let base = globallyTransposed ? transposedIdentity : TileHypothesis.identity
+            var best = base, bestScore = pilotZ(members, base)
+            for h in hypotheses(rows: shape[0], cols: shape[1]) where h != base {
+                let score = pilotZ(members, h) - (h == .identity || h == transposedIdentity ? 1.5 : h.penalty)
+                if score > bestScore { best = h; bestScore = score }
+            }
+            choice[shape] = best
+        }
+        // Pass 2: score the other positions under the chosen hypotheses, pooled by position.
+        var pooled: [Position: [Double]] = [:]
+        var evidence: [TensorEvidence] = []
+        var pilotPositions = Set<Position>()
+        let chunk = max(1, options.workers * 2)
+        var start = 0
+        while start < total {
+            let end = min(total, start + chunk)
+            let results: [(scores: [TileScore], pilots: [Position], erased: Int)] = try Parallel.withSingleThreadedBLAS {
+                try Parallel.map(count: end - start, workers: options.workers) { offset in
+                    let k = start + offset
+                    let stored = try projection(k)
+                    lock.withLock { caches[k] = nil; done += 1; progress(candidates[k].tensor.name, done, 2 * total) }
+                    let h = choice[candidates[k].tensor.shape]!
+                    let pilotsSeen = scores(stored, h, keep: { isPilot($0.i, $0.j) }).map(\.position)
+                    return (scores(stored, h, keep: { !isPilot($0.i, $0.j) }), pilotsSeen, stored.p.erased)
+                }
+            }
+            for (offset, r) in results.enumerated() {
+                let c = candidates[start + offset]
+                var num = 0.0, den2 = 0.0
+                for s in r.scores {
+                    var v = pooled[s.position] ?? [Double](repeating: 0, count: a * a)
+                    for e in 0..<(a * a) { v[e] += s.weight * Double(s.unit[e]) }
+                    pooled[s.position] = v
+                    num += s.weight * BLAS.dot(s.unit, patterns.pattern(s.position))
+                    den2 += s.weight * s.weight
+                }
+                pilotPositions.formUnion(r.pilots)
+                evidence.append(TensorEvidence(name: c.tensor.name, shape: c.tensor.shape, weight: den2.squareRoot(),
+                                               correlation: num, norm: den2.squareRoot(), erased: r.erased,
+                                               hypothesis: choice[c.tensor.shape]!.description,
+                                               pairedWith: c.reference.map { $0.transposed ? "\($0.name) (transposed)" : $0.name }))
+            }
+            start = end
+        }
+        var num = 0.0, den2 = 0.0
+        for (p, c) in pooled {
+            let s = patterns.pattern(p)
+            for e in 0..<(a * a) { num += c[e] * Double(s[e]) }
+            den2 += c.reduce(0) { $0 + $1 * $1 }
+        }
+        let z = den2 > 0 ? num / den2.squareRoot() : 0
+        return Outcome(combinedZ: z, tensors: evidence, skipped: skipped, pilotPositions: pilotPositions.count,
+                       scoredPositions: pooled.count,
+                       hypothesesTried: groups.keys.map { hypotheses(rows: $0[0], cols: $0[1]).count }.max() ?? 0)
+    }
+
+    /// Key-free pairing of suspect and reference matrices (informed mode): among the reference matrices of the same
+    /// shape, the transposed shape, or the same width (a vocabulary grown or cut), the one closest to the suspect on
+    /// 16 sampled rows, if its relative difference is below 0.5 (a marked or attacked copy differs by far less, an
+    /// unrelated matrix by about √2). Same name breaks ties. Never looks at the key, so the bound is unaffected.
+    static func pairByContent(_ selected: [SourceTensor], suspect: any TensorSource, reference: any TensorSource) throws -> [Candidate] {
+        let refs = reference.sourceTensors.filter { $0.shape.count == 2 && $0.isFloating && $0.shape[0] > 0 && $0.shape[1] > 0 }
+        let suspectRows = rowSource(suspect), referenceRows = rowSource(reference)
+        func picks(_ count: Int) -> [Int] { (0..<16).map { $0 * max(1, count / 16) % count } }
+        func rows(_ source: any RowBlockDecodable, _ name: String, _ indices: [Int], width n: Int) throws -> [[Float]] {
+            try indices.map { r in
+                var row = [Float](repeating: 0, count: n)
+                try row.withUnsafeMutableBufferPointer { try source.decodeRows(named: name, rows: r..<(r + 1), into: $0) }
+                return row
+            }
+        }
+        // Per reference matrix: sampled rows (indices from the suspect's height, for same-width pairs) are read
+        // on demand; sampled columns (for transposed pairs) once, with one decode of the matrix.
+        var columnSamples: [String: [[Float]]] = [:]
+        func distance(_ a: [[Float]], _ b: [[Float]]) -> Double {
+            var d2 = 0.0, r2 = 0.0
+            for (x, y) in zip(a, b) {
+                for i in 0..<min(x.count, y.count) { let d = Double(x[i] - y[i]); d2 += d * d; r2 += Double(y[i]) * Double(y[i]) }
+            }
+            return r2 > 0 ? (d2 / r2).squareRoot() : .infinity
+        }
+        var out: [Candidate] = []
+        for t in selected {
+            let (m, n) = (t.shape[0], t.shape[1])
+            let idx = picks(m)
+            let mine = try rows(suspectRows, t.name, idx, width: n)
+            var best: (name: String, shape: [Int], transposed: Bool, distance: Double)?
+            func consider(_ r: SourceTensor, transposed: Bool, _ theirs: [[Float]]) {
+                let d = distance(mine, theirs)
+                let better = d < (best?.distance ?? 0.5) || (d == best?.distance && r.name == t.name)
+                if better { best = (r.name, r.shape, transposed, d) }
+            }
+            for r in refs {
+                if r.shape[1] == n {
+                    // Same width: same matrix, or rows appended/dropped at the end.
+                    let common = idx.filter { $0 < r.shape[0] }
+                    guard common.count == idx.count || r.shape[0] != m else { continue }
+                    if common.count == idx.count {
+                        consider(r, transposed: false, try rows(referenceRows, r.name, idx, width: n))
+                    }
+                }
+                if r.shape == [n, m] {
+                    if columnSamples[r.name] == nil {
+                        let all = try reference.decodeFloats(named: r.name)
+                        reference.releaseTensor(named: r.name)
+                        columnSamples[r.name] = idx.map { c in (0..<r.shape[0]).map { all[$0 * r.shape[1] + c] } }
+                    }
+                    consider(r, transposed: true, columnSamples[r.name]!)
+                }
+            }
+            suspect.releaseTensor(named: t.name)
+            out.append(Candidate(tensor: t, reference: best.map { ($0.name, $0.shape, $0.transposed) }))
+        }
+        return out
+    }
+
+    /// S_p for every position, derived once.
+    final class PatternCache: @unchecked Sendable {
+        // Guarded by `lock`; entries are immutable once stored.
+        private var cache: [Position: [Float]] = [:]
+        private let lock = NSLock()
+        let tiles: TileCarriers
+        init(_ tiles: TileCarriers) { self.tiles = tiles }
+        func pattern(_ p: Position) -> [Float] {
+            if let s = lock.withLock({ cache[p] }) { return s }
+            let s = tiles.pattern(row: p.i, column: p.j)
+            lock.withLock { cache[p] = s }
+            return s
+        }
+    }
+}
