@@ -10,7 +10,8 @@ public struct DetectOptions: Sendable {
     public var alpha = 1e-6
     /// Tensors processed at once (each with one BLAS thread).
     public var workers = Parallel.defaultWorkers
-    /// Check only this part of the selection (for runs spread over machines, merged by `combine`; format v1 only).
+    /// Check only this part of the selection (for runs spread over machines, merged by `combine`). Format v1 only:
+    /// with a part, `.auto` looks for v1 alone.
     public var part: ReportPart?
     /// Which formats to look for: both by default (the bound pays a factor 2).
     public var format = DetectFormat.auto
@@ -141,8 +142,10 @@ public enum Detector {
             return try detectV1(suspect: suspect, reference: reference, key: key, options: options, expected: expected, formatsTried: 1, progress: progress)
         case .v2:
             return try detectV2(suspect: suspect, reference: reference, key: key, options: options, formatsTried: 1, progress: progress)
+        case .auto where options.part != nil:
+            // Parts merge exactly only in format v1 (v2 pools matrices by tile position).
+            return try detectV1(suspect: suspect, reference: reference, key: key, options: options, expected: expected, formatsTried: 1, progress: progress)
         case .auto:
-            precondition(options.part == nil, "parts are format v1 only")
             let v2 = try detectV2(suspect: suspect, reference: reference, key: key, options: options, formatsTried: 2, progress: progress)
             let v1 = try detectV1(suspect: suspect, reference: reference, key: key, options: options, expected: expected, formatsTried: 2, progress: progress)
             return v2.combinedZ >= v1.combinedZ || v1.tensors.isEmpty ? v2 : v1
