@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import LinearAlgebra
 
@@ -140,10 +141,23 @@ struct LinearAlgebraTests {
         #expect(relativeError(BLAS.matmul(us, vt).storage, a.storage) < 0.02)
     }
 
-    @Test("BLAS info reports the loaded library")
-    func info() {
+    @Test("BLAS info reports the library actually mapped into the process")
+    func info() throws {
+        // Independent evidence of which library is loaded: the process's own memory map.
+        let maps = try String(contentsOfFile: "/proc/self/maps", encoding: .utf8)
+        let openBLASMapped = maps.split(separator: "\n").contains { $0.contains("libopenblas") }
         let info = BLASInfo.current
-        #expect(!info.description.isEmpty)
-        if let config = info.openBLASConfig { #expect(config.hasPrefix("OpenBLAS")) }
+        #expect((info.openBLASConfig != nil) == openBLASMapped, "maps OpenBLAS: \(openBLASMapped); info: \(info)")
+        guard let config = info.openBLASConfig else {
+            #expect(info.threadCount == nil)
+            #expect(info.description.hasPrefix("reference BLAS"))
+            return
+        }
+        #expect(config.hasPrefix("OpenBLAS "))
+        #expect(info.description.hasPrefix(config.trimmingCharacters(in: .whitespaces)))
+        // Other tests set OpenBLAS's (process-wide) thread count concurrently, so only its range is checked here.
+        let threads = try #require(info.threadCount)
+        #expect(threads >= 1 && threads <= 1024)
+        #expect(info.description.hasSuffix(" thread(s)"))
     }
 }
