@@ -90,12 +90,15 @@ public enum Fixtures {
         p.standardOutput = out
         p.standardError = err
         try p.run()
+        // Written by the reader thread before it signals `done`; read here only after waiting for it.
         nonisolated(unsafe) var errData = Data()
-        let group = DispatchGroup()
-        group.enter()
-        DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        let done = DispatchSemaphore(value: 0)
+        // A dedicated thread, not the global dispatch pool: tests that keep the pool busy (calibration's parallel
+        // detection) would otherwise delay this read, and the child blocks on a full stderr pipe meanwhile.
+        let reader = Thread { errData = err.fileHandleForReading.readDataToEndOfFile(); done.signal() }
+        reader.start()
         let outData = out.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
+        done.wait()
         p.waitUntilExit()
         return (p.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
     }
