@@ -144,7 +144,10 @@ struct LinearAlgebraTests {
     @Test("BLAS info reports the library actually mapped into the process")
     func info() throws {
         // Independent evidence of which library is loaded: the process's own memory map.
-        let maps = try String(contentsOfFile: "/proc/self/maps", encoding: .utf8)
+        // Read to the end: /proc files report size 0, and a single read may return only the first pages.
+        let handle = try #require(FileHandle(forReadingAtPath: "/proc/self/maps"))
+        let maps = String(decoding: try handle.readToEnd() ?? Data(), as: UTF8.self)
+        try handle.close()
         let openBLASMapped = maps.split(separator: "\n").contains { $0.contains("libopenblas") }
         let info = BLASInfo.current
         #expect((info.openBLASConfig != nil) == openBLASMapped, "maps OpenBLAS: \(openBLASMapped); info: \(info)")

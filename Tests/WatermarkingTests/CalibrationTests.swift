@@ -128,6 +128,13 @@ struct CalibrationTests {
         }
         let suspect = try openTensorSource(path: suspectPath)
         let reference = try referencePath.map { try openTensorSource(path: $0) }
+        // The case is what its label says: how the selected matrices are stored in the suspect.
+        let storage = Set(suspect.sourceTensors.filter { TensorSelection().selects($0) }.map(\.storage))
+        switch c {
+        case .blindBF16, .informedOtherKey: #expect(storage == ["BF16"], "\(storage)")
+        case .blindF32: #expect(storage == ["F32"], "\(storage)")
+        case .blindGGUF, .informedGGUF: #expect(storage.contains("Q4_0"), "\(storage)")
+        }
         let label = "\(c.rawValue), seed \(Self.seed) (rerun with WEIGHTMARK_CALIBRATION_SEED=\(Self.seed))"
         let start = Date()
         var z: [Double] = []
