@@ -1,4 +1,5 @@
 import Foundation
+import LinearAlgebra
 import Testing
 import TensorIO
 import Watermarking
@@ -138,10 +139,14 @@ struct GoldenHouseholderTests {
             var tensor: String
             var shape: [Int]
             var rank: Int
+            /// The first rows of the first and the last column.
             var carrierAColumn0: [Float]
             var carrierALastColumn: [Float]
             var carrierBColumn0: [Float]
             var carrierBLastColumn: [Float]
+            /// Per column j, Σ_i (i + 1)·X[i, j] in double: any change of any entry, sign or order shows.
+            var carrierAChecksums: [Double]
+            var carrierBChecksums: [Double]
             var patternRow0: [Float]
         }
         struct SmallModel: Codable {
@@ -155,9 +160,13 @@ struct GoldenHouseholderTests {
     static func compute() throws -> Golden {
         let carriers = try carrierShapes.map { name, m, n in
             let c = try Carriers.derive(secret: secret, tensor: name, rows: m, cols: n)
+            func checksums(_ x: Matrix) -> [Double] {
+                (0..<x.cols).map { j in (0..<x.rows).reduce(0.0) { $0 + Double($1 + 1) * Double(x[$1, j]) } }
+            }
             return Golden.CarrierVectors(tensor: name, shape: [m, n], rank: 32,
-                                         carrierAColumn0: (0..<m).map { c.a[$0, 0] }, carrierALastColumn: (0..<m).map { c.a[$0, c.a.cols - 1] },
-                                         carrierBColumn0: (0..<n).map { c.b[$0, 0] }, carrierBLastColumn: (0..<n).map { c.b[$0, c.b.cols - 1] },
+                                         carrierAColumn0: (0..<6).map { c.a[$0, 0] }, carrierALastColumn: (0..<6).map { c.a[$0, c.a.cols - 1] },
+                                         carrierBColumn0: (0..<6).map { c.b[$0, 0] }, carrierBLastColumn: (0..<6).map { c.b[$0, c.b.cols - 1] },
+                                         carrierAChecksums: checksums(c.a), carrierBChecksums: checksums(c.b),
                                          patternRow0: (0..<c.s.cols).map { c.s[0, $0] })
         }
         let dir = Fixtures.temporaryDirectory("golden-householder")
@@ -197,6 +206,12 @@ struct GoldenHouseholderTests {
                 #expect(a.count == b.count, "\(c.tensor) \(label)")
                 let worst = zip(a, b).map { abs($0 - $1) }.max() ?? .infinity
                 #expect(worst <= 1e-5, "\(c.tensor) \(label): max |Δ| \(worst)")
+            }
+            // Σ (i + 1)·|Δ| ≤ 1e-5 · rows² over a column when every entry agrees to 1e-5 (as above).
+            for (label, a, b, rows) in [("A", c.carrierAChecksums, g.carrierAChecksums, c.shape[0]), ("B", c.carrierBChecksums, g.carrierBChecksums, c.shape[1])] {
+                #expect(a.count == b.count && a.count == 32, "\(c.tensor) \(label) checksums")
+                let worst = zip(a, b).map { abs($0 - $1) }.max() ?? .infinity
+                #expect(worst <= 1e-5 * Double(rows * rows), "\(c.tensor) \(label) column checksums: max |Δ| \(worst)")
             }
         }
         let s = now.smallModel, gs = golden.smallModel
