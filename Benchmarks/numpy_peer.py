@@ -11,6 +11,12 @@ Vectorized; numpy's own BLAS does the products.
 
   numpy_peer.py detect MODEL_DIR KEY_FILE
   numpy_peer.py embed MODEL_DIR KEY_FILE OUT_DIR DELTA
+  numpy_peer.py score MODEL KEY_FILE [REFERENCE]     per-tensor evidence and combined Z as JSON (test oracle)
+  numpy_peer.py carriers SECRET_HEX NAME ROWS COLS   A, B and S of one tensor as JSON (test oracle)
+
+`score` takes a .safetensors file or a model folder; with REFERENCE it is informed detection, X = suspect -
+reference, where an exact zero in the suspect over a non-zero reference is an erasure and scores as zero
+(DESIGN.md section 3).
 """
 import json, math, os, sys, shutil, time
 import numpy as np
@@ -148,9 +154,66 @@ def embed(model_dir, key_path, out_dir, delta):
     os.rename(tmp, out_dir)
 
 
+def model_files(path):
+    if os.path.isdir(path):
+        return [os.path.join(path, s) for s in shards(path)]
+    return [path]
+
+
+def tensors_of(path):
+    """name -> (file, dtype, shape) over every file of a model."""
+    out = {}
+    for f in model_files(path):
+        for name, entry in header(f).items():
+            out[name] = (f, entry["dtype"], entry["shape"])
+    return out
+
+
+def read_tensor(file, name):
+    with safe_open(file, framework="numpy") as f:
+        return f.get_tensor(name).astype(np.float32)
+
+
+def score(model, key_path, reference=None):
+    secret = load_key(key_path)
+    suspect = tensors_of(model)
+    ref = tensors_of(reference) if reference else None
+    rows, num, den = [], 0.0, 0.0
+    for name in sorted(suspect):
+        file, dtype, shape = suspect[name]
+        if not selected(name, shape, dtype) or (ref is not None and name not in ref):
+            continue
+        x = read_tensor(file, name)
+        erased = 0
+        if ref is not None:
+            r = read_tensor(ref[name][0], name)
+            mask = (x == 0) & (r != 0)
+            erased = int(mask.sum())
+            x = np.where(mask, np.float32(0), x - r)
+        m, n = x.shape
+        A, B, S = carriers(secret, name, m, n)
+        Y = A.T @ (x @ B)
+        corr, norm = float((Y * S).sum()), float(np.linalg.norm(Y))
+        z = corr / norm if norm > 0 else 0.0
+        w = math.sqrt(m * n)
+        num += w * z
+        den += w * w
+        rows.append({"name": name, "shape": [m, n], "z": z, "correlation": corr, "norm": norm, "weight": w, "erased": erased})
+    print(json.dumps({"combinedZ": num / math.sqrt(den) if den > 0 else 0.0, "tensors": rows}))
+
+
+def dump_carriers(secret_hex, name, m, n):
+    A, B, S = carriers(bytes.fromhex(secret_hex), name, m, n)
+    print(json.dumps({"a": A.astype(float).tolist(), "b": B.astype(float).tolist(), "s": S.astype(float).tolist()}))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "detect":
         detect(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "score":
+        score(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None)
+    elif sys.argv[1] == "carriers":
+        dump_carriers(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     elif sys.argv[1] == "embed":
         embed(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
     else:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the C libraries WeightMark links against (Debian/Ubuntu), only if something is missing.
+# Installs the C libraries WeightMark links against (Debian/Ubuntu), and strace (the key-permission test traces
+# keygen), only if something is missing.
 set -euo pipefail
 need=()
-for p in libblas-dev liblapack-dev liblapacke-dev libopenblas-dev; do
+for p in libblas-dev liblapack-dev liblapacke-dev libopenblas-dev strace; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -90,12 +90,15 @@ public enum Fixtures {
         p.standardOutput = out
         p.standardError = err
         try p.run()
+        // Written by the reader thread before it signals `done`; read here only after waiting for it.
         nonisolated(unsafe) var errData = Data()
-        let group = DispatchGroup()
-        group.enter()
-        DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        let done = DispatchSemaphore(value: 0)
+        // A dedicated thread, not the global dispatch pool: tests that keep the pool busy (calibration's parallel
+        // detection) would otherwise delay this read, and the child blocks on a full stderr pipe meanwhile.
+        let reader = Thread { errData = err.fileHandleForReading.readDataToEndOfFile(); done.signal() }
+        reader.start()
         let outData = out.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
+        done.wait()
         p.waitUntilExit()
         return (p.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
     }
@@ -180,14 +183,18 @@ extension Fixtures {
 }
 
 extension Fixtures {
-    /// A small Llama-like Hugging Face folder (config.json + model.safetensors): 2 layers, hidden 256,
-    /// 8 attention heads and 4 key-value heads (so q and k permute differently), FFN 512, vocab 1000.
-    public static func writeSmallLlama(to folder: String, seed: UInt64 = 11) throws {
+    /// A small Llama-like Hugging Face folder (config.json + model.safetensors). The defaults: 2 layers,
+    /// hidden 256, 8 attention heads and 4 key-value heads (so q and k permute differently), FFN 512, vocab 1000.
+    /// - Returns: the values written, by tensor name (as stored: rounded to `dtype`).
+    @discardableResult
+    public static func writeSmallLlama(to folder: String, seed: UInt64 = 11, layers: Int = 2, hidden: Int = 256,
+                                       ffn: Int = 512, vocab: Int = 1000, heads: Int = 8, kvHeads: Int = 4,
+                                       dtype: DType = .f32) throws -> [String: [Float]] {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        let hidden = 256, ffn = 512, vocab = 1000, kvDim = 128
+        let kvDim = hidden / heads * kvHeads
         var shapes: [(String, [Int])] = [("model.embed_tokens.weight", [vocab, hidden]), ("model.norm.weight", [hidden]),
                                          ("lm_head.weight", [vocab, hidden])]
-        for l in 0..<2 {
+        for l in 0..<layers {
             let p = "model.layers.\(l)."
             shapes += [(p + "input_layernorm.weight", [hidden]), (p + "post_attention_layernorm.weight", [hidden]),
                        (p + "self_attn.q_proj.weight", [hidden, hidden]), (p + "self_attn.k_proj.weight", [kvDim, hidden]),
@@ -195,12 +202,13 @@ extension Fixtures {
                        (p + "mlp.gate_proj.weight", [ffn, hidden]), (p + "mlp.up_proj.weight", [ffn, hidden]),
                        (p + "mlp.down_proj.weight", [hidden, ffn])]
         }
-        try writeSmallModel(to: folder + "/model.safetensors", seed: seed, shapes: shapes)
+        let values = try writeSmallModel(to: folder + "/model.safetensors", seed: seed, dtype: dtype, shapes: shapes)
         let config = """
         {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": \(hidden), "intermediate_size": \(ffn),
-         "num_attention_heads": 8, "num_key_value_heads": 4, "num_hidden_layers": 2, "vocab_size": \(vocab),
+         "num_attention_heads": \(heads), "num_key_value_heads": \(kvHeads), "num_hidden_layers": \(layers), "vocab_size": \(vocab),
          "max_position_embeddings": 2048, "rms_norm_eps": 1e-05, "rope_theta": 10000.0}
         """
         write(Array(config.utf8), to: folder + "/config.json")
+        return values
     }
 }

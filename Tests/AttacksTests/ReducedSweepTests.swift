@@ -34,6 +34,7 @@ struct ReducedSweepTests {
         }
         let wrong = try await SweepRunner(original: original, marked: marked, key: WatermarkKey.generate(), options: DetectOptions(), delta: plan.delta)
             .run(families)
+        #expect(wrong.count == 2)
         for p in wrong { #expect(!p.detectedBlind && !p.detectedInformed, "\(p.label): blind \(p.blindZ), informed \(p.informedZ)") }
         // Renderings carry every point.
         #expect(SweepRendering.csv(points).split(separator: "\n").count == 3)

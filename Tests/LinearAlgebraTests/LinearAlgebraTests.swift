@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import LinearAlgebra
 
@@ -140,10 +141,26 @@ struct LinearAlgebraTests {
         #expect(relativeError(BLAS.matmul(us, vt).storage, a.storage) < 0.02)
     }
 
-    @Test("BLAS info reports the loaded library")
-    func info() {
+    @Test("BLAS info reports the library actually mapped into the process")
+    func info() throws {
+        // Independent evidence of which library is loaded: the process's own memory map.
+        // Read to the end: /proc files report size 0, and a single read may return only the first pages.
+        let handle = try #require(FileHandle(forReadingAtPath: "/proc/self/maps"))
+        let maps = String(decoding: try handle.readToEnd() ?? Data(), as: UTF8.self)
+        try handle.close()
+        let openBLASMapped = maps.split(separator: "\n").contains { $0.contains("libopenblas") }
         let info = BLASInfo.current
-        #expect(!info.description.isEmpty)
-        if let config = info.openBLASConfig { #expect(config.hasPrefix("OpenBLAS")) }
+        #expect((info.openBLASConfig != nil) == openBLASMapped, "maps OpenBLAS: \(openBLASMapped); info: \(info)")
+        guard let config = info.openBLASConfig else {
+            #expect(info.threadCount == nil)
+            #expect(info.description.hasPrefix("reference BLAS"))
+            return
+        }
+        #expect(config.hasPrefix("OpenBLAS "))
+        #expect(info.description.hasPrefix(config.trimmingCharacters(in: .whitespaces)))
+        // Other tests set OpenBLAS's (process-wide) thread count concurrently, so only its range is checked here.
+        let threads = try #require(info.threadCount)
+        #expect(threads >= 1 && threads <= 1024)
+        #expect(info.description.hasSuffix(" thread(s)"))
     }
 }

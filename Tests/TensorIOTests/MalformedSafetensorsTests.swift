@@ -82,9 +82,16 @@ private let malformedCases: [MalformedCase] = [
                   bytes: Fixtures.rawSafetensors(header: "{\"a\":{\(f32x2),\"data_offsets\":[0,8]},\"b\":{\(f32x2),\"data_offsets\":[0,8]}}", data: eightBytes)) {
         if case .invalidOffsets(_, begin: 0, end: 8, expectedBegin: 8, _) = $0 { true } else { false }
     },
-    MalformedCase(name: "end before begin",
+    MalformedCase(name: "zero-length data for a two-element tensor (size mismatch)",
                   bytes: Fixtures.rawSafetensors(header: "{\"a\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]},\"b\":{\(f32x2),\"data_offsets\":[0,0]}}", data: [])) {
         if case .sizeMismatch(tensor: "b", expected: 8, actual: 0, _) = $0 { true } else { false }
+    },
+    // Begins exactly where the previous tensor ends (no hole, no overlap), so only end < begin is wrong; and
+    // end − begin = −8 would pass a check of |end − begin| against the 8 bytes of two F32 values.
+    MalformedCase(name: "end before begin",
+                  bytes: Fixtures.rawSafetensors(header: "{\"a\":{\(f32x2),\"data_offsets\":[0,8]},\"b\":{\(f32x2),\"data_offsets\":[8,0]}}", data: eightBytes)) {
+        guard case .invalidOffsets(tensor: "b", begin: 8, end: 0, expectedBegin: 8, _) = $0 else { return false }
+        return $0.description.contains("end before they begin")
     },
     MalformedCase(name: "inverted offsets",
                   bytes: Fixtures.rawSafetensors(header: "{\"a\":{\(f32x2),\"data_offsets\":[0,8]},\"b\":{\(f32x2),\"data_offsets\":[8,4]}}", data: eightBytes)) {

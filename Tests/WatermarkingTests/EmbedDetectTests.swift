@@ -58,6 +58,7 @@ struct EmbedDetectTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try Fixtures.writeSmallModel(to: dir + "/m.safetensors")
         let manifest = try embed(dir + "/m.safetensors", dir + "/w.safetensors", shaping: shaping)
+        #expect(manifest.tensors.count == 4)
         for t in manifest.tensors { #expect(abs(t.measuredDelta - 0.03) < 1e-4, "\(t.name)") }
         let original = try SafetensorsModel(path: dir + "/m.safetensors")
         let marked = try SafetensorsModel(path: dir + "/w.safetensors")
@@ -94,15 +95,19 @@ struct EmbedDetectTests {
         #expect(r.detected)
         let q = try #require(r.tensors.first { $0.name == "layers.0.attn.q_proj.weight" })
         #expect(abs(Double(q.erased) / Double(values["layers.0.attn.q_proj.weight"]!.count) - 0.6) < 0.01)
-        // Without masking, the pruned host would come back as noise: the same residual scores far lower.
-        let unmasked = Detector.evidence(name: q.name, suspect: try pruned.floats(of: pruned.tensor(named: q.name)!).enumerated().map {
-            $0.element == 0 ? 0 : $0.element - values[q.name]![$0.offset] }, reference: nil, rows: 256, cols: 256,
-            carriers: try Carriers.derive(secret: Self.key.secret, tensor: q.name, rows: 256, cols: 256))
-        #expect(unmasked.z == q.z) // masking = zeroing erased residuals; the explicit computation agrees
-        let naive = Detector.evidence(name: q.name, suspect: try pruned.floats(of: pruned.tensor(named: q.name)!),
-                                      reference: nil, rows: 256, cols: 256,
-                                      carriers: try Carriers.derive(secret: Self.key.secret, tensor: q.name, rows: 256, cols: 256))
-        #expect(q.z > 3 * abs(naive.z))
+        // Masking = zeroing the erased residuals: the explicit computation agrees with the detector's.
+        let suspectQ = try pruned.floats(of: pruned.tensor(named: q.name)!)
+        let referenceQ = values[q.name]!
+        let carriersQ = try Carriers.derive(secret: Self.key.secret, tensor: q.name, rows: 256, cols: 256)
+        let masked = Detector.evidence(name: q.name, suspect: zip(suspectQ, referenceQ).map { $0 == 0 ? 0 : $0 - $1 },
+                                       reference: nil, rows: 256, cols: 256, carriers: carriersQ)
+        #expect(abs(masked.z - q.z) <= 1e-4 * abs(q.z), "masked z \(masked.z), detector z \(q.z)")
+        // Without masking, the pruned host comes back as noise: the plain residual suspect − reference (−w at
+        // every pruned weight) scores far lower than the masked one.
+        let unmasked = Detector.evidence(name: q.name, suspect: zip(suspectQ, referenceQ).map { $0 - $1 },
+                                         reference: nil, rows: 256, cols: 256, carriers: carriersQ)
+        #expect(q.z > 3 * abs(unmasked.z), "masked z \(q.z), unmasked z \(unmasked.z)")
+        #expect(q.z > 5.3) // this tensor alone is detected only thanks to the masking
     }
 
     @Test("reports of disjoint tensor sets combine into the single-run verdict")

@@ -1,4 +1,5 @@
 import Foundation
+import LinearAlgebra
 import Testing
 import TensorIO
 import Watermarking
@@ -7,7 +8,21 @@ import WeightMarkTestSupport
 /// Golden vectors of detection format v1. If one of these changes, marks already released can no longer
 /// be detected: that is a format-version change, never a test to update.
 ///
-/// The file was produced once by this suite with WEIGHTMARK_WRITE_GOLDEN=1.
+/// The files were produced by this suite with WEIGHTMARK_WRITE_GOLDEN=1 (scripts/regenerate-golden.sh), which
+/// rewrites them and then fails on purpose: regenerating is never a passing test run, and the diff must be reviewed.
+/// Whether this run regenerates the golden files (WEIGHTMARK_WRITE_GOLDEN=1, see scripts/regenerate-golden.sh).
+var rewritingGolden: Bool { ProcessInfo.processInfo.environment["WEIGHTMARK_WRITE_GOLDEN"] == "1" }
+
+/// Writes `value` to Golden/`name` and records a failure: a run that rewrites vectors must never pass.
+func rewriteGolden(_ value: some Encodable, to name: String) throws {
+    let e = JSONEncoder()
+    e.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try e.encode(value).write(to: goldenURL(name))
+    let message = "vectors rewritten: Golden/\(name); review the diff (git diff Tests/WatermarkingTests/Golden) before committing. "
+        + "This run fails on purpose; run the tests again without WEIGHTMARK_WRITE_GOLDEN."
+    Issue.record(Comment(rawValue: message))
+}
+
 @Suite("Golden vectors (format v1)")
 struct GoldenVectorTests {
     static let secret = (0..<32).map { UInt8($0) }
@@ -76,10 +91,8 @@ struct GoldenVectorTests {
     func matchesCommitted() throws {
         let url = goldenURL("v1.json")
         let now = try Self.compute()
-        if ProcessInfo.processInfo.environment["WEIGHTMARK_WRITE_GOLDEN"] == "1" {
-            let e = JSONEncoder()
-            e.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try e.encode(now).write(to: url)
+        if rewritingGolden {
+            try rewriteGolden(now, to: "v1.json")
             return
         }
         let golden = try JSONDecoder().decode(Golden.self, from: Data(contentsOf: url))
@@ -99,5 +112,111 @@ struct GoldenVectorTests {
         #expect(abs(s.blindZUniform - gs.blindZUniform) <= 1e-3 * abs(gs.blindZUniform))
         #expect(abs(s.informedZUniform - gs.informedZUniform) <= 1e-3 * abs(gs.informedZUniform))
         #expect(abs(s.blindZMagnitude - gs.blindZMagnitude) <= 1e-3 * abs(gs.blindZMagnitude))
+    }
+}
+
+/// Golden vectors of the Householder QR path of carrier derivation (format v1).
+///
+/// `Carriers.derive` orthonormalizes a keyed Gaussian G by Cholesky QR when G is tall (rows ≥ 4 × rank) and by
+/// LAPACK's Householder QR (`gramSchmidtBasis`) otherwise. v1.json's carriers (96×80, rank 8) all take the
+/// Cholesky path, so these pin the other one: carriers whose A, B or both have fewer than 128 rows at rank 32,
+/// and the Z of a small model whose every tensor has one such side, embedded and detected end to end.
+@Suite("Golden vectors (format v1, Householder QR path)")
+struct GoldenHouseholderTests {
+    static let secret = (0..<32).map { UInt8(0xA0 ^ $0) }
+    /// (tensor, rows, cols): A on the Householder path when rows < 128, B when cols < 128 (rank 32).
+    static let carrierShapes: [(String, Int, Int)] = [("householder.both", 100, 48), ("householder.a", 40, 300),
+                                                      ("householder.b", 300, 64)]
+    static let modelShapes: [(String, [Int])] = [("layers.0.narrow_out.weight", [64, 1024]), ("layers.0.narrow_in.weight", [1024, 64]),
+                                                 ("layers.0.short.weight", [96, 768])]
+
+    struct Golden: Codable {
+        var formatVersion: Int
+        var secret: String
+        var carriers: [CarrierVectors]
+        var smallModel: SmallModel
+        struct CarrierVectors: Codable {
+            var tensor: String
+            var shape: [Int]
+            var rank: Int
+            /// The first rows of the first and the last column.
+            var carrierAColumn0: [Float]
+            var carrierALastColumn: [Float]
+            var carrierBColumn0: [Float]
+            var carrierBLastColumn: [Float]
+            /// Per column j, Σ_i (i + 1)·X[i, j] in double: any change of any entry, sign or order shows.
+            var carrierAChecksums: [Double]
+            var carrierBChecksums: [Double]
+            var patternRow0: [Float]
+        }
+        struct SmallModel: Codable {
+            var shapes: [[Int]]
+            var delta: Double
+            var blindZ: Double
+            var informedZ: Double
+        }
+    }
+
+    static func compute() throws -> Golden {
+        let carriers = try carrierShapes.map { name, m, n in
+            let c = try Carriers.derive(secret: secret, tensor: name, rows: m, cols: n)
+            func checksums(_ x: Matrix) -> [Double] {
+                (0..<x.cols).map { j in (0..<x.rows).reduce(0.0) { $0 + Double($1 + 1) * Double(x[$1, j]) } }
+            }
+            return Golden.CarrierVectors(tensor: name, shape: [m, n], rank: 32,
+                                         carrierAColumn0: (0..<6).map { c.a[$0, 0] }, carrierALastColumn: (0..<6).map { c.a[$0, c.a.cols - 1] },
+                                         carrierBColumn0: (0..<6).map { c.b[$0, 0] }, carrierBLastColumn: (0..<6).map { c.b[$0, c.b.cols - 1] },
+                                         carrierAChecksums: checksums(c.a), carrierBChecksums: checksums(c.b),
+                                         patternRow0: (0..<c.s.cols).map { c.s[0, $0] })
+        }
+        let dir = Fixtures.temporaryDirectory("golden-householder")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Fixtures.writeSmallModel(to: dir + "/model.safetensors", seed: 7, shapes: modelShapes)
+        let model = try SafetensorsModel(path: dir + "/model.safetensors")
+        var options = EmbedOptions()
+        options.strength = .relativeDistortion(4e-3)
+        let key = WatermarkKey(secret: secret)
+        _ = try Embedder.embed(model, key: key, options: options, plan: Embedder.plan(model, options: options),
+                               to: dir + "/marked.safetensors", overwrite: false)
+        let marked = try SafetensorsModel(path: dir + "/marked.safetensors")
+        let blind = try Detector.detect(suspect: marked, reference: nil, key: key, options: DetectOptions())
+        let informed = try Detector.detect(suspect: marked, reference: model, key: key, options: DetectOptions())
+        return Golden(formatVersion: WatermarkFormat.version, secret: hex(secret), carriers: carriers,
+                      smallModel: .init(shapes: modelShapes.map(\.1), delta: 4e-3, blindZ: blind.combinedZ, informedZ: informed.combinedZ))
+    }
+
+    @Test("Householder-path carriers and the Z of a model of narrow matrices match the committed v1 vectors")
+    func matchesCommitted() throws {
+        let now = try Self.compute()
+        if rewritingGolden {
+            try rewriteGolden(now, to: "v1-householder.json")
+            return
+        }
+        let golden = try JSONDecoder().decode(Golden.self, from: Data(contentsOf: goldenURL("v1-householder.json")))
+        #expect(golden.formatVersion == WatermarkFormat.version)
+        #expect(golden.secret == now.secret)
+        #expect(golden.carriers.count == now.carriers.count)
+        for (c, g) in zip(now.carriers, golden.carriers) {
+            #expect(c.tensor == g.tensor && c.shape == g.shape && c.rank == g.rank)
+            // Exact: the keyed signs.
+            #expect(c.patternRow0 == g.patternRow0, "\(c.tensor)")
+            // Tolerance: LAPACK kernels may differ in the last bits across machines.
+            for (label, a, b) in [("A[:, 0]", c.carrierAColumn0, g.carrierAColumn0), ("A[:, last]", c.carrierALastColumn, g.carrierALastColumn),
+                                  ("B[:, 0]", c.carrierBColumn0, g.carrierBColumn0), ("B[:, last]", c.carrierBLastColumn, g.carrierBLastColumn)] {
+                #expect(a.count == b.count, "\(c.tensor) \(label)")
+                let worst = zip(a, b).map { abs($0 - $1) }.max() ?? .infinity
+                #expect(worst <= 1e-5, "\(c.tensor) \(label): max |Δ| \(worst)")
+            }
+            // Σ (i + 1)·|Δ| ≤ 1e-5 · rows² over a column when every entry agrees to 1e-5 (as above).
+            for (label, a, b, rows) in [("A", c.carrierAChecksums, g.carrierAChecksums, c.shape[0]), ("B", c.carrierBChecksums, g.carrierBChecksums, c.shape[1])] {
+                #expect(a.count == b.count && a.count == 32, "\(c.tensor) \(label) checksums")
+                let worst = zip(a, b).map { abs($0 - $1) }.max() ?? .infinity
+                #expect(worst <= 1e-5 * Double(rows * rows), "\(c.tensor) \(label) column checksums: max |Δ| \(worst)")
+            }
+        }
+        let s = now.smallModel, gs = golden.smallModel
+        #expect(s.shapes == gs.shapes)
+        #expect(abs(s.blindZ - gs.blindZ) <= 1e-3 * abs(gs.blindZ), "blind Z \(s.blindZ), golden \(gs.blindZ)")
+        #expect(abs(s.informedZ - gs.informedZ) <= 1e-3 * abs(gs.informedZ), "informed Z \(s.informedZ), golden \(gs.informedZ)")
     }
 }

@@ -102,7 +102,9 @@ struct KeyedGeneratorTests {
         #expect(thin.a.cols == 8 && thin.b.cols == 32)
     }
 
-    @Test("key files: 0600 round trip; wrong format, version, secret or id are clear errors")
+    // The key file's mode (0600, never wider at any moment) is checked on `weightmark keygen` itself, in
+    // WeightMarkCLITests/KeyFilePermissionTests; this test covers the contents.
+    @Test("key files: contents round trip; wrong format, version, secret or id are clear errors")
     func keyFiles() throws {
         let dir = Fixtures.temporaryDirectory("keys")
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -109,14 +109,14 @@ struct RankProjectionTests {
         #expect(e.storage.baseAddress == dStorage && f.storage.baseAddress == cStorage && pool.idleBytes == 0)
     }
 
-    @Test("ordered prefetcher: results in order, pending bytes within the budget, errors delivered, drain stops work")
+    @Test("ordered prefetcher: results in order, pending bytes within the budget, errors delivered")
     func prefetcherBudget() throws {
         let lock = NSLock()
-        nonisolated(unsafe) var pending = 0, maxPending = 0, started = 0
+        nonisolated(unsafe) var pending = 0, maxPending = 0
         let costs = [300, 300, 300, 900, 100, 100, 100, 100, 50, 50]
         let p = OrderedPrefetcher<Int>(count: costs.count, concurrency: 2, minimumAhead: 2, budget: 700, cost: { costs[$0] }) { i in
             lock.withLock {
-                pending += costs[i]; started += 1
+                pending += costs[i]
                 maxPending = max(maxPending, pending)
             }
             usleep(2000)
@@ -131,7 +131,27 @@ struct RankProjectionTests {
         p.drain()
         // 900 alone exceeds the budget but runs once fewer than 2 results are pending (with at most one other).
         #expect(maxPending <= 900 + 300)
-        #expect(started <= costs.count)
+    }
+
+    @Test("drain: once the workers wait on the budget, draining stops them and no further work starts")
+    func prefetcherDrainStopsWork() throws {
+        let lock = NSLock()
+        nonisolated(unsafe) var started = 0
+        // Unit costs, budget 3, one result ahead at least: after take(0) the workers run items 1…3 (pending cost
+        // 3) and then wait, however they are scheduled; 996 items remain that only drain can stop.
+        let p = OrderedPrefetcher<Int>(count: 1000, concurrency: 2, minimumAhead: 1, budget: 3, cost: { _ in 1 }) { i in
+            lock.withLock { started += 1 }
+            return i
+        }
+        #expect(try p.take(0) == 0)
+        let deadline = Date().addingTimeInterval(10)
+        while lock.withLock({ started }) < 4, Date() < deadline { usleep(1000) }
+        #expect(lock.withLock { started } == 4, "items 0…3 start before the budget binds")
+        // drain() waits for the workers; if they were not told to stop it would never return.
+        let drained = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async { p.drain(); drained.signal() }
+        #expect(drained.wait(timeout: .now() + 10) == .success, "drain did not return within 10 s")
+        #expect(lock.withLock { started } == 4, "work started after drain")
     }
 
     @Test("fused bf16 marking pass equals add, stochastic rounding and distortion done step by step", arguments: [false, true])
