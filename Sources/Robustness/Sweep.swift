@@ -69,31 +69,38 @@ public final class SweepRunner: @unchecked Sendable {
     public let key: WatermarkKey
     public let alpha: Double
     public let delta: Double
+    public let format: MarkFormat
+    let options: DetectOptions
     let selected: [ModelTensor]
-    let carriers: [String: Carriers]
     let markedValues: [String: [Float]]
     let originalValues: [String: [Float]]
 
-    public init(original: SafetensorsModel, marked: SafetensorsModel, key: WatermarkKey, options: DetectOptions, delta: Double) throws {
+    /// - Parameter format: the format `marked` carries; detection and the re-marking attacks use it.
+    public init(original: SafetensorsModel, marked: SafetensorsModel, key: WatermarkKey, options: DetectOptions, delta: Double,
+                format: MarkFormat = .v2) throws {
         self.original = original
         self.marked = marked
         self.key = key
         self.alpha = options.alpha
         self.delta = delta
+        self.format = format
+        var detect = options
+        detect.format = format == .v1 ? .v1 : .v2
+        detect.workers = 1 // points already run in parallel
+        self.options = detect
         selected = marked.tensors.filter { options.selection.selects(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
-        var c: [String: Carriers] = [:], m: [String: [Float]] = [:], o: [String: [Float]] = [:]
+        var m: [String: [Float]] = [:], o: [String: [Float]] = [:]
         for t in selected {
-            c[t.name] = try Carriers.derive(secret: key.secret, tensor: t.name, rows: t.shape[0], cols: t.shape[1], rank: options.rank)
             m[t.name] = try marked.floats(of: t)
             if let r = original.tensor(named: t.name), r.shape == t.shape { o[t.name] = try original.floats(of: r) }
         }
-        carriers = c; markedValues = m; originalValues = o
+        markedValues = m; originalValues = o
     }
 
     var context: AttackContext {
-        let delta = self.delta
+        let delta = self.delta, format = self.format
         return AttackContext(remark: { copy, name, rows, cols, values, scale in
-            try Remarking.mark(copy: copy, name: name, rows: rows, cols: cols, values: &values, delta: delta * scale)
+            try Remarking.mark(copy: copy, name: name, rows: rows, cols: cols, values: &values, delta: delta * scale, format: format)
         }, original: original)
     }
 
@@ -101,8 +108,8 @@ public final class SweepRunner: @unchecked Sendable {
     public func run(family: String, x: Double, label: String, spec: String) throws -> SweepPoint {
         let start = Date()
         let attacked = spec.isEmpty ? [:] : try AttackRunner.apply(AttackCatalog.chain(spec), to: marked, context: context)
-        var blind: [TensorEvidence] = [], informed: [TensorEvidence] = []
         var num = 0.0, den = 0.0
+        var suspectTensors: [(name: String, shape: [Int], values: [Float])] = []
         for t in selected {
             let w = markedValues[t.name]!
             let suspect = attacked[t.name]?.values ?? w
@@ -110,14 +117,15 @@ public final class SweepRunner: @unchecked Sendable {
                 let d = Double(suspect[i]) - Double(w[i])
                 num += d * d; den += Double(w[i]) * Double(w[i])
             }
-            let c = carriers[t.name]!
-            blind.append(Detector.evidence(name: t.name, suspect: suspect, reference: nil, rows: t.shape[0], cols: t.shape[1], carriers: c))
-            if let r = originalValues[t.name] {
-                informed.append(Detector.evidence(name: t.name, suspect: suspect, reference: r, rows: t.shape[0], cols: t.shape[1], carriers: c))
-            }
+            suspectTensors.append((t.name, t.shape, suspect))
         }
-        let b = DetectionReport(keyId: key.id, suspect: label, reference: nil, mode: .blind, alpha: alpha, tensors: blind, skipped: [])
-        let i = DetectionReport(keyId: key.id, suspect: label, reference: original.path, mode: .informed, alpha: alpha, tensors: informed, skipped: [])
+        // Detection as the CLI runs it, on the attacked matrices held in memory.
+        let suspect = InMemoryTensors(path: label, tensors: suspectTensors)
+        let reference = InMemoryTensors(path: original.path, tensors: selected.compactMap { t in
+            originalValues[t.name].map { (t.name, t.shape, $0) }
+        })
+        let b = try Detector.detect(suspect: suspect, reference: nil, key: key, options: options)
+        let i = try Detector.detect(suspect: suspect, reference: reference, key: key, options: options)
         return SweepPoint(family: family, label: label, spec: spec.isEmpty ? "none" : spec, x: x,
                           blindZ: b.combinedZ, informedZ: i.combinedZ,
                           log10PBoundBlind: b.log10PValueBound, log10PBoundInformed: i.log10PValueBound,

@@ -101,7 +101,20 @@ public enum Embedder {
     /// - Returns: β, the scale applied to the (shaped) pattern.
     @discardableResult
     public static func mark(_ w: inout Matrix, carriers: Carriers, shaping: WatermarkShaping, delta: Double) -> Double {
-        var p = carriers.pattern()
+        mark(&w, pattern: carriers.pattern(), shaping: shaping, delta: delta)
+    }
+
+    /// Adds the format-v2 mark of `tiles` to an m×n matrix in place (in memory: attacks that re-mark, tests).
+    /// - Returns: β.
+    @discardableResult
+    public static func mark(_ w: inout Matrix, tiles: TileCarriers, shaping: WatermarkShaping, delta: Double) -> Double {
+        var p = Matrix(rows: w.rows, cols: w.cols)
+        p.storage.withUnsafeMutableBufferPointer { tiles.fillPattern(rows: 0..<w.rows, totalRows: w.rows, cols: w.cols, into: $0.baseAddress!) }
+        return mark(&w, pattern: p, shaping: shaping, delta: delta)
+    }
+
+    static func mark(_ w: inout Matrix, pattern: Matrix, shaping: WatermarkShaping, delta: Double) -> Double {
+        var p = pattern
         let norm = Double(w.frobeniusNorm)
         guard norm > 0 else { return 0 }
         if shaping == .magnitude {

@@ -11,12 +11,17 @@ public enum Remarking {
     }
 
     /// Marks an m×n matrix in place with foreign key `copy` at relative distortion `delta`.
+    /// In `format` (the shipped v2 unless asked), as `embed` would have marked it for that key.
     public static func mark(copy: Int, name: String, rows: Int, cols: Int, values: inout [Float], delta: Double,
-                            shaping: WatermarkShaping = .uniform, rank: Int = Carriers.defaultRank) throws {
+                            shaping: WatermarkShaping = .uniform, rank: Int = Carriers.defaultRank, format: MarkFormat = .v2) throws {
         let key = foreignKey(copy: copy)
-        let carriers = try Carriers.derive(secret: key.secret, tensor: name, rows: rows, cols: cols, rank: rank)
         var w = Matrix(rows: rows, cols: cols, storage: values)
-        Embedder.mark(&w, carriers: carriers, shaping: shaping, delta: delta)
+        switch format {
+        case .v1:
+            Embedder.mark(&w, carriers: try Carriers.derive(secret: key.secret, tensor: name, rows: rows, cols: cols, rank: rank), shaping: shaping, delta: delta)
+        case .v2:
+            Embedder.mark(&w, tiles: try TileCarriers(secret: key.secret), shaping: shaping, delta: delta)
+        }
         values = w.storage
     }
 }

@@ -395,6 +395,10 @@ extension TileDetector {
             for c in candidates where c.reference == nil {
                 skipped.append(.init(name: c.tensor.name, reason: "no matrix of the reference matches it (name, shape or content): scored blind"))
             }
+            let used = Set(candidates.compactMap { $0.reference?.name })
+            for r in reference.sourceTensors where options.selection.selectsGeometry(r) && !used.contains(r.name) {
+                skipped.append(.init(name: r.name, reason: "missing from the suspect (no suspect matrix matches it)"))
+            }
         } else {
             candidates = selected.map { Candidate(tensor: $0, reference: nil) }
         }

@@ -8,11 +8,13 @@ import WeightMarkTestSupport
 struct EmbedDetectTests {
     static let key = WatermarkKey(secret: (0..<32).map { UInt8(255 - $0) })
     static let otherKey = WatermarkKey(secret: (0..<32).map { UInt8(($0 * 7) & 0xFF) })
+    static var v1: DetectOptions { var o = DetectOptions(); o.format = .v1; return o }
 
     func embed(_ source: String, _ out: String, key: WatermarkKey = key, shaping: WatermarkShaping = .uniform,
                strength: WatermarkStrength = .relativeDistortion(0.03), hashInputs: Bool = false) throws -> EmbedManifest {
         let model = try SafetensorsModel(path: source)
         var options = EmbedOptions()
+        options.format = .v1 // these tests check v1's mechanics (V2Tests covers the default format)
         options.hashInputs = hashInputs
         options.shaping = shaping
         options.strength = strength
@@ -62,16 +64,16 @@ struct EmbedDetectTests {
         for t in manifest.tensors { #expect(abs(t.measuredDelta - 0.03) < 1e-4, "\(t.name)") }
         let original = try SafetensorsModel(path: dir + "/m.safetensors")
         let marked = try SafetensorsModel(path: dir + "/w.safetensors")
-        let blind = try Detector.detect(suspect: marked, reference: nil, key: Self.key, options: DetectOptions())
+        let blind = try Detector.detect(suspect: marked, reference: nil, key: Self.key, options: Self.v1)
         #expect(blind.detected, "blind Z = \(blind.combinedZ)")
         // Expected blind Z within a loose factor of the plan's prediction.
         #expect(blind.combinedZ > 0.6 * manifest.expectedBlindZ && blind.combinedZ < 1.5 * manifest.expectedBlindZ)
-        let informed = try Detector.detect(suspect: marked, reference: original, key: Self.key, options: DetectOptions())
+        let informed = try Detector.detect(suspect: marked, reference: original, key: Self.key, options: Self.v1)
         #expect(informed.detected)
         #expect(informed.combinedZ > 50)
-        #expect(!(try Detector.detect(suspect: original, reference: nil, key: Self.key, options: DetectOptions()).detected))
-        #expect(!(try Detector.detect(suspect: marked, reference: nil, key: Self.otherKey, options: DetectOptions()).detected))
-        #expect(!(try Detector.detect(suspect: marked, reference: original, key: Self.otherKey, options: DetectOptions()).detected))
+        #expect(!(try Detector.detect(suspect: original, reference: nil, key: Self.key, options: Self.v1).detected))
+        #expect(!(try Detector.detect(suspect: marked, reference: nil, key: Self.otherKey, options: Self.v1).detected))
+        #expect(!(try Detector.detect(suspect: marked, reference: original, key: Self.otherKey, options: Self.v1).detected))
     }
 
     @Test("informed detection masks pruned weights as erasures")
@@ -91,7 +93,7 @@ struct EmbedDetectTests {
         }
         let pruned = try SafetensorsModel(path: dir + "/p.safetensors")
         let original = try SafetensorsModel(path: dir + "/m.safetensors")
-        let r = try Detector.detect(suspect: pruned, reference: original, key: Self.key, options: DetectOptions())
+        let r = try Detector.detect(suspect: pruned, reference: original, key: Self.key, options: Self.v1)
         #expect(r.detected)
         let q = try #require(r.tensors.first { $0.name == "layers.0.attn.q_proj.weight" })
         #expect(abs(Double(q.erased) / Double(values["layers.0.attn.q_proj.weight"]!.count) - 0.6) < 0.01)
@@ -117,10 +119,10 @@ struct EmbedDetectTests {
         try Fixtures.writeSmallModel(to: dir + "/m.safetensors")
         _ = try embed(dir + "/m.safetensors", dir + "/w.safetensors", strength: .relativeDistortion(0.01))
         let marked = try SafetensorsModel(path: dir + "/w.safetensors")
-        let whole = try Detector.detect(suspect: marked, reference: nil, key: Self.key, options: DetectOptions())
-        var first = DetectOptions(); first.part = ReportPart(index: 0, count: 3)
-        var second = DetectOptions(); second.part = ReportPart(index: 1, count: 3)
-        var third = DetectOptions(); third.part = ReportPart(index: 2, count: 3)
+        let whole = try Detector.detect(suspect: marked, reference: nil, key: Self.key, options: Self.v1)
+        var first = Self.v1; first.part = ReportPart(index: 0, count: 3)
+        var second = Self.v1; second.part = ReportPart(index: 1, count: 3)
+        var third = Self.v1; third.part = ReportPart(index: 2, count: 3)
         let r1 = try Detector.detect(suspect: marked, reference: nil, key: Self.key, options: first)
         let r2 = try Detector.detect(suspect: marked, reference: nil, key: Self.key, options: second)
         let r3 = try Detector.detect(suspect: marked, reference: nil, key: Self.key, options: third)
@@ -150,7 +152,7 @@ struct EmbedDetectTests {
             return nil
         }
         let cut = try SafetensorsModel(path: dir + "/cut.safetensors")
-        let r = try Detector.detect(suspect: cut, reference: nil, key: Self.key, options: DetectOptions(),
+        let r = try Detector.detect(suspect: cut, reference: nil, key: Self.key, options: Self.v1,
                                     expected: manifest.tensors.map { ($0.name, $0.shape) })
         #expect(r.skipped.contains { $0.name == "layers.0.mlp.up_proj.weight" && $0.reason.contains("reshaped") })
         #expect(r.detected)

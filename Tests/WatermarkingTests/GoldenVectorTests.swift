@@ -13,6 +13,9 @@ import WeightMarkTestSupport
 /// Whether this run regenerates the golden files (WEIGHTMARK_WRITE_GOLDEN=1, see scripts/regenerate-golden.sh).
 var rewritingGolden: Bool { ProcessInfo.processInfo.environment["WEIGHTMARK_WRITE_GOLDEN"] == "1" }
 
+/// Detection of format v1 only (no factor 2 for a format search), as the v1 vectors were recorded.
+var v1Detection: DetectOptions { var o = DetectOptions(); o.format = .v1; return o }
+
 /// Writes `value` to Golden/`name` and records a failure: a run that rewrites vectors must never pass.
 func rewriteGolden(_ value: some Encodable, to name: String) throws {
     let e = JSONEncoder()
@@ -68,18 +71,19 @@ struct GoldenVectorTests {
         var z: [Double] = []
         for shaping in [WatermarkShaping.uniform, .magnitude] {
             var options = EmbedOptions()
+            options.format = .v1
             options.shaping = shaping
             options.strength = .relativeDistortion(4e-3)
             let plan = try Embedder.plan(model, options: options)
             let out = dir + "/\(shaping.rawValue).safetensors"
             _ = try Embedder.embed(model, key: key, options: options, plan: plan, to: out, overwrite: false)
             let marked = try SafetensorsModel(path: out)
-            z.append(try Detector.detect(suspect: marked, reference: nil, key: key, options: DetectOptions()).combinedZ)
+            z.append(try Detector.detect(suspect: marked, reference: nil, key: key, options: v1Detection).combinedZ)
             if shaping == .uniform {
-                z.append(try Detector.detect(suspect: marked, reference: model, key: key, options: DetectOptions()).combinedZ)
+                z.append(try Detector.detect(suspect: marked, reference: model, key: key, options: v1Detection).combinedZ)
             }
         }
-        return Golden(formatVersion: WatermarkFormat.version, secret: hex(secret), keyId: key.id,
+        return Golden(formatVersion: MarkFormat.v1.rawValue, secret: hex(secret), keyId: key.id,
                       subkeyCarrierA: hex(KeyedGenerator.subkey(secret: secret, info: info)),
                       uniforms: uniforms, gaussians: gaussians, signs: signs,
                       carrierAColumn0: (0..<6).map { c.a[$0, 0] }, carrierBColumn0: (0..<6).map { c.b[$0, 0] },
@@ -96,7 +100,7 @@ struct GoldenVectorTests {
             return
         }
         let golden = try JSONDecoder().decode(Golden.self, from: Data(contentsOf: url))
-        #expect(golden.formatVersion == WatermarkFormat.version)
+        #expect(golden.formatVersion == MarkFormat.v1.rawValue)
         // Exact: pure integer/crypto paths.
         #expect(now.keyId == golden.keyId)
         #expect(now.subkeyCarrierA == golden.subkeyCarrierA)
@@ -174,14 +178,15 @@ struct GoldenHouseholderTests {
         try Fixtures.writeSmallModel(to: dir + "/model.safetensors", seed: 7, shapes: modelShapes)
         let model = try SafetensorsModel(path: dir + "/model.safetensors")
         var options = EmbedOptions()
+        options.format = .v1
         options.strength = .relativeDistortion(4e-3)
         let key = WatermarkKey(secret: secret)
         _ = try Embedder.embed(model, key: key, options: options, plan: Embedder.plan(model, options: options),
                                to: dir + "/marked.safetensors", overwrite: false)
         let marked = try SafetensorsModel(path: dir + "/marked.safetensors")
-        let blind = try Detector.detect(suspect: marked, reference: nil, key: key, options: DetectOptions())
-        let informed = try Detector.detect(suspect: marked, reference: model, key: key, options: DetectOptions())
-        return Golden(formatVersion: WatermarkFormat.version, secret: hex(secret), carriers: carriers,
+        let blind = try Detector.detect(suspect: marked, reference: nil, key: key, options: v1Detection)
+        let informed = try Detector.detect(suspect: marked, reference: model, key: key, options: v1Detection)
+        return Golden(formatVersion: MarkFormat.v1.rawValue, secret: hex(secret), carriers: carriers,
                       smallModel: .init(shapes: modelShapes.map(\.1), delta: 4e-3, blindZ: blind.combinedZ, informedZ: informed.combinedZ))
     }
 
@@ -193,7 +198,7 @@ struct GoldenHouseholderTests {
             return
         }
         let golden = try JSONDecoder().decode(Golden.self, from: Data(contentsOf: goldenURL("v1-householder.json")))
-        #expect(golden.formatVersion == WatermarkFormat.version)
+        #expect(golden.formatVersion == MarkFormat.v1.rawValue)
         #expect(golden.secret == now.secret)
         #expect(golden.carriers.count == now.carriers.count)
         for (c, g) in zip(now.carriers, golden.carriers) {

@@ -83,6 +83,7 @@ struct OracleTests {
         Fixtures.write(try key.fileContents(), to: dir + "/owner.key")
         let original = try SafetensorsModel(path: dir + "/original.safetensors")
         var options = EmbedOptions()
+        options.format = .v1 // numpy_peer implements format v1
         options.strength = .relativeDistortion(4e-3)
         _ = try Embedder.embed(original, key: key, options: options, plan: Embedder.plan(original, options: options),
                                to: dir + "/marked.safetensors", overwrite: false)
@@ -100,7 +101,7 @@ struct OracleTests {
             let label = "\(suspect)\(reference.map { " against \($0)" } ?? " blind")"
             let report = try Detector.detect(suspect: openTensorSource(path: dir + "/\(suspect).safetensors"),
                                              reference: reference.map { try openTensorSource(path: dir + "/\($0).safetensors") },
-                                             key: key, options: DetectOptions())
+                                             key: key, options: v1Detection)
             let peer = try Self.runPeer(["score", dir + "/\(suspect).safetensors", dir + "/owner.key"]
                                         + (reference.map { [dir + "/\($0).safetensors"] } ?? []))
             let rows = try #require(peer["tensors"] as? [[String: Any]])

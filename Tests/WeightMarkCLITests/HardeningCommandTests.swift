@@ -6,12 +6,12 @@ import WeightMarkTestSupport
 /// Regressions for issue [hardening] through the real executable: exit codes, messages, nothing overwritten.
 @Suite("CLI hardening: exit 2 with a clear message, never a crash or a silent overwrite")
 struct HardeningCommandTests {
-    func setUp(_ label: String) throws -> String {
+    func setUp(_ label: String, format: String = "v2") throws -> String {
         let dir = Fixtures.temporaryDirectory(label)
         try Fixtures.writeSmallModel(to: dir + "/model.safetensors")
         #expect(try Fixtures.weightmark(["keygen", "--out", dir + "/owner.key", "--quiet"]).status == 0)
         #expect(try Fixtures.weightmark(["embed", dir + "/model.safetensors", "--key", dir + "/owner.key", "--out",
-                                         dir + "/marked.safetensors", "--strength", "0.005", "--quiet"]).status == 0)
+                                         dir + "/marked.safetensors", "--strength", "0.005", "--format", format, "--quiet"]).status == 0)
         return dir
     }
 
@@ -41,12 +41,12 @@ struct HardeningCommandTests {
 
     @Test("detect --part + combine: all parts give the whole verdict; a subset is refused unless --allow-partial")
     func partsAndCombine() throws {
-        let dir = try setUp("h-parts")
+        let dir = try setUp("h-parts", format: "v1")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let whole = try Fixtures.weightmark(["detect", dir + "/marked.safetensors", "--key", dir + "/owner.key", "--reference", dir + "/model.safetensors", "--json", "--quiet"])
+        let whole = try Fixtures.weightmark(["detect", dir + "/marked.safetensors", "--key", dir + "/owner.key", "--reference", dir + "/model.safetensors", "--format", "v1", "--json", "--quiet"])
         let wholeZ = try #require((try JSONSerialization.jsonObject(with: Data(whole.stdout.utf8)) as? [String: Any])?["combinedZ"] as? Double)
         for i in 0..<2 {
-            let r = try Fixtures.weightmark(["detect", dir + "/marked.safetensors", "--key", dir + "/owner.key", "--reference", dir + "/model.safetensors", "--part", "\(i)/2",
+            let r = try Fixtures.weightmark(["detect", dir + "/marked.safetensors", "--key", dir + "/owner.key", "--reference", dir + "/model.safetensors", "--format", "v1", "--part", "\(i)/2",
                                              "--report", dir + "/p\(i).json", "--quiet"])
             #expect(r.status == 0, "\(r.stderr)")
         }
@@ -61,6 +61,8 @@ struct HardeningCommandTests {
             let r = try Fixtures.weightmark(["combine", dir + "/p0.json", dir + "/p1.json", "--alpha", bad])
             #expect(r.status == 2 && r.stderr.contains("--alpha"), "--alpha \(bad): \(r.stderr)")
         }
+        let v2part = try Fixtures.weightmark(["detect", dir + "/marked.safetensors", "--key", dir + "/owner.key", "--part", "0/2"])
+        #expect(v2part.status == 2 && v2part.stderr.contains("--format v1"), "\(v2part.stderr)")
         for bad in ["2/2", "-1/2", "1/0", "x"] {
             let r = try Fixtures.weightmark(["detect", dir + "/marked.safetensors", "--key", dir + "/owner.key", "--part", bad])
             #expect(r.status == 2 && r.stderr.contains("--part"), "--part \(bad): \(r.stderr)")

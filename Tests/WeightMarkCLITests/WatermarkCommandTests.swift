@@ -35,7 +35,7 @@ struct WatermarkCommandTests {
         let dir = try setUp()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let e = try Fixtures.weightmark(["embed", dir + "/model.safetensors", "--key", dir + "/owner.key",
-                                         "--out", dir + "/marked.safetensors", "--strength", "0.005", "--quiet"])
+                                         "--out", dir + "/marked.safetensors", "--strength", "0.005", "--format", "v1", "--quiet"])
         #expect(e.status == 0, "\(e.stderr)")
         #expect(FileManager.default.fileExists(atPath: dir + "/marked.safetensors.weightmark.json"))
         let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/marked.safetensors.weightmark.json"))) as! [String: Any]
@@ -70,9 +70,9 @@ struct WatermarkCommandTests {
         #expect(n.status == 1)
         #expect(n.stdout.contains("not detected"))
 
-        let r1 = try Fixtures.weightmark(["detect", dir + "/marked.safetensors", "--key", dir + "/owner.key", "--part", "0/2",
+        let r1 = try Fixtures.weightmark(["detect", dir + "/marked.safetensors", "--key", dir + "/owner.key", "--format", "v1", "--part", "0/2",
                                           "--reference", dir + "/model.safetensors", "--report", dir + "/r1.json", "--quiet"])
-        let r2 = try Fixtures.weightmark(["detect", dir + "/marked.safetensors", "--key", dir + "/owner.key", "--part", "1/2",
+        let r2 = try Fixtures.weightmark(["detect", dir + "/marked.safetensors", "--key", dir + "/owner.key", "--format", "v1", "--part", "1/2",
                                           "--reference", dir + "/model.safetensors", "--report", dir + "/r2.json", "--quiet"])
         #expect(r1.status == 0 && r2.status == 0)
         let c = try Fixtures.weightmark(["combine", dir + "/r1.json", dir + "/r2.json", "--json"])

@@ -54,7 +54,7 @@ struct Attack: AsyncParsableCommand {
         do { chain = try AttackCatalog.chain(attack) } catch { throw ValidationError("--attack: \(error)") }
         let source = try SafetensorsModel(path: model)
         if FileManager.default.fileExists(atPath: out) && !force { throw TensorIOError.outputExists(path: out) }
-        let delta = try Embedder.plan(source, options: EmbedOptions()).delta
+        let delta = try Embedder.plan(source, options: EmbedOptions()).delta // re-marking attacks use the shipped format (v2)
         let context = AttackContext(
             remark: { copy, name, rows, cols, values, scale in
                 try Remarking.mark(copy: copy, name: name, rows: rows, cols: cols, values: &values, delta: delta * scale)
