@@ -93,7 +93,7 @@ public struct TileCarriers: Sendable {
     }
 
     /// ‖P‖²_F of the whole m×n pattern.
-    func patternEnergy(rows m: Int, cols n: Int) -> Double {
+    public func patternEnergy(rows m: Int, cols n: Int) -> Double {
         let ti = Self.tiles(m), tj = Self.tiles(n)
         var total = 0.0
         for i in 0..<ti {

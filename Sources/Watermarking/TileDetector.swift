@@ -43,7 +43,7 @@ public struct TileHypothesis: Sendable, Codable, Equatable, CustomStringConverti
     var penalty: Double {
         if self == .identity { return 0 }
         if case let .offset(r, c) = layout, r == 0, c == 0 { return 1.5 } // transposed only
-        return 3
+        return 4 // above the largest of ~40 pilot scores under H0 (≈ 2.7) with room
     }
 }
 
@@ -458,17 +458,37 @@ extension TileDetector {
             return den2 > 0 ? num / den2.squareRoot() : 0
         }
         let transposedIdentity = TileHypothesis(orientation: .transposed, layout: .offset(rowTiles: 0, columnTiles: 0))
-        let all = Array(candidates.indices)
-        let globallyTransposed = pilotZ(all, transposedIdentity) > pilotZ(all, .identity) + 3
-        var choice: [[Int]: TileHypothesis] = [:]
+        // Orientation is a property of the framework that saved the model: when the pilots of all matrices — or of
+        // all but the largest group, since frameworks that store dense kernels transposed (Flax, Keras, GPT-2's
+        // Conv1D) keep the embedding as it is — prefer "transposed" by 3, transposition becomes the default.
+        func prefersTransposed(_ indices: [Int]) -> Bool { pilotZ(indices, transposedIdentity) > pilotZ(indices, .identity) + 3 }
+        let largest = groups.max { a, b in a.value.count * a.key.reduce(1, *) < b.value.count * b.key.reduce(1, *) }?.key
+        let allButLargest = candidates.indices.filter { candidates[$0].tensor.shape != largest }
+        let globallyTransposed = prefersTransposed(Array(candidates.indices))
+        let denseTransposed = globallyTransposed || prefersTransposed(allButLargest)
+        var shapeChoice: [[Int]: TileHypothesis] = [:]
         for (shape, members) in groups {
-            let base = globallyTransposed ? transposedIdentity : TileHypothesis.identity
+            let base = globallyTransposed || (denseTransposed && shape != largest) ? transposedIdentity : TileHypothesis.identity
             var best = base, bestScore = pilotZ(members, base)
             for h in hypotheses(rows: shape[0], cols: shape[1]) where h != base {
                 let score = pilotZ(members, h) - (h == .identity || h == transposedIdentity ? 1.5 : h.penalty)
                 if score > bestScore { best = h; bestScore = score }
             }
-            choice[shape] = best
+            shapeChoice[shape] = best
+        }
+        // Within a shape, matrices whose names differ only in numbers (the same projection in every layer) may
+        // override the shape's choice when their own pilots prefer another hypothesis by 2: q and o projections
+        // share a shape, but only q is rotary-permuted. Names only steer the choice; they never enter Z.
+        let subgroups = Dictionary(grouping: candidates.indices, by: { SubgroupKey(shape: candidates[$0].tensor.shape, name: Self.namePattern(candidates[$0].tensor.name)) })
+        var choiceOf = [TileHypothesis](repeating: .identity, count: total)
+        for (key, members) in subgroups {
+            let coarse = shapeChoice[key.shape]!
+            var best = coarse, bestScore = pilotZ(members, coarse) + 3
+            for h in hypotheses(rows: key.shape[0], cols: key.shape[1]) where h != coarse {
+                let score = pilotZ(members, h)
+                if score > bestScore { best = h; bestScore = score }
+            }
+            for k in members { choiceOf[k] = best }
         }
         // Pass 2: score the other positions under the chosen hypotheses, pooled by position.
         var pooled: [Position: [Double]] = [:]
@@ -483,7 +503,7 @@ extension TileDetector {
                     let k = start + offset
                     let stored = try projection(k)
                     lock.withLock { caches[k] = nil; done += 1; progress(candidates[k].tensor.name, done, 2 * total) }
-                    let h = choice[candidates[k].tensor.shape]!
+                    let h = choiceOf[k]
                     let pilotsSeen = scores(stored, h, keep: { isPilot($0.i, $0.j) }).map(\.position)
                     return (scores(stored, h, keep: { !isPilot($0.i, $0.j) }), pilotsSeen, stored.p.erased)
                 }
@@ -501,7 +521,7 @@ extension TileDetector {
                 pilotPositions.formUnion(r.pilots)
                 evidence.append(TensorEvidence(name: c.tensor.name, shape: c.tensor.shape, weight: den2.squareRoot(),
                                                correlation: num, norm: den2.squareRoot(), erased: r.erased,
-                                               hypothesis: choice[c.tensor.shape]!.description,
+                                               hypothesis: choiceOf[start + offset].description,
                                                pairedWith: c.reference.map { $0.transposed ? "\($0.name) (transposed)" : $0.name }))
             }
             start = end
@@ -518,10 +538,22 @@ extension TileDetector {
                        hypothesesTried: groups.keys.map { hypotheses(rows: $0[0], cols: $0[1]).count }.max() ?? 0)
     }
 
-    /// Key-free pairing of suspect and reference matrices (informed mode): among the reference matrices of the same
+    struct SubgroupKey: Hashable { var shape: [Int]; var name: String }
+
+    /// A name with its digit runs replaced by "#": the same projection in every layer shares a pattern.
+    static func namePattern(_ name: String) -> String {
+        var out = "", inDigits = false
+        for ch in name {
+            if ch.isASCII && ch.isNumber { if !inDigits { out.append("#") }; inDigits = true } else { out.append(ch); inDigits = false }
+        }
+        return out
+    }
+
+    /// Key-free pairing of suspect and reference matrices (informed mode): the reference matrix of the same name if
+    /// there is one (stored or transposed, whichever is closer); otherwise, among the reference matrices of the same
     /// shape, the transposed shape, or the same width (a vocabulary grown or cut), the one closest to the suspect on
-    /// 16 sampled rows, if its relative difference is below 0.5 (a marked or attacked copy differs by far less, an
-    /// unrelated matrix by about √2). Same name breaks ties. Never looks at the key, so the bound is unaffected.
+    /// 16 sampled rows, if its relative difference is below 1.2 (an unrelated matrix differs by about √2). Never
+    /// looks at the key, so the bound is unaffected.
     static func pairByContent(_ selected: [SourceTensor], suspect: any TensorSource, reference: any TensorSource) throws -> [Candidate] {
         let refs = reference.sourceTensors.filter { $0.shape.count == 2 && $0.isFloating && $0.shape[0] > 0 && $0.shape[1] > 0 }
         let suspectRows = rowSource(suspect), referenceRows = rowSource(reference)
@@ -549,12 +581,15 @@ extension TileDetector {
             let idx = picks(m)
             let mine = try rows(suspectRows, t.name, idx, width: n)
             var best: (name: String, shape: [Int], transposed: Bool, distance: Double)?
+            // The reference matrix of the same name is taken whatever the difference (heavy attacks included), in
+            // the orientation that fits better; other matrices only when close (unrelated ones differ by about √2).
+            let sameName = refs.filter { $0.name == t.name }
+            var limit = sameName.isEmpty ? 1.2 : Double.infinity
             func consider(_ r: SourceTensor, transposed: Bool, _ theirs: [[Float]]) {
                 let d = distance(mine, theirs)
-                let better = d < (best?.distance ?? 0.5) || (d == best?.distance && r.name == t.name)
-                if better { best = (r.name, r.shape, transposed, d) }
+                if d < limit || (d == limit && r.name == t.name) { best = (r.name, r.shape, transposed, d); limit = d }
             }
-            for r in refs {
+            for r in sameName.isEmpty ? refs : sameName {
                 if r.shape[1] == n {
                     // Same width: same matrix, or rows appended/dropped at the end.
                     let common = idx.filter { $0 < r.shape[0] }
