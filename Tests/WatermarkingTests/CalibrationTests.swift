@@ -28,12 +28,15 @@ import WeightMarkTestSupport
 ///   sub-exponential with parameters (4, 4) like χ²₁ − 1, bounding the upper side by
 ///   exp(−n·0.35²/(2·(4 + 4·0.35))) ≈ 1.4e-10. This side catches a detector that is too conservative (Z
 ///   shrunk), which the tail checks cannot.
-/// 5 cases × 7 checks = 35 statistical checks at ≤ 2.8e-8 each: the family fails falsely with probability
+/// Each case runs one format (`--format v1` or `v2`): each format's Z is the Rademacher sum above; `auto`
+/// reports the larger of the two with the bound doubled. Format v2 is also calibrated on re-packaged copies (all
+/// matrices transposed; q/k/v fused), where its pilots choose among the re-packaging hypotheses before scoring.
+/// 9 cases × 7 checks = 63 statistical checks at ≤ 1.6e-8 each: the family fails falsely with probability
 /// below 1e-6 for any seed (the zero-detection check aside, see above).
 @Suite("Calibration under H0 through the CLI's detection path")
 struct CalibrationTests {
     static let keys = 2_000
-    static let checks = 35
+    static let checks = 63
     static let perCheckTail = 1e-6 / Double(checks)
 
     /// The pinned seed `make test` uses, or `WEIGHTMARK_CALIBRATION_SEED` (a number, or `random`).
@@ -54,12 +57,17 @@ struct CalibrationTests {
     }
 
     enum Case: String, CaseIterable, CustomTestStringConvertible, Sendable {
-        case blindBF16 = "blind, bf16 safetensors (unmarked)"
-        case blindF32 = "blind, f32 safetensors (unmarked)"
-        case blindGGUF = "blind, Q4_0 GGUF (unmarked)"
-        case informedGGUF = "informed, Q4_0 GGUF of the original against the f32 original"
-        case informedOtherKey = "informed, bf16 marked with another key at default strength against the bf16 original"
+        case v1BlindBF16 = "v1, blind, bf16 safetensors (unmarked)"
+        case v1InformedOtherKey = "v1, informed, bf16 marked (v1) with another key at default strength against the bf16 original"
+        case blindBF16 = "v2, blind, bf16 safetensors (unmarked)"
+        case blindF32 = "v2, blind, f32 safetensors (unmarked)"
+        case blindGGUF = "v2, blind, Q4_0 GGUF (unmarked)"
+        case informedGGUF = "v2, informed, Q4_0 GGUF of the original against the f32 original"
+        case informedOtherKey = "v2, informed, bf16 marked with another key at default strength against the bf16 original"
+        case blindTransposed = "v2, blind, every matrix stored transposed (unmarked)"
+        case blindFused = "v2, blind, q/k/v fused into one matrix (unmarked)"
         var testDescription: String { rawValue }
+        var format: DetectFormat { self == .v1BlindBF16 || self == .v1InformedOtherKey ? .v1 : .v2 }
     }
 
     /// The files, written once for all cases: a one-layer Llama (hidden 256, FFN 256, vocab 288) with 7 selected
@@ -73,6 +81,9 @@ struct CalibrationTests {
         var bf16: String { bf16Folder + "/model.safetensors" }
         var gguf: String { dir + "/q4_0.gguf" }
         var otherKeyMarked: String { dir + "/bf16-other-key.safetensors" }
+        var otherKeyMarkedV1: String { dir + "/bf16-other-key-v1.safetensors" }
+        var transposed: String { dir + "/bf16-transposed.safetensors" }
+        var fused: String { dir + "/bf16-fused.safetensors" }
     }
 
     static let files: Result<Files, any Error> = Result {
@@ -88,6 +99,30 @@ struct CalibrationTests {
         let other = WatermarkKey(secret: (0..<32).map { UInt8(($0 * 29 + 3) & 0xFF) })
         _ = try Embedder.embed(original, key: other, options: options, plan: Embedder.plan(original, options: options),
                                to: files.otherKeyMarked, overwrite: false)
+        var v1 = EmbedOptions()
+        v1.format = .v1
+        _ = try Embedder.embed(original, key: other, options: v1, plan: Embedder.plan(original, options: v1),
+                               to: files.otherKeyMarkedV1, overwrite: false)
+        // Re-packaged copies of the unmarked bf16 model.
+        var transposed: [OutputTensor] = [], fused: [OutputTensor] = []
+        for t in original.tensors {
+            let v = try original.floats(of: t)
+            if t.shape.count == 2 {
+                transposed.append(OutputTensor(name: "t." + t.name, dtype: .bf16, shape: [t.shape[1], t.shape[0]],
+                                               bytes: FloatConversion.encode(Matrix(rows: t.shape[0], cols: t.shape[1], storage: v).transposed.storage, as: .bf16)))
+            }
+            if t.name.hasSuffix("q_proj.weight") {
+                let p = String(t.name.dropLast("q_proj.weight".count))
+                let k = try original.floats(of: original.tensor(named: p + "k_proj.weight")!)
+                let vv = try original.floats(of: original.tensor(named: p + "v_proj.weight")!)
+                fused.append(OutputTensor(name: p + "qkv_proj.weight", dtype: .bf16, shape: [t.shape[0] + 256, t.shape[1]],
+                                          bytes: FloatConversion.encode(v + k + vv, as: .bf16)))
+            } else if !t.name.hasSuffix("k_proj.weight") && !t.name.hasSuffix("v_proj.weight") {
+                fused.append(OutputTensor(name: t.name, dtype: .bf16, shape: t.shape, bytes: FloatConversion.encode(v, as: .bf16)))
+            }
+        }
+        try SafetensorsWriter.write(transposed, metadata: nil, to: files.transposed, overwrite: false)
+        try SafetensorsWriter.write(fused, metadata: nil, to: files.fused, overwrite: false)
         return files
     }
 
@@ -120,7 +155,10 @@ struct CalibrationTests {
         let files = try Self.files.get()
         defer { Self.caseFinished() }
         let (suspectPath, referencePath): (String, String?) = switch c {
-        case .blindBF16: (files.bf16, nil)
+        case .v1BlindBF16, .blindBF16: (files.bf16, nil)
+        case .v1InformedOtherKey: (files.otherKeyMarkedV1, files.bf16)
+        case .blindTransposed: (files.transposed, nil)
+        case .blindFused: (files.fused, nil)
         case .blindF32: (files.f32, nil)
         case .blindGGUF: (files.gguf, nil)
         case .informedGGUF: (files.gguf, files.f32)
@@ -131,7 +169,7 @@ struct CalibrationTests {
         // The case is what its label says: how the selected matrices are stored in the suspect.
         let storage = Set(suspect.sourceTensors.filter { TensorSelection().selects($0) }.map(\.storage))
         switch c {
-        case .blindBF16, .informedOtherKey: #expect(storage == ["BF16"], "\(storage)")
+        case .blindBF16, .informedOtherKey, .v1BlindBF16, .v1InformedOtherKey, .blindTransposed, .blindFused: #expect(storage == ["BF16"], "\(storage)")
         case .blindF32: #expect(storage == ["F32"], "\(storage)")
         case .blindGGUF, .informedGGUF: #expect(storage.contains("Q4_0"), "\(storage)")
         }
@@ -139,10 +177,16 @@ struct CalibrationTests {
         let start = Date()
         var z: [Double] = []
         var detected: [Int] = []
+        var options = DetectOptions()
+        options.format = c.format
+        let expectedTensors = 7
         for k in 0..<Self.keys {
             let r = try Detector.detect(suspect: suspect, reference: reference, key: WatermarkKey(secret: Self.secret(k)),
-                                        options: DetectOptions())
-            if k == 0 { #expect(r.tensors.count == 7 && r.skipped.isEmpty, "\(label): \(r.tensors.count) tensors, skipped \(r.skipped)") }
+                                        options: options)
+            if k == 0 {
+                #expect(r.tensors.count == expectedTensors && r.skipped.isEmpty && r.formatVersion == (c.format == .v1 ? 1 : 2),
+                        "\(label): \(r.tensors.count) tensors, skipped \(r.skipped)")
+            }
             z.append(r.combinedZ)
             if r.detected { detected.append(k) }
         }
