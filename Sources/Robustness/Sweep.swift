@@ -38,6 +38,12 @@ public struct SweepFamily: Sendable {
         SweepFamily(name: "merge", axis: "α (other model)", points: [0.25, 0.5, 0.75].map { ($0, "merge α=\($0)", "merge:alpha=\($0)") }),
         SweepFamily(name: "collusion", axis: "copies", points: [2, 4, 8].map { (Double($0), "average of \($0)", "collusion:copies=\($0)") }),
         SweepFamily(name: "FFN permutation", axis: "-", points: [(1, "permute FFN", "permute")]),
+        // Function-preserving re-packaging (names, orientation, layout), applied after any attack in the spec.
+        SweepFamily(name: "re-packaging", axis: "-", points: [
+            (1, "renamed", "repack:rename"), (2, "transposed", "repack:transpose"), (3, "renamed + transposed", "repack:rename+transpose"),
+            (4, "same-shape triples fused", "repack:fuse"), (5, "vocabulary +71 rows", "repack:vocab"),
+            (6, "first half of rows (shard 1/2)", "repack:slice"), (7, "renamed + Q4_K", "gguf:type=Q4_K,repack:rename"),
+        ]),
     ]
 }
 
@@ -104,10 +110,52 @@ public final class SweepRunner: @unchecked Sendable {
         }, original: original)
     }
 
+    /// Re-packages matrices the way leaked copies circulate, without changing what they compute: `rename` prefixes
+    /// every name, `transpose` stores every matrix transposed, `fuse` concatenates consecutive same-shaped matrices
+    /// three at a time (as q/k/v are fused), `vocab` appends 71 rows to the largest matrix (a resized vocabulary),
+    /// `slice` keeps the first half of every matrix's rows (one model-parallel shard of two). Joined with `+`.
+    static func repackaged(_ tensors: [(name: String, shape: [Int], values: [Float])], _ kinds: [String]) throws -> [(name: String, shape: [Int], values: [Float])] {
+        var out = tensors
+        for kind in kinds {
+            switch kind {
+            case "rename": out = out.map { ("leaked." + $0.name.replacingOccurrences(of: ".", with: "_"), $0.shape, $0.values) }
+            case "transpose":
+                out = out.map { ($0.name, [$0.shape[1], $0.shape[0]], Matrix(rows: $0.shape[0], cols: $0.shape[1], storage: $0.values).transposed.storage) }
+            case "fuse":
+                var fused: [(name: String, shape: [Int], values: [Float])] = []
+                var i = 0
+                while i < out.count {
+                    if i + 2 < out.count, out[i].shape == out[i + 1].shape, out[i].shape == out[i + 2].shape {
+                        fused.append((out[i].name + ".fused", [3 * out[i].shape[0], out[i].shape[1]], out[i].values + out[i + 1].values + out[i + 2].values))
+                        i += 3
+                    } else {
+                        fused.append(out[i]); i += 1
+                    }
+                }
+                out = fused
+            case "vocab":
+                guard let k = out.indices.max(by: { out[$0].values.count < out[$1].values.count }) else { break }
+                var rng = SplitMix64(seed: 71)
+                let rms = (out[k].values.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(out[k].values.count)).squareRoot()
+                let extra = (0..<(71 * out[k].shape[1])).map { _ in rng.nextGaussian() * Float(rms) }
+                out[k] = (out[k].name, [out[k].shape[0] + 71, out[k].shape[1]], out[k].values + extra)
+            case "slice":
+                out = out.map { ($0.name, [$0.shape[0] / 2, $0.shape[1]], Array($0.values[0..<($0.shape[0] / 2 * $0.shape[1])])) }
+            default:
+                throw AttackError.unknownParameter(attack: "repack", parameter: kind, allowed: ["rename", "transpose", "fuse", "vocab", "slice"])
+            }
+        }
+        return out
+    }
+
     /// Runs one point.
     public func run(family: String, x: Double, label: String, spec: String) throws -> SweepPoint {
         let start = Date()
-        let attacked = spec.isEmpty ? [:] : try AttackRunner.apply(AttackCatalog.chain(spec), to: marked, context: context)
+        // "repack:…" parts re-package after the attacks of the rest of the chain.
+        let parts = spec.split(separator: ",").map(String.init)
+        let repack = parts.first { $0.hasPrefix("repack:") }.map { String($0.dropFirst("repack:".count)).split(separator: "+").map(String.init) } ?? []
+        let attackSpec = parts.filter { !$0.hasPrefix("repack:") }.joined(separator: ",")
+        let attacked = attackSpec.isEmpty ? [:] : try AttackRunner.apply(AttackCatalog.chain(attackSpec), to: marked, context: context)
         var num = 0.0, den = 0.0
         var suspectTensors: [(name: String, shape: [Int], values: [Float])] = []
         for t in selected {
@@ -120,7 +168,7 @@ public final class SweepRunner: @unchecked Sendable {
             suspectTensors.append((t.name, t.shape, suspect))
         }
         // Detection as the CLI runs it, on the attacked matrices held in memory.
-        let suspect = InMemoryTensors(path: label, tensors: suspectTensors)
+        let suspect = InMemoryTensors(path: label, tensors: try Self.repackaged(suspectTensors, repack))
         let reference = InMemoryTensors(path: original.path, tensors: selected.compactMap { t in
             originalValues[t.name].map { (t.name, t.shape, $0) }
         })

@@ -86,7 +86,9 @@ public enum Embedder {
             throw WatermarkError.nothingSelected(path: model.path, reason: "no 2-D float tensor with at least \(options.selection.minimumElements) elements (use --include to select tensors by name)")
         }
         let weightNorm = entries.reduce(0) { $0 + $1.weight * $1.weight }.squareRoot()
-        let zPerDelta = entries.reduce(0) { $0 + $1.weight * $1.efficiency } / weightNorm
+        // Format v2 scores 7 tile positions in 8 (the eighth chooses how to read the suspect): Z scales by sqrt(7/8).
+        let scored = options.format == .v2 ? (7.0 / 8).squareRoot() : 1
+        let zPerDelta = scored * entries.reduce(0) { $0 + $1.weight * $1.efficiency } / weightNorm
         let requested: Double
         switch options.strength {
         case let .relativeDistortion(d): requested = d

@@ -207,13 +207,23 @@ enum TileDetector {
         let p: Projection
         let tiles: TileCarriers
         private var cache: [Position: [Float]] = [:]
+        /// False once `compact()` dropped the column projections: only stored tiles remain.
+        private(set) var hasProjection = true
         init(_ p: Projection, tiles: TileCarriers) { self.p = p; self.tiles = tiles }
         func tile(_ i: Int, _ j: Int) -> [Float] {
             if let y = cache[Position(i: i, j: j)] { return y }
+            precondition(hasProjection, "tile (\(i), \(j)) was not kept")
             let r = TileCarriers.extent(i, of: p.rows)
             let y = TileDetector.tile(p, rows: Array((i * g)..<(i * g + r)), column: j, tiles: tiles)
             cache[Position(i: i, j: j)] = y
             return y
+        }
+        /// Computes every stored tile and drops the column projections: what stays is a 32×32 tile per 128×128
+        /// weights (1/16 of the matrix in floats) instead of 1/4 of it.
+        func compact() {
+            for i in 0..<TileCarriers.tiles(p.rows) { for j in 0..<TileCarriers.tiles(p.cols) { _ = tile(i, j) } }
+            p.z = []
+            hasProjection = false
         }
     }
 
@@ -311,6 +321,17 @@ enum TileDetector {
             break
         }
         return out
+    }
+
+    /// Whether every tile `h` reads is a stored tile (or its transpose), so no row gathering is needed.
+    static func isTileAligned(_ h: TileHypothesis, rows m: Int) -> Bool {
+        if h.orientation == .transposed { return true }
+        return rowMaps(h.layout, rows: m).allSatisfy { block in
+            stride(from: 0, to: block.count, by: g).allSatisfy { i in
+                block[i] % g == 0 && (i..<min(block.count, i + g)).allSatisfy { block[$0] == block[i] + ($0 - i) }
+                    && min(block.count, i + g) - i == TileCarriers.extent(block[i] / g, of: m)
+            }
+        }
     }
 
     /// Suspect rows of each block, in the marked matrix's row order.
@@ -441,6 +462,7 @@ extension TileDetector {
                     }
                     return (h, num, den2)
                 }
+                if keepCaches { stored.compact() }
                 lock.withLock {
                     if keepCaches { caches[k] = stored }
                     done += 1
@@ -501,9 +523,14 @@ extension TileDetector {
             let results: [(scores: [TileScore], pilots: [Position], erased: Int)] = try Parallel.withSingleThreadedBLAS {
                 try Parallel.map(count: end - start, workers: options.workers) { offset in
                     let k = start + offset
-                    let stored = try projection(k)
+                    var stored = try projection(k)
                     lock.withLock { caches[k] = nil; done += 1; progress(candidates[k].tensor.name, done, 2 * total) }
                     let h = choiceOf[k]
+                    // Row maps that do not fall on tile boundaries gather rows from the column projections.
+                    if !stored.hasProjection, !isTileAligned(h, rows: stored.p.rows) {
+                        lock.withLock { caches[k] = nil }
+                        stored = try projection(k)
+                    }
                     let pilotsSeen = scores(stored, h, keep: { isPilot($0.i, $0.j) }).map(\.position)
                     return (scores(stored, h, keep: { !isPilot($0.i, $0.j) }), pilotsSeen, stored.p.erased)
                 }
@@ -512,9 +539,9 @@ extension TileDetector {
                 let c = candidates[start + offset]
                 var num = 0.0, den2 = 0.0
                 for s in r.scores {
-                    var v = pooled[s.position] ?? [Double](repeating: 0, count: a * a)
-                    for e in 0..<(a * a) { v[e] += s.weight * Double(s.unit[e]) }
-                    pooled[s.position] = v
+                    pooled[s.position, default: [Double](repeating: 0, count: a * a)].withUnsafeMutableBufferPointer { v in
+                        for e in 0..<(a * a) { v[e] += s.weight * Double(s.unit[e]) }
+                    }
                     num += s.weight * BLAS.dot(s.unit, patterns.pattern(s.position))
                     den2 += s.weight * s.weight
                 }
