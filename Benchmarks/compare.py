@@ -34,6 +34,29 @@ def run(cmd, env=None):
 def files(model):
     return [os.path.join(model, f) for f in sorted(os.listdir(model)) if f.endswith(".safetensors")]
 
+def write_renamed(src, dst):
+    """A copy of the safetensors folder `src` with every tensor renamed (prefix, dots to underscores), data unchanged."""
+    shutil.rmtree(dst, ignore_errors=True)
+    os.makedirs(dst)
+    rename = lambda n: "leaked." + n.replace(".", "_")
+    for f in sorted(os.listdir(src)):
+        path = os.path.join(src, f)
+        if f.endswith(".safetensors"):
+            with open(path, "rb") as i, open(os.path.join(dst, f), "wb") as o:
+                n = int.from_bytes(i.read(8), "little")
+                header = json.loads(i.read(n))
+                new = {(k if k == "__metadata__" else rename(k)): v for k, v in header.items()}
+                text = json.dumps(new, separators=(",", ":")).encode()
+                text += b" " * (-len(text) % 8)
+                o.write(len(text).to_bytes(8, "little")); o.write(text)
+                shutil.copyfileobj(i, o, 64 << 20)
+        elif f == "model.safetensors.index.json":
+            index = json.load(open(path))
+            index["weight_map"] = {rename(k): v for k, v in index["weight_map"].items()}
+            json.dump(index, open(os.path.join(dst, f), "w"))
+        elif os.path.isfile(path):
+            shutil.copy(path, dst)
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--weightmark", required=True)
@@ -49,7 +72,7 @@ def main():
     gb = size / 1e9
     ap_repeat = max(1, a.repeat)
     steps = {}          # step name -> list of (seconds, rss, anon), one per round
-    ratios = {k: [] for k in ("detect_gbs", "detect_vs_read", "detect_vs_numpy", "embed_vs_copy", "embed_vs_numpy",
+    ratios = {k: [] for k in ("detect_gbs", "detect_vs_read", "detect_vs_numpy", "embed_vs_copy", "embed_vs_numpy", "v2_embed_vs_v1", "v2_detect_vs_v1", "renamed_vs_named",
                               "hashed_embed_vs_copy")}
     subprocess.run(["cat"] + files(a.model), stdout=subprocess.DEVNULL, check=True)  # warm the page cache
     x = np.random.rand(2048, 2048).astype(np.float32)
@@ -71,8 +94,8 @@ def main():
         shutil.rmtree(copy_dir, ignore_errors=True)
         subprocess.run(["cat"] + files(a.model), stdout=subprocess.DEVNULL, check=True)  # the model stays warm
 
-        # Detect (warm page cache), both tools.
-        t_wm, rss, anon, out = run([a.weightmark, "detect", a.model, "--key", a.key, "--json", "-q"])
+        # Detect (warm page cache), both tools, the same algorithm: format v1 (numpy_peer implements v1).
+        t_wm, rss, anon, out = run([a.weightmark, "detect", a.model, "--key", a.key, "--json", "-q", "--format", "v1"])
         record("weightmark detect", (t_wm, rss, anon))
         z_wm = json.loads(out)["combinedZ"]
         t_np, rss, anon, out = run([a.python, peer, "detect", a.model, a.key])
@@ -84,14 +107,15 @@ def main():
         shutil.rmtree(out_wm, ignore_errors=True)
         subprocess.run(["sync"], check=True)
         manifest = os.path.join(a.work, "wm-marked.json")
-        t_ewm, rss, anon, _ = run([a.weightmark, "embed", a.model, "--key", a.key, "--out", out_wm, "--manifest", manifest, "--force", "-q"])
+        t_ewm, rss, anon, _ = run([a.weightmark, "embed", a.model, "--key", a.key, "--out", out_wm, "--manifest", manifest, "--force", "-q",
+                                   "--format", "v1"])
         record("weightmark embed", (t_ewm, rss, anon))
         delta = json.load(open(manifest))["delta"]
         # The same with the manifest's optional input hashes (SHA-256 of 4 more GB), for the record.
         shutil.rmtree(out_wm, ignore_errors=True)
         subprocess.run(["sync"], check=True)
         t_ewh, rss, anon, _ = run([a.weightmark, "embed", a.model, "--key", a.key, "--out", out_wm, "--manifest", manifest,
-                                   "--force", "-q", "--hash-input"])
+                                   "--force", "-q", "--hash-input", "--format", "v1"])
         record("weightmark embed --hash-input", (t_ewh, rss, anon))
         out_np = os.path.join(a.work, "np-marked")
         shutil.rmtree(out_np, ignore_errors=True)
@@ -99,9 +123,34 @@ def main():
         t_enp, rss, anon, _ = run([a.python, peer, "embed", a.model, a.key, out_np, str(delta)])
         record("numpy peer embed", (t_enp, rss, anon))
         if round_ == 0:
-            _, _, _, out = run([a.weightmark, "detect", out_np, "--key", a.key, "--json", "-q"])
+            _, _, _, out = run([a.weightmark, "detect", out_np, "--key", a.key, "--json", "-q", "--format", "v1"])
             z_cross = json.loads(out)["combinedZ"]
         shutil.rmtree(out_np, ignore_errors=True); shutil.rmtree(out_wm, ignore_errors=True)
+
+        # Format v2 (the default): embed, then detect the marked copy as it is, renamed, and with both formats searched.
+        out_v2 = os.path.join(a.work, "wm-marked-v2")
+        shutil.rmtree(out_v2, ignore_errors=True)
+        subprocess.run(["sync"], check=True)
+        t_e2, rss, anon, _ = run([a.weightmark, "embed", a.model, "--key", a.key, "--out", out_v2, "--manifest", manifest, "--force", "-q"])
+        record("weightmark embed (v2)", (t_e2, rss, anon))
+        renamed = os.path.join(a.work, "wm-marked-v2-renamed")
+        if not os.path.isdir(renamed) or round_ == 0:
+            write_renamed(out_v2, renamed)
+        subprocess.run(["cat"] + files(out_v2) + files(renamed), stdout=subprocess.DEVNULL, check=True)
+        t_d1, rss, anon, _ = run([a.weightmark, "detect", out_v2, "--key", a.key, "--json", "-q", "--format", "v1"])
+        record("weightmark detect v1 of the v2 copy", (t_d1, rss, anon))
+        t_d2, rss, anon, out = run([a.weightmark, "detect", out_v2, "--key", a.key, "--json", "-q", "--format", "v2"])
+        record("weightmark detect (v2)", (t_d2, rss, anon))
+        z_v2 = json.loads(out)["combinedZ"]
+        t_dr, rss, anon, out = run([a.weightmark, "detect", renamed, "--key", a.key, "--json", "-q", "--format", "v2"])
+        record("weightmark detect (v2, renamed copy)", (t_dr, rss, anon))
+        z_v2r = json.loads(out)["combinedZ"]
+        t_da, rss, anon, _ = run([a.weightmark, "detect", out_v2, "--key", a.key, "--json", "-q"])
+        record("weightmark detect (auto: v1 + v2)", (t_da, rss, anon))
+        shutil.rmtree(out_v2, ignore_errors=True)
+        ratios["v2_embed_vs_v1"].append(t_e2 / t_ewm)
+        ratios["v2_detect_vs_v1"].append(t_d2 / t_d1)
+        ratios["renamed_vs_named"].append(t_dr / t_d2)
 
         ratios["detect_gbs"].append(gb / t_wm)
         ratios["detect_vs_read"].append(t_wm / read_s)
@@ -135,6 +184,8 @@ def main():
     print("(ratios are per round, each from measurements of the same round)")
     print(f"blind Z of the unmarked model: weightmark {z_wm:.4f}, numpy peer {z_np:.4f} (same algorithm, same carriers)")
     print(f"numpy-peer-marked model detected by weightmark: Z = {z_cross:.2f}")
+    print(f"format v2: embed {spread(ratios['v2_embed_vs_v1'], '{:.2f}')}x v1's time; detect {spread(ratios['v2_detect_vs_v1'], '{:.2f}')}x v1's; "
+          f"renamed copy {spread(ratios['renamed_vs_named'], '{:.2f}')}x the named one; blind Z {z_v2:.2f} named, {z_v2r:.2f} renamed")
 
 if __name__ == "__main__":
     main()

@@ -313,3 +313,31 @@ struct V2LlamaLayoutTests {
         }
     }
 }
+
+/// Fidelity at the shipped strength: sentence embeddings of the marked MiniLM against the original's, computed by
+/// an independent numpy forward pass (Benchmarks/fidelity.py).
+@Suite("Fidelity of the marked MiniLM (numpy forward pass)")
+struct FidelityTests {
+    @Test("default embed (v2, target Z 20, δ ≤ 5e-3): min cosine of 12 sentence embeddings ≥ 0.9998; v1 too",
+          .enabled(if: Fixtures.miniLMAvailable && Fixtures.oraclesAvailable))
+    func sentenceEmbeddings() throws {
+        let minilm = try #require(Fixtures.miniLM, "MiniLM not available (WEIGHTMARK_MINILM)")
+        let dir = Fixtures.temporaryDirectory("fidelity")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let model = try SafetensorsModel(path: minilm)
+        let key = WatermarkKey(secret: (0..<32).map { UInt8(($0 * 7 + 1) & 0xFF) })
+        let vocab = (minilm as NSString).deletingLastPathComponent + "/vocab.txt"
+        for format in MarkFormat.allCases {
+            var options = EmbedOptions()
+            options.format = format
+            let plan = try Embedder.plan(model, options: options)
+            #expect(plan.delta <= 5e-3)
+            _ = try Embedder.embed(model, key: key, options: options, plan: plan, to: dir + "/\(format).safetensors", overwrite: false)
+            let out = try Fixtures.run(try #require(Fixtures.python), [Fixtures.packageRoot + "/Benchmarks/fidelity.py", minilm,
+                                                                      dir + "/\(format).safetensors", vocab])
+            let r = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any])
+            let minimum = try #require(r["minCosine"] as? Double)
+            #expect(minimum >= 0.9998 && minimum < 1, "\(format): min cosine \(minimum) at δ \(plan.delta)")
+        }
+    }
+}
