@@ -147,6 +147,9 @@ public enum Detector {
             return try detectV1(suspect: suspect, reference: reference, key: key, options: options, expected: expected, formatsTried: 1, progress: progress)
         case .auto:
             let v2 = try detectV2(suspect: suspect, reference: reference, key: key, options: options, formatsTried: 2, progress: progress)
+            // Detected as v2 with the factor 2 paid: looking for v1 too could not change the verdict
+            // (P(either ≥ threshold) ≤ 2·exp(−z²/2) whichever is looked at), so it is skipped.
+            if v2.detected { return v2 }
             let v1 = try detectV1(suspect: suspect, reference: reference, key: key, options: options, expected: expected, formatsTried: 2, progress: progress)
             return v2.combinedZ >= v1.combinedZ || v1.tensors.isEmpty ? v2 : v1
         }

@@ -210,11 +210,12 @@ enum TileDetector {
         /// False once `compact()` dropped the column projections: only stored tiles remain.
         private(set) var hasProjection = true
         init(_ p: Projection, tiles: TileCarriers) { self.p = p; self.tiles = tiles }
+        /// Stored tile (i, j) divided by its norm (empty when the norm is zero or not finite: no evidence).
         func tile(_ i: Int, _ j: Int) -> [Float] {
             if let y = cache[Position(i: i, j: j)] { return y }
             precondition(hasProjection, "tile (\(i), \(j)) was not kept")
             let r = TileCarriers.extent(i, of: p.rows)
-            let y = TileDetector.tile(p, rows: Array((i * g)..<(i * g + r)), column: j, tiles: tiles)
+            let y = TileDetector.unit(TileDetector.tile(p, rows: Array((i * g)..<(i * g + r)), column: j, tiles: tiles))
             cache[Position(i: i, j: j)] = y
             return y
         }
@@ -227,7 +228,16 @@ enum TileDetector {
         }
     }
 
+    /// y/‖y‖, or empty when ‖y‖ is zero or not finite.
+    static func unit(_ y: [Float]) -> [Float] {
+        let norm = BLAS.nrm2(y)
+        guard norm > 0, norm.isFinite else { return [] }
+        let inverse = 1 / norm
+        return y.map { $0 * inverse }
+    }
+
     static func transpose(_ y: [Float]) -> [Float] {
+        guard !y.isEmpty else { return y }
         var t = [Float](repeating: 0, count: a * a)
         for r in 0..<a { for c in 0..<a { t[c * a + r] = y[r * a + c] } }
         return t
@@ -264,10 +274,10 @@ enum TileDetector {
         let p = stored.p
         let (m, n) = (p.rows, p.cols)
         var out: [TileScore] = []
+        // Every tile handed in is a unit vector already (or empty: no evidence).
         func add(_ pos: Position, _ y: [Float], _ r: Int, _ c: Int) {
-            let norm = BLAS.nrm2(y)
-            guard norm > 0, norm.isFinite else { return }
-            out.append(TileScore(position: pos, weight: Double(r * c).squareRoot(), unit: y.map { $0 / norm }))
+            guard !y.isEmpty else { return }
+            out.append(TileScore(position: pos, weight: Double(r * c).squareRoot(), unit: y))
         }
         switch (h.orientation, h.layout) {
         case let (.stored, .offset(dr, dc)):
@@ -312,7 +322,7 @@ enum TileDetector {
                     for j in 0..<TileCarriers.tiles(n) {
                         let pos = Position(i: i, j: j)
                         guard keep(pos) else { continue }
-                        let y = aligned ? stored.tile(rowList.first! / g, j) : tile(p, rows: rowList, column: j, tiles: stored.tiles)
+                        let y = aligned ? stored.tile(rowList.first! / g, j) : unit(tile(p, rows: rowList, column: j, tiles: stored.tiles))
                         add(pos, y, r, TileCarriers.extent(j, of: n))
                     }
                 }
