@@ -18,7 +18,13 @@ $(PY): scripts/requirements-oracles.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r scripts/requirements-oracles.txt
 	@touch $(PY)
 
-venv: $(PY)
+# The llama.cpp oracle (llama-cpp-python compiled from source, once: the wheel is cached in .cache/wheels).
+LLAMA_STAMP := $(VENV)/.llama-cpp-python
+$(LLAMA_STAMP): scripts/requirements-llama.txt | $(PY)
+	PYTHON=$(PY) bash scripts/install-llama-oracle.sh
+	@touch $(LLAMA_STAMP)
+
+venv: $(PY) $(LLAMA_STAMP)
 
 $(MODEL): | $(PY)
 	PYTHON=$(PY) bash scripts/fetch-model.sh
