@@ -2,8 +2,9 @@ import Foundation
 
 /// Converts a Hugging Face safetensors model to GGUF as llama.cpp's converter does for BERT- and
 /// Llama-family models: GGUF tensor names, the rotary q/k row permutation (Llama), 1-D tensors, norms and
-/// BERT's position and token-type embeddings in F32, other weight matrices in the requested type (with llama-quantize's fallback where rows do not split into
-/// blocks), the hyperparameters and the tokenizer metadata llama.cpp needs to load and run the file.
+/// BERT's position and token-type embeddings in F32, other weight matrices in the requested type (with
+/// llama-quantize's fallback where rows do not split into blocks), and the hyperparameters and tokenizer
+/// metadata llama.cpp needs to load and run the file.
 public enum GGUFConverter {
     /// Types `convert` can write.
     public static let outputTypes: [GGMLType] = [.f16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q6_K]
@@ -38,10 +39,12 @@ public enum GGUFConverter {
         case unknownArchitecture(String)
         case missingHyperparameter(String, path: String)
         case unsupportedType(String)
+        case invalidHyperparameter(String, value: Int, path: String)
         public var description: String {
             switch self {
             case let .unknownArchitecture(p): "\(p): not a BERT or Llama layout (no encoder.layer.N.* or model.layers.N.* tensors); only those families are converted"
             case let .missingHyperparameter(k, p): "\(p): config.json must give \(k) (needed for the GGUF header and the q/k permutation)"
+            case let .invalidHyperparameter(k, v, p): "\(p): \(k) = \(v) is not a positive 32-bit count; fix config.json next to the weights"
             case let .unsupportedType(t): "cannot write \(t); choose one of \(outputTypes.map(\.name).joined(separator: ", "))"
             }
         }
@@ -79,6 +82,13 @@ public enum GGUFConverter {
             throw ConversionError.missingHyperparameter("num_attention_heads", path: model.path)
         }
         let kvHeads = int("num_key_value_heads") ?? heads
+        /// A hyperparameter as GGUF's u32, checked: a config value that is zero, negative or too large is an error.
+        func count(_ key: String, _ v: Int) throws -> GGUFValue {
+            guard v > 0, let u = UInt32(exactly: v) else { throw ConversionError.invalidHyperparameter(key, value: v, path: model.path) }
+            return .uint32(u)
+        }
+        _ = try count("num_attention_heads", heads)
+        _ = try count("num_key_value_heads", kvHeads)
         let a = arch.rawValue
         let dir = model.layout == .file ? (model.path as NSString).deletingLastPathComponent : model.path
         var tokenizer = ""
@@ -87,15 +97,16 @@ public enum GGUFConverter {
             ("general.name", .string((model.path as NSString).lastPathComponent)),
             ("general.file_type", .uint32(fileType(type))),
             ("general.quantization_version", .uint32(2)),
-            ("\(a).block_count", .uint32(UInt32(layers))),
-            ("\(a).context_length", .uint32(UInt32(int("max_position_embeddings") ?? 512))),
-            ("\(a).embedding_length", .uint32(UInt32(hidden))),
-            ("\(a).feed_forward_length", .uint32(UInt32(ffn))),
-            ("\(a).attention.head_count", .uint32(UInt32(heads))),
+            ("\(a).block_count", try count("num_hidden_layers", layers)),
+            ("\(a).context_length", try count("max_position_embeddings", int("max_position_embeddings") ?? 512)),
+            ("\(a).embedding_length", try count("hidden_size", hidden)),
+            ("\(a).feed_forward_length", try count("intermediate_size", ffn)),
+            ("\(a).attention.head_count", try count("num_attention_heads", heads)),
         ]
         switch arch {
         case .bert:
-            let typeVocabulary = int("type_vocab_size") ?? model.tensor(named: "embeddings.token_type_embeddings.weight")?.shape.first ?? 1
+            let typeVocabulary = try count("type_vocab_size", int("type_vocab_size")
+                                           ?? model.tensor(named: "embeddings.token_type_embeddings.weight")?.shape.first ?? 1)
             meta += [("\(a).attention.layer_norm_epsilon", .float32(Float(double("layer_norm_eps") ?? 1e-12))),
                      ("\(a).attention.causal", .bool(false)),
                      ("\(a).pooling_type", .uint32(poolingType(folder: dir)))]
@@ -103,16 +114,16 @@ public enum GGUFConverter {
                 meta += vocab
                 tokenizer = "WordPiece vocab.txt (\(vocabCount(vocab)) tokens) in llama.cpp's form"
             } else {
-                meta.append(("tokenizer.ggml.token_type_count", .uint32(UInt32(typeVocabulary))))
+                meta.append(("tokenizer.ggml.token_type_count", typeVocabulary))
                 tokenizer = "none (no vocab.txt next to the weights): llama.cpp can load the weights but not tokenize"
             }
         case .llama:
-            meta += [("\(a).attention.head_count_kv", .uint32(UInt32(kvHeads))),
+            meta += [("\(a).attention.head_count_kv", try count("num_key_value_heads", kvHeads)),
                      ("\(a).attention.layer_norm_rms_epsilon", .float32(Float(double("rms_norm_eps") ?? 1e-5))),
-                     ("\(a).rope.dimension_count", .uint32(UInt32(hidden / heads))),
+                     ("\(a).rope.dimension_count", try count("hidden_size / num_attention_heads", hidden / heads)),
                      ("\(a).rope.freq_base", .float32(Float(double("rope_theta") ?? 10000)))]
             let vocabSize = int("vocab_size") ?? embed?.shape.first ?? 0
-            meta.append(("\(a).vocab_size", .uint32(UInt32(vocabSize))))
+            meta.append(("\(a).vocab_size", try count("vocab_size", vocabSize)))
             let shipped = ["tokenizer.json", "tokenizer.model"].filter { FileManager.default.fileExists(atPath: (dir as NSString).appendingPathComponent($0)) }
             if !shipped.isEmpty {
                 tokenizer = "not converted (\(shipped.joined(separator: ", ")) found; only BERT WordPiece vocabularies are converted): llama.cpp cannot load the file without one"

@@ -13,7 +13,7 @@ enum GGUFVocabulary {
     /// Reads `vocab.txt` (one token per line, the line number is the id) and the special tokens from
     /// `tokenizer.json` (added tokens marked special) or `special_tokens_map.json`.
     /// - Returns: nil when the folder has no `vocab.txt`.
-    static func wordPiece(folder: String, typeVocabularySize: Int) throws -> [(key: String, value: GGUFValue)]? {
+    static func wordPiece(folder: String, typeVocabularySize: GGUFValue) throws -> [(key: String, value: GGUFValue)]? {
         let vocabPath = (folder as NSString).appendingPathComponent("vocab.txt")
         guard FileManager.default.fileExists(atPath: vocabPath) else { return nil }
         let text = try String(contentsOfFile: vocabPath, encoding: .utf8)
@@ -33,7 +33,7 @@ enum GGUFVocabulary {
             }
         }
         var meta: [(key: String, value: GGUFValue)] = [
-            ("tokenizer.ggml.token_type_count", .uint32(UInt32(typeVocabularySize))),
+            ("tokenizer.ggml.token_type_count", typeVocabularySize),
             ("tokenizer.ggml.model", .string("bert")),
             ("tokenizer.ggml.pre", .string("default")),
             ("tokenizer.ggml.tokens", .array(elementType: 8, values: tokens)),
@@ -42,7 +42,7 @@ enum GGUFVocabulary {
         // [CLS] opens and [SEP] closes every sequence (llama.cpp's "bos" and "sep" for WPM vocabularies).
         for (token, key) in [("[CLS]", "bos_token_id"), ("[SEP]", "seperator_token_id"), ("[UNK]", "unknown_token_id"),
                              ("[PAD]", "padding_token_id"), ("[MASK]", "mask_token_id")] {
-            if let id = ids[token] { meta.append(("tokenizer.ggml.\(key)", .uint32(UInt32(id)))) }
+            if let id = ids[token].flatMap({ UInt32(exactly: $0) }) { meta.append(("tokenizer.ggml.\(key)", .uint32(id))) }
         }
         meta += [("tokenizer.ggml.add_bos_token", .bool(true)), ("tokenizer.ggml.add_sep_token", .bool(true))]
         return meta
