@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 MODEL := .cache/minilm/model.safetensors
 BIN := .build/release/weightmark
 
-.PHONY: demo test system venv model build release bench robustness scale-bench clean
+.PHONY: demo test system venv model build release bench robustness gguf-leak scale-bench clean
 
 system:
 	@bash scripts/setup-system.sh
@@ -18,7 +18,13 @@ $(PY): scripts/requirements-oracles.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r scripts/requirements-oracles.txt
 	@touch $(PY)
 
-venv: $(PY)
+# The llama.cpp oracle (llama-cpp-python compiled from source, once: the wheel is cached in .cache/wheels).
+LLAMA_STAMP := $(VENV)/.llama-cpp-python
+$(LLAMA_STAMP): scripts/requirements-llama.txt | $(PY)
+	PYTHON=$(PY) bash scripts/install-llama-oracle.sh
+	@touch $(LLAMA_STAMP)
+
+venv: $(PY) $(LLAMA_STAMP)
 
 $(MODEL): | $(PY)
 	PYTHON=$(PY) bash scripts/fetch-model.sh
@@ -42,6 +48,10 @@ test: system venv model
 robustness: release model
 	@test -f .cache/bench.key || $(BIN) keygen --out .cache/bench.key
 	$(BIN) bench .cache/minilm --key .cache/bench.key --out .cache/bench --shaping both --force
+
+# The README's "Verify a leak in GGUF" table: marked MiniLM through llama.cpp's own quantizer, detected.
+gguf-leak: release venv model
+	WEIGHTMARK=$(BIN) PYTHON=$(PY) bash scripts/gguf-leak-table.sh .cache/gguf-leak
 
 # 2B-parameter bf16 synthetic model (4 GB, 4 shards), then WeightMark vs the numpy peer, side by side.
 scale-bench: release venv

@@ -83,6 +83,8 @@ public enum TensorIOError: Error, Sendable, CustomStringConvertible {
     case invalidTensor(name: String, reason: String)
     case invalidGGUF(path: String, reason: GGUFFormatError)
     case unsupportedGGMLType(tensor: String, type: String, path: String)
+    /// A tensor type id newer than this version knows: the file is most likely valid.
+    case unknownGGMLType(tensor: String, id: UInt32, path: String)
 
     public var description: String {
         switch self {
@@ -107,7 +109,10 @@ public enum TensorIOError: Error, Sendable, CustomStringConvertible {
         case let .invalidGGUF(path, reason):
             return "\(path): not a valid GGUF file: \(reason). Re-download or re-convert the file."
         case let .unsupportedGGMLType(tensor, type, path):
-            return "\(path): tensor \"\(tensor)\" is stored as \(type), which WeightMark cannot dequantize yet (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)."
+            return "\(path): tensor \"\(tensor)\" is stored as \(type), which WeightMark cannot dequantize (it decodes \(GGMLBlockCodec.supportedForDecoding.map(\.name).sorted().joined(separator: ", ")))."
+        case let .unknownGGMLType(tensor, id, path):
+            let known = GGMLType.allCases.map(\.rawValue).max() ?? 0
+            return "\(path): tensor \"\(tensor)\" uses ggml type id \(id), which this version of WeightMark does not know (it reads ids up to \(known)); the file is probably valid but newer than WeightMark. Update WeightMark, or re-quantize the file with a type it reads."
         }
     }
 }

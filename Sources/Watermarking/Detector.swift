@@ -193,6 +193,11 @@ public enum Detector {
             }
         }
         let selected = selectedAll.filter { inPart($0.name) }
+        // A tensor the selection would take were it decodable (e.g. a ggml type this version does not know)
+        // is reported as skipped, never dropped in silence.
+        for t in suspect.sourceTensors where !t.isFloating && inPart(t.name) && options.selection.selects(name: t.name, shape: t.shape, isFloating: true) {
+            skipped.append(.init(name: t.name, reason: "stored as \(t.storage), which this version of WeightMark cannot decode"))
+        }
         if let reference, firstPart {
             for t in reference.sourceTensors where options.selection.selects(t) {
                 if suspect.sourceTensor(named: t.name) == nil, !skipped.contains(where: { $0.name == t.name }) {

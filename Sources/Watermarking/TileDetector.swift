@@ -420,6 +420,14 @@ extension TileDetector {
         let tiles = try TileCarriers(secret: secret)
         let selected = suspect.sourceTensors.filter { options.selection.selectsGeometry($0) }
         var skipped: [SkippedTensor] = []
+        // Matrices the selection would take were they decodable (a ggml type this version does not know): reported.
+        for t in suspect.sourceTensors where !t.isFloating {
+            var decodable = t
+            decodable.isFloating = true
+            if options.selection.selectsGeometry(decodable) {
+                skipped.append(.init(name: t.name, reason: "stored as \(t.storage), which this version of WeightMark cannot decode"))
+            }
+        }
         var candidates: [Candidate]
         if let reference {
             candidates = try pairByContent(selected, suspect: suspect, reference: reference)

@@ -212,3 +212,25 @@ extension Fixtures {
         return values
     }
 }
+
+extension Fixtures {
+    /// True when the llama.cpp oracle tests must run or can: under `make test` always (a missing
+    /// llama-cpp-python then fails them), otherwise when the venv's Python can import `llama_cpp`.
+    public static let llamaCppAvailable: Bool = {
+        if oraclesRequired { return true }
+        guard let python else { return false }
+        return (try? runProcess(python, ["-c", "import llama_cpp"]).status) == 0
+    }()
+
+    /// Runs a subcommand of `Tests/Oracles/llama_oracle.py` (the real llama.cpp and numpy references) and
+    /// returns the JSON object it prints; throws with its stderr when it fails.
+    public static func llamaOracle(_ arguments: [String]) throws -> [String: Any] {
+        guard let python else { throw OracleError(message: "no Python oracle: run `make venv` or set WEIGHTMARK_PYTHON") }
+        let r = try runProcess(python, [packageRoot + "/Tests/Oracles/llama_oracle.py"] + arguments)
+        guard r.status == 0, let line = r.stdout.split(separator: "\n").last,
+              let json = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+            throw OracleError(message: "llama_oracle.py \(arguments.joined(separator: " ")) exited \(r.status): \(r.stderr.suffix(2000))")
+        }
+        return json
+    }
+}

@@ -3,13 +3,16 @@
 /// Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 follow ggml's reference quantizers operation for operation in `Float`
 /// arithmetic, so their bytes are identical with the PyPI `gguf` package's (checked by an interop test).
 /// Q4_K and Q6_K follow ggml's `quantize_row_q4_K_reference` (weighted min/scale search per 32-value
-/// sub-block, 6-bit packed scales) and `quantize_row_q6_K_reference` (`make_qx_quants` per 16 values). Dequantization matches ggml for every type listed in `supportedForDecoding`.
+/// sub-block, 6-bit packed scales) and `quantize_row_q6_K_reference` (`make_qx_quants` per 16 values). Dequantization matches ggml for every type listed in `supportedForDecoding`
+/// (the IQ, ternary and FP4 families in `GGMLBlockCodec+LowBit.swift`).
 public enum GGMLBlockCodec {
     /// Types this codec can quantize.
     public static let supportedForEncoding: Set<GGMLType> = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q6_K]
     /// Types this codec can dequantize.
     public static let supportedForDecoding: Set<GGMLType> = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1,
-                                                              .q2_K, .q3_K, .q4_K, .q5_K, .q6_K]
+                                                              .q2_K, .q3_K, .q4_K, .q5_K, .q6_K,
+                                                              .iq2_XXS, .iq2_XS, .iq2_S, .iq3_XXS, .iq3_S, .iq1_S, .iq1_M,
+                                                              .iq4_NL, .iq4_XS, .tq1_0, .tq2_0, .mxfp4, .nvfp4, .q1_0, .q2_0]
 
     @inline(__always) static func half(_ x: Float) -> UInt16 { Float16(x).bitPattern }
     @inline(__always) static func unhalf(_ b: UInt16) -> Float { FloatConversion.halfTable[Int(b)] }
@@ -289,7 +292,8 @@ public enum GGMLBlockCodec {
         case .f32: return FloatConversion.decode(bytes, dtype: .f32)
         case .f16: return FloatConversion.decode(bytes, dtype: .f16)
         case .bf16: return FloatConversion.decode(bytes, dtype: .bf16)
-        default: break
+        case .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1: break
+        default: return dequantizeLowBit(bytes, as: type, count: count)
         }
         var out = [Float](repeating: 0, count: count)
         for b in 0..<(count / qk) {

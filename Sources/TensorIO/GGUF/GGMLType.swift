@@ -4,7 +4,11 @@ public enum GGMLType: UInt32, Sendable, CaseIterable, Codable {
     case q2_K = 10, q3_K = 11, q4_K = 12, q5_K = 13, q6_K = 14, q8_K = 15
     case iq2_XXS = 16, iq2_XS = 17, iq3_XXS = 18, iq1_S = 19, iq4_NL = 20, iq3_S = 21, iq2_S = 22, iq4_XS = 23
     case i8 = 24, i16 = 25, i32 = 26, i64 = 27, f64 = 28, iq1_M = 29, bf16 = 30
-    case tq1_0 = 34, tq2_0 = 35, mxfp4 = 39
+    /// Row-interleaved Q4_0 / IQ4_NL for ARM, written by llama.cpp in 2024 and since removed from GGUF files
+    /// (llama.cpp repacks at load time now). Their sizes are known, their layout is not decoded here: such
+    /// tensors are reported as skipped.
+    case q4_0_4_4 = 31, q4_0_4_8 = 32, q4_0_8_8 = 33, iq4_NL_4_4 = 36, iq4_NL_4_8 = 37, iq4_NL_8_8 = 38
+    case tq1_0 = 34, tq2_0 = 35, mxfp4 = 39, nvfp4 = 40, q1_0 = 41, q2_0 = 42
 
     /// Name as llama.cpp prints it.
     public var name: String {
@@ -28,7 +32,7 @@ public enum GGMLType: UInt32, Sendable, CaseIterable, Codable {
         case .f16, .bf16, .i16: (1, 2)
         case .f64, .i64: (1, 8)
         case .i8: (1, 1)
-        case .q4_0: (32, 18)
+        case .q4_0, .q4_0_4_4, .q4_0_4_8, .q4_0_8_8, .iq4_NL_4_4, .iq4_NL_4_8, .iq4_NL_8_8: (32, 18)
         case .q4_1: (32, 20)
         case .q5_0: (32, 22)
         case .q5_1: (32, 24)
@@ -52,6 +56,9 @@ public enum GGMLType: UInt32, Sendable, CaseIterable, Codable {
         case .tq1_0: (256, 54)
         case .tq2_0: (256, 66)
         case .mxfp4: (32, 17)
+        case .nvfp4: (64, 36)
+        case .q1_0: (128, 18)
+        case .q2_0: (64, 18)
         }
     }
 }

@@ -1,9 +1,10 @@
 import Foundation
 
 /// Converts a Hugging Face safetensors model to GGUF as llama.cpp's converter does for BERT- and
-/// Llama-family models: GGUF tensor names, the rotary q/k row permutation (Llama), 1-D tensors in F32,
-/// weight matrices in the requested type (with llama-quantize's fallback where rows do not split into
-/// blocks), and the hyperparameters a loader needs.
+/// Llama-family models: GGUF tensor names, the rotary q/k row permutation (Llama), 1-D tensors, norms and
+/// BERT's position and token-type embeddings in F32, other weight matrices in the requested type (with
+/// llama-quantize's fallback where rows do not split into blocks), and the hyperparameters and tokenizer
+/// metadata llama.cpp needs to load and run the file.
 public enum GGUFConverter {
     /// Types `convert` can write.
     public static let outputTypes: [GGMLType] = [.f16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q6_K]
@@ -30,16 +31,20 @@ public enum GGUFConverter {
         public var dropped: [String]
         public var fallbacks: [String: GGMLType]
         public var bytes: Int
+        /// What was written for the tokenizer (llama.cpp needs one to load the file).
+        public var tokenizer: String
     }
 
     public enum ConversionError: Error, CustomStringConvertible {
         case unknownArchitecture(String)
         case missingHyperparameter(String, path: String)
         case unsupportedType(String)
+        case invalidHyperparameter(String, value: Int, path: String)
         public var description: String {
             switch self {
             case let .unknownArchitecture(p): "\(p): not a BERT or Llama layout (no encoder.layer.N.* or model.layers.N.* tensors); only those families are converted"
             case let .missingHyperparameter(k, p): "\(p): config.json must give \(k) (needed for the GGUF header and the q/k permutation)"
+            case let .invalidHyperparameter(k, v, p): "\(p): \(k) = \(v) is not a positive 32-bit count; fix config.json next to the weights"
             case let .unsupportedType(t): "cannot write \(t); choose one of \(outputTypes.map(\.name).joined(separator: ", "))"
             }
         }
@@ -77,36 +82,57 @@ public enum GGUFConverter {
             throw ConversionError.missingHyperparameter("num_attention_heads", path: model.path)
         }
         let kvHeads = int("num_key_value_heads") ?? heads
+        /// A hyperparameter as GGUF's u32, checked: a config value that is zero, negative or too large is an error.
+        func count(_ key: String, _ v: Int) throws -> GGUFValue {
+            guard v > 0, let u = UInt32(exactly: v) else { throw ConversionError.invalidHyperparameter(key, value: v, path: model.path) }
+            return .uint32(u)
+        }
+        _ = try count("num_attention_heads", heads)
+        _ = try count("num_key_value_heads", kvHeads)
         let a = arch.rawValue
+        let dir = model.layout == .file ? (model.path as NSString).deletingLastPathComponent : model.path
+        var tokenizer = ""
         var meta: [(key: String, value: GGUFValue)] = [
             ("general.architecture", .string(a)),
             ("general.name", .string((model.path as NSString).lastPathComponent)),
             ("general.file_type", .uint32(fileType(type))),
             ("general.quantization_version", .uint32(2)),
-            ("\(a).block_count", .uint32(UInt32(layers))),
-            ("\(a).context_length", .uint32(UInt32(int("max_position_embeddings") ?? 512))),
-            ("\(a).embedding_length", .uint32(UInt32(hidden))),
-            ("\(a).feed_forward_length", .uint32(UInt32(ffn))),
-            ("\(a).attention.head_count", .uint32(UInt32(heads))),
+            ("\(a).block_count", try count("num_hidden_layers", layers)),
+            ("\(a).context_length", try count("max_position_embeddings", int("max_position_embeddings") ?? 512)),
+            ("\(a).embedding_length", try count("hidden_size", hidden)),
+            ("\(a).feed_forward_length", try count("intermediate_size", ffn)),
+            ("\(a).attention.head_count", try count("num_attention_heads", heads)),
         ]
         switch arch {
         case .bert:
+            let typeVocabulary = try count("type_vocab_size", int("type_vocab_size")
+                                           ?? model.tensor(named: "embeddings.token_type_embeddings.weight")?.shape.first ?? 1)
             meta += [("\(a).attention.layer_norm_epsilon", .float32(Float(double("layer_norm_eps") ?? 1e-12))),
                      ("\(a).attention.causal", .bool(false)),
-                     ("\(a).pooling_type", .uint32(1))]
-            let dir = model.layout == .file ? (model.path as NSString).deletingLastPathComponent : model.path
-            if let vocab = try? String(contentsOfFile: (dir as NSString).appendingPathComponent("vocab.txt"), encoding: .utf8) {
-                let tokens = vocab.split(separator: "\n", omittingEmptySubsequences: false).map(String.init).filter { !$0.isEmpty }
-                meta += [("tokenizer.ggml.model", .string("bert")),
-                         ("tokenizer.ggml.tokens", .array(elementType: 8, values: tokens.map { .string($0) })),
-                         ("tokenizer.ggml.token_type", .array(elementType: 5, values: tokens.map { _ in .int32(1) }))]
+                     ("\(a).pooling_type", .uint32(poolingType(folder: dir)))]
+            if let vocab = try GGUFVocabulary.wordPiece(folder: dir, typeVocabularySize: typeVocabulary) {
+                meta += vocab
+                tokenizer = "WordPiece vocab.txt (\(vocabCount(vocab)) tokens) in llama.cpp's form"
+            } else {
+                meta.append(("tokenizer.ggml.token_type_count", typeVocabulary))
+                tokenizer = "none (no vocab.txt next to the weights): llama.cpp can load the weights but not tokenize"
             }
         case .llama:
-            meta += [("\(a).attention.head_count_kv", .uint32(UInt32(kvHeads))),
+            meta += [("\(a).attention.head_count_kv", try count("num_key_value_heads", kvHeads)),
                      ("\(a).attention.layer_norm_rms_epsilon", .float32(Float(double("rms_norm_eps") ?? 1e-5))),
-                     ("\(a).rope.dimension_count", .uint32(UInt32(hidden / heads))),
+                     ("\(a).rope.dimension_count", try count("hidden_size / num_attention_heads", hidden / heads)),
                      ("\(a).rope.freq_base", .float32(Float(double("rope_theta") ?? 10000)))]
-            if let v = int("vocab_size") { meta.append(("\(a).vocab_size", .uint32(UInt32(v)))) }
+            let vocabSize = int("vocab_size") ?? embed?.shape.first ?? 0
+            meta.append(("\(a).vocab_size", try count("vocab_size", vocabSize)))
+            let shipped = ["tokenizer.json", "tokenizer.model"].filter { FileManager.default.fileExists(atPath: (dir as NSString).appendingPathComponent($0)) }
+            if !shipped.isEmpty {
+                tokenizer = "not converted (\(shipped.joined(separator: ", ")) found; only BERT WordPiece vocabularies are converted): llama.cpp cannot load the file without one"
+            } else if let vocab = GGUFVocabulary.placeholderSentencePiece(vocabularySize: vocabSize) {
+                meta += vocab
+                tokenizer = "placeholder byte-level SentencePiece vocabulary (\(vocabSize) tokens; the model ships no tokenizer)"
+            } else {
+                tokenizer = "none (vocabulary of \(vocabSize) is too small for a byte-level placeholder)"
+            }
         }
         var out: [GGUFOutputTensor] = []
         var dropped: [String] = []
@@ -122,7 +148,7 @@ public enum GGUFConverter {
             }
             let outType: GGMLType
             let bytes: [UInt8]
-            if shape.count != 2 {
+            if keepsF32(gguf: name, dimensions: shape.count) {
                 outType = .f32
                 bytes = FloatConversion.encode(values, as: .f32)
             } else {
@@ -146,6 +172,25 @@ public enum GGUFConverter {
             out.append(GGUFOutputTensor(name: name, shape: shape, type: outType, bytes: bytes))
         }
         try GGUFWriter.write(metadata: meta, tensors: out, to: path, overwrite: overwrite)
-        return Report(architecture: arch, tensors: out.count, dropped: dropped, fallbacks: fallbacks, bytes: total)
+        return Report(architecture: arch, tensors: out.count, dropped: dropped, fallbacks: fallbacks, bytes: total, tokenizer: tokenizer)
+    }
+
+    /// Tensors llama.cpp's converter stores in F32 whatever the output type (and its quantizer leaves alone):
+    /// 1-D tensors, norms, and the position and token-type embeddings its BERT graph adds to F32 activations.
+    static func keepsF32(gguf name: String, dimensions: Int) -> Bool {
+        dimensions != 2 || name.hasSuffix("_norm.weight") || name == "position_embd.weight" || name == "token_types.weight"
+    }
+
+    /// llama.cpp's pooling type from sentence-transformers' `1_Pooling/config.json`: 2 (CLS) or 1 (mean, the default).
+    static func poolingType(folder: String) -> UInt32 {
+        let path = ((folder as NSString).appendingPathComponent("1_Pooling") as NSString).appendingPathComponent("config.json")
+        guard let data = FileManager.default.contents(atPath: path),
+              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return 1 }
+        return (obj["pooling_mode_cls_token"] as? Bool) == true ? 2 : 1
+    }
+
+    static func vocabCount(_ meta: [(key: String, value: GGUFValue)]) -> Int {
+        if case let .array(_, values)? = meta.first(where: { $0.key == "tokenizer.ggml.tokens" })?.value { return values.count }
+        return 0
     }
 }

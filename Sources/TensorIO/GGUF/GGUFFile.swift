@@ -107,6 +107,9 @@ public final class GGUFFile: @unchecked Sendable {
         do {
             let parsed = try mapping.withBytes { (b) throws(GGUFFormatError) in try GGUFFile.parse(b) }
             (version, metadata, tensors, alignment, dataStart) = parsed
+        } catch let .unknownTensorType(tensor, type, _) {
+            // Without its block layout the tensor's size, and so the rest of the data section, is unknown.
+            throw TensorIOError.unknownGGMLType(tensor: tensor, id: type, path: path)
         } catch {
             throw TensorIOError.invalidGGUF(path: path, reason: error)
         }

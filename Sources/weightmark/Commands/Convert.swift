@@ -7,8 +7,11 @@ struct Convert: AsyncParsableCommand {
         abstract: "Convert a Hugging Face safetensors model to GGUF, as llama.cpp's converter does.",
         discussion: """
         Supports BERT-family (e.g. MiniLM) and Llama-family models: tensors are renamed to GGUF names, \
-        Llama q_proj/k_proj rows get llama.cpp's rotary permutation, 1-D tensors are stored as F32 and weight \
-        matrices in --type. Rows that do not split into the type's blocks fall back as llama-quantize does \
+        Llama q_proj/k_proj rows get llama.cpp's rotary permutation, 1-D tensors, norms and BERT's position and \
+        token-type embeddings are stored as F32 and the other weight matrices in --type. The tokenizer is written \
+        as llama.cpp expects it: a BERT vocab.txt in llama.cpp's WordPiece form; a model without a tokenizer \
+        (e.g. `weightmark synth` output) gets a placeholder byte-level SentencePiece vocabulary so llama.cpp can \
+        still load and run it. Rows that do not split into the type's blocks fall back as llama-quantize does \
         (Q4_K → Q5_0, Q6_K → Q8_0; otherwise F16). Hyperparameters come from config.json next to the weights.
 
         Use it to check what a leaker's llama.cpp copy of your model would look like:
@@ -49,11 +52,12 @@ struct Convert: AsyncParsableCommand {
         let report = try GGUFConverter.convert(source, type: ggmlType, to: out, overwrite: force)
         if output.json {
             Console.out(try Console.json(["output": out, "architecture": report.architecture.rawValue, "tensors": String(report.tensors),
-                                          "bytes": String(report.bytes), "dropped": report.dropped.joined(separator: ","),
+                                          "bytes": String(report.bytes), "tokenizer": report.tokenizer, "dropped": report.dropped.joined(separator: ","),
                                           "fallbacks": report.fallbacks.map { "\($0.key)=\($0.value.name)" }.sorted().joined(separator: ",")]))
             return
         }
         Console.out("wrote \(out): \(report.architecture.rawValue), \(report.tensors) tensors, \(Console.bytes(report.bytes)) of tensor data, \(ggmlType.name), in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
+        Console.out("  tokenizer: \(report.tokenizer)")
         if !report.dropped.isEmpty { Console.out("  not converted (llama.cpp drops them too): \(report.dropped.joined(separator: ", "))") }
         if !report.fallbacks.isEmpty {
             let byType = Dictionary(grouping: report.fallbacks, by: { $0.value.name }).map { "\($0.value.count) matrices → \($0.key)" }
