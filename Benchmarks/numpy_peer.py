@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The WeightMark v1 algorithm written in numpy + safetensors, as a speed and memory peer.
 
-Faithful to DESIGN.md section 3 and to the Swift implementation: HKDF-SHA256 subkeys over the same labels,
+Faithful to docs/FORMAT.md (format v1) and to the Swift implementation: HKDF-SHA256 subkeys over the same labels,
 a ChaCha20 keystream (RFC 8439, zero nonce, counter 0), uniforms from 64-bit draws, Box-Muller Gaussians
 (cos then sin), carriers orthonormalized by QR with diag(R) > 0, +-1 pattern from the low bit of 32-bit
 words. Blind detection scores z = <Y,S>/|Y| with Y = A^T X B and combines with weights sqrt(m n), so on the
@@ -16,7 +16,7 @@ Vectorized; numpy's own BLAS does the products.
 
 `score` takes a .safetensors file or a model folder; with REFERENCE it is informed detection, X = suspect -
 reference, where an exact zero in the suspect over a non-zero reference is an erasure and scores as zero
-(DESIGN.md section 3).
+(docs/FORMAT.md (format v1)).
 """
 import json, math, os, sys, shutil, time
 import numpy as np

@@ -24,7 +24,7 @@ public enum DetectFormat: String, Sendable, Codable, CaseIterable {
     case auto, v1, v2
 }
 
-/// Correlates a suspect's weights with the keyed pattern (DESIGN §3).
+/// Correlates a suspect's weights with the keyed pattern (docs/FORMAT.md).
 public enum Detector {
     /// Evidence from one m×n suspect matrix.
     ///

@@ -26,7 +26,7 @@ public struct EmbedOptions: Sendable {
     public var strength: WatermarkStrength = .targetZ(20)
     public var selection = TensorSelection()
     public var rank = Carriers.defaultRank
-    /// δ never exceeds this (DESIGN §5: below int8 rounding); a warning says when it binds.
+    /// δ never exceeds this (below int8 rounding: the fidelity budget in README.md); a warning says when it binds.
     public var maximumDistortion = 5e-3
     /// Tensors marked at once, ahead of the writer (each with one BLAS thread).
     public var workers = Parallel.defaultWorkers
@@ -62,7 +62,7 @@ public struct EmbedPlan: Sendable {
     public var requestedDelta: Double
 }
 
-/// Embeds the keyed mark into weight matrices (DESIGN §3).
+/// Embeds the keyed mark into weight matrices (docs/FORMAT.md).
 public enum Embedder {
     /// Plans δ for `model`.
     ///

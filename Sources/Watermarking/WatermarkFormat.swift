@@ -10,7 +10,7 @@ public enum WatermarkFormat {
 
 /// A watermark format (docs/FORMAT.md).
 public enum MarkFormat: Int, Sendable, Codable, CaseIterable, CustomStringConvertible {
-    /// Carriers derived from each tensor's name and shape (DESIGN §3): lost when names change.
+    /// Carriers derived from each tensor's name and shape (docs/FORMAT.md, format v1): lost when names change.
     case v1 = 1
     /// Carriers derived from the key and tile positions only: survives renames, transposes, resized
     /// vocabularies, and matrices cut or joined on tile boundaries.
