@@ -30,7 +30,10 @@ let package = Package(
         .systemLibrary(name: "CLAPACKE", pkgConfig: "lapacke",
                        providers: [.apt(["liblapack-dev", "liblapacke-dev"])]),
 
-        .target(name: "TensorIO", dependencies: ["CKernels"], swiftSettings: optimizedInDebug),
+        // zlib inflates deflated .npz members (Foundation on Linux has no zlib API). Debian: zlib1g-dev.
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+
+        .target(name: "TensorIO", dependencies: ["CKernels", "CZlib"], swiftSettings: optimizedInDebug),
         .target(name: "LinearAlgebra", dependencies: ["CBLAS", "CLAPACKE"], swiftSettings: optimizedInDebug),
         // Hot loops in C (keystream, Gaussian carriers, rank-32 projection, stochastic rounding), compiled for
         // AVX-512, AVX2 and baseline and dispatched at run time: Swift's generic SIMD does not reach these units.

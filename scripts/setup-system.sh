@@ -2,7 +2,7 @@
 # Installs the C libraries WeightMark links against (Debian/Ubuntu), only if something is missing.
 set -euo pipefail
 need=()
-for p in libblas-dev liblapack-dev liblapacke-dev libopenblas-dev; do
+for p in libblas-dev liblapack-dev liblapacke-dev libopenblas-dev zlib1g-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -83,6 +83,12 @@ public enum TensorIOError: Error, Sendable, CustomStringConvertible {
     case invalidTensor(name: String, reason: String)
     case invalidGGUF(path: String, reason: GGUFFormatError)
     case unsupportedGGMLType(tensor: String, type: String, path: String)
+    case invalidZip(path: String, reason: ZipFormatError)
+    case invalidPickle(path: String, entry: String, reason: PickleError)
+    case invalidPyTorch(path: String, reason: String)
+    case invalidNumPy(path: String, reason: String)
+    case invalidMetaCheckpoint(path: String, reason: String)
+    case unsupportedFormat(path: String, format: String, hint: String)
 
     public var description: String {
         switch self {
@@ -108,6 +114,21 @@ public enum TensorIOError: Error, Sendable, CustomStringConvertible {
             return "\(path): not a valid GGUF file: \(reason). Re-download or re-convert the file."
         case let .unsupportedGGMLType(tensor, type, path):
             return "\(path): tensor \"\(tensor)\" is stored as \(type), which WeightMark cannot dequantize yet (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)."
+        case let .invalidZip(path, reason):
+            return "\(path): not a valid ZIP archive: \(reason). Re-download the file or re-save it (torch.save / numpy.savez)."
+        case let .invalidPickle(path, entry, reason):
+            if case .unsafeGlobal = reason {
+                return "\(path): \(entry): \(reason). Nothing was executed. Do not torch.load this file without weights_only=True; WeightMark reads only plain state dicts."
+            }
+            return "\(path): \(entry): \(reason). WeightMark reads plain state dicts saved by torch.save; re-save with torch.save(model.state_dict(), path) or as safetensors."
+        case let .invalidPyTorch(path, reason):
+            return "\(path): not a readable PyTorch checkpoint: \(reason). Re-save it with torch.save(model.state_dict(), path) or as safetensors."
+        case let .invalidNumPy(path, reason):
+            return "\(path): not a readable NumPy file: \(reason). Re-save it with numpy.save / numpy.savez."
+        case let .invalidMetaCheckpoint(path, reason):
+            return "\(path): not a readable Meta-layout checkpoint: \(reason). The folder needs params.json and consolidated.00.pth … consolidated.NN.pth."
+        case let .unsupportedFormat(path, format, hint):
+            return "\(path): \(format), which WeightMark does not read\(hint.isEmpty ? "" : " (\(hint))"). WeightMark reads safetensors files and Hugging Face folders, GGUF, PyTorch zip checkpoints (.bin/.pt/.pth, Meta consolidated.NN.pth folders) and NumPy .npy/.npz."
         }
     }
 }
