@@ -128,6 +128,7 @@ enum StateDict {
             }
         }
         try walk(scope, "")
+        guard !out.isEmpty else { throw Failure(reason: "data.pkl holds no tensors (not a state dict)") }
         return out
     }
 

@@ -164,12 +164,11 @@ public struct RestrictedUnpickler {
                 guard stack.count >= 2 else { throw .stackUnderflow(opcode: "BUILD", offset: at) }
                 let state = stack.removeLast()
                 switch stack[stack.count - 1] {
-                case let .dict(d):
-                    guard !d.sealed else { throw .sealedContainer(opcode: "BUILD", offset: at) }
-                case .tensor: break
+                case .dict, .tensor: break
                 default: throw .wrongType(opcode: "BUILD", offset: at, expected: "a dict or tensor to update")
                 }
                 try insert(state, at)
+                if case let .dict(d) = stack[stack.count - 1], d.sealed { throw .sealedContainer(opcode: "BUILD", offset: at) }
             default:
                 throw .unsupportedOpcode(opcode: op, offset: at)
             }
@@ -271,15 +270,19 @@ public struct RestrictedUnpickler {
 
     private mutating func append(_ items: [PickleValue], _ opcode: String, _ at: Int) throws(PickleError) {
         guard case let .list(list)? = stack.last else { throw .wrongType(opcode: opcode, offset: at, expected: "a list") }
-        guard !list.sealed else { throw .sealedContainer(opcode: opcode, offset: at) }
-        for v in items { try insert(v, at); list.append(v) }
+        for v in items {
+            try insert(v, at)
+            // Checked after sealing `v`, so appending a list to itself is refused too.
+            guard !list.sealed else { throw .sealedContainer(opcode: opcode, offset: at) }
+            list.append(v)
+        }
     }
 
     private mutating func setItems(_ items: [PickleValue], _ opcode: String, _ at: Int) throws(PickleError) {
         guard case let .dict(dict)? = stack.last else { throw .wrongType(opcode: opcode, offset: at, expected: "a dict") }
-        guard !dict.sealed else { throw .sealedContainer(opcode: opcode, offset: at) }
         for i in stride(from: 0, to: items.count, by: 2) {
             try insert(items[i], at); try insert(items[i + 1], at)
+            guard !dict.sealed else { throw .sealedContainer(opcode: opcode, offset: at) }
             dict.set(items[i], items[i + 1])
         }
     }
