@@ -59,6 +59,7 @@ let package = Package(
         .testTarget(name: "SynthesisTests", dependencies: ["Synthesis", "TensorIO", "WeightMarkTestSupport"]),
         .testTarget(name: "GGUFTests", dependencies: ["TensorIO", "Watermarking", "WeightMarkTestSupport"]),
         .testTarget(name: "AttacksTests", dependencies: ["Attacks", "Robustness", "Watermarking", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),
+        .testTarget(name: "ContainersTests", dependencies: ["weightmark", "TensorIO", "WeightMarkTestSupport"]),
         .testTarget(name: "WeightMarkCLITests", dependencies: ["weightmark", "TensorIO", "WeightMarkTestSupport"]),
         .testTarget(name: "WatermarkingTests", dependencies: ["Watermarking", "TensorIO", "LinearAlgebra", "CKernels", "WeightMarkTestSupport"],
                     exclude: ["Golden"]),
