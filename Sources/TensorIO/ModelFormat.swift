@@ -13,14 +13,15 @@ public enum ModelFormat: Sendable, Equatable {
     /// Recognized, but not read: a one-line description and an optional hint.
     case unsupported(description: String, hint: String)
 
+    /// A readable name ("PyTorch zip checkpoint", "NumPy .npz", …).
     public var name: String {
         switch self {
         case .safetensors: "safetensors"
-        case .gguf: "gguf"
-        case .pytorchZip: "pytorch"
-        case .metaConsolidated: "meta-consolidated"
-        case .npz: "npz"
-        case .npy: "npy"
+        case .gguf: "GGUF"
+        case .pytorchZip: "PyTorch zip checkpoint"
+        case .metaConsolidated: "Meta consolidated.NN.pth folder"
+        case .npz: "NumPy .npz archive"
+        case .npy: "NumPy .npy array"
         case let .unsupported(description, _): description
         }
     }
@@ -41,7 +42,11 @@ public enum ModelFormat: Sendable, Equatable {
         guard let h = FileHandle(forReadingAtPath: path) else { throw TensorIOError.cannotOpen(path: path, reason: "unreadable") }
         let head = [UInt8](h.readData(ofLength: 64))
         try? h.close()
-        return head.withUnsafeBytes { prefix in detect(prefix: prefix, path: path) }
+        let format = head.withUnsafeBytes { prefix in detect(prefix: prefix, path: path) }
+        guard format == .pytorchZip else { return format }
+        // A ZIP: which kind depends on its members (a broken directory is reported by the reader that opens it).
+        guard let archive = try? ZipArchive(path: path) else { return .pytorchZip }
+        return refineZip(archive.directory)
     }
 
     static func detectFolder(_ path: String) -> ModelFormat {
@@ -67,8 +72,12 @@ public enum ModelFormat: Sendable, Equatable {
     public static func detect(prefix: UnsafeRawBufferPointer, path: String = "") -> ModelFormat {
         let b = Array(prefix)
         func starts(_ magic: [UInt8]) -> Bool { b.count >= magic.count && Array(b[0..<magic.count]) == magic }
+        // A plausible safetensors header (length within the reference limit, JSON object next) wins over the byte
+        // patterns below, which a header length can happen to spell (e.g. 640 = 0x80 0x02, a pickle's first bytes).
+        if b.count >= 9, b[8] == UInt8(ascii: "{"),
+           prefix.loadUnaligned(as: UInt64.self).littleEndian <= SafetensorsHeader.maximumHeaderLength { return .safetensors }
         if starts(Array("GGUF".utf8)) { return .gguf }
-        if ZipDirectory.looksLikeZip(prefix) { return .pytorchZip } // refined by `refineZip` once the directory is read
+        if ZipDirectory.looksLikeZip(prefix) { return .pytorchZip } // refined by `detect(path:)` once the directory is read
         if NPYHeader.looksLikeNPY(prefix) { return .npy }
         if starts(legacyPyTorchMagic) {
             return .unsupported(description: "a legacy PyTorch checkpoint (the pre-1.6 pickle format, not a zip)",
@@ -110,14 +119,7 @@ public enum ModelFormat: Sendable, Equatable {
 public func openTensorSource(path: String) throws -> any TensorSource {
     switch try ModelFormat.detect(path: path) {
     case .gguf: return try GGUFModel(path: path)
-    case .pytorchZip:
-        let archive = try ZipArchive(path: path)
-        switch ModelFormat.refineZip(archive.directory) {
-        case .pytorchZip: return try PyTorchCheckpoint(archive: archive)
-        case .npz: return try NumPyArrays(path: path)
-        case let .unsupported(description, hint): throw TensorIOError.unsupportedFormat(path: path, format: description, hint: hint)
-        default: fatalError("refineZip returns only zip formats")
-        }
+    case .pytorchZip: return try PyTorchCheckpoint(path: path)
     case .npy: return try NumPyArrays(path: path)
     case .metaConsolidated: return try MetaConsolidatedModel(path: path)
     case .npz: return try NumPyArrays(path: path)

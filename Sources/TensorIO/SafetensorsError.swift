@@ -89,6 +89,7 @@ public enum TensorIOError: Error, Sendable, CustomStringConvertible {
     case invalidNumPy(path: String, reason: String)
     case invalidMetaCheckpoint(path: String, reason: String)
     case unsupportedFormat(path: String, format: String, hint: String)
+    case notSafetensors(path: String, format: ModelFormat)
 
     public var description: String {
         switch self {
@@ -127,6 +128,11 @@ public enum TensorIOError: Error, Sendable, CustomStringConvertible {
             return "\(path): not a readable NumPy file: \(reason). Re-save it with numpy.save / numpy.savez."
         case let .invalidMetaCheckpoint(path, reason):
             return "\(path): not a readable Meta-layout checkpoint: \(reason). The folder needs params.json and consolidated.00.pth … consolidated.NN.pth."
+        case let .notSafetensors(path, format):
+            if case let .unsupported(description, hint) = format {
+                return TensorIOError.unsupportedFormat(path: path, format: description, hint: hint).description
+            }
+            return "\(path): a \(format.name), not safetensors; this command needs a safetensors model. inspect, detect, attack and bench read this format directly."
         case let .unsupportedFormat(path, format, hint):
             return "\(path): \(format), which WeightMark does not read\(hint.isEmpty ? "" : " (\(hint))"). WeightMark reads safetensors files and Hugging Face folders, GGUF, PyTorch zip checkpoints (.bin/.pt/.pth, Meta consolidated.NN.pth folders) and NumPy .npy/.npz."
         }
