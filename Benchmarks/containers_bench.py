@@ -9,10 +9,16 @@ Takes the largest .safetensors file of --model, writes the same tensors in torch
   - detect (blind) through the .bin and through the safetensors file, alternating, with the ratio.
 Medians over --repeat rounds, with ranges.
 """
-import argparse, os, statistics, subprocess, sys
+import argparse, os, statistics, subprocess, sys, time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import run  # noqa: E402
+
+def run(cmd):
+    """Wall seconds of cmd (output discarded, so a large report cannot fill a pipe and stall the child)."""
+    start = time.perf_counter()
+    p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if p.returncode not in (0, 1):
+        sys.exit(f"{cmd[0]} failed ({p.returncode}): {p.stderr.decode()[-2000:]}")
+    return time.perf_counter() - start
 
 
 def main():
@@ -36,9 +42,9 @@ def main():
     rows = {}
     for _ in range(max(1, a.repeat)):
         for label, path in (("safetensors", st), ("pytorch", bin_path)):
-            rows.setdefault(f"inspect {label}", []).append(run([a.weightmark, "inspect", path, "--json"])[0])
+            rows.setdefault(f"inspect {label}", []).append(run([a.weightmark, "inspect", path, "--json"]))
         for label, path in (("safetensors", st), ("pytorch", bin_path)):
-            rows.setdefault(f"detect {label}", []).append(run([a.weightmark, "detect", path, "--key", a.key, "--quiet", "--json"])[0])
+            rows.setdefault(f"detect {label}", []).append(run([a.weightmark, "detect", path, "--key", a.key, "--quiet", "--json"]))
     print(f"\nPyTorch zip checkpoint vs safetensors, same {gb:.2f} GB of tensors ({os.path.basename(st)}), warm cache, "
           f"median of {a.repeat} (range)")
     for name, values in rows.items():
