@@ -68,6 +68,17 @@ public enum ModelFormat: Sendable, Equatable {
         return .safetensors
     }
 
+    /// `pytorch_model.bin` (or the only `.bin`/`.pt`/`.pth` file) of a folder without safetensors files, if any.
+    static func singlePyTorchFile(inFolder path: String) -> String? {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue,
+              let entries = try? FileManager.default.contentsOfDirectory(atPath: path),
+              !entries.contains(where: { $0.hasSuffix(".safetensors") }) else { return nil }
+        let candidates = entries.filter { $0.hasSuffix(".bin") || $0.hasSuffix(".pt") || $0.hasSuffix(".pth") }
+        if candidates.contains("pytorch_model.bin") { return (path as NSString).appendingPathComponent("pytorch_model.bin") }
+        return candidates.count == 1 ? (path as NSString).appendingPathComponent(candidates[0]) : nil
+    }
+
     /// Sniffs from the first bytes of a file (at least 64 when the file is that long).
     public static func detect(prefix: UnsafeRawBufferPointer, path: String = "") -> ModelFormat {
         let b = Array(prefix)
@@ -123,7 +134,10 @@ public func openTensorSource(path: String) throws -> any TensorSource {
     case .npy: return try NumPyArrays(path: path)
     case .metaConsolidated: return try MetaConsolidatedModel(path: path)
     case .npz: return try NumPyArrays(path: path)
-    case .safetensors: return try SafetensorsModel(path: path)
+    case .safetensors:
+        // A Hugging Face folder holding only pytorch_model.bin (no safetensors): read that checkpoint.
+        if let single = ModelFormat.singlePyTorchFile(inFolder: path) { return try openTensorSource(path: single) }
+        return try SafetensorsModel(path: path)
     case let .unsupported(description, hint):
         if description.hasPrefix("a bare Python pickle") { try PickleScan.refuseIfUnsafe(path: path) }
         throw TensorIOError.unsupportedFormat(path: path, format: description, hint: hint)

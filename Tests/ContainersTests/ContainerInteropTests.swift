@@ -58,6 +58,11 @@ struct ContainerInteropTests {
         #expect(abs(blindPT - blindST) <= 0.01 * blindST)
         #expect(abs(informedPT - informedST) <= 0.01 * informedST)
         // Any mix of formats between suspect and reference.
+        // A Hugging Face folder holding only pytorch_model.bin opens as that checkpoint.
+        let folder = m.dir + "/hf-\(options.count)"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: bin, toPath: folder + "/pytorch_model.bin")
+        #expect(try openTensorSource(path: folder) is PyTorchCheckpoint)
         let mixed = try Self.z(m.marked, key: m.key, reference: bin)
         #expect(abs(mixed) < 6, "the marked model against itself as reference leaves no residual mark")
     }
