@@ -67,7 +67,7 @@ public final class ZipArchive: @unchecked Sendable {
     /// Raw-deflate decompression into a buffer of exactly `expectedSize` bytes: output beyond it, or a stream
     /// that ends early or is corrupt, is an error (memory is bounded by the declared, already checked size).
     static func inflate(_ input: UnsafeRawBufferPointer, expectedSize: Int, name: String) throws(ZipFormatError) -> [UInt8] {
-        var (out, status) = try inflate(input, capacity: expectedSize + 1, name: name)
+        let (out, status) = try inflate(input, capacity: expectedSize + 1, name: name)
         guard status == Z_STREAM_END else {
             if out.count > expectedSize {
                 throw .inflateFailed(name: name, reason: "it inflates to more than the declared \(expectedSize) bytes")
@@ -77,7 +77,6 @@ public final class ZipArchive: @unchecked Sendable {
         guard out.count == expectedSize else {
             throw .inflateFailed(name: name, reason: "it inflates to \(out.count) bytes, not the declared \(expectedSize)")
         }
-        out.reserveCapacity(0)
         return out
     }
 

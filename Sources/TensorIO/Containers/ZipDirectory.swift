@@ -170,11 +170,11 @@ public struct ZipDirectory: Sendable {
                 throw .localNameMismatch(name: name, local: String(decoding: localName, as: UTF8.self))
             }
             let dataStart = lh + 30 + localNameLength + localExtraLength
+            // The data must end before the central directory starts.
             guard let csize = Int(exactly: compressed), let usize = Int(exactly: uncompressed),
                   case let (dataEnd, o2) = dataStart.addingReportingOverflow(csize), !o2, dataEnd <= start else {
                 throw .dataOutOfBounds(name: name, start: UInt64(dataStart), size: compressed, limit: start)
             }
-            _ = dataEnd
             guard byName.updateValue(entries.count, forKey: name) == nil else { throw .duplicateName(name) }
             entries.append(ZipEntry(name: name, method: kind, dataOffset: dataStart, compressedSize: csize,
                                     uncompressedSize: usize, crc32: crc, localHeaderOffset: lh))
