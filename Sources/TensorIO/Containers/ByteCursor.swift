@@ -22,7 +22,7 @@ struct ByteCursor {
     }
 
     /// A little-endian integer at an absolute offset, or nil when it does not fit.
-    func integer<T: FixedWidthInteger>(at at: Int, as: T.Type = T.self) -> T? {
+    func integer<T: FixedWidthInteger>(at: Int, as: T.Type = T.self) -> T? {
         guard contains(at, count: MemoryLayout<T>.size) else { return nil }
         return T(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: T.self))
     }
