@@ -119,8 +119,12 @@ public struct StridedTensor: Sendable, Equatable {
         }
     }
 
-    /// Decodes the whole float tensor in row-major order.
+    /// Decodes the whole float tensor in row-major order (straight from the storage when contiguous, with no byte copy).
     public func decodeFloats(from storage: UnsafeRawBufferPointer) -> [Float] {
+        if isRowMajorContiguous {
+            let start = storageOffset * elementSize
+            return FloatConversion.decode(UnsafeRawBufferPointer(rebasing: storage[start..<(start + elementCount * elementSize)]), dtype: dtype)
+        }
         let bytes = rowMajorBytes(from: storage)
         return bytes.withUnsafeBytes { FloatConversion.decode($0, dtype: dtype) }
     }
