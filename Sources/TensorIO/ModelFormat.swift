@@ -6,6 +6,8 @@ public enum ModelFormat: Sendable, Equatable {
     case gguf
     /// A `torch.save` zip checkpoint (`<prefix>/data.pkl` inside).
     case pytorchZip
+    /// A Hugging Face folder of PyTorch shards with `pytorch_model.bin.index.json`.
+    case pytorchSharded
     /// A folder of Meta's `consolidated.NN.pth` shards with `params.json`.
     case metaConsolidated
     case npz
@@ -19,6 +21,7 @@ public enum ModelFormat: Sendable, Equatable {
         case .safetensors: "safetensors"
         case .gguf: "GGUF"
         case .pytorchZip: "PyTorch zip checkpoint"
+        case .pytorchSharded: "sharded PyTorch folder"
         case .metaConsolidated: "Meta consolidated.NN.pth folder"
         case .npz: "NumPy .npz archive"
         case .npy: "NumPy .npy array"
@@ -58,9 +61,7 @@ public enum ModelFormat: Sendable, Equatable {
         }
         let entries = (try? fm.contentsOfDirectory(atPath: path)) ?? []
         if !entries.contains(where: { $0.hasSuffix(".safetensors") }) {
-            if has("pytorch_model.bin.index.json") {
-                return .unsupported(description: "a sharded PyTorch folder (pytorch_model.bin.index.json)", hint: "pass each pytorch_model-NNNNN-of-NNNNN.bin file, or re-save as safetensors")
-            }
+            if has(PyTorchShardedModel.indexFileName) { return .pytorchSharded }
             if has("tf_model.h5") {
                 return .unsupported(description: "a TensorFlow/Keras Hugging Face folder (tf_model.h5)", hint: "load it with transformers and save_pretrained(safe_serialization=True)")
             }
@@ -124,7 +125,8 @@ public enum ModelFormat: Sendable, Equatable {
 }
 
 /// Opens a model for reading, in whatever supported format its bytes show: safetensors (file or Hugging Face
-/// folder), GGUF, a PyTorch zip checkpoint, a Meta `consolidated.NN.pth` folder, NumPy `.npz` or `.npy`.
+/// folder), GGUF, a PyTorch zip checkpoint (or a Hugging Face folder of them with `pytorch_model.bin.index.json`),
+/// a Meta `consolidated.NN.pth` folder, NumPy `.npz` or `.npy`.
 /// - Throws: `TensorIOError.unsupportedFormat` with a one-line description for recognized formats WeightMark does
 ///   not read; the format's own error otherwise.
 public func openTensorSource(path: String) throws -> any TensorSource {
@@ -133,6 +135,7 @@ public func openTensorSource(path: String) throws -> any TensorSource {
     case .pytorchZip: return try PyTorchCheckpoint(path: path)
     case .npy: return try NumPyArrays(path: path)
     case .metaConsolidated: return try MetaConsolidatedModel(path: path)
+    case .pytorchSharded: return try PyTorchShardedModel(path: path)
     case .npz: return try NumPyArrays(path: path)
     case .safetensors:
         // A Hugging Face folder holding only pytorch_model.bin (no safetensors): read that checkpoint.

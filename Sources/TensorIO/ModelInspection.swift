@@ -76,6 +76,11 @@ extension ModelInspection {
             layout = "torch.save zip checkpoint (record prefix \"\(pt.layout.prefix)\", \(pt.layout.pickleBytes)-byte pickle read by the restricted unpickler)"
             files = [(pt.path as NSString).lastPathComponent]
             fileBytes = pt.archive.mapping.size
+        case let sharded as PyTorchShardedModel:
+            format = "pytorch"
+            layout = "sharded folder (\(sharded.shards.count) torch.save zip checkpoints, \(PyTorchShardedModel.indexFileName))"
+            files = sharded.shardNames
+            fileBytes = sharded.shards.reduce(0) { $0 + $1.archive.mapping.size }
         case let meta as MetaConsolidatedModel:
             format = "meta-consolidated"
             layout = "Meta layout, \(meta.shards.count) model-parallel shard\(meta.shards.count == 1 ? "" : "s") merged, Hugging Face names"
@@ -106,7 +111,7 @@ extension ModelInspection {
                 source.releaseTensor(named: t.name)
             }
             out.append(Tensor(name: t.name, dtype: t.storage, shape: t.shape, parameters: count, bytes: count * width,
-                              file: files.count == 1 ? files[0] : "", statistics: stats))
+                              file: files.count == 1 ? files[0] : (source as? PyTorchShardedModel)?.fileName(of: t.name) ?? "", statistics: stats))
             progress?(i + 1)
         }
         tensors = out

@@ -67,6 +67,20 @@ struct ContainerInteropTests {
         #expect(abs(mixed) < 6, "the marked model against itself as reference leaves no residual mark")
     }
 
+    @Test("a Hugging Face folder of PyTorch shards (pytorch_model.bin.index.json) reads as one model and detects at the safetensors Z")
+    func shardedPyTorch() throws {
+        let m = Self.marked
+        let folder = m.dir + "/sharded-bin"
+        _ = try Fixtures.runPython("import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')",
+                                   arguments: [Self.torchLayout, "from-safetensors", m.marked, folder, "--shards", "3"])
+        let source = try #require(try openTensorSource(path: folder) as? PyTorchShardedModel)
+        #expect(source.shards.count == 3)
+        try Self.expectSameTensors(source, try SafetensorsModel(path: m.marked))
+        let blindST = try Self.z(m.marked, key: m.key), informedST = try Self.z(m.marked, key: m.key, reference: m.original)
+        #expect(abs(try Self.z(folder, key: m.key) - blindST) <= 0.01 * blindST)
+        #expect(abs(try Self.z(folder, key: m.key, reference: m.original) - informedST) <= 0.01 * informedST)
+    }
+
     @Test("numpy.savez and savez_compressed archives read bit-identical and detect at the safetensors Z")
     func numpyArchives() throws {
         let m = Self.marked

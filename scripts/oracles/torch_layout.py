@@ -19,6 +19,7 @@ writes the same GLOBAL opcodes torch would ('torch FloatStorage', 'torch._utils 
 Usage:
   torch_layout.py from-safetensors IN.safetensors|FOLDER OUT.bin [--prefix P] [--no-align] [--zip64]
                   [--transpose NAME ...] [--share NAME ...] [--wrap model]
+  torch_layout.py from-safetensors IN OUT_FOLDER --shards K   (pytorch_model-0000i-of-0000K.bin + index)
   torch_layout.py meta HF_FOLDER OUT_FOLDER --shards K
   torch_layout.py big OUT.bin --gigabytes G
 """
@@ -196,6 +197,21 @@ def state_dict(arrays, transpose=(), share=()):
 
 def cmd_from_safetensors(args):
     arrays = load_safetensors(args.input)
+    if args.shards:
+        # A Hugging Face sharded folder: pytorch_model-0000i-of-0000k.bin + pytorch_model.bin.index.json.
+        os.makedirs(args.output, exist_ok=True)
+        names = list(arrays)
+        k = args.shards
+        weight_map = {}
+        for s in range(k):
+            part = names[s * len(names) // k:(s + 1) * len(names) // k]
+            fname = f"pytorch_model-{s + 1:05d}-of-{k:05d}.bin"
+            write_archive(os.path.join(args.output, fname), state_dict({n: arrays[n] for n in part}), prefix=f"pytorch_model-{s + 1:05d}-of-{k:05d}")
+            weight_map.update({n: fname for n in part})
+        total = sum(a.nbytes for a in arrays.values())
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map},
+                  open(os.path.join(args.output, "pytorch_model.bin.index.json"), "w"), indent=2)
+        return
     sd = state_dict(arrays, transpose=set(args.transpose or []), share=set(args.share or []))
     obj = sd
     if args.wrap:
@@ -287,6 +303,7 @@ def main():
     a.add_argument("--prefix", default="archive"); a.add_argument("--no-align", action="store_true")
     a.add_argument("--zip64", action="store_true"); a.add_argument("--transpose", nargs="*")
     a.add_argument("--share", nargs="*"); a.add_argument("--wrap")
+    a.add_argument("--shards", type=int, help="write a Hugging Face sharded folder with this many .bin files")
     m = sub.add_parser("meta")
     m.add_argument("input"); m.add_argument("output"); m.add_argument("--shards", type=int, required=True)
     b = sub.add_parser("big")
