@@ -53,12 +53,14 @@ robustness: release model
 gguf-leak: release venv model
 	WEIGHTMARK=$(BIN) PYTHON=$(PY) bash scripts/gguf-leak-table.sh .cache/gguf-leak
 
-# 2B-parameter bf16 synthetic model (4 GB, 4 shards), then WeightMark vs the numpy peer, side by side.
+# 2B-parameter bf16 synthetic model (4 GB, 4 shards), then WeightMark vs the numpy peer, side by side, and detect
+# through a PyTorch checkpoint of the largest shard vs the same shard as safetensors.
 scale-bench: release venv
 	@mkdir -p .cache/scale
 	@test -d .cache/scale/synth-2b || $(BIN) synth --params 2B --dtype bf16 --shards 4 --out .cache/scale/synth-2b
 	@test -f .cache/scale/k.key || $(BIN) keygen --out .cache/scale/k.key
 	$(PY) Benchmarks/compare.py --weightmark $(BIN) --model .cache/scale/synth-2b --key .cache/scale/k.key --work .cache/scale/work --python $(PY)
+	$(PY) Benchmarks/containers_bench.py --weightmark $(BIN) --model .cache/scale/synth-2b --key .cache/scale/k.key --work .cache/scale/work --python $(PY)
 
 # package-benchmark suites (release build; informational wall clock on a shared 2-core machine). The
 # benchmark executables get the OpenBLAS kernels weightmark itself would pick (scripts/openblas-coretype.sh).

@@ -31,7 +31,10 @@ let package = Package(
         .systemLibrary(name: "CLAPACKE", pkgConfig: "lapacke",
                        providers: [.apt(["liblapack-dev", "liblapacke-dev"])]),
 
-        .target(name: "TensorIO", dependencies: ["CKernels"], swiftSettings: optimizedInDebug),
+        // zlib inflates deflated .npz members (Foundation on Linux has no zlib API). Debian: zlib1g-dev.
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+
+        .target(name: "TensorIO", dependencies: ["CKernels", "CZlib"], swiftSettings: optimizedInDebug),
         .target(name: "LinearAlgebra", dependencies: ["CBLAS", "CLAPACKE"], swiftSettings: optimizedInDebug),
         // Hot loops in C (keystream, Gaussian carriers, rank-32 projection, stochastic rounding), compiled for
         // AVX-512, AVX2 and baseline and dispatched at run time: Swift's generic SIMD does not reach these units.
@@ -57,6 +60,7 @@ let package = Package(
         .testTarget(name: "SynthesisTests", dependencies: ["Synthesis", "TensorIO", "WeightMarkTestSupport"]),
         .testTarget(name: "GGUFTests", dependencies: ["TensorIO", "Watermarking", "WeightMarkTestSupport"]),
         .testTarget(name: "AttacksTests", dependencies: ["Attacks", "Robustness", "Watermarking", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),
+        .testTarget(name: "ContainersTests", dependencies: ["weightmark", "TensorIO", "WeightMarkTestSupport"]),
         .testTarget(name: "WeightMarkCLITests", dependencies: ["weightmark", "TensorIO", "WeightMarkTestSupport"]),
         .testTarget(name: "WatermarkingTests", dependencies: ["Watermarking", "TensorIO", "LinearAlgebra", "CKernels", "WeightMarkTestSupport"],
                     exclude: ["Golden"]),

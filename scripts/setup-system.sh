@@ -3,7 +3,7 @@
 # keygen), only if something is missing.
 set -euo pipefail
 need=()
-for p in libblas-dev liblapack-dev liblapacke-dev libopenblas-dev strace; do
+for p in libblas-dev liblapack-dev liblapacke-dev libopenblas-dev zlib1g-dev strace; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -1,3 +1,5 @@
+import Foundation
+
 /// What `inspect` reports about a model: format, tensors, totals, metadata, optional statistics.
 public struct ModelInspection: Sendable, Codable {
     public struct Tensor: Sendable, Codable {
@@ -55,5 +57,67 @@ public struct ModelInspection: Sendable, Codable {
             progress?(i + 1)
         }
         tensors = out
+    }
+}
+
+extension ModelInspection {
+    /// Describes a model read through any tensor source other than safetensors and GGUF (PyTorch checkpoints,
+    /// Meta consolidated folders, NumPy arrays). Without `statistics` only headers and pickles are read.
+    public init(source: any TensorSource, statistics: Bool, progress: ((Int) -> Void)? = nil) throws {
+        if let model = source as? SafetensorsModel {
+            self = try ModelInspection(model, statistics: statistics, progress: progress)
+            return
+        }
+        path = source.path
+        metadata = [:]
+        switch source {
+        case let pt as PyTorchCheckpoint:
+            format = "pytorch"
+            layout = "torch.save zip checkpoint (record prefix \"\(pt.layout.prefix)\", \(pt.layout.pickleBytes)-byte pickle read by the restricted unpickler)"
+            files = [(pt.path as NSString).lastPathComponent]
+            fileBytes = pt.archive.mapping.size
+        case let sharded as PyTorchShardedModel:
+            format = "pytorch"
+            layout = "sharded folder (\(sharded.shards.count) torch.save zip checkpoints, \(PyTorchShardedModel.indexFileName))"
+            files = sharded.shardNames
+            fileBytes = sharded.shards.reduce(0) { $0 + $1.archive.mapping.size }
+        case let meta as MetaConsolidatedModel:
+            format = "meta-consolidated"
+            layout = "Meta layout, \(meta.shards.count) model-parallel shard\(meta.shards.count == 1 ? "" : "s") merged, Hugging Face names"
+            files = meta.shards.map { ($0.path as NSString).lastPathComponent }
+            fileBytes = meta.shards.reduce(0) { $0 + $1.archive.mapping.size }
+            metadata = ["n_heads": String(meta.heads), "n_kv_heads": String(meta.kvHeads)]
+        case let np as NumPyArrays:
+            format = np.container == .npz ? "npz" : "npy"
+            layout = np.container == .npz ? "NumPy archive (\(np.arrays.filter { $0.entry?.method == .deflated }.count) of \(np.arrays.count) members deflated)" : "single NumPy array"
+            files = [(np.path as NSString).lastPathComponent]
+            fileBytes = np.mapping.size
+        default:
+            format = "\(type(of: source))"
+            layout = ""
+            files = [(source.path as NSString).lastPathComponent]
+            fileBytes = 0
+        }
+        let all = source.sourceTensors
+        var out: [Tensor] = []
+        var byDType: [String: Int] = [:]
+        for (i, t) in all.enumerated() {
+            let count = t.shape.reduce(1, *)
+            let width = DType(rawValue: t.storage).map { $0.bitCount / 8 } ?? 0
+            byDType[t.storage, default: 0] += count
+            var stats: TensorStatistics?
+            if statistics && t.isFloating {
+                stats = TensorStatistics(try source.decodeFloats(named: t.name))
+                source.releaseTensor(named: t.name)
+            }
+            out.append(Tensor(name: t.name, dtype: t.storage, shape: t.shape, parameters: count, bytes: count * width,
+                              file: files.count == 1 ? files[0] : (source as? PyTorchShardedModel)?.fileName(of: t.name) ?? "", statistics: stats))
+            progress?(i + 1)
+        }
+        tensors = out
+        tensorCount = out.count
+        parameters = out.reduce(0) { $0 + $1.parameters }
+        tensorBytes = out.reduce(0) { $0 + $1.bytes }
+        parametersByDType = byDType
     }
 }

@@ -85,6 +85,13 @@ public enum TensorIOError: Error, Sendable, CustomStringConvertible {
     case unsupportedGGMLType(tensor: String, type: String, path: String)
     /// A tensor type id newer than this version knows: the file is most likely valid.
     case unknownGGMLType(tensor: String, id: UInt32, path: String)
+    case invalidZip(path: String, reason: ZipFormatError)
+    case invalidPickle(path: String, entry: String, reason: PickleError)
+    case invalidPyTorch(path: String, reason: String)
+    case invalidNumPy(path: String, reason: String)
+    case invalidMetaCheckpoint(path: String, reason: String)
+    case unsupportedFormat(path: String, format: String, hint: String)
+    case notSafetensors(path: String, format: ModelFormat)
 
     public var description: String {
         switch self {
@@ -113,6 +120,26 @@ public enum TensorIOError: Error, Sendable, CustomStringConvertible {
         case let .unknownGGMLType(tensor, id, path):
             let known = GGMLType.allCases.map(\.rawValue).max() ?? 0
             return "\(path): tensor \"\(tensor)\" uses ggml type id \(id), which this version of WeightMark does not know (it reads ids up to \(known)); the file is probably valid but newer than WeightMark. Update WeightMark, or re-quantize the file with a type it reads."
+        case let .invalidZip(path, reason):
+            return "\(path): not a valid ZIP archive: \(reason). Re-download the file or re-save it (torch.save / numpy.savez)."
+        case let .invalidPickle(path, entry, reason):
+            if case .unsafeGlobal = reason {
+                return "\(path): \(entry): \(reason). Nothing was executed. Do not torch.load this file without weights_only=True; WeightMark reads only plain state dicts."
+            }
+            return "\(path): \(entry): \(reason). WeightMark reads plain state dicts saved by torch.save; re-save with torch.save(model.state_dict(), path) or as safetensors."
+        case let .invalidPyTorch(path, reason):
+            return "\(path): not a readable PyTorch checkpoint: \(reason). Re-save it with torch.save(model.state_dict(), path) or as safetensors."
+        case let .invalidNumPy(path, reason):
+            return "\(path): not a readable NumPy file: \(reason). Re-save it with numpy.save / numpy.savez."
+        case let .invalidMetaCheckpoint(path, reason):
+            return "\(path): not a readable Meta-layout checkpoint: \(reason). The folder needs params.json and consolidated.00.pth … consolidated.NN.pth."
+        case let .notSafetensors(path, format):
+            if case let .unsupported(description, hint) = format {
+                return TensorIOError.unsupportedFormat(path: path, format: description, hint: hint).description
+            }
+            return "\(path): a \(format.name), not safetensors; this command needs a safetensors model. inspect, detect, attack and bench read this format directly."
+        case let .unsupportedFormat(path, format, hint):
+            return "\(path): \(format), which WeightMark does not read\(hint.isEmpty ? "" : " (\(hint))"). WeightMark reads safetensors files and Hugging Face folders, GGUF, PyTorch zip checkpoints (.bin/.pt/.pth, Meta consolidated.NN.pth folders) and NumPy .npy/.npz."
         }
     }
 }

@@ -49,6 +49,10 @@ public final class SafetensorsModel: @unchecked Sendable {
         var meta: [JSONMember] = []
         var weightMap: [String: String]?
         if !isDir.boolValue {
+            let format = try ModelFormat.detect(path: path)
+            if format != .safetensors {
+                throw TensorIOError.notSafetensors(path: path, format: format)
+            }
             layout = .file
             shardFiles = [try SafetensorsFile(path: path)]
             names = [(path as NSString).lastPathComponent]

@@ -38,6 +38,15 @@ extension SafetensorsModel: TensorSource {
     public func releaseTensor(named name: String) { if let t = tensor(named: name) { release(t) } }
 }
 
+/// A source that can hand out each tensor's stored elements as they are (row-major, little-endian, in their own
+/// element type), so it can be rewritten as safetensors without re-encoding (`attack`, `bench`).
+public protocol StoredTensorSource: TensorSource {
+    /// The element type a tensor is stored in, nil when it has no safetensors equivalent.
+    func storedDType(named name: String) -> DType?
+    /// The tensor's elements in row-major order (a copy).
+    func rowMajorBytes(named name: String) throws -> [UInt8]
+}
+
 /// A source that can decode any range of rows of a 2-D tensor straight from its storage, so consumers can
 /// stream a tensor through a small buffer instead of materializing it.
 public protocol RowBlockDecodable: TensorSource {
@@ -81,16 +90,4 @@ extension SafetensorsModel: RowBlockDecodable {
             return try body(stored, t.dtype)
         }
     }
-}
-
-/// Opens a model for reading: GGUF when the file starts with the GGUF magic, safetensors otherwise.
-public func openTensorSource(path: String) throws -> any TensorSource {
-    var isDir: ObjCBool = false
-    if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue,
-       let h = FileHandle(forReadingAtPath: path) {
-        let magic = h.readData(ofLength: 4)
-        try? h.close()
-        if magic == Data("GGUF".utf8) { return try GGUFModel(path: path) }
-    }
-    return try SafetensorsModel(path: path)
 }

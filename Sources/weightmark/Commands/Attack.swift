@@ -8,7 +8,8 @@ struct Attack: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Apply an attack (or a chain) to a model, as a leaker would.",
         discussion: """
-        Writes the attacked model to --out in the input's layout. Attacks are deterministic (random ones take \
+        Writes the attacked model to --out in the input's layout (safetensors; a PyTorch, Meta, NumPy or GGUF input \
+        is read through a temporary safetensors copy and written as one safetensors file). Attacks are deterministic (random ones take \
         seed=). Chain attacks with commas; each applies to the previous one's output:
           weightmark attack marked/ --out pruned-int4/ --attack prune:fraction=0.5,int4:group=128
         `overwrite` and `collusion` add marks of foreign keys at the default strength (collusion needs the \
@@ -18,7 +19,7 @@ struct Attack: AsyncParsableCommand {
         """
     )
 
-    @Argument(help: "Model to attack.")
+    @Argument(help: "Model to attack (any format `inspect` reads).")
     var model: String?
 
     @Option(name: .long, help: ArgumentHelp("Where to write the attacked model.", valueName: "path"))
@@ -52,15 +53,17 @@ struct Attack: AsyncParsableCommand {
         }
         let chain: [any WeightAttack]
         do { chain = try AttackCatalog.chain(attack) } catch { throw ValidationError("--attack: \(error)") }
-        let source = try SafetensorsModel(path: model)
+        let input = try RewritableModel(path: model, quiet: output.quiet)
+        let source = input.model
         if FileManager.default.fileExists(atPath: out) && !force { throw TensorIOError.outputExists(path: out) }
         let delta = try Embedder.plan(source, options: EmbedOptions()).delta // re-marking attacks use the shipped format (v2)
+        let originalInput = try reference.map { try RewritableModel(path: $0, quiet: output.quiet) }
+        let partnerInput = try partner.map { try RewritableModel(path: $0, quiet: output.quiet) }
         let context = AttackContext(
             remark: { copy, name, rows, cols, values, scale in
                 try Remarking.mark(copy: copy, name: name, rows: rows, cols: cols, values: &values, delta: delta * scale)
             },
-            original: try reference.map { try SafetensorsModel(path: $0) },
-            mergePartner: try partner.map { try SafetensorsModel(path: $0) })
+            original: originalInput?.model, mergePartner: partnerInput?.model)
         let start = Date()
         let bar = ProgressBar(total: 1, label: "attack", enabled: !output.quiet)
         let attacked = try AttackRunner.write(chain, to: source, context: context, destination: out, overwrite: force) { done, total, name in

@@ -23,7 +23,7 @@ struct Bench: AsyncParsableCommand {
         """
     )
 
-    @Argument(help: "Unmarked model to mark and attack.")
+    @Argument(help: "Unmarked model to mark and attack (any format `inspect` reads; others than safetensors go through a temporary safetensors copy).")
     var model: String
 
     @Option(name: .long, help: ArgumentHelp("Key file.", valueName: "path"))
@@ -57,7 +57,8 @@ struct Bench: AsyncParsableCommand {
 
     func run() async throws {
         let key = try Console.loadKey(key, quiet: output.quiet)
-        let original = try SafetensorsModel(path: model)
+        let input = try RewritableModel(path: model, quiet: output.quiet)
+        let original = input.model
         var grid = SweepFamily.defaults
         if let families {
             let wanted = families.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }

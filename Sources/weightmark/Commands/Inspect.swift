@@ -7,7 +7,11 @@ struct Inspect: AsyncParsableCommand {
         abstract: "List a model's tensors, totals and metadata.",
         discussion: """
         PATH is a .safetensors file, a folder holding one, a sharded Hugging Face folder \
-        (model.safetensors.index.json plus shards), or a llama.cpp .gguf file. Without --stats only headers are read, so this is \
+        (model.safetensors.index.json plus shards), a llama.cpp .gguf file, a PyTorch checkpoint (torch.save zip: \
+        .bin/.pt/.pth), a folder of Meta consolidated.NN.pth shards with params.json, or a NumPy .npz/.npy file; the \
+        format is read from the bytes, not the extension. PyTorch pickles are read by a restricted unpickler that never \
+        executes anything: a pickle that would import anything beyond a plain state dict is reported as \
+        "unsafe pickle: would import X" (exit 2). Without --stats only headers and pickles are read, so this is \
         instant even on multi-gigabyte models. With --stats every float tensor is decoded once.
 
         Examples:
@@ -25,13 +29,13 @@ struct Inspect: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
-        if let gguf = try openTensorSource(path: path) as? GGUFModel {
+        let source = try openTensorSource(path: path)
+        if let gguf = source as? GGUFModel {
             try inspectGGUF(gguf)
             return
         }
-        let model = try SafetensorsModel(path: path)
-        let bar = ProgressBar(total: model.tensors.count, label: "reading", enabled: stats && !output.quiet)
-        let report = try ModelInspection(model, statistics: stats) { _ in bar.advance() }
+        let bar = ProgressBar(total: source.sourceTensors.count, label: "reading", enabled: stats && !output.quiet)
+        let report = try ModelInspection(source: source, statistics: stats) { _ in bar.advance() }
         bar.finish()
         if output.json {
             Console.out(try Console.json(report))
