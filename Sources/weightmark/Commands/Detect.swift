@@ -16,10 +16,15 @@ struct Detect: AsyncParsableCommand {
         P(Z ≥ z) ≤ exp(−z²/2) (Hoeffding), whatever the weights look like. The mark is declared present \
         when that bound is ≤ --alpha (default 1e-6). The Gaussian estimate Φ̄(Z) is shown for reference.
 
-        GGUF files (llama.cpp) are read directly: tensor names are mapped back to Hugging Face names (BERT \
-        and Llama families), llama.cpp's rotary q/k row permutation is undone, and quantized tensors \
-        (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K…Q6_K) are dequantized. The reference may be the original \
-        safetensors model.
+        Formats are recognized from the bytes, not the extension: safetensors files and Hugging Face folders, \
+        GGUF (every ggml type llama.cpp writes is dequantized; names mapped back, rotary q/k order undone), \
+        PyTorch zip checkpoints (.bin/.pt/.pth, read by a restricted unpickler that never executes code; Meta \
+        consolidated.NN.pth folders are merged), and NumPy .npy/.npz. Suspect and reference may differ in format.
+
+        Marks of format v2 (the default of `embed`) depend on the key and tile positions only, never on names: \
+        renamed, re-sharded, transposed, fused (qkv_proj, gate_up_proj, query_key_value), sliced on tile \
+        boundaries or vocabulary-resized copies are detected, and the report says how each matrix was read. \
+        --format auto (default) also looks for format v1 and doubles the bound for that search.
 
         Exit codes: 0 detected, 1 not detected, 2 error.
 
@@ -30,7 +35,7 @@ struct Detect: AsyncParsableCommand {
         """
     )
 
-    @Argument(help: "Suspected copy: .safetensors file, Hugging Face folder, or llama.cpp .gguf file.")
+    @Argument(help: "Suspected copy: safetensors file or folder, GGUF, PyTorch checkpoint (file or Meta folder), or .npy/.npz.")
     var suspect: String
 
     @Option(name: .long, help: ArgumentHelp("Key file from `weightmark keygen`.", valueName: "path"))
