@@ -10,8 +10,13 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
 
     public var path: String { file.path }
 
-    public init(path: String) throws {
-        file = try GGUFFile(path: path)
+    public convenience init(path: String) throws {
+        try self.init(file: GGUFFile(path: path))
+    }
+
+    /// Sees an opened GGUF file through Hugging Face names.
+    public init(file: GGUFFile) {
+        self.file = file
         let arch = file.value("general.architecture")?.string.flatMap(GGUFArchitecture.init(rawValue:))
         architecture = arch
         let prefix = arch?.rawValue ?? ""
@@ -43,7 +48,7 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
         let t = entries[i].info
         let values = try file.floats(of: t)
         if let arch = architecture, t.shape.count == 2,
-           let h = arch.rotaryHeads(forHF: name, heads: heads ?? 0, kvHeads: kvHeads ?? 0), h > 0, t.shape[0] % (2 * h) == 0 {
+           let h = arch.rotaryHeads(forHF: name, heads: heads ?? 0, kvHeads: kvHeads ?? 0), h > 0, h <= t.shape[0] / 2, t.shape[0] % (2 * h) == 0 {
             return restoreRows(values, cols: t.shape[1], order: GGUFArchitecture.rotaryRowOrder(rows: t.shape[0], heads: h))
         }
         return values
