@@ -5,6 +5,7 @@
 #   scripts/fuzz.sh run [TARGET...]  build, then fuzz each target for FUZZ_SECONDS (default 60) per variant
 #                                    (FUZZ_VARIANTS, default "plain asan"); exits non-zero on any crash,
 #                                    hang (FUZZ_TIMEOUT seconds per input, default 10) or leak of memory limit
+#                                    (FUZZ_ARGS: extra libFuzzer flags, e.g. -runs=10000000)
 #   scripts/fuzz.sh TARGET [libFuzzer args...]   build, then run one target by hand (plain variant unless
 #                                    FUZZ_VARIANTS=asan), e.g. to replay a crash file
 #
@@ -24,6 +25,8 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 FUZZ_TIMEOUT=${FUZZ_TIMEOUT:-10}
 FUZZ_VARIANTS=${FUZZ_VARIANTS:-plain asan}
 TARGETS=(SafetensorsParser GGUFParser)
+# Swift's own crash handler would catch a trap first and exit before libFuzzer saves the input.
+export SWIFT_BACKTRACE=enable=no
 
 sanitizers() { case "$1" in plain) echo fuzzer ;; asan) echo fuzzer,address ;; *) echo "unknown variant $1" >&2; exit 2 ;; esac; }
 
@@ -58,7 +61,8 @@ EOF
     "$SWIFTC" -module-name TensorIO -parse-as-library -O -wmo -sanitize="$san" -I "$dir/CKernels" \
         -emit-module -emit-module-path "$dir/TensorIO.swiftmodule" -c "${sources[@]}" -o "$dir/obj/TensorIO.o"
     for t in "${TARGETS[@]}"; do
-        "$SWIFTC" -parse-as-library -O -sanitize="$san" -I "$dir" -I "$dir/CKernels" \
+        # lld: gold warns about every local ASan symbol it cannot export.
+        "$SWIFTC" -parse-as-library -O -sanitize="$san" -use-ld=lld -I "$dir" -I "$dir/CKernels" \
             "$ROOT/Fuzz/$t/main.swift" "$dir/obj/TensorIO.o" "${cobjs[@]}" -o "$dir/$t"
     done
     echo "$inputs" > "$stamp"
@@ -73,11 +77,13 @@ run_target() {
     local corpus="$OUT/corpus/$target" findings="$OUT/findings/$target" log="$OUT/logs/$target-$variant.log"
     mkdir -p "$corpus" "$findings" "$OUT/logs"
     echo "fuzz: $target ($variant) for ${FUZZ_SECONDS}s, log $log" >&2
+    local dict=()
+    for d in "$ROOT/Fuzz/$target"/*.dict; do if [[ -f "$d" ]]; then dict=(-dict="$d"); fi; done
     local status=0
     ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
     "$OUT/$variant/$target" "$corpus" "$ROOT/Fuzz/$target/seeds" \
         -max_total_time="$FUZZ_SECONDS" -timeout="$FUZZ_TIMEOUT" -max_len=8192 -rss_limit_mb=2048 \
-        -print_final_stats=1 -artifact_prefix="$findings/$variant-" "$@" > "$log" 2>&1 || status=$?
+        -print_final_stats=1 -artifact_prefix="$findings/$variant-" "${dict[@]}" "$@" > "$log" 2>&1 || status=$?
     local execs
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
     if [[ $status != 0 ]]; then
@@ -99,7 +105,8 @@ run)
     [[ ${#selected[@]} -gt 0 ]] || selected=("${TARGETS[@]}")
     failed=0
     for t in "${selected[@]}"; do
-        for v in $FUZZ_VARIANTS; do run_target "$v" "$t" || failed=1; done
+        # shellcheck disable=SC2086 # FUZZ_ARGS holds several libFuzzer flags
+        for v in $FUZZ_VARIANTS; do run_target "$v" "$t" ${FUZZ_ARGS:-} || failed=1; done
     done
     exit $failed ;;
 *)

@@ -270,6 +270,20 @@ struct MalformedGGUFTests {
         #expect(try model.decodeFloats(named: "model.layers.0.self_attn.q_proj.weight").map(\.bitPattern) == stored.map(\.bitPattern))
     }
 
+    // Regression (found by the GGUF fuzz target): a q projection with no columns but 2^50 rows holds no data,
+    // yet the rotary restoration allocated a 2^50-entry row order and died.
+    @Test("an empty q projection with 2^50 rows decodes to no values")
+    func emptyRotaryTensor() throws {
+        let dir = Fixtures.temporaryDirectory("ggufempty")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        Fixtures.write(GGUFBuilder.file(metadata: { b in
+            b.kvString("general.architecture", "llama"); b.kvU32("llama.attention.head_count", 2)
+        }, kvs: 2, tensors: [("blk.0.attn_q.weight", [0, 1 << 50], 0)]), to: dir + "/m.gguf")
+        let model = try GGUFModel(path: dir + "/m.gguf")
+        #expect(model.sourceTensor(named: "model.layers.0.self_attn.q_proj.weight")?.shape == [1 << 50, 0])
+        #expect(try model.decodeFloats(named: "model.layers.0.self_attn.q_proj.weight").isEmpty)
+    }
+
     @Test("the valid baseline parses, and version 2 is accepted")
     func valid() throws {
         let dir = Fixtures.temporaryDirectory("goodgguf")

@@ -47,7 +47,7 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
         guard let i = byName[name] else { throw TensorIOError.tensorNotFound(name: name, path: path) }
         let t = entries[i].info
         let values = try file.floats(of: t)
-        if let arch = architecture, t.shape.count == 2,
+        if let arch = architecture, t.shape.count == 2, !values.isEmpty,
            let h = arch.rotaryHeads(forHF: name, heads: heads ?? 0, kvHeads: kvHeads ?? 0), h > 0, h <= t.shape[0] / 2, t.shape[0] % (2 * h) == 0 {
             return restoreRows(values, cols: t.shape[1], order: GGUFArchitecture.rotaryRowOrder(rows: t.shape[0], heads: h))
         }
