@@ -192,6 +192,16 @@ private let malformed: [MalformedGGUF] = [
     MalformedGGUF(name: "array of unknown element type", bytes: build { b in
         b.header(tensors: 0, kvs: 1); b.str("k"); b.u32(9); b.u32(13); b.u64(0)
     }) { if case .unknownValueType(offset: 37, type: 13) = $0 { true } else { false } },
+    // Regression, found by the GGUF fuzz target run against the parser before the fix: a tensor whose data
+    // would end at 2^63 + 252 overflowed Int when its end was checked against the file size.
+    MalformedGGUF(name: "fuzz finding data end past 2^63", bytes: Fixtures.bytes(fromHex: [
+        "474755460300000002000000000000000200000000000000140000000000000067656e6572616c2e6172636869746563747572650800000004000000",
+        "0000000062657274110000000000000067656e6572616c2e616c69676e6d656e7404000000200000001100000000000000746f6b656e5f656d62642e",
+        "77656967687402000000040000000000000002000000000000000000000000000000000000001300000000000000626c6b2e352e6174746e5f712e77",
+        "656967687402000000ffffffffffffff1f0200000000000000010000002000000000000000130000000000626c6b2e302e66666e5f75702e77226967",
+        "687401000000000000000000ececec006264ffffff006768740200000004000000000000000200000000000000000000626c6b2e302e612e77656967",
+        "6874",
+    ].joined())) { $0 == .dataBeyondFile(tensor: "blk.5.attn_q.weight", end: 9_223_372_036_854_776_060, fileSize: 302) },
     MalformedGGUF(name: "KV count beyond file", bytes: build { $0.header(tensors: 0, kvs: 1 << 62) }) {
         if case .countTooLarge(what: "metadata", _, _) = $0 { true } else { false }
     },
