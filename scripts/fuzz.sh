@@ -4,14 +4,16 @@
 #   scripts/fuzz.sh build            build every target, plain (-sanitize=fuzzer) and with AddressSanitizer
 #   scripts/fuzz.sh run [TARGET...]  build, then fuzz each target for FUZZ_SECONDS (default 60) per variant
 #                                    (FUZZ_VARIANTS, default "plain asan"); exits non-zero on any crash,
-#                                    hang (FUZZ_TIMEOUT seconds per input, default 10) or leak of memory limit
+#                                    hang (FUZZ_TIMEOUT seconds per input, default 10), leak (ASan) or memory
+#                                    blow-up (more than 2 GB resident or in one allocation)
 #                                    (FUZZ_ARGS: extra libFuzzer flags, e.g. -runs=10000000)
 #   scripts/fuzz.sh TARGET [libFuzzer args...]   build, then run one target by hand (plain variant unless
 #                                    FUZZ_VARIANTS=asan), e.g. to replay a crash file
 #
 # SwiftPM cannot build these: a target linked with the fuzzer runtime has no usable `main` for `swift build`.
 # So this compiles the TensorIO sources as a module (and the CKernels C sources with clang
-# -fsanitize=fuzzer-no-link) with the same flags, then links each entry file against it, into .build-fuzz/.
+# -fsanitize=fuzzer-no-link) optimized as the package builds them (-O, preconditions on), then links each entry
+# file against that module, into .build-fuzz/.
 # Seeds: Fuzz/<Target>/seeds/ (committed; every malformed case of the test suites plus small valid files, kept in
 # sync by those suites). New inputs libFuzzer finds go to .build-fuzz/corpus/<Target>/, never into the seeds;
 # crashes to .build-fuzz/findings/<Target>/.
