@@ -15,14 +15,20 @@ public func fuzzGGUF(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         return 0
     }
     for (_, value) in file.metadata { _ = value.summary; _ = value.integer }
-    let model = GGUFModel(file: file)
+    let model: GGUFModel
+    do {
+        model = try GGUFModel(file: file)
+    } catch {
+        precondition(!String(describing: error).isEmpty)
+        return 0
+    }
     for t in model.sourceTensors {
         guard let info = model.ggufInfo(named: t.name) else { preconditionFailure("listed tensor \(t.name) not found") }
         _ = info.elementCount
         guard t.isFloating else { continue }
         do {
             let values = try model.decodeFloats(named: t.name)
-            precondition(values.count == info.elementCount)
+            precondition(values.count == info.elementCount && values.count == t.shape.reduce(1, *))
             _ = values.withUnsafeBufferPointer { TensorStatistics($0) }
         } catch {
             preconditionFailure("a validated tensor failed to decode: \(error)")

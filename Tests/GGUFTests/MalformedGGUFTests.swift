@@ -210,6 +210,12 @@ private let malformed: [MalformedGGUF] = [
     }) { if case .invalidAlignment = $0 { true } else { false } },
 ]
 
+/// Regression (found by the GGUF fuzz target): `output_norm.weight` maps to the Hugging Face name
+/// `model.norm.weight`, which a second tensor carries literally; `detect` took one's shape and the other's values
+/// and trapped (exit 132) on a large pair.
+private let duplicateHuggingFaceName = GGUFBuilder.file(metadata: { $0.kvString("general.architecture", "llama") }, kvs: 1,
+                                                        tensors: [("output_norm.weight", [4], 0), ("model.norm.weight", [8], 0)])
+
 /// Valid files that seed the GGUF fuzz target (with every malformed case above).
 private let validSeeds: [(name: String, bytes: [UInt8])] = [
     ("valid two F32 tensors", GGUFBuilder.valid()),
@@ -238,7 +244,7 @@ struct MalformedGGUFTests {
 
     @Test("the seed files of the GGUF fuzz target are exactly these malformed cases and valid files")
     func fuzzSeeds() {
-        let seeds = malformed.map { ($0.name, $0.bytes) } + validSeeds
+        let seeds = malformed.map { ($0.name, $0.bytes) } + [("duplicate hugging face name", duplicateHuggingFaceName)] + validSeeds
         let problems = FuzzSeeds.mismatches(target: "GGUFParser", seeds: seeds)
         #expect(problems.isEmpty, "\(problems.joined(separator: "\n")); regenerate with \(FuzzSeeds.writeVariable)=1 swift test --filter MalformedGGUFTests")
     }
@@ -292,6 +298,24 @@ struct MalformedGGUFTests {
         let model = try GGUFModel(path: dir + "/m.gguf")
         #expect(model.sourceTensor(named: "model.layers.0.self_attn.q_proj.weight")?.shape == [1 << 50, 0])
         #expect(try model.decodeFloats(named: "model.layers.0.self_attn.q_proj.weight").isEmpty)
+    }
+
+    @Test("two tensors that map to one Hugging Face name are rejected, naming both and the file")
+    func duplicateHFName() throws {
+        let dir = Fixtures.temporaryDirectory("ggufdup")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/dup.gguf"
+        Fixtures.write(duplicateHuggingFaceName, to: path)
+        #expect(try GGUFFile(path: path).tensors.count == 2)
+        do {
+            _ = try GGUFModel(path: path)
+            Issue.record("accepted")
+        } catch let e as TensorIOError {
+            guard case let .invalidGGUF(p, reason) = e else { Issue.record("unexpected \(e)"); return }
+            #expect(p == path)
+            #expect(reason == .duplicateHuggingFaceName("model.norm.weight", first: "output_norm.weight", second: "model.norm.weight"))
+            #expect(e.description.contains(path) && e.description.contains("\"output_norm.weight\" and \"model.norm.weight\""))
+        }
     }
 
     @Test("the valid baseline parses, and version 2 is accepted")

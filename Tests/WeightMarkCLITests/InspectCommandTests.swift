@@ -77,6 +77,33 @@ struct InspectCommandTests {
         }
     }
 
+    // Regression (found by the GGUF fuzz target): two tensors under one Hugging Face name made detect read one
+    // tensor's values with the other's shape and trap (exit 132).
+    @Test("a GGUF whose tensors collide under one Hugging Face name: inspect and detect exit 2 naming both")
+    func duplicateHuggingFaceName() throws {
+        let dir = Fixtures.temporaryDirectory("inspect-gguf-dup")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var b: [UInt8] = Array("GGUF".utf8)
+        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { b += $0 } }
+        func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { b += $0 } }
+        func str(_ s: String) { u64(UInt64(s.utf8.count)); b += Array(s.utf8) }
+        u32(3); u64(2); u64(1)
+        str("general.architecture"); u32(8); str("llama")
+        str("output_norm.weight"); u32(1); u64(4); u32(0); u64(0)
+        str("model.norm.weight"); u32(1); u64(8); u32(0); u64(32)
+        b += [UInt8](repeating: 0, count: (32 - b.count % 32) % 32 + 64)
+        let path = dir + "/dup.gguf"
+        Fixtures.write(b, to: path)
+        #expect(try Fixtures.weightmark(["keygen", "--out", dir + "/k.key"]).status == 0)
+        for args in [["inspect", path], ["detect", path, "--key", dir + "/k.key"]] {
+            let r = try Fixtures.weightmark(args)
+            #expect(r.status == 2, "\(args): exit \(r.status), \(r.stderr)")
+            #expect(r.stderr.contains(path + ": not a valid GGUF file"), "\(args): \(r.stderr)")
+            #expect(r.stderr.contains("both map to the Hugging Face name \"model.norm.weight\""), "\(args): \(r.stderr)")
+            #expect(!r.stderr.contains("Fatal error"))
+        }
+    }
+
     @Test("MiniLM: 104 tensors, 22,713,728 parameters, one I64 buffer", .enabled(if: Fixtures.miniLMAvailable))
     func miniLM() throws {
         let path = try #require(Fixtures.miniLM)

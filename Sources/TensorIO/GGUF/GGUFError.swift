@@ -20,6 +20,9 @@ public enum GGUFFormatError: Error, Equatable, Sendable, CustomStringConvertible
     /// `end` is the absolute end of the tensor's data, nil when it is past 2^64.
     case dataBeyondFile(tensor: String, end: UInt64?, fileSize: Int)
     case countTooLarge(what: String, count: UInt64, offset: Int)
+    /// Two tensors whose names map to the same Hugging Face name (e.g. `output_norm.weight` and a literal
+    /// `model.norm.weight` in a Llama file).
+    case duplicateHuggingFaceName(String, first: String, second: String)
 
     public var description: String {
         switch self {
@@ -61,6 +64,8 @@ public enum GGUFFormatError: Error, Equatable, Sendable, CustomStringConvertible
             return "tensor \"\(tensor)\": data ends at byte \(end), past the end of the \(size)-byte file"
         case let .dataBeyondFile(tensor, nil, size):
             return "tensor \"\(tensor)\": data offset plus size runs past 2^64 bytes, far past the end of the \(size)-byte file"
+        case let .duplicateHuggingFaceName(name, first, second):
+            return "tensors \"\(first)\" and \"\(second)\" both map to the Hugging Face name \"\(name)\"; one name cannot stand for two tensors"
         case let .countTooLarge(what, count, offset):
             return "\(what) count \(count) at byte \(offset) is larger than the file could hold"
         }

@@ -15,7 +15,8 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
     }
 
     /// Sees an opened GGUF file through Hugging Face names.
-    public init(file: GGUFFile) {
+    /// - Throws: `TensorIOError.invalidGGUF` when two tensors map to one Hugging Face name.
+    public init(file: GGUFFile) throws {
         self.file = file
         let arch = file.value("general.architecture")?.string.flatMap(GGUFArchitecture.init(rawValue:))
         architecture = arch
@@ -26,6 +27,10 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
         var index: [String: Int] = [:]
         for t in file.tensors {
             let hf = arch?.hfName(forGGUF: t.name) ?? t.name
+            // One name must mean one tensor: otherwise its shape would come from one and its values from the other.
+            if let first = index[hf] {
+                throw TensorIOError.invalidGGUF(path: file.path, reason: .duplicateHuggingFaceName(hf, first: list[first].info.name, second: t.name))
+            }
             index[hf] = list.count
             list.append((hf, t))
         }
