@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 MODEL := .cache/minilm/model.safetensors
 BIN := .build/release/weightmark
 
-.PHONY: demo test system venv model build release bench robustness gguf-leak scale-bench clean
+.PHONY: demo test system venv model build release bench robustness gguf-leak scale-bench fuzz clean
 
 system:
 	@bash scripts/setup-system.sh
@@ -67,5 +67,11 @@ scale-bench: release venv
 bench: system
 	OPENBLAS_CORETYPE="$${OPENBLAS_CORETYPE:-$$(bash scripts/openblas-coretype.sh)}" $(SWIFT) package --allow-writing-to-package-directory benchmark
 
+# libFuzzer targets for the safetensors and GGUF parsers (Fuzz/, scripts/fuzz.sh): each target runs FUZZ_SECONDS
+# (default 60) without and then with AddressSanitizer; any crash, hang or out-of-memory fails. Not part of `make test`.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh run
+
 clean:
-	rm -rf .build .cache/demo
+	rm -rf .build .build-fuzz .cache/demo

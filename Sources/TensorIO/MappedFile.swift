@@ -8,13 +8,17 @@ import Darwin
 ///
 /// Weights are never read with `Data(contentsOf:options: .mappedIfSafe)`: on Linux that copies the file.
 /// The mapping is `PROT_READ` and `MAP_PRIVATE`, so nothing can write through it to the user's file.
+/// `init(copying:path:)` holds bytes already in memory instead, for parsing them through the same code.
 public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let size: Int
     private let base: UnsafeMutableRawPointer?
+    /// Whether `base` is a heap copy (`init(copying:path:)`) rather than a mapping.
+    private let isHeapCopy: Bool
 
     public init(path: String) throws(TensorIOError) {
         self.path = path
+        isHeapCopy = false
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .cannotOpen(path: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
@@ -35,8 +39,27 @@ public final class MappedFile: @unchecked Sendable {
         base = p
     }
 
+    /// A read-only copy of `bytes` on the heap, named `path` in error messages.
+    ///
+    /// Lets the parsers run on bytes that are not in a file (the fuzz targets under `Fuzz/` feed them this
+    /// way) through exactly the code a mapped file goes through. The copy is an exact-size heap block, so an
+    /// address sanitizer flags any read past its end.
+    public init(copying bytes: UnsafeRawBufferPointer, path: String) {
+        self.path = path
+        size = bytes.count
+        isHeapCopy = true
+        if size == 0 {
+            base = nil
+            return
+        }
+        let p = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
+        p.copyMemory(from: bytes.baseAddress!, byteCount: size)
+        base = p
+    }
+
     deinit {
-        if let base { munmap(base, size) }
+        guard let base else { return }
+        if isHeapCopy { base.deallocate() } else { munmap(base, size) }
     }
 
     /// The whole file. Valid only while `self` is alive; keep the pointer inside the closure.
@@ -55,7 +78,8 @@ public final class MappedFile: @unchecked Sendable {
     public func release(_ range: Range<Int>) { advise(range, MADV_DONTNEED) }
 
     private func advise(_ range: Range<Int>, _ advice: Int32) {
-        guard let base, !range.isEmpty else { return }
+        // Advice on heap pages would discard them (MADV_DONTNEED zeroes anonymous memory), neighbours included.
+        guard let base, !isHeapCopy, !range.isEmpty else { return }
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         let start = range.lowerBound / page * page
         let end = min(size, range.upperBound)

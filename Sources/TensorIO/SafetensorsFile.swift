@@ -9,9 +9,15 @@ public final class SafetensorsFile: @unchecked Sendable {
 
     /// Maps `path` and validates its header.
     /// - Throws: `TensorIOError.invalidSafetensors` naming the file, the rule broken and the byte offset.
-    public init(path: String) throws(TensorIOError) {
-        self.path = path
-        mapping = try MappedFile(path: path)
+    public convenience init(path: String) throws(TensorIOError) {
+        try self.init(mapping: MappedFile(path: path))
+    }
+
+    /// Validates the header of the file held by `mapping` (a mapped file, or bytes copied into memory).
+    /// - Throws: `TensorIOError.invalidSafetensors` naming `mapping.path`, the rule broken and the byte offset.
+    public init(mapping: MappedFile) throws(TensorIOError) {
+        path = mapping.path
+        self.mapping = mapping
         do {
             header = try mapping.withBytes { (b) throws(SafetensorsFormatError) in try SafetensorsHeader.parse(file: b) }
         } catch {

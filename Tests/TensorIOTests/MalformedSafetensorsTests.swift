@@ -135,8 +135,73 @@ private let malformedCases: [MalformedCase] = [
     },
 ]
 
+/// Valid files that seed the safetensors fuzz target (with every malformed case above).
+private let validSeeds: [(name: String, bytes: [UInt8])] = {
+    func bytes(_ n: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 73 &+ 41) } }
+    let mixed = "{\"__metadata__\":{\"format\":\"pt\"},"
+        + "\"a.weight\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
+        + "\"b.weight\":{\"dtype\":\"BF16\",\"shape\":[4,2],\"data_offsets\":[24,40]},"
+        + "\"c.bias\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[40,48]},"
+        + "\"d\":{\"dtype\":\"F64\",\"shape\":[1,1],\"data_offsets\":[48,56]},"
+        + "\"ids\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[56,72]},"
+        + "\"mask\":{\"dtype\":\"BOOL\",\"shape\":[3],\"data_offsets\":[72,75]},"
+        + "\"q\":{\"dtype\":\"F8_E4M3\",\"shape\":[2],\"data_offsets\":[75,77]}}"
+    return [
+        ("valid empty header", Fixtures.rawSafetensors(header: "{}", data: [])),
+        ("valid whitespace and unknown fields", Fixtures.rawSafetensors(header: "  {\"w\":{\(f32x2),\"data_offsets\":[0,8],\"extra\":[1,{}]}}\n  ", data: bytes(8))),
+        ("valid null metadata", Fixtures.rawSafetensors(header: "{\"__metadata__\":null,\"w\":{\(f32x2),\"data_offsets\":[0,8]}}", data: bytes(8))),
+        ("valid scalar and zero-size", Fixtures.rawSafetensors(header: "{\"s\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]},\"z\":{\"dtype\":\"F32\",\"shape\":[0,3],\"data_offsets\":[4,4]},\"t\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[4,8]}}", data: bytes(8))),
+        ("valid mixed dtypes with metadata", Fixtures.rawSafetensors(header: mixed, data: bytes(77))),
+        ("valid escaped unicode name", Fixtures.rawSafetensors(header: "{\"w\\u00e9\\n\\\"\":{\(f32x2),\"data_offsets\":[0,8]}}  ", data: bytes(8))),
+    ]
+}()
+
 @Suite("Malformed safetensors files")
 struct MalformedSafetensorsTests {
+    @Test("the seed files of the safetensors fuzz target are exactly these malformed cases and valid files")
+    func fuzzSeeds() {
+        let seeds = malformedCases.map { ($0.name, $0.bytes) } + validSeeds
+        let problems = FuzzSeeds.mismatches(target: "SafetensorsParser", seeds: seeds)
+        #expect(problems.isEmpty, "\(problems.joined(separator: "\n")); regenerate with \(FuzzSeeds.writeVariable)=1 swift test --filter MalformedSafetensorsTests")
+    }
+
+    @Test("the valid seed files parse and their float tensors decode")
+    func validSeedsDecode() throws {
+        let dir = Fixtures.temporaryDirectory("stseeds")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for (name, bytes) in validSeeds {
+            let path = dir + "/\(FuzzSeeds.fileName(name)).safetensors"
+            Fixtures.write(bytes, to: path)
+            let f = try SafetensorsFile(path: path)
+            for t in f.tensors where t.dtype.isSupportedFloat { #expect(try f.floats(of: t).count == t.elementCount, "\(name): \(t.name)") }
+        }
+        let mixed = try SafetensorsFile(path: dir + "/valid-mixed-dtypes-with-metadata.safetensors")
+        #expect(mixed.tensors.map(\.name) == ["a.weight", "b.weight", "c.bias", "d", "ids", "mask", "q"])
+        #expect(mixed.metadata?.first?.value == "pt")
+    }
+
+    @Test("a file parsed from memory gives the same header and bytes as the same file mapped from disk")
+    func fromMemory() throws {
+        let dir = Fixtures.temporaryDirectory("stmemory")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bytes = validSeeds[4].bytes
+        Fixtures.write(bytes, to: dir + "/m.safetensors")
+        let disk = try SafetensorsFile(path: dir + "/m.safetensors")
+        let memory = try bytes.withUnsafeBytes { try SafetensorsFile(mapping: MappedFile(copying: $0, path: "in-memory.safetensors")) }
+        #expect(memory.header == disk.header)
+        #expect(memory.path == "in-memory.safetensors")
+        for t in disk.tensors where t.dtype.isSupportedFloat {
+            #expect(try memory.floats(of: t).map(\.bitPattern) == disk.floats(of: t).map(\.bitPattern))
+        }
+        let broken = Array(bytes.dropLast())
+        do {
+            _ = try broken.withUnsafeBytes { try SafetensorsFile(mapping: MappedFile(copying: $0, path: "in-memory.safetensors")) }
+            Issue.record("truncated copy accepted")
+        } catch {
+            #expect("\(error)".hasPrefix("in-memory.safetensors: "))
+        }
+    }
+
     @Test("each malformed file gives its specific error", arguments: malformedCases)
     func rejects(_ c: MalformedCase) throws {
         let dir = Fixtures.temporaryDirectory("malformed")

@@ -52,6 +52,58 @@ struct InspectCommandTests {
         #expect(!r.stderr.contains("Fatal"))
     }
 
+    // Regression: tensor offsets near 2^62 and 2^63 trapped the GGUF parser (SIGILL, exit 132).
+    @Test("a 192-byte GGUF with tensor offsets near 2^62 and 2^63: inspect and detect exit 2 naming the file")
+    func hugeGGUFOffsets() throws {
+        let dir = Fixtures.temporaryDirectory("inspect-gguf")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var b: [UInt8] = Array("GGUF".utf8)
+        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { b += $0 } }
+        func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { b += $0 } }
+        u32(3); u64(3); u64(0)
+        for (name, ne, offset) in [("a", UInt64(1) << 60, UInt64(0)), ("b", 1 << 60, 1 << 62), ("c", 8, 1 << 63)] {
+            u64(1); b += Array(name.utf8); u32(1); u64(ne); u32(0); u64(offset)
+        }
+        b += [UInt8](repeating: 0, count: 192 - b.count)
+        let path = dir + "/huge-offsets.gguf"
+        Fixtures.write(b, to: path)
+        #expect(try Fixtures.weightmark(["keygen", "--out", dir + "/k.key"]).status == 0)
+        for args in [["inspect", path], ["inspect", path, "--json", "--stats"], ["detect", path, "--key", dir + "/k.key"]] {
+            let r = try Fixtures.weightmark(args)
+            #expect(r.status == 2, "\(args): exit \(r.status), \(r.stderr)")
+            #expect(r.stderr.contains(path + ": not a valid GGUF file"), "\(args): \(r.stderr)")
+            #expect(r.stderr.contains("past the end of the 192-byte file"), "\(args): \(r.stderr)")
+            #expect(!r.stderr.contains("Fatal error"))
+        }
+    }
+
+    // Regression (found by the GGUF fuzz target): two tensors under one Hugging Face name made detect read one
+    // tensor's values with the other's shape and trap (exit 132).
+    @Test("a GGUF whose tensors collide under one Hugging Face name: inspect and detect exit 2 naming both")
+    func duplicateHuggingFaceName() throws {
+        let dir = Fixtures.temporaryDirectory("inspect-gguf-dup")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var b: [UInt8] = Array("GGUF".utf8)
+        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { b += $0 } }
+        func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { b += $0 } }
+        func str(_ s: String) { u64(UInt64(s.utf8.count)); b += Array(s.utf8) }
+        u32(3); u64(2); u64(1)
+        str("general.architecture"); u32(8); str("llama")
+        str("output_norm.weight"); u32(1); u64(4); u32(0); u64(0)
+        str("model.norm.weight"); u32(1); u64(8); u32(0); u64(32)
+        b += [UInt8](repeating: 0, count: (32 - b.count % 32) % 32 + 64)
+        let path = dir + "/dup.gguf"
+        Fixtures.write(b, to: path)
+        #expect(try Fixtures.weightmark(["keygen", "--out", dir + "/k.key"]).status == 0)
+        for args in [["inspect", path], ["detect", path, "--key", dir + "/k.key"]] {
+            let r = try Fixtures.weightmark(args)
+            #expect(r.status == 2, "\(args): exit \(r.status), \(r.stderr)")
+            #expect(r.stderr.contains(path + ": not a valid GGUF file"), "\(args): \(r.stderr)")
+            #expect(r.stderr.contains("both map to the Hugging Face name \"model.norm.weight\""), "\(args): \(r.stderr)")
+            #expect(!r.stderr.contains("Fatal error"))
+        }
+    }
+
     @Test("MiniLM: 104 tensors, 22,713,728 parameters, one I64 buffer", .enabled(if: Fixtures.miniLMAvailable))
     func miniLM() throws {
         let path = try #require(Fixtures.miniLM)

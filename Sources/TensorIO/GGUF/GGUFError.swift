@@ -17,8 +17,12 @@ public enum GGUFFormatError: Error, Equatable, Sendable, CustomStringConvertible
     case invalidAlignment(UInt64)
     case misalignedOffset(tensor: String, offset: UInt64, alignment: Int)
     case unexpectedOffset(tensor: String, offset: UInt64, expected: UInt64)
-    case dataBeyondFile(tensor: String, end: Int, fileSize: Int)
+    /// `end` is the absolute end of the tensor's data, nil when it is past 2^64.
+    case dataBeyondFile(tensor: String, end: UInt64?, fileSize: Int)
     case countTooLarge(what: String, count: UInt64, offset: Int)
+    /// Two tensors whose names map to the same Hugging Face name (e.g. `output_norm.weight` and a literal
+    /// `model.norm.weight` in a Llama file).
+    case duplicateHuggingFaceName(String, first: String, second: String)
 
     public var description: String {
         switch self {
@@ -43,21 +47,25 @@ public enum GGUFFormatError: Error, Equatable, Sendable, CustomStringConvertible
         case let .tooManyDimensions(tensor, dims, offset):
             return "tensor \"\(tensor)\" at byte \(offset) has \(dims) dimensions (ggml allows at most 4)"
         case let .invalidDimension(tensor, offset):
-            return "tensor \"\(tensor)\" at byte \(offset) has a dimension that is zero-negative or too large"
+            return "tensor \"\(tensor)\" at byte \(offset) has a dimension of 2^63 or more"
         case let .unknownTensorType(tensor, type, offset):
             return "tensor \"\(tensor)\" at byte \(offset) has unknown ggml type \(type)"
         case let .rowNotMultipleOfBlock(tensor, ne0, block, type):
             return "tensor \"\(tensor)\": ne[0] = \(ne0) is not a multiple of \(type)'s block size \(block)"
         case let .sizeOverflow(tensor):
-            return "tensor \"\(tensor)\": element count or byte size overflows"
+            return "tensor \"\(tensor)\": element count, byte size or data end overflows 64 bits"
         case let .invalidAlignment(a):
             return "general.alignment = \(a) is not a power of two"
         case let .misalignedOffset(tensor, offset, alignment):
             return "tensor \"\(tensor)\": data offset \(offset) is not a multiple of the alignment \(alignment)"
         case let .unexpectedOffset(tensor, offset, expected):
             return "tensor \"\(tensor)\": data offset \(offset) leaves a gap or overlaps (expected \(expected))"
-        case let .dataBeyondFile(tensor, end, size):
+        case let .dataBeyondFile(tensor, end?, size):
             return "tensor \"\(tensor)\": data ends at byte \(end), past the end of the \(size)-byte file"
+        case let .dataBeyondFile(tensor, nil, size):
+            return "tensor \"\(tensor)\": data offset plus size runs past 2^64 bytes, far past the end of the \(size)-byte file"
+        case let .duplicateHuggingFaceName(name, first, second):
+            return "tensors \"\(first)\" and \"\(second)\" both map to the Hugging Face name \"\(name)\"; one name cannot stand for two tensors"
         case let .countTooLarge(what, count, offset):
             return "\(what) count \(count) at byte \(offset) is larger than the file could hold"
         }

@@ -101,9 +101,15 @@ public final class GGUFFile: @unchecked Sendable {
     public let mapping: MappedFile
     private let byName: [String: Int]
 
-    public init(path: String) throws {
-        self.path = path
-        mapping = try MappedFile(path: path)
+    public convenience init(path: String) throws {
+        try self.init(mapping: MappedFile(path: path))
+    }
+
+    /// Parses and validates the GGUF file held by `mapping` (a mapped file, or bytes copied into memory).
+    /// - Throws: `TensorIOError.invalidGGUF` naming `mapping.path` and the rule broken.
+    public init(mapping: MappedFile) throws {
+        path = mapping.path
+        self.mapping = mapping
         do {
             let parsed = try mapping.withBytes { (b) throws(GGUFFormatError) in try GGUFFile.parse(b) }
             (version, metadata, tensors, alignment, dataStart) = parsed
@@ -151,11 +157,18 @@ public final class GGUFFile: @unchecked Sendable {
         case 8: return .string(try c.string("a string value"))
         case 9:
             guard depth < maxArrayDepth else { throw .arrayTooDeep(offset: at) }
+            let elementTypeAt = c.offset
             let elementType = try c.read(UInt32.self, "an array's element type")
+            guard let elementBytes = minimumEncodedSize(type: elementType) else {
+                throw .unknownValueType(offset: elementTypeAt, type: elementType)
+            }
             let countAt = c.offset
             let count = try c.read(UInt64.self, "an array's length")
-            // Every element takes at least one byte: a larger count cannot be honest.
-            guard count <= UInt64(c.bytes.count - c.offset) else { throw .countTooLarge(what: "array element", count: count, offset: countAt) }
+            // A count whose smallest encoding would run past the end of the file cannot be honest.
+            let (needed, overflow) = count.multipliedReportingOverflow(by: UInt64(elementBytes))
+            guard !overflow, needed <= UInt64(c.bytes.count - c.offset) else {
+                throw .countTooLarge(what: "array element", count: count, offset: countAt)
+            }
             var values: [GGUFValue] = []
             values.reserveCapacity(Int(count))
             for _ in 0..<Int(count) { values.append(try parseValue(&c, type: elementType, depth: depth + 1)) }
@@ -165,6 +178,25 @@ public final class GGUFFile: @unchecked Sendable {
         case 12: return .float64(Double(bitPattern: try c.read(UInt64.self, "an f64 value")))
         default: throw .unknownValueType(offset: at - 4, type: type)
         }
+    }
+
+    /// Fewest bytes a value of wire type `type` takes (a string: its length; an array: type and count), nil for
+    /// an unknown type.
+    static func minimumEncodedSize(type: UInt32) -> Int? {
+        switch type {
+        case 0, 1, 7: 1
+        case 2, 3: 2
+        case 4, 5, 6: 4
+        case 8, 10, 11, 12: 8
+        case 9: 12
+        default: nil
+        }
+    }
+
+    /// `x` rounded up to a multiple of `alignment` (a power of two), nil when that overflows.
+    static func roundedUp(_ x: UInt64, toMultipleOf alignment: UInt64) -> UInt64? {
+        let (sum, overflow) = x.addingReportingOverflow(alignment - 1)
+        return overflow ? nil : sum & ~(alignment - 1)
     }
 
     static func parse(_ bytes: UnsafeRawBufferPointer) throws(GGUFFormatError)
@@ -199,9 +231,12 @@ public final class GGUFFile: @unchecked Sendable {
             }
             alignment = v
         }
-        var infos: [GGUFTensorInfo] = []
+        // Offsets and sizes stay UInt64 until the end of the data is known to lie inside the file: only then
+        // do they become Ints (a file can claim offsets up to 2^64 - 1).
+        var pending: [(name: String, ne: [Int], type: GGMLType, offset: UInt64, size: Int)] = []
         var names = Set<String>()
         var expected: UInt64 = 0
+        let align = UInt64(alignment)
         for _ in 0..<Int(tensorCount) {
             let at = c.offset
             let name = try c.string("a tensor name")
@@ -213,7 +248,7 @@ public final class GGUFFile: @unchecked Sendable {
             var elements = 1
             for _ in 0..<Int(dims) {
                 let d = try c.read(UInt64.self, "a tensor dimension")
-                guard d <= UInt64(Int64.max), let di = Int(exactly: d) else { throw .invalidDimension(tensor: name, offset: at) }
+                guard let di = Int(exactly: d) else { throw .invalidDimension(tensor: name, offset: at) }
                 let (p, o) = elements.multipliedReportingOverflow(by: di)
                 if o { throw .sizeOverflow(tensor: name) }
                 elements = p
@@ -227,17 +262,24 @@ public final class GGUFFile: @unchecked Sendable {
             guard ne0 % qk == 0 else { throw .rowNotMultipleOfBlock(tensor: name, ne0: ne0, block: qk, type: type.name) }
             let (size, o2) = (elements / qk).multipliedReportingOverflow(by: blockBytes)
             if o2 { throw .sizeOverflow(tensor: name) }
-            guard offset % UInt64(alignment) == 0 else { throw .misalignedOffset(tensor: name, offset: offset, alignment: alignment) }
+            guard offset % align == 0 else { throw .misalignedOffset(tensor: name, offset: offset, alignment: alignment) }
             guard offset == expected else { throw .unexpectedOffset(tensor: name, offset: offset, expected: expected) }
             let (end, o3) = offset.addingReportingOverflow(UInt64(size))
-            if o3 { throw .sizeOverflow(tensor: name) }
-            expected = (end + UInt64(alignment) - 1) / UInt64(alignment) * UInt64(alignment)
-            infos.append(GGUFTensorInfo(name: name, ne: ne, type: type, offset: Int(offset), byteCount: size))
+            guard !o3, let next = roundedUp(end, toMultipleOf: align) else { throw .sizeOverflow(tensor: name) }
+            expected = next
+            pending.append((name, ne, type, offset, size))
         }
-        let dataStart = (c.offset + alignment - 1) / alignment * alignment
-        for t in infos {
-            let (end, o) = dataStart.addingReportingOverflow(t.offset + t.byteCount)
-            if o || end > bytes.count { throw .dataBeyondFile(tensor: t.name, end: o ? Int.max : end, fileSize: bytes.count) }
+        // With no tensors the data section is empty and may start past the end of the file.
+        let dataStart = Int(clamping: roundedUp(UInt64(c.offset), toMultipleOf: align) ?? .max)
+        var infos: [GGUFTensorInfo] = []
+        infos.reserveCapacity(pending.count)
+        for t in pending {
+            let (start, o1) = UInt64(dataStart).addingReportingOverflow(t.offset)
+            let (end, o2) = start.addingReportingOverflow(UInt64(t.size))
+            guard !o1, !o2, end <= UInt64(bytes.count) else {
+                throw .dataBeyondFile(tensor: t.name, end: o1 || o2 ? nil : end, fileSize: bytes.count)
+            }
+            infos.append(GGUFTensorInfo(name: t.name, ne: t.ne, type: t.type, offset: Int(t.offset), byteCount: t.size))
         }
         return (version, metadata, infos, alignment, dataStart)
     }

@@ -10,8 +10,14 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
 
     public var path: String { file.path }
 
-    public init(path: String) throws {
-        file = try GGUFFile(path: path)
+    public convenience init(path: String) throws {
+        try self.init(file: GGUFFile(path: path))
+    }
+
+    /// Sees an opened GGUF file through Hugging Face names.
+    /// - Throws: `TensorIOError.invalidGGUF` when two tensors map to one Hugging Face name.
+    public init(file: GGUFFile) throws {
+        self.file = file
         let arch = file.value("general.architecture")?.string.flatMap(GGUFArchitecture.init(rawValue:))
         architecture = arch
         let prefix = arch?.rawValue ?? ""
@@ -21,6 +27,10 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
         var index: [String: Int] = [:]
         for t in file.tensors {
             let hf = arch?.hfName(forGGUF: t.name) ?? t.name
+            // One name must mean one tensor: otherwise its shape would come from one and its values from the other.
+            if let first = index[hf] {
+                throw TensorIOError.invalidGGUF(path: file.path, reason: .duplicateHuggingFaceName(hf, first: list[first].info.name, second: t.name))
+            }
             index[hf] = list.count
             list.append((hf, t))
         }
@@ -42,8 +52,8 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
         guard let i = byName[name] else { throw TensorIOError.tensorNotFound(name: name, path: path) }
         let t = entries[i].info
         let values = try file.floats(of: t)
-        if let arch = architecture, t.shape.count == 2,
-           let h = arch.rotaryHeads(forHF: name, heads: heads ?? 0, kvHeads: kvHeads ?? 0), h > 0, t.shape[0] % (2 * h) == 0 {
+        if let arch = architecture, t.shape.count == 2, !values.isEmpty,
+           let h = arch.rotaryHeads(forHF: name, heads: heads ?? 0, kvHeads: kvHeads ?? 0), h > 0, h <= t.shape[0] / 2, t.shape[0] % (2 * h) == 0 {
             return restoreRows(values, cols: t.shape[1], order: GGUFArchitecture.rotaryRowOrder(rows: t.shape[0], heads: h))
         }
         return values
