@@ -101,7 +101,7 @@ struct Embed: AsyncParsableCommand {
         let start = Date()
         let plan = try Embedder.plan(source, options: options)
         if plan.capped {
-            Console.note(String(format: "warning: reaching --target-z %.1f needs δ = %.2e, above the 5e-3 fidelity cap; using δ = 5e-3 (expected blind Z %.1f). The model is small: informed detection (--reference) stays strong.", targetZ, plan.requestedDelta, plan.expectedBlindZ), quiet: false)
+            Console.note(String(format: "warning: reaching --target-z %.1f needs δ = %.2e, above the fidelity cap (5e-3 measured after rounding); using δ = %.2e (expected blind Z %.1f). The model is small: informed detection (--reference) stays strong.", targetZ, plan.requestedDelta, plan.delta, plan.expectedBlindZ), quiet: false)
         }
         let otherWeights = source.auxiliaryWeightFiles
         if !otherWeights.isEmpty && !dropUnmarkedWeights {
