@@ -18,7 +18,7 @@ $(PY): scripts/requirements-oracles.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r scripts/requirements-oracles.txt
 	@touch $(PY)
 
-# The llama.cpp oracle (llama-cpp-python compiled from source, once: the wheel is cached in .cache/wheels).
+# The llama.cpp oracle (llama-cpp-python compiled from source once; the wheel is cached in ~/.cache/weightmark/wheels).
 LLAMA_STAMP := $(VENV)/.llama-cpp-python
 $(LLAMA_STAMP): scripts/requirements-llama.txt | $(PY)
 	PYTHON=$(PY) bash scripts/install-llama-oracle.sh

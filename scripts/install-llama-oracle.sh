@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the llama.cpp test oracle (llama-cpp-python, pinned in scripts/requirements-llama.txt) into the venv.
-# pip compiles llama.cpp from source (several minutes on 2 cores), so the wheel is built once into
-# .cache/wheels and every later install takes it from there.
+# pip compiles llama.cpp from source (several minutes on 2 cores), so the wheel is built once into a per-user
+# cache (WEIGHTMARK_WHEEL_CACHE, default ~/.cache/weightmark/wheels, shared by every clone on the machine) and every
+# later install takes it from there.
 set -euo pipefail
 PY=${PYTHON:-.venv/bin/python}
-WHEELS=.cache/wheels
+WHEELS=${WEIGHTMARK_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/weightmark/wheels}
 REQ=scripts/requirements-llama.txt
 version=$(sed -n 's/^llama-cpp-python==//p' "$REQ")
 mkdir -p "$WHEELS"
