@@ -22,6 +22,8 @@ public struct GGUFQuantization: WeightAttack {
     public func apply(name: String, shape: [Int], values: inout [Float], context: AttackContext) throws {
         let (m, n) = (shape[0], shape[1])
         guard let t = effectiveType(rowLength: n) else { return }
+        let nonFinite = values.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
+        guard nonFinite == 0 else { throw AttackError.nonFiniteWeights(attack: spec, tensor: name, count: nonFinite) }
         for i in 0..<m {
             let row = Array(values[(i * n)..<((i + 1) * n)])
             let q = GGMLBlockCodec.quantize(row, as: t)

@@ -49,6 +49,7 @@ public enum AttackError: Error, CustomStringConvertible, Sendable {
     case invalidParameter(attack: String, parameter: String, reason: String)
     case unknownParameter(attack: String, parameter: String, allowed: [String])
     case missingContext(attack: String, reason: String)
+    case nonFiniteWeights(attack: String, tensor: String, count: Int)
     case emptySpec
 
     public var description: String {
@@ -61,6 +62,8 @@ public enum AttackError: Error, CustomStringConvertible, Sendable {
             "\(attack): unknown parameter \"\(parameter)\" (allowed: \(allowed.joined(separator: ", ")))"
         case let .missingContext(attack, reason):
             "\(attack): \(reason)"
+        case let .nonFiniteWeights(attack, tensor, count):
+            "\(attack): tensor \"\(tensor)\" holds \(count) NaN or infinite values; GGUF block quantization needs finite weights (llama.cpp's loader rejects such rows too). Repair the model first"
         case .emptySpec:
             "empty attack spec; give e.g. --attack int4:group=128 or a chain prune:fraction=0.5,int8"
         }

@@ -127,4 +127,23 @@ struct HardeningCommandTests {
         #expect(!FileManager.default.fileExists(atPath: dir + "/out/pytorch_model.bin"))
         #expect(FileManager.default.fileExists(atPath: dir + "/out/1_Pooling/config.json"))
     }
+
+    @Test("a NaN or Inf weight makes GGUF quantization (attack, convert) exit 2 naming the tensor, not trap", arguments: ["Q8_0", "Q4_K", "Q4_0"])
+    func nonFiniteQuantization(type: String) throws {
+        let dir = Fixtures.temporaryDirectory("h-nanq")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var values = try Fixtures.writeSmallLlama(to: dir + "/llama")
+        let name = "model.layers.0.mlp.up_proj.weight"
+        values[name]![7] = .nan
+        values[name]![99] = -.infinity
+        let model = try SafetensorsModel(path: dir + "/llama")
+        try SafetensorsWriter.write(model.tensors.map { OutputTensor(name: $0.name, dtype: .f32, shape: $0.shape,
+                                                                     bytes: FloatConversion.encode(values[$0.name]!, as: .f32)) },
+                                    metadata: nil, to: dir + "/llama/model.safetensors", overwrite: true)
+        let attack = try Fixtures.weightmark(["attack", dir + "/llama", "--out", dir + "/a", "--attack", "gguf:type=\(type)", "--quiet"])
+        #expect(attack.status == 2 && attack.stderr.contains(name) && attack.stderr.contains("NaN"), "\(attack.stderr)")
+        let convert = try Fixtures.weightmark(["convert", dir + "/llama", "--type", type, "--out", dir + "/c.gguf", "--quiet"])
+        #expect(convert.status == 2 && convert.stderr.contains(name) && convert.stderr.contains("NaN"), "\(convert.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/c.gguf") && !FileManager.default.fileExists(atPath: dir + "/a"))
+    }
 }

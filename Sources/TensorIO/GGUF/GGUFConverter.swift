@@ -40,8 +40,10 @@ public enum GGUFConverter {
         case missingHyperparameter(String, path: String)
         case unsupportedType(String)
         case invalidHyperparameter(String, value: Int, path: String)
+        case nonFiniteWeights(tensor: String, count: Int, path: String)
         public var description: String {
             switch self {
+            case let .nonFiniteWeights(t, n, p): "\(p): tensor \"\(t)\" holds \(n) NaN or infinite values, which llama.cpp rejects when it loads a GGUF file; repair the model before converting it"
             case let .unknownArchitecture(p): "\(p): not a BERT or Llama layout (no encoder.layer.N.* or model.layers.N.* tensors); only those families are converted"
             case let .missingHyperparameter(k, p): "\(p): config.json must give \(k) (needed for the GGUF header and the q/k permutation)"
             case let .invalidHyperparameter(k, v, p): "\(p): \(k) = \(v) is not a positive 32-bit count; fix config.json next to the weights"
@@ -159,6 +161,8 @@ public enum GGUFConverter {
                     fallbacks[t.name] = chosen
                 }
                 outType = chosen
+                let nonFinite = values.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
+                guard nonFinite == 0 else { throw ConversionError.nonFiniteWeights(tensor: t.name, count: nonFinite, path: model.path) }
                 if chosen == .f16 {
                     bytes = FloatConversion.encode(values, as: .f16)
                 } else {
