@@ -146,4 +146,19 @@ struct HardeningCommandTests {
         #expect(convert.status == 2 && convert.stderr.contains(name) && convert.stderr.contains("NaN"), "\(convert.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dir + "/c.gguf") && !FileManager.default.fileExists(atPath: dir + "/a"))
     }
+
+    @Test("convert and synth --json print numbers as JSON numbers")
+    func convertAndSynthJSON() throws {
+        let dir = Fixtures.temporaryDirectory("h-json")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Fixtures.writeSmallLlama(to: dir + "/llama")
+        let c = try Fixtures.weightmark(["convert", dir + "/llama", "--type", "Q8_0", "--out", dir + "/l.gguf", "--json", "--quiet"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let cj = try #require(try JSONSerialization.jsonObject(with: Data(c.stdout.utf8)) as? [String: Any])
+        #expect(cj["tensors"] is Int && cj["bytes"] is Int && cj["dropped"] is [Any], "\(c.stdout)")
+        let s = try Fixtures.weightmark(["synth", "--params", "2M", "--hidden", "128", "--heads", "2", "--vocab", "512", "--out", dir + "/s", "--json", "--quiet"])
+        #expect(s.status == 0, "\(s.stderr)")
+        let sj = try #require(try JSONSerialization.jsonObject(with: Data(s.stdout.utf8)) as? [String: Any])
+        #expect(sj["parameters"] is Int && sj["seconds"] is Double && sj["layers"] is Int, "\(s.stdout)")
+    }
 }

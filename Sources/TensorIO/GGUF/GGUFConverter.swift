@@ -65,7 +65,9 @@ public enum GGUFConverter {
         return obj
     }
 
-    public static func convert(_ model: SafetensorsModel, type: GGMLType, to path: String, overwrite: Bool) throws -> Report {
+    /// - Parameter progress: called after each tensor with the tensors done, their total and the tensor's name.
+    public static func convert(_ model: SafetensorsModel, type: GGMLType, to path: String, overwrite: Bool,
+                               progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> Report {
         guard outputTypes.contains(type) else { throw ConversionError.unsupportedType(type.name) }
         guard let arch = detectArchitecture(model) else { throw ConversionError.unknownArchitecture(model.path) }
         let cfg = config(of: model)
@@ -174,6 +176,7 @@ public enum GGUFConverter {
             }
             total += bytes.count
             out.append(GGUFOutputTensor(name: name, shape: shape, type: outType, bytes: bytes))
+            progress(out.count, model.tensors.count, t.name)
         }
         try GGUFWriter.write(metadata: meta, tensors: out, to: path, overwrite: overwrite)
         return Report(architecture: arch, tensors: out.count, dropped: dropped, fallbacks: fallbacks, bytes: total, tokenizer: tokenizer)

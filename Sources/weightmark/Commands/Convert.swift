@@ -49,11 +49,18 @@ struct Convert: AsyncParsableCommand {
         if FileManager.default.fileExists(atPath: out) && !force { throw TensorIOError.outputExists(path: out) }
         let ggmlType = GGUFConverter.outputTypes.first { $0.name == type.uppercased() }!
         let start = Date()
-        let report = try GGUFConverter.convert(source, type: ggmlType, to: out, overwrite: force)
+        let bar = ProgressBar(total: source.tensors.count, label: "convert", enabled: !output.quiet)
+        let report = try GGUFConverter.convert(source, type: ggmlType, to: out, overwrite: force) { _, _, name in bar.advance(detail: name) }
+        bar.finish()
         if output.json {
-            Console.out(try Console.json(["output": out, "architecture": report.architecture.rawValue, "tensors": String(report.tensors),
-                                          "bytes": String(report.bytes), "tokenizer": report.tokenizer, "dropped": report.dropped.joined(separator: ","),
-                                          "fallbacks": report.fallbacks.map { "\($0.key)=\($0.value.name)" }.sorted().joined(separator: ",")]))
+            struct Result: Encodable {
+                var output: String; var architecture: String; var type: String; var tensors: Int; var bytes: Int
+                var tokenizer: String; var dropped: [String]; var fallbacks: [String: String]
+            }
+            Console.out(try Console.json(Result(output: out, architecture: report.architecture.rawValue, type: ggmlType.name,
+                                                tensors: report.tensors, bytes: report.bytes, tokenizer: report.tokenizer,
+                                                dropped: report.dropped,
+                                                fallbacks: report.fallbacks.mapValues(\.name))))
             return
         }
         Console.out("wrote \(out): \(report.architecture.rawValue), \(report.tensors) tensors, \(Console.bytes(report.bytes)) of tensor data, \(ggmlType.name), in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
