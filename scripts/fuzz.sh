@@ -26,7 +26,7 @@ CLANG=${CLANG:-clang}
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 FUZZ_TIMEOUT=${FUZZ_TIMEOUT:-10}
 FUZZ_VARIANTS=${FUZZ_VARIANTS:-plain asan}
-TARGETS=(SafetensorsParser GGUFParser)
+TARGETS=(SafetensorsParser GGUFParser ContainersParser)
 # Swift's own crash handler would catch a trap first and exit before libFuzzer saves the input.
 export SWIFT_BACKTRACE=enable=no
 
@@ -60,12 +60,12 @@ EOF
     done
     local sources=()
     while IFS= read -r f; do sources+=("$f"); done < <(find "$ROOT/Sources/TensorIO" -name '*.swift' | sort)
-    "$SWIFTC" -module-name TensorIO -parse-as-library -O -wmo -sanitize="$san" -I "$dir/CKernels" \
+    "$SWIFTC" -module-name TensorIO -parse-as-library -O -wmo -sanitize="$san" -I "$dir/CKernels" -I "$ROOT/Sources/CZlib" \
         -emit-module -emit-module-path "$dir/TensorIO.swiftmodule" -c "${sources[@]}" -o "$dir/obj/TensorIO.o"
     for t in "${TARGETS[@]}"; do
         # lld: gold warns about every local ASan symbol it cannot export.
-        "$SWIFTC" -parse-as-library -O -sanitize="$san" -use-ld=lld -I "$dir" -I "$dir/CKernels" \
-            "$ROOT/Fuzz/$t/main.swift" "$dir/obj/TensorIO.o" "${cobjs[@]}" -o "$dir/$t"
+        "$SWIFTC" -parse-as-library -O -sanitize="$san" -use-ld=lld -I "$dir" -I "$dir/CKernels" -I "$ROOT/Sources/CZlib" \
+            "$ROOT/Fuzz/$t/main.swift" "$dir/obj/TensorIO.o" "${cobjs[@]}" -lz -o "$dir/$t"
     done
     echo "$inputs" > "$stamp"
 }

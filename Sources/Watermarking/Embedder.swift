@@ -151,7 +151,10 @@ public enum Embedder {
                               shaping: WatermarkShaping, delta: Double,
                               random: inout SplitMix64, output: PooledBytes) throws -> (beta: Double, measuredDelta: Double, nonFinite: Int) {
         let (m, n) = (t.shape[0], t.shape[1])
-        let blockRows = max(8, min(m, (1 << 16) / max(1, n)))
+        var blockRows = max(8, min(m, (1 << 16) / max(1, n)))
+        // Format v2 builds the pattern a tile row at a time (one S per tile): blocks of whole tile rows derive each
+        // S and U_r·S once instead of once per block.
+        if case .v2 = carriers { blockRows = min(m, max(TileCarriers.size, blockRows / TileCarriers.size * TileCarriers.size)) }
         var w = [Float](repeating: 0, count: blockRows * n)
         var p = [Float](repeating: 0, count: blockRows * n)
         let pattern: (Range<Int>) -> Void
