@@ -219,7 +219,7 @@ struct V2LlamaLayoutTests {
     static let key = WatermarkKey(secret: (0..<32).map { UInt8(($0 * 17 + 9) & 0xFF) })
 
     enum Layout: String, CaseIterable, CustomTestStringConvertible {
-        case gqaFusedQKV, neoxInterleaved, fusedGateUp, metaRotary, halfShard, secondHalfShard
+        case gqaFusedQKV, neoxInterleaved, fusedGateUp, metaRotary, halfShard, secondHalfShard, conv1DFusedQKV, secondColumnShard
         var testDescription: String { rawValue }
     }
 
@@ -228,7 +228,7 @@ struct V2LlamaLayoutTests {
         let dir = Fixtures.temporaryDirectory("v2-llama")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // hidden 512, 4 heads of 128 rows, 2 key-value heads (4 for NeoX, which has none), 4 layers.
-        let kvHeads = layout == .neoxInterleaved ? 4 : 2
+        let kvHeads = layout == .neoxInterleaved || layout == .conv1DFusedQKV ? 4 : 2
         try Fixtures.writeSmallLlama(to: dir + "/llama", layers: 4, hidden: 512, ffn: 1408, vocab: 2048, heads: 4, kvHeads: kvHeads)
         let model = try SafetensorsModel(path: dir + "/llama")
         var options = EmbedOptions()
@@ -285,6 +285,24 @@ struct V2LlamaLayoutTests {
                             .replacingOccurrences(of: "self_attn.k_proj", with: "attention.wk"), t.shape, meta)
                         continue
                     }
+                case .conv1DFusedQKV:
+                    // GPT-2's Conv1D c_attn: q, k, v fused and stored transposed, [in, 3·out].
+                    if n.hasSuffix("self_attn.q_proj.weight") {
+                        let p = String(n.dropLast("q_proj.weight".count))
+                        let fused = v + (try values(p + "k_proj.weight")) + (try values(p + "v_proj.weight"))
+                        add(p + "c_attn.weight", [512, 3 * 512], Matrix(rows: 3 * 512, cols: 512, storage: fused).transposed.storage)
+                        continue
+                    }
+                    if n.hasSuffix("k_proj.weight") || n.hasSuffix("v_proj.weight") { continue }
+                case .secondColumnShard:
+                    // A row-parallel shard (Megatron, Meta's wo/w2): the second half of every matrix's columns.
+                    if t.shape.count == 2 {
+                        let cols = t.shape[1] / 2
+                        var part: [Float] = []
+                        for r in 0..<t.shape[0] { part += v[(r * t.shape[1] + cols)..<(r * t.shape[1] + 2 * cols)] }
+                        add(n, [t.shape[0], cols], part)
+                        continue
+                    }
                 case .halfShard, .secondHalfShard:
                     if t.shape.count == 2 {
                         let rows = t.shape[0] / 2, first = layout == .halfShard ? 0 : rows
@@ -309,6 +327,8 @@ struct V2LlamaLayoutTests {
             case .metaRotary: #expect(hypotheses.contains("Meta rotary row order, heads of 128 rows"), "\(hypotheses)")
             case .halfShard: #expect(r.combinedZ >= 0.6 * untouched.combinedZ, "\(r.combinedZ)")
             case .secondHalfShard: #expect(hypotheses.contains { $0.hasPrefix("slice at tile offset") }, "\(hypotheses)")
+            case .conv1DFusedQKV: #expect(hypotheses.contains("transposed, fused rows 512+512+512"), "\(hypotheses)")
+            case .secondColumnShard: #expect(hypotheses.contains("slice at tile offset (0, 2)"), "\(hypotheses)")
             }
         }
     }
