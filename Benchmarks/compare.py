@@ -8,13 +8,16 @@ Prints wall time, ratios and peak memory (RSS, and RSS excluding file pages = Rs
 read of the model files, cp + sync of the model, sgemm GFLOP/s (numpy's BLAS), detect and embed by both tools.
 Run `make scale-bench` to generate the 2B-parameter bf16 model and run this.
 """
-import argparse, json, os, shutil, statistics, subprocess, sys, time
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 import numpy as np
 
 def run(cmd, env=None):
     """Runs cmd; returns (seconds, peak VmRSS MB, peak RssAnon MB, stdout)."""
+    # Output goes to temporary files, not pipes: a report larger than the pipe buffer would block the child
+    # while this loop only polls it.
+    out_file, err_file = tempfile.TemporaryFile(), tempfile.TemporaryFile()
     start = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p = subprocess.Popen(cmd, stdout=out_file, stderr=err_file, env=env)
     peak_rss = peak_anon = 0
     status = f"/proc/{p.pid}/status"
     while p.poll() is None:
@@ -25,8 +28,10 @@ def run(cmd, env=None):
         except (FileNotFoundError, ProcessLookupError, ValueError):
             pass
         time.sleep(0.01)
-    out, err = p.communicate()
+    p.wait()
     seconds = time.perf_counter() - start
+    out_file.seek(0); err_file.seek(0)
+    out, err = out_file.read(), err_file.read()
     if p.returncode not in (0, 1):
         sys.exit(f"{cmd[0]} failed ({p.returncode}): {err.decode()[-2000:]}")
     return seconds, peak_rss / 1024, peak_anon / 1024, out.decode()
