@@ -636,10 +636,8 @@ extension TileDetector {
             }
             for r in sameName.isEmpty ? refs : sameName {
                 if r.shape[1] == n {
-                    // Same width: same matrix, or rows appended/dropped at the end.
-                    let common = idx.filter { $0 < r.shape[0] }
-                    guard common.count == idx.count || r.shape[0] != m else { continue }
-                    if common.count == idx.count {
+                    // Same width: the same matrix, or rows appended or cut at the end (when the sampled rows exist in both).
+                    if idx.allSatisfy({ $0 < r.shape[0] }) {
                         consider(r, transposed: false, try rows(referenceRows, r.name, idx, width: n))
                     }
                 }
