@@ -45,10 +45,14 @@ let package = Package(
         ], swiftSettings: optimizedInDebug),
         .target(name: "Attacks", dependencies: ["TensorIO", "LinearAlgebra"], swiftSettings: optimizedInDebug),
         .target(name: "Synthesis", dependencies: ["TensorIO"], swiftSettings: optimizedInDebug),
-        .target(name: "Robustness", dependencies: ["TensorIO", "LinearAlgebra", "Watermarking", "Attacks"],
+        // Key-free alignment of a suspect to the reference (permutations, rescalings, rotations), and the BERT forward
+        // pass that measures how much of a model's function an attack kept; neither ever sees a key.
+        .target(name: "Alignment", dependencies: ["TensorIO", "LinearAlgebra"], swiftSettings: optimizedInDebug),
+        .target(name: "Inference", dependencies: ["TensorIO", "LinearAlgebra"], swiftSettings: optimizedInDebug),
+        .target(name: "Robustness", dependencies: ["TensorIO", "LinearAlgebra", "Watermarking", "Attacks", "Alignment", "Inference"],
                 swiftSettings: optimizedInDebug),
         .executableTarget(name: "weightmark", dependencies: [
-            "TensorIO", "LinearAlgebra", "Watermarking", "Attacks", "Robustness", "Synthesis",
+            "TensorIO", "LinearAlgebra", "Watermarking", "Attacks", "Robustness", "Synthesis", "Alignment", "Inference",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "WeightMarkTestSupport", dependencies: ["TensorIO"]),
@@ -57,6 +61,7 @@ let package = Package(
             "TensorIO", "WeightMarkTestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "LinearAlgebraTests", dependencies: ["LinearAlgebra"]),
+        .testTarget(name: "AlignmentTests", dependencies: ["Alignment", "Inference", "Robustness", "Attacks", "Watermarking", "Synthesis", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),
         .testTarget(name: "SynthesisTests", dependencies: ["Synthesis", "TensorIO", "WeightMarkTestSupport"]),
         .testTarget(name: "GGUFTests", dependencies: ["TensorIO", "Watermarking", "WeightMarkTestSupport"]),
         .testTarget(name: "AttacksTests", dependencies: ["Attacks", "Robustness", "Watermarking", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),

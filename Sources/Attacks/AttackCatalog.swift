@@ -26,6 +26,9 @@ public enum AttackCatalog {
         Entry(name: "merge", parameters: "alpha=0.5, seed=1", summary: "interpolate with an independent model (synthetic with matched per-row statistics unless a partner is given)"),
         Entry(name: "collusion", parameters: "copies=4", summary: "average of K copies marked with different keys (needs the original)"),
         Entry(name: "permute", parameters: "seed=1", summary: "function-preserving permutation of FFN hidden units (BERT and Llama layouts)"),
+        Entry(name: "permute-heads", parameters: "heads=12, kv=heads, seed=1", summary: "function-preserving permutation of attention heads (within key/value groups when kv < heads; BERT and Llama layouts)"),
+        Entry(name: "scale-ffn", parameters: "spread=4, seed=1", summary: "function-preserving SwiGLU unit rescaling: up row × c, down column ÷ c, |c| log-uniform in [1/spread, spread], random sign (Llama layout)"),
+        Entry(name: "rotate", parameters: "seed=1", summary: "function-preserving residual-stream rotation by a random orthogonal matrix, norm weights fused first (Llama layout, RMSNorm)"),
     ]
 
     /// Builds one attack from its name and parameters.
@@ -77,6 +80,14 @@ public enum AttackCatalog {
             attack = MergeAttack(alpha: try p.double("alpha", default: 0.5, in: 0...1), seed: UInt64(try p.int("seed", default: 1, in: 0...Int.max)))
         case "collusion": attack = CollusionAttack(copies: try p.int("copies", default: 4, in: 2...64))
         case "permute": attack = FFNPermutation(seed: UInt64(try p.int("seed", default: 1, in: 0...Int.max)))
+        case "permute-heads":
+            let heads = try p.int("heads", default: 12, in: 1...65_536)
+            let kv = try p.int("kv", default: heads, in: 1...heads)
+            guard heads % kv == 0 else { throw AttackError.invalidParameter(attack: name, parameter: "kv", reason: "must divide heads (\(heads))") }
+            attack = HeadPermutation(heads: heads, kvHeads: kv, seed: UInt64(try p.int("seed", default: 1, in: 0...Int.max)))
+        case "scale-ffn":
+            attack = FFNScaling(spread: try p.double("spread", default: 4, in: 1...1_000), seed: UInt64(try p.int("seed", default: 1, in: 0...Int.max)))
+        case "rotate": attack = ResidualRotation(seed: UInt64(try p.int("seed", default: 1, in: 0...Int.max)))
         default: throw AttackError.unknownAttack(name)
         }
         try p.checkAllUsed()

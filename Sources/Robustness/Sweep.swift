@@ -1,5 +1,7 @@
+import Alignment
 import Attacks
 import Foundation
+import Inference
 import LinearAlgebra
 import TensorIO
 import Watermarking
@@ -47,6 +49,27 @@ public struct SweepFamily: Sendable {
     ]
 }
 
+extension SweepFamily {
+    /// Function-preserving edits a leaker gets for free, alone and followed by int4 (each detected blind and
+    /// informed after alignment): head permutation needs the head count; FFN unit rescaling and residual rotation are
+    /// defined for SwiGLU/RMSNorm (Llama) models only.
+    public static func derivatives(layout: TransformerLayout?) -> [SweepFamily] {
+        guard let layout else { return [] }
+        let heads = layout.heads.map { h in "permute-heads:heads=\(h),kv=\(layout.kvHeads ?? h)" }
+        var points: [(x: Double, label: String, spec: String)] = []
+        if let heads {
+            points += [(1, "permute heads", heads), (2, "permute FFN + heads", "permute," + heads),
+                       (3, "permute FFN + heads, int4", "permute,\(heads),int4:group=128")]
+        }
+        if layout.family == .llama {
+            points += [(4, "rescale FFN units (±, 4×)", "scale-ffn"), (5, "rotate residual (norms fused)", "rotate"),
+                       (6, "rotate residual, int4", "rotate,int4:group=128")]
+            if let heads { points.append((7, "rotate + permute + rescale", "rotate,\(heads),permute,scale-ffn")) }
+        }
+        return points.isEmpty ? [] : [SweepFamily(name: "function-preserving", axis: "-", points: points)]
+    }
+}
+
 /// The outcome of one attack at one strength.
 public struct SweepPoint: Sendable, Codable {
     public var family: String
@@ -62,6 +85,13 @@ public struct SweepPoint: Sendable, Codable {
     /// ‖W′ − W_marked‖ / ‖W_marked‖ over the marked tensors.
     public var damage: Double
     public var seconds: Double
+    /// Function kept (BERT models): min and mean cosine of the probe sentences' embeddings with the marked model's.
+    public var functionMinCosine: Double?
+    public var functionMeanCosine: Double?
+    /// Informed Z without alignment, when alignment rewrote something (informedZ is after alignment, as `detect` runs).
+    public var informedUnalignedZ: Double?
+    /// What alignment undid, in short (nil when nothing).
+    public var alignment: String?
 }
 
 /// Runs attack sweeps against a marked model, with detection blind and informed.
@@ -80,10 +110,18 @@ public final class SweepRunner: @unchecked Sendable {
     let selected: [ModelTensor]
     let markedValues: [String: [Float]]
     let originalValues: [String: [Float]]
+    /// 2-D float tensors not selected for marking (small k/v, type embeddings): alignment needs them, detection ignores them.
+    let otherMatrices: [ModelTensor]
+    /// Alignment before informed detection (as `detect --reference`); nil skips it.
+    public var alignment: AlignOptions?
+    /// The BERT forward pass on the marked weights and its probe embeddings (nil for other models).
+    let encoderHeads: Int?
+    let markedEmbeddings: [[Float]]?
 
     /// - Parameter format: the format `marked` carries; detection and the re-marking attacks use it.
+    /// - Parameter config: the model's config.json (heads, activation): alignment and the BERT function probe use it.
     public init(original: SafetensorsModel, marked: SafetensorsModel, key: WatermarkKey, options: DetectOptions, delta: Double,
-                format: MarkFormat = .v2) throws {
+                format: MarkFormat = .v2, config: ModelConfig? = nil) throws {
         self.original = original
         self.marked = marked
         self.key = key
@@ -101,6 +139,19 @@ public final class SweepRunner: @unchecked Sendable {
             if let r = original.tensor(named: t.name), r.shape == t.shape { o[t.name] = try original.floats(of: r) }
         }
         markedValues = m; originalValues = o
+        let selectedNames = Set(selected.map(\.name))
+        otherMatrices = marked.tensors.filter { $0.shape.count == 2 && $0.dtype.isSupportedFloat && !selectedNames.contains($0.name) }
+        var alignment = AlignOptions()
+        alignment.config = config
+        self.alignment = alignment
+        if BertEncoder.recognizes(marked.tensors.map(\.name)), let heads = config?.heads {
+            let encoder = try BertEncoder(source: marked, heads: heads)
+            encoderHeads = heads
+            markedEmbeddings = ProbeSentences.uncasedBERT.map(encoder.embed)
+        } else {
+            encoderHeads = nil
+            markedEmbeddings = nil
+        }
     }
 
     var context: AttackContext {
@@ -167,18 +218,38 @@ public final class SweepRunner: @unchecked Sendable {
             }
             suspectTensors.append((t.name, t.shape, suspect))
         }
+        for t in otherMatrices {
+            suspectTensors.append((t.name, t.shape, try attacked[t.name]?.values ?? marked.floats(of: t)))
+        }
         // Detection as the CLI runs it, on the attacked matrices held in memory.
         let suspect = InMemoryTensors(path: label, tensors: try Self.repackaged(suspectTensors, repack))
-        let reference = InMemoryTensors(path: original.path, tensors: selected.compactMap { t in
-            originalValues[t.name].map { (t.name, t.shape, $0) }
-        })
+        var referenceTensors = selected.compactMap { t in originalValues[t.name].map { (name: t.name, shape: t.shape, values: $0) } }
+        for t in otherMatrices { referenceTensors.append((t.name, t.shape, try original.floats(of: t))) }
+        let reference = InMemoryTensors(path: original.path, tensors: referenceTensors)
         let b = try Detector.detect(suspect: suspect, reference: nil, key: key, options: options)
-        let i = try Detector.detect(suspect: suspect, reference: reference, key: key, options: options)
+        var scored: any TensorSource = suspect
+        var summary: String?
+        if let alignment {
+            let (aligned, report) = try ModelAligner.align(suspect: suspect, reference: reference, options: alignment)
+            if report.changed {
+                scored = aligned
+                summary = report.summaryLines.filter { !$0.contains("already aligned") }.prefix(3).joined(separator: "; ")
+            }
+        }
+        let i = try Detector.detect(suspect: scored, reference: reference, key: key, options: options)
+        let unaligned = scored is AlignedTensors ? try Detector.detect(suspect: suspect, reference: reference, key: key, options: options).combinedZ : nil
+        var kept: FunctionKept?
+        if let heads = encoderHeads, let markedEmbeddings {
+            let encoder = try BertEncoder(source: marked, heads: heads, overrides: attacked.mapValues(\.values))
+            kept = FunctionKept(reference: markedEmbeddings, attacked: ProbeSentences.uncasedBERT.map(encoder.embed))
+        }
         return SweepPoint(family: family, label: label, spec: spec.isEmpty ? "none" : spec, x: x,
                           blindZ: b.combinedZ, informedZ: i.combinedZ,
                           log10PBoundBlind: b.log10PValueBound, log10PBoundInformed: i.log10PValueBound,
                           detectedBlind: b.detected, detectedInformed: i.detected,
-                          damage: den > 0 ? (num / den).squareRoot() : 0, seconds: Date().timeIntervalSince(start))
+                          damage: den > 0 ? (num / den).squareRoot() : 0, seconds: Date().timeIntervalSince(start),
+                          functionMinCosine: kept?.minCosine, functionMeanCosine: kept?.meanCosine,
+                          informedUnalignedZ: unaligned, alignment: summary)
     }
 
     /// Runs every point of `families`, `concurrency` at a time; `progress` gets each finished point.

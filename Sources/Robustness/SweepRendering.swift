@@ -11,13 +11,20 @@ public enum SweepRendering {
     /// Rows: attack, damage, blind Z, verdict, informed Z, verdict.
     public static func rows(_ points: [SweepPoint]) -> [[String]] {
         points.map { pt in
-            [pt.family, pt.label, String(format: "%.4f", pt.damage),
+            [pt.family, pt.label, String(format: "%.4f", pt.damage), function(pt),
              f(pt.blindZ), pt.detectedBlind ? "yes" : "NO",
-             f(pt.informedZ), pt.detectedInformed ? "yes" : "NO"]
+             f(pt.informedZ) + (pt.informedUnalignedZ.map { " (unaligned \(f($0)))" } ?? ""), pt.detectedInformed ? "yes" : "NO"]
         }
     }
 
-    public static let header = ["family", "attack", "damage ‖ΔW‖/‖W‖", "blind Z", "blind detected", "informed Z", "informed detected"]
+    /// "min / mean" cosine of the probe embeddings with the marked model's, or "-" when not measured.
+    static func function(_ p: SweepPoint) -> String {
+        guard let lo = p.functionMinCosine, let mean = p.functionMeanCosine else { return "-" }
+        return String(format: "%.4f / %.4f", lo, mean)
+    }
+
+    public static let header = ["family", "attack", "damage ‖ΔW‖/‖W‖", "function kept (min / mean cos)", "blind Z", "blind detected",
+                                "informed Z (aligned)", "informed detected"]
 
     public static func markdown(_ points: [SweepPoint], title: String, notes: [String]) -> String {
         var s = "# \(title)\n\n"
@@ -45,12 +52,13 @@ public enum SweepRendering {
     }
 
     public static func csv(_ points: [SweepPoint]) -> String {
-        var s = "family,attack,spec,x,damage,blind_z,blind_log10_p_bound,blind_detected,informed_z,informed_log10_p_bound,informed_detected,seconds\n"
+        var s = "family,attack,spec,x,damage,function_min_cos,function_mean_cos,blind_z,blind_log10_p_bound,blind_detected,informed_z,informed_log10_p_bound,informed_detected,informed_unaligned_z,seconds\n"
         func q(_ t: String) -> String { "\"" + t.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
         for p in points {
-            s += [q(p.family), q(p.label), q(p.spec), "\(p.x)", "\(p.damage)", "\(p.blindZ)", "\(p.log10PBoundBlind)",
+            s += [q(p.family), q(p.label), q(p.spec), "\(p.x)", "\(p.damage)", p.functionMinCosine.map { "\($0)" } ?? "",
+                  p.functionMeanCosine.map { "\($0)" } ?? "", "\(p.blindZ)", "\(p.log10PBoundBlind)",
                   "\(p.detectedBlind)", "\(p.informedZ)", "\(p.log10PBoundInformed)", "\(p.detectedInformed)",
-                  String(format: "%.3f", p.seconds)].joined(separator: ",") + "\n"
+                  p.informedUnalignedZ.map { "\($0)" } ?? "", String(format: "%.3f", p.seconds)].joined(separator: ",") + "\n"
         }
         return s
     }
@@ -109,6 +117,46 @@ public enum SweepRendering {
             }
             s += "</g>\n"
         }
+        s += "</svg>\n"
+        return s
+    }
+
+    /// Function kept against Z: one point per attack, x = 1 − min cosine of the probe embeddings (log scale,
+    /// 1e-6…1: left is harmless, right destroys the model), y = Z (log), blind and informed, with the threshold.
+    /// Points without a function measurement are left out.
+    public static func functionSVG(_ points: [SweepPoint], alpha: Double, title: String) -> String {
+        let measured = points.filter { $0.functionMinCosine != nil }
+        let width = 900.0, height = 560.0, ml = 70.0, mr = 200.0, mt = 60.0, mb = 60.0
+        let iw = width - ml - mr, ih = height - mt - mb
+        let threshold = (2 * log(1 / alpha)).squareRoot()
+        func px(_ cos: Double) -> Double {
+            let l = max(-6, min(0, log10(max(1e-6, 1 - cos))))
+            return ml + (l + 6) / 6 * iw
+        }
+        func py(_ z: Double) -> Double { mt + ih - max(0, min(3, log10(max(z, 1)))) / 3 * ih }
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"Helvetica, Arial, sans-serif\" font-size=\"11\">\n"
+        s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        s += "<text x=\"\(width / 2)\" y=\"24\" text-anchor=\"middle\" font-size=\"15\" font-weight=\"bold\">\(esc(title))</text>\n"
+        s += "<rect x=\"\(ml)\" y=\"\(mt)\" width=\"\(iw)\" height=\"\(ih)\" fill=\"none\" stroke=\"#999\"/>\n"
+        for z in [1.0, 10, 100, 1000] {
+            s += "<line x1=\"\(ml)\" y1=\"\(py(z))\" x2=\"\(ml + iw)\" y2=\"\(py(z))\" stroke=\"#eee\"/><text x=\"\(ml - 6)\" y=\"\(py(z) + 4)\" text-anchor=\"end\">\(Int(z))</text>\n"
+        }
+        for e in 0...6 {
+            let x = ml + Double(e) / 6 * iw
+            s += "<line x1=\"\(x)\" y1=\"\(mt)\" x2=\"\(x)\" y2=\"\(mt + ih)\" stroke=\"#eee\"/><text x=\"\(x)\" y=\"\(mt + ih + 16)\" text-anchor=\"middle\">1e-\(6 - e)</text>\n"
+        }
+        s += "<text x=\"\(ml + iw / 2)\" y=\"\(height - 14)\" text-anchor=\"middle\" fill=\"#444\">function lost: 1 − min cosine of sentence embeddings vs the marked model (log; ≤ 1e-6 at the left edge)</text>\n"
+        s += "<text transform=\"translate(20, \(mt + ih / 2)) rotate(-90)\" text-anchor=\"middle\" fill=\"#444\">Z (log)</text>\n"
+        s += "<line x1=\"\(ml)\" y1=\"\(py(threshold))\" x2=\"\(ml + iw)\" y2=\"\(py(threshold))\" stroke=\"#555\" stroke-dasharray=\"5,3\"/>\n"
+        for p in measured {
+            let x = px(p.functionMinCosine!)
+            s += "<circle cx=\"\(x)\" cy=\"\(py(p.blindZ))\" r=\"4\" fill=\"#1f77b4\"><title>\(esc(p.label)): blind Z = \(f(p.blindZ)), min cos \(String(format: "%.5f", p.functionMinCosine!))</title></circle>"
+            s += "<circle cx=\"\(x)\" cy=\"\(py(p.informedZ))\" r=\"4\" fill=\"#d62728\"><title>\(esc(p.label)): informed Z = \(f(p.informedZ)), min cos \(String(format: "%.5f", p.functionMinCosine!))</title></circle>\n"
+        }
+        let lx = ml + iw + 16
+        s += "<circle cx=\"\(lx)\" cy=\"\(mt + 10)\" r=\"4\" fill=\"#1f77b4\"/><text x=\"\(lx + 10)\" y=\"\(mt + 14)\">blind Z</text>\n"
+        s += "<circle cx=\"\(lx)\" cy=\"\(mt + 30)\" r=\"4\" fill=\"#d62728\"/><text x=\"\(lx + 10)\" y=\"\(mt + 34)\">informed Z (aligned)</text>\n"
+        s += "<line x1=\"\(lx - 6)\" y1=\"\(mt + 50)\" x2=\"\(lx + 6)\" y2=\"\(mt + 50)\" stroke=\"#555\" stroke-dasharray=\"5,3\"/><text x=\"\(lx + 10)\" y=\"\(mt + 54)\">threshold Z = \(f(threshold, 2))</text>\n"
         s += "</svg>\n"
         return s
     }

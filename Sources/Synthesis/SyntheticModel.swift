@@ -189,7 +189,7 @@ public enum SyntheticWeights {
                 },
                 metadata: [("format", "pt")])
         }
-        let configDir = NSTemporaryDirectory() + "weightmark-synth-\(getpid())"
+        let configDir = NSTemporaryDirectory() + "weightmark-synth-\(getpid())-\(UUID().uuidString.prefix(8))" // unique: concurrent writers in one process
         try FileManager.default.createDirectory(atPath: configDir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: configDir) }
         try Data(shape.configJSON.utf8).write(to: URL(fileURLWithPath: configDir + "/config.json"))

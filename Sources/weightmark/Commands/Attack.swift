@@ -1,6 +1,8 @@
+import Alignment
 import ArgumentParser
 import Attacks
 import Foundation
+import Inference
 import TensorIO
 import Watermarking
 
@@ -73,12 +75,25 @@ struct Attack: AsyncParsableCommand {
         bar.finish()
         let damage = try AttackRunner.damage(attacked, against: source) { $0.shape.count == 2 && $0.dtype.isSupportedFloat }
         let specs = chain.map(\.spec).joined(separator: " → ")
+        // Function kept (BERT models with a config.json giving the head count): probe sentences through both models.
+        var kept: FunctionKept?
+        if BertEncoder.recognizes(source.tensors.map(\.name)), let heads = ModelConfig.load(near: model)?.heads {
+            let before = try BertEncoder(source: source, heads: heads)
+            let after = try BertEncoder(source: source, heads: heads, overrides: attacked.mapValues(\.values))
+            kept = FunctionKept(reference: ProbeSentences.uncasedBERT.map(before.embed), attacked: ProbeSentences.uncasedBERT.map(after.embed))
+        }
         if output.json {
-            struct Result: Encodable { var attack: String; var output: String; var tensorsAttacked: Int; var relativeError: Double }
-            Console.out(try Console.json(Result(attack: specs, output: out, tensorsAttacked: attacked.count, relativeError: damage)))
+            struct Result: Encodable {
+                var attack: String; var output: String; var tensorsAttacked: Int; var relativeError: Double; var functionKept: FunctionKept?
+            }
+            Console.out(try Console.json(Result(attack: specs, output: out, tensorsAttacked: attacked.count, relativeError: damage, functionKept: kept)))
         } else {
             Console.out("\(specs): attacked \(attacked.count) tensors of \(model) in \(String(format: "%.1f", Date().timeIntervalSince(start))) s → \(out)")
             Console.out(String(format: "  relative error over 2-D float tensors ‖W′−W‖/‖W‖ = %.4f", damage))
+            if let kept {
+                Console.out(String(format: "  function kept: sentence-embedding cosine vs the input model min %.5f, mean %.5f (%d probe sentences)",
+                                   kept.minCosine, kept.meanCosine, kept.sentences))
+            }
             if chain.contains(where: { $0 is MergeAttack }) && partner == nil {
                 Console.out("  merge partner: synthetic independent model with matched per-row statistics (no --partner given)")
             }

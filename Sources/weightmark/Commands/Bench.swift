@@ -1,3 +1,4 @@
+import Alignment
 import ArgumentParser
 import Attacks
 import Foundation
@@ -15,7 +16,11 @@ struct Bench: AsyncParsableCommand {
         p-value bound, the verdict at --alpha and the damage ‖W′−W‖/‖W‖ over the marked tensors.
 
         Writes to --out: results.md, results.json, results.csv and plots.svg (Z against strength per family, \
-        threshold drawn). Points run two at a time. Families (default grid): \(SweepFamily.defaults.map(\.name).joined(separator: ", ")). \
+        threshold drawn). Points run two at a time. Families (default grid): \(SweepFamily.defaults.map(\.name).joined(separator: ", ")), and \
+        function-preserving (head permutation; for Llama models also FFN unit rescaling and residual rotation; \
+        heads from config.json next to MODEL). Informed detection aligns the suspect first, as `detect --reference` \
+        does. For BERT models every point also reports the function kept: min and mean cosine of 12 probe sentences' \
+        embeddings (a forward pass in Swift) against the marked model's, plotted against Z in function.svg. \
         --families narrows it (comma-separated names or prefixes); --quick runs one point per family.
 
         Example:
@@ -59,7 +64,9 @@ struct Bench: AsyncParsableCommand {
         let key = try Console.loadKey(key, quiet: output.quiet)
         let input = try RewritableModel(path: model, quiet: output.quiet)
         let original = input.model
+        let config = ModelConfig.load(near: model)
         var grid = SweepFamily.defaults
+            + SweepFamily.derivatives(layout: TransformerLayout.recognize(names: original.tensors.map(\.name), config: config))
         if let families {
             let wanted = families.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
             grid = grid.filter { f in f.name == "none" || wanted.contains { f.name.lowercased().hasPrefix($0) } }
@@ -88,7 +95,7 @@ struct Bench: AsyncParsableCommand {
             var detect = DetectOptions()
             detect.alpha = alpha
             let runner = try SweepRunner(original: original, marked: try SafetensorsModel(path: markedPath), key: key,
-                                         options: detect, delta: plan.delta)
+                                         options: detect, delta: plan.delta, config: config)
             let total = grid.reduce(0) { $0 + $1.points.count }
             let bar = ProgressBar(total: total, label: "bench \(s.rawValue)", enabled: !output.quiet)
             nonisolated(unsafe) let progressBar = bar
@@ -108,6 +115,9 @@ struct Bench: AsyncParsableCommand {
             try write(SweepRendering.markdown(points, title: title, notes: notes), to: "\(out)/results\(suffix).md")
             try write(SweepRendering.csv(points), to: "\(out)/results\(suffix).csv")
             try write(SweepRendering.svg(points, families: grid, alpha: alpha, title: title), to: "\(out)/plots\(suffix).svg")
+            if points.contains(where: { $0.functionMinCosine != nil }) {
+                try write(SweepRendering.functionSVG(points, alpha: alpha, title: title + ": function kept vs Z"), to: "\(out)/function\(suffix).svg")
+            }
             if !output.json {
                 Console.out("\n\(title)")
                 Console.out(Console.table(SweepRendering.header, SweepRendering.rows(points), rightAligned: [2, 3, 5]))

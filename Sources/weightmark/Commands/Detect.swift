@@ -1,3 +1,4 @@
+import Alignment
 import ArgumentParser
 import Foundation
 import TensorIO
@@ -25,6 +26,11 @@ struct Detect: AsyncParsableCommand {
         renamed, re-sharded, transposed, fused (qkv_proj, gate_up_proj, query_key_value), sliced on tile \
         boundaries or vocabulary-resized copies are detected, and the report says how each matrix was read. \
         --format auto (default) also looks for format v1 and doubles the bound for that search.
+
+        With --reference, the suspect is first aligned to the original (see `weightmark align --help`): permuted \
+        FFN units and attention heads, rescaled units and a rotated residual stream are undone, using the suspect \
+        and the original only, never the key, so the bound is unchanged. An already aligned suspect costs one \
+        cheap check. --no-align skips it; the JSON report's `alignment` block says what was found.
 
         Exit codes: 0 detected, 1 not detected, 2 error.
 
@@ -59,6 +65,12 @@ struct Detect: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Mark formats to look for: auto (v1 and v2; the bound pays a factor 2), v1 or v2.", valueName: "format"))
     var format: DetectFormat = .auto
 
+    @Flag(name: .long, help: "With --reference: do not align the suspect to it first.")
+    var noAlign = false
+
+    @Option(name: .long, help: ArgumentHelp("Attention heads for alignment (default: config.json next to the reference).", valueName: "n"))
+    var heads: Int?
+
     @Flag(name: .long, help: "Replace the --report file if it exists.")
     var force = false
 
@@ -83,6 +95,15 @@ struct Detect: AsyncParsableCommand {
         if let report, !force, FileManager.default.fileExists(atPath: report) { throw TensorIOError.outputExists(path: report) }
         let suspectModel = try openTensorSource(path: suspect)
         let referenceModel = try reference.map { try openTensorSource(path: $0) }
+        var alignment: AlignmentReport?
+        var scored: any TensorSource = suspectModel
+        if let reference, let referenceModel, !noAlign {
+            // Key-free: the aligned suspect depends on the suspect and the original only.
+            let (aligned, report) = try ModelAligner.align(suspect: suspectModel, reference: referenceModel,
+                                                           options: AlignCommandSupport.options(reference: reference, heads: heads, kvHeads: nil))
+            alignment = report
+            if report.changed { scored = aligned }
+        }
         var options = DetectOptions()
         options.selection = selection.selection
         options.rank = selection.rank
@@ -110,21 +131,38 @@ struct Detect: AsyncParsableCommand {
             options.rank = m.rank
         }
         let bar = ProgressBar(total: 1, label: "detecting", enabled: !output.quiet)
-        let result = try Detector.detect(suspect: suspectModel, reference: referenceModel, key: key, options: options,
+        let result = try Detector.detect(suspect: scored, reference: referenceModel, key: key, options: options,
                                          expected: expected) { name, i, total in
             if i == 0 { bar.reset(total: total) }
             if i > 0 { bar.advance(detail: name) }
         }
         bar.finish()
+        let full = AlignedDetectionReport(report: result, alignment: alignment)
         if let report {
-            try Console.writeJSON(result, to: report, overwrite: force)
+            try Console.writeJSON(full, to: report, overwrite: force)
         }
         if output.json {
-            Console.out(try Console.json(result))
+            Console.out(try Console.json(full))
         } else {
             DetectionPrinter.print(result, top: top)
+            if let alignment, alignment.changed {
+                Console.out("  aligned to the reference first (key-free; the bound is unchanged):")
+                for line in alignment.summaryLines { Console.out("    " + line) }
+            }
         }
         if !result.detected { throw ExitCode(1) }
+    }
+}
+
+/// The detection report with the `alignment` block next to its fields (the same JSON object `combine` reads).
+struct AlignedDetectionReport: Encodable {
+    var report: DetectionReport
+    var alignment: AlignmentReport?
+    enum Keys: String, CodingKey { case alignment }
+    func encode(to encoder: any Encoder) throws {
+        try report.encode(to: encoder)
+        var c = encoder.container(keyedBy: Keys.self)
+        try c.encodeIfPresent(alignment, forKey: .alignment)
     }
 }
 

@@ -1,0 +1,442 @@
+import Foundation
+import LinearAlgebra
+import TensorIO
+
+/// How alignment searches.
+public struct AlignOptions: Sendable {
+    /// Heads and activation, usually from the reference's config.json; without a head count, heads are not aligned.
+    public var config: ModelConfig?
+    /// A group counts as already aligned when every unit's mean cosine with the same-index reference unit reaches
+    /// this (a permuted unit sits near 0; int2 or 2σ noise keep matched units above 0.4).
+    public var identityCosine: Float = 0.4
+    /// Per-unit scales within this of 1 are left alone (estimation noise, not a rescaling).
+    public var scaleTolerance: Float = 0.01
+    /// Unit features wider than this are compared through a fixed random sketch of this many columns.
+    public var sketchColumns = 256
+    public init() {}
+}
+
+/// Key-free alignment of a suspect to the reference it may derive from: undoes the function-preserving edits a
+/// leaker can make for free — residual-stream rotation (with norm weights fused), attention-head permutation (within
+/// key/value groups under grouped-query attention), FFN hidden-unit permutation with per-unit scale and sign where
+/// the activation allows it, and dropped or duplicated units.
+///
+/// Alignment reads the suspect and the reference only, never the key, so the suspect it hands to informed detection
+/// is as independent of the key as the suspect itself: detection's bound `P(Z ≥ z) ≤ exp(−z²/2)` holds unchanged
+/// (docs/FORMAT.md, docs/ALIGNMENT.md).
+public enum ModelAligner {
+    /// Aligns `suspect` to `reference`.
+    /// - Returns: the aligned suspect (rewritten tensors in memory, the rest read from the suspect) and the report.
+    public static func align(suspect: any TensorSource, reference: any TensorSource, options: AlignOptions = AlignOptions(),
+                             progress: (String) -> Void = { _ in }) throws -> (source: AlignedTensors, report: AlignmentReport) {
+        let start = Date()
+        let names = reference.sourceTensors.map(\.name)
+        guard let layout = TransformerLayout.recognize(names: names, config: options.config) else {
+            return (AlignedTensors(base: suspect, overrides: [:]),
+                    AlignmentReport(layout: nil, changed: false, notes: ["alignment: no BERT or Llama tensor names in the reference; nothing aligned"],
+                                    rotation: nil, layers: [], seconds: Date().timeIntervalSince(start)))
+        }
+        let ws = Workspace(suspect: suspect, reference: reference)
+        var notes: [String] = []
+        var rotation: RotationFinding?
+        if layout.allowsResidualRotation {
+            progress("residual stream")
+            rotation = try alignRotation(ws, layout, options, &notes)
+        }
+        var findings: [LayerFinding] = []
+        for layer in layout.layers {
+            progress("layer \(layer.index)")
+            var heads: GroupFinding?
+            if let h = layout.heads, let kv = layout.kvHeads {
+                heads = try alignHeads(ws, layer, heads: h, kvHeads: kv, options, &notes)
+            } else if layer.index == 0 {
+                notes.append("attention heads not aligned: head count unknown (no num_attention_heads in a config.json next to the reference)")
+            }
+            guard let ffn = try alignFFN(ws, layer, layout.activation, options, &notes) else { continue }
+            findings.append(LayerFinding(layer: layer.index, heads: heads, ffn: ffn))
+        }
+        var overrides: [String: (shape: [Int], values: [Float])] = [:]
+        for (name, m) in ws.overrides {
+            overrides[name] = (reference.sourceTensor(named: name)?.shape.count == 1 ? [m.count] : [m.rows, m.cols], m.storage)
+        }
+        let report = AlignmentReport(layout: layout.family.rawValue, changed: !overrides.isEmpty, notes: notes, rotation: rotation,
+                                     layers: findings, seconds: Date().timeIntervalSince(start))
+        return (AlignedTensors(base: suspect, overrides: overrides), report)
+    }
+
+    /// Suspect tensors as aligned so far, and the reference.
+    final class Workspace {
+        let suspect: any TensorSource
+        let reference: any TensorSource
+        var overrides: [String: Matrix] = [:]
+        init(suspect: any TensorSource, reference: any TensorSource) { self.suspect = suspect; self.reference = reference }
+
+        func shape(suspect name: String) -> [Int]? {
+            if let o = overrides[name] { return [o.rows, o.cols] }
+            return suspect.sourceTensor(named: name).flatMap { $0.isFloating ? $0.shape : nil }
+        }
+        func shape(reference name: String) -> [Int]? { reference.sourceTensor(named: name).flatMap { $0.isFloating ? $0.shape : nil } }
+
+        func s(_ name: String) throws -> Matrix {
+            if let o = overrides[name] { return o }
+            return try Self.matrix(suspect, name)
+        }
+        func r(_ name: String) throws -> Matrix { try Self.matrix(reference, name) }
+        static func matrix(_ source: any TensorSource, _ name: String) throws -> Matrix {
+            guard let t = source.sourceTensor(named: name) else { throw TensorIOError.tensorNotFound(name: name, path: source.path) }
+            let values = try source.decodeFloats(named: name)
+            source.releaseTensor(named: name)
+            return t.shape.count == 2 ? Matrix(rows: t.shape[0], cols: t.shape[1], storage: values)
+                                      : Matrix(rows: 1, cols: values.count, storage: values)
+        }
+    }
+
+    // MARK: - Residual stream
+
+    static func alignRotation(_ ws: Workspace, _ layout: TransformerLayout, _ options: AlignOptions,
+                              _ notes: inout [String]) throws -> RotationFinding? {
+        guard let e = layout.embedding, let se = ws.shape(suspect: e), se == ws.shape(reference: e) else {
+            notes.append("residual rotation not checked: the embedding is missing or shaped differently in the suspect")
+            return nil
+        }
+        let es = try ws.s(e), er = try ws.r(e)
+        let d = es.cols
+        // Cheap check on ≤ 512 evenly spaced rows.
+        let stride = max(1, es.rows / 512)
+        var cosSum = 0.0, count = 0
+        for i in Swift.stride(from: 0, to: es.rows, by: stride) {
+            cosSum += Double(cosine(es.storage, i * d, er.storage, i * d, d)); count += 1
+        }
+        let meanCos = cosSum / Double(max(1, count))
+        if meanCos >= Double(options.identityCosine) {
+            // Norm weights may be fused without a rotation (also function-preserving).
+            let rescaled = try unfuseNorms(ws, layout, d, options)
+            return RotationFinding(found: false, embeddingCosine: meanCos, distanceFromIdentity: 0, fitResidual: relativeResidual([(es, er)]),
+                                   columnsRescaled: rescaled)
+        }
+        // Orthogonal Procrustes: Q = argmin ‖E_r Q − E_s‖ over orthogonal Q = U Vᵀ, with E_rᵀ E_s = U Σ Vᵀ.
+        let m = BLAS.matmul(er, es, transA: .transposed)
+        let (u, _, vt) = try LAPACK.svd(m)
+        let q = BLAS.matmul(u, vt)
+        ws.overrides[e] = BLAS.matmul(es, q, transB: .transposed)
+        func rotate(reading name: String?) throws {
+            guard let name, let sh = ws.shape(suspect: name), sh.count == 2, sh[1] == d else { return }
+            ws.overrides[name] = BLAS.matmul(try ws.s(name), q, transB: .transposed)
+        }
+        func rotate(writing name: String?) throws {
+            guard let name, let sh = ws.shape(suspect: name), sh.count == 2, sh[0] == d else { return }
+            ws.overrides[name] = BLAS.matmul(q, try ws.s(name))
+        }
+        for l in layout.layers {
+            for n in [l.query, l.key, l.value, l.gate, l.up] { try rotate(reading: n) }
+            for n in [l.attentionOutput, l.down] { try rotate(writing: n) }
+        }
+        try rotate(reading: layout.outputHead)
+        let rescaled = try unfuseNorms(ws, layout, d, options)
+        var dist = 0.0
+        for i in 0..<d { for j in 0..<d { let x = Double(q.storage[i * d + j]) - (i == j ? 1 : 0); dist += x * x } }
+        return RotationFinding(found: true, embeddingCosine: meanCos, distanceFromIdentity: (dist / Double(d)).squareRoot(),
+                               fitResidual: relativeResidual([(ws.overrides[e]!, er)]), columnsRescaled: rescaled)
+    }
+
+    /// Divides fused norm weights back out of the matrices that read the normalized stream (W diag(g) → W).
+    ///
+    /// Per input column j, |g_j| = ‖suspect column‖ / ‖reference column‖ over the matrices never rescaled per row
+    /// (q/k/v; gate, else up; the output head), which row permutations do not change; its sign is that of the ratio of
+    /// column sums (also permutation-invariant) where the reference's sum is well away from zero. Applied only when
+    /// the ratios vary across columns (a uniform ratio is noise added by quantization, not a fused norm).
+    /// - Returns: the number of columns rescaled.
+    static func unfuseNorms(_ ws: Workspace, _ layout: TransformerLayout, _ d: Int, _ options: AlignOptions) throws -> Int {
+        var rescaled = 0
+        func unfuse(_ probe: [String?], _ apply: [String?]) throws {
+            let probes = probe.compactMap { $0 }.filter { ws.shape(suspect: $0)?.last == d && ws.shape(reference: $0)?.last == d }
+            guard !probes.isEmpty else { return }
+            var ns = [Double](repeating: 0, count: d), nr = [Double](repeating: 0, count: d)
+            var ss = [Double](repeating: 0, count: d), sr = [Double](repeating: 0, count: d)
+            for p in probes {
+                let s = try ws.s(p), r = try ws.r(p)
+                for i in 0..<s.rows { for j in 0..<d {
+                    let x = Double(s.storage[i * d + j]); ns[j] += x * x; ss[j] += x
+                } }
+                for i in 0..<r.rows { for j in 0..<d {
+                    let x = Double(r.storage[i * d + j]); nr[j] += x * x; sr[j] += x
+                } }
+            }
+            let rowsS = Double(probes.reduce(0) { $0 + (ws.shape(suspect: $1)?[0] ?? 0) })
+            let rowsR = Double(probes.reduce(0) { $0 + (ws.shape(reference: $1)?[0] ?? 0) })
+            guard rowsS > 0, rowsR > 0 else { return }
+            let scale: [Float] = (0..<d).map { j in
+                guard nr[j] > 0, ns[j] > 0 else { return 1 }
+                let magnitude = ((ns[j] / rowsS) / (nr[j] / rowsR)).squareRoot()
+                // The sum of an unstructured column is ~√rows·rms = ‖column‖: trust its sign only well above that
+                // (norm weights of trained models are positive, so an undetermined sign stays +).
+                let determined = abs(sr[j]) > 3 * nr[j].squareRoot() && abs(ss[j]) > 3 * ns[j].squareRoot()
+                let negative = determined && (ss[j] > 0) != (sr[j] > 0)
+                return Float(negative ? -magnitude : magnitude)
+            }
+            let magnitudes = scale.map { abs($0) }
+            let spread = (magnitudes.max() ?? 1) / max(1e-12, magnitudes.min() ?? 1)
+            guard scale.contains(where: { $0 < 0 }) || (spread > 1.05 && magnitudes.contains(where: { abs($0 - 1) > options.scaleTolerance })) else { return }
+            rescaled += scale.filter { abs($0 - 1) > options.scaleTolerance }.count
+            for name in apply.compactMap({ $0 }) {
+                guard var w = try? ws.s(name), w.cols == d else { continue }
+                for i in 0..<w.rows { for j in 0..<d { w.storage[i * d + j] /= scale[j] } }
+                ws.overrides[name] = w
+            }
+        }
+        for l in layout.layers {
+            try unfuse([l.query, l.key, l.value], [l.query, l.key, l.value])
+            try unfuse([l.gate ?? l.up], [l.gate, l.up])
+        }
+        try unfuse([layout.outputHead], [layout.outputHead])
+        return rescaled
+    }
+
+    // MARK: - Attention heads
+
+    static func alignHeads(_ ws: Workspace, _ l: TransformerLayout.Layer, heads h: Int, kvHeads hk: Int,
+                           _ options: AlignOptions, _ notes: inout [String]) throws -> GroupFinding? {
+        let names = [l.query, l.key, l.value, l.attentionOutput]
+        guard names.allSatisfy({ ws.shape(suspect: $0) != nil && ws.shape(suspect: $0) == ws.shape(reference: $0) }) else {
+            notes.append("layer \(l.index): attention heads not aligned (q/k/v/o shaped differently from the reference)")
+            return nil
+        }
+        let qs = try ws.s(l.query), ks = try ws.s(l.key), vs = try ws.s(l.value), os = try ws.s(l.attentionOutput)
+        let qr = try ws.r(l.query), kr = try ws.r(l.key), vr = try ws.r(l.value), or = try ws.r(l.attentionOutput)
+        guard h > 0, hk > 0, h % hk == 0, qs.rows % h == 0, ks.rows == qs.rows / h * hk, os.cols == qs.rows else {
+            notes.append("layer \(l.index): attention heads not aligned (\(h) heads, \(hk) key/value heads do not fit q \(qs.rows) rows, k \(ks.rows) rows)")
+            return nil
+        }
+        let hd = qs.rows / h, d = qs.cols, group = h / hk
+        let ots = os.transposed, otr = or.transposed   // head blocks of o's columns become row blocks
+        let block = hd * d
+        func bc(_ a: Matrix, _ i: Int, _ b: Matrix, _ j: Int) -> Float { cosine(a.storage, i * block, b.storage, j * block, block) }
+        let before = relativeResidual([(qs, qr), (ks, kr), (vs, vr), (os, or)])
+        // Already aligned: every head's blocks agree with the same-index reference head.
+        let identity = (0..<h).allSatisfy { bc(qs, $0, qr, $0) >= options.identityCosine && bc(ots, $0, otr, $0) >= options.identityCosine }
+            && (0..<hk).allSatisfy { bc(ks, $0, kr, $0) >= options.identityCosine && bc(vs, $0, vr, $0) >= options.identityCosine }
+        if identity {
+            return GroupFinding(kind: "heads", unit: "head", suspectUnits: h, referenceUnits: h, moved: 0, rescaled: 0, signFlips: 0, dropped: 0,
+                                duplicated: 0, extra: 0, ambiguous: [], ambiguousCount: 0, residualBefore: before, residualAfter: before, identityByCheck: true)
+        }
+        // Key/value groups first (k and v, plus q and o when every head is its own group), then q heads within groups.
+        var g = [Float](repeating: 0, count: hk * hk)
+        for a in 0..<hk { for b in 0..<hk {
+            var s = bc(ks, a, kr, b) + bc(vs, a, vr, b)
+            if group == 1 { s += bc(qs, a, qr, b) + bc(ots, a, otr, b) }
+            g[a * hk + b] = s
+        } }
+        let kvMatch = LinearAssignment.maximize(g, rows: hk, cols: hk)
+        var kvOf = [Int](repeating: 0, count: hk)                // reference kv head → suspect kv head
+        for (a, b) in kvMatch.enumerated() { kvOf[b!] = a }
+        var qOf = [Int](repeating: 0, count: h)                  // reference head → suspect head
+        var ambiguous: [Int] = []
+        let features: Float = group == 1 ? 4 : 2
+        for rg in 0..<hk {
+            let sg = kvOf[rg]
+            var sim = [Float](repeating: 0, count: group * group)
+            for a in 0..<group { for b in 0..<group {
+                sim[a * group + b] = bc(qs, sg * group + a, qr, rg * group + b) + bc(ots, sg * group + a, otr, rg * group + b)
+            } }
+            let match = group == 1 ? [0] : LinearAssignment.maximize(sim, rows: group, cols: group).map { $0! }
+            for (a, b) in match.enumerated() { qOf[rg * group + b] = sg * group + a }
+            // Ambiguity of the group choice: weak, or barely ahead of another suspect group.
+            let chosen = g[sg * hk + rg]
+            let runnerUp = (0..<hk).filter { $0 != sg }.map { g[$0 * hk + rg] }.max() ?? -Float.infinity
+            if chosen < 0.3 * (group == 1 ? features : 2) || chosen - runnerUp < 0.05 * (group == 1 ? features : 2) {
+                ambiguous.append(contentsOf: (0..<group).map { rg * group + $0 })
+            }
+        }
+        let moved = (0..<h).filter { qOf[$0] != $0 }.count
+        guard moved > 0 || (0..<hk).contains(where: { kvOf[$0] != $0 }) else {
+            return GroupFinding(kind: "heads", unit: "head", suspectUnits: h, referenceUnits: h, moved: 0, rescaled: 0, signFlips: 0, dropped: 0,
+                                duplicated: 0, extra: 0, ambiguous: Array(ambiguous.prefix(16)), ambiguousCount: ambiguous.count,
+                                residualBefore: before, residualAfter: before, identityByCheck: false)
+        }
+        func permuteRowBlocks(_ m: Matrix, _ of: [Int], _ rowsPerBlock: Int) -> Matrix {
+            var out = m
+            let w = rowsPerBlock * m.cols
+            for (dst, src) in of.enumerated() {
+                out.storage.replaceSubrange((dst * w)..<((dst + 1) * w), with: m.storage[(src * w)..<((src + 1) * w)])
+            }
+            return out
+        }
+        let qa = permuteRowBlocks(qs, qOf, hd), ka = permuteRowBlocks(ks, kvOf, hd), va = permuteRowBlocks(vs, kvOf, hd)
+        let oa = permuteRowBlocks(ots, qOf, hd).transposed
+        ws.overrides[l.query] = qa; ws.overrides[l.key] = ka; ws.overrides[l.value] = va; ws.overrides[l.attentionOutput] = oa
+        for (bias, of) in [(l.queryBias, qOf), (l.keyBias, kvOf), (l.valueBias, kvOf)] {
+            guard let bias, let b = try? ws.s(bias), b.count == of.count * hd else { continue }
+            ws.overrides[bias] = permuteRowBlocks(Matrix(rows: b.count, cols: 1, storage: b.storage), of, hd)
+        }
+        _ = d
+        return GroupFinding(kind: "heads", unit: "head", suspectUnits: h, referenceUnits: h, moved: moved, rescaled: 0, signFlips: 0, dropped: 0,
+                            duplicated: 0, extra: 0, ambiguous: Array(ambiguous.prefix(16)), ambiguousCount: ambiguous.count,
+                            residualBefore: before, residualAfter: relativeResidual([(qa, qr), (ka, kr), (va, vr), (oa, or)]), identityByCheck: false)
+    }
+
+    // MARK: - FFN hidden units
+
+    static func alignFFN(_ ws: Workspace, _ l: TransformerLayout.Layer, _ activation: TransformerLayout.Activation,
+                         _ options: AlignOptions, _ notes: inout [String]) throws -> GroupFinding? {
+        guard let su = ws.shape(suspect: l.up), let ru = ws.shape(reference: l.up), let sd = ws.shape(suspect: l.down),
+              let rd = ws.shape(reference: l.down), su[1] == ru[1], sd[0] == rd[0], sd[1] == su[0], rd[1] == ru[0],
+              l.gate.map({ ws.shape(suspect: $0) == su && ws.shape(reference: $0) == ru }) ?? true else {
+            notes.append("layer \(l.index): FFN not aligned (up/gate/down missing or inconsistent in the suspect)")
+            return nil
+        }
+        let ns = su[0], nr = ru[0], d = su[1]
+        let ups = try ws.s(l.up), upr = try ws.r(l.up)
+        let gates = try l.gate.map { try ws.s($0) }, gater = try l.gate.map { try ws.r($0) }
+        let downs = try ws.s(l.down), downr = try ws.r(l.down)
+        let dts = downs.transposed, dtr = downr.transposed            // units as rows (n×d_out)
+        let dOut = dts.cols
+        let scalable = activation != .gelu
+        let before: Double? = ns == nr ? relativeResidual([(ups, upr), (downs, downr)] + (gates.map { [($0, gater!)] } ?? [])) : nil
+        let nf: Float = gates == nil ? 2 : 3
+
+        // Similarity of suspect unit i and reference unit j from the unit's input row(s) and output column.
+        func pairSimilarity(_ i: Int, _ j: Int) -> Float {
+            let cu = cosine(ups.storage, i * d, upr.storage, j * d, d), cd = cosine(dts.storage, i * dOut, dtr.storage, j * dOut, dOut)
+            let cg = gates.map { cosine($0.storage, i * d, gater!.storage, j * d, d) } ?? 0
+            return activation == .swiglu ? cg + abs(cu + cd) : cg + cu + cd
+        }
+
+        var match = [Int?](repeating: nil, count: ns)             // suspect unit → reference unit
+        var sim: [Float] = []                                     // ns×nr when searched
+        var identityByCheck = false
+        if ns == nr, (0..<ns).allSatisfy({ pairSimilarity($0, $0) >= options.identityCosine * nf }) {
+            identityByCheck = true
+            for i in 0..<ns { match[i] = i }
+        } else {
+            // Full search: cosine matrices of (sketched) unit features, combined as in pairSimilarity.
+            let sketch = d > 2 * options.sketchColumns || dOut > 2 * options.sketchColumns
+            func features(_ m: Matrix) -> Matrix {
+                var f = sketch && m.cols > options.sketchColumns ? BLAS.matmul(m, sketchMatrix(rows: m.cols, cols: options.sketchColumns)) : m
+                normalizeRows(&f)
+                return f
+            }
+            let cu = BLAS.matmul(features(ups), features(upr), transB: .transposed)
+            let cd = BLAS.matmul(features(dts), features(dtr), transB: .transposed)
+            sim = cu.storage
+            if activation == .swiglu {
+                for k in sim.indices { sim[k] = abs(sim[k] + cd.storage[k]) }
+            } else {
+                for k in sim.indices { sim[k] += cd.storage[k] }
+            }
+            if let gates, let gater {
+                let cg = BLAS.matmul(features(gates), features(gater), transB: .transposed)
+                for k in sim.indices { sim[k] += cg.storage[k] }
+            }
+            match = LinearAssignment.maximize(sim, rows: ns, cols: nr)
+            // A forced match to an unrelated unit (more reference units than suspect units, and a suspect unit whose
+            // real counterpart is taken, as a duplicate's is) is no match: that reference unit counts as dropped.
+            for i in 0..<ns { if let j = match[i], sim[i * nr + j] < 0.5 * nf { match[i] = nil } }
+        }
+
+        // Per-unit scale from the up path, c = ⟨up_s, up_r⟩ / ‖up_r‖² (SwiGLU: any sign; ReLU: positive only).
+        func rawScale(_ i: Int, _ j: Int) -> Float {
+            guard scalable else { return 1 }
+            var dot = 0.0, nn = 0.0
+            for k in 0..<d { dot += Double(ups.storage[i * d + k]) * Double(upr.storage[j * d + k]); nn += Double(upr.storage[j * d + k]) * Double(upr.storage[j * d + k]) }
+            guard nn > 0 else { return 1 }
+            let c = Float(dot / nn)
+            if (activation == .relu && c <= 0) || abs(c) < 1e-6 { return 1 }
+            return c
+        }
+        // The layer counts as rescaled when some unit's scale is clearly not 1; then every unit's fitted scale is divided
+        // out (exactly), otherwise none (estimation noise of an unscaled layer is left alone).
+        let layerScaled = scalable && (0..<ns).contains { i in match[i].map { abs(rawScale(i, $0) - 1) > options.scaleTolerance } ?? false }
+        func scale(_ i: Int, _ j: Int) -> Float { layerScaled ? rawScale(i, j) : 1 }
+
+        var upa = Matrix(rows: nr, cols: d), dta = Matrix(rows: nr, cols: dOut)
+        var gatea = gates.map { _ in Matrix(rows: nr, cols: d) }
+        let biass = try l.upBias.flatMap { ws.shape(suspect: $0) == [ns] ? try ws.s($0) : nil }
+        var biasa = [Float](repeating: 0, count: nr)
+        var moved = 0, rescaled = 0, flips = 0, duplicated = 0, extra = 0
+        var ambiguous: [Int] = []
+        var assigned = [Bool](repeating: false, count: nr)
+        for i in 0..<ns {
+            guard let j = match[i] else { continue }
+            assigned[j] = true
+            if i != j { moved += 1 }
+            let c = scale(i, j)
+            if abs(c - 1) > options.scaleTolerance { rescaled += 1; if c < 0 { flips += 1 } }
+            for k in 0..<d { upa.storage[j * d + k] = ups.storage[i * d + k] / c }
+            for k in 0..<dOut { dta.storage[j * dOut + k] = dts.storage[i * dOut + k] * c }
+            if let gates { for k in 0..<d { gatea!.storage[j * d + k] = gates.storage[i * d + k] } }
+            if let biass { biasa[j] = biass.storage[i] / c }
+            if !sim.isEmpty {
+                let chosen = sim[i * nr + j]
+                var runnerUp = -Float.infinity
+                for jj in 0..<nr where jj != j { runnerUp = max(runnerUp, sim[i * nr + jj]) }
+                if chosen < 0.3 * nf || chosen - runnerUp < 0.05 * nf { ambiguous.append(j) }
+            }
+        }
+        // Suspect units beyond the reference's count: a duplicate (same input row, output column split) is merged into
+        // the unit it copies; anything else is left out.
+        for i in 0..<ns where match[i] == nil {
+            var best = -Float.infinity, arg = 0
+            for j in 0..<nr where sim[i * nr + j] > best { best = sim[i * nr + j]; arg = j }
+            guard best >= 0.6 * nf, assigned[arg] else { extra += 1; continue }
+            let c = scale(i, arg)
+            for k in 0..<dOut { dta.storage[arg * dOut + k] += dts.storage[i * dOut + k] * c }
+            duplicated += 1
+        }
+        let dropped = assigned.filter { !$0 }.count
+        let changed = moved > 0 || rescaled > 0 || dropped > 0 || duplicated > 0 || extra > 0 || ns != nr
+        let downa = dta.transposed
+        if changed {
+            ws.overrides[l.up] = upa
+            ws.overrides[l.down] = downa
+            if let g = l.gate, let gatea { ws.overrides[g] = gatea }
+            if let b = l.upBias, biass != nil { ws.overrides[b] = Matrix(rows: 1, cols: nr, storage: biasa) }
+        }
+        let after = changed ? relativeResidual([(upa, upr), (downa, downr)] + (gatea.map { [($0, gater!)] } ?? [])) : (before ?? 0)
+        return GroupFinding(kind: "ffn", unit: "unit", suspectUnits: ns, referenceUnits: nr, moved: moved, rescaled: rescaled, signFlips: flips,
+                            dropped: dropped, duplicated: duplicated, extra: extra, ambiguous: Array(ambiguous.prefix(16)),
+                            ambiguousCount: ambiguous.count, residualBefore: before, residualAfter: after, identityByCheck: identityByCheck)
+    }
+
+    // MARK: - Helpers
+
+    static func cosine(_ a: [Float], _ ia: Int, _ b: [Float], _ ib: Int, _ n: Int) -> Float {
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                let x = UnsafeBufferPointer(rebasing: pa[ia..<(ia + n)]), y = UnsafeBufferPointer(rebasing: pb[ib..<(ib + n)])
+                let xy = BLAS.dot(x, y), xx = BLAS.dot(x, x), yy = BLAS.dot(y, y)
+                return xx > 0 && yy > 0 ? Float(xy / (xx * yy).squareRoot()) : 0
+            }
+        }
+    }
+
+    static func normalizeRows(_ m: inout Matrix) {
+        let n = m.cols
+        m.storage.withUnsafeMutableBufferPointer { p in
+            for i in 0..<m.rows {
+                var s: Float = 0
+                for k in 0..<n { s += p[i * n + k] * p[i * n + k] }
+                guard s > 0 else { continue }
+                let inv = 1 / s.squareRoot()
+                for k in 0..<n { p[i * n + k] *= inv }
+            }
+        }
+    }
+
+    /// A fixed Gaussian sketch (the same for every run; no key involved).
+    static func sketchMatrix(rows: Int, cols: Int) -> Matrix {
+        var rng = SplitMix64(seed: 0xA11C_5EED ^ UInt64(rows))
+        return Matrix(rows: rows, cols: cols, storage: (0..<(rows * cols)).map { _ in rng.nextGaussian() })
+    }
+
+    /// sqrt(Σ‖S − R‖² / Σ‖R‖²) over same-shaped pairs.
+    static func relativeResidual(_ pairs: [(Matrix, Matrix)]) -> Double {
+        var num = 0.0, den = 0.0
+        for (s, r) in pairs where s.count == r.count {
+            for k in 0..<s.count {
+                let x = Double(s.storage[k]) - Double(r.storage[k])
+                num += x * x; den += Double(r.storage[k]) * Double(r.storage[k])
+            }
+        }
+        return den > 0 ? (num / den).squareRoot() : 0
+    }
+}
