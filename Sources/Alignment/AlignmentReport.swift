@@ -39,6 +39,8 @@ public struct AlignmentReport: Codable, Sendable, Equatable {
                 out.append("layer \(l.layer) \(g.kind): \(parts.joined(separator: ", ")); \(fit)")
             }
         }
+        let unmatched = layers.flatMap { [$0.heads, $0.ffn].compactMap { $0 } }.filter(\.leftAsStored).count
+        if unmatched > 0 { out.append("\(unmatched) groups searched without a confident match, left as stored") }
         let identical = layers.filter { ($0.heads.map { !$0.isTransformed } ?? true) && !$0.ffn.isTransformed }.count
         if identical > 0 { out.append("\(identical) of \(layers.count) layers already aligned (identity)") }
         return out + notes
@@ -84,6 +86,9 @@ public struct GroupFinding: Codable, Sendable, Equatable {
     public var residualAfter: Double
     /// Whether the cheap "already aligned" check skipped the search.
     public var identityByCheck: Bool
+    /// The search ran but found no confident match (weak similarities, or no better fit than as stored): the group
+    /// was left as stored (e.g. an unrelated model, or a matrix stored transposed).
+    public var leftAsStored: Bool = false
 
     public var isTransformed: Bool { moved > 0 || rescaled > 0 || dropped > 0 || duplicated > 0 || extra > 0 }
 }

@@ -248,6 +248,13 @@ public enum ModelAligner {
             }
         }
         let moved = (0..<h).filter { qOf[$0] != $0 }.count
+        // Confident: the chosen heads' q and o blocks agree with the reference as well as the identity check asks.
+        let meanChosen = (0..<h).reduce(Float(0)) { $0 + bc(qs, qOf[$1], qr, $1) + bc(ots, qOf[$1], otr, $1) } / Float(2 * h)
+        guard meanChosen >= options.identityCosine else {
+            return GroupFinding(kind: "heads", unit: "head", suspectUnits: h, referenceUnits: h, moved: 0, rescaled: 0, signFlips: 0, dropped: 0,
+                                duplicated: 0, extra: 0, ambiguous: [], ambiguousCount: 0, residualBefore: before, residualAfter: before,
+                                identityByCheck: false, leftAsStored: true)
+        }
         guard moved > 0 || (0..<hk).contains(where: { kvOf[$0] != $0 }) else {
             return GroupFinding(kind: "heads", unit: "head", suspectUnits: h, referenceUnits: h, moved: 0, rescaled: 0, signFlips: 0, dropped: 0,
                                 duplicated: 0, extra: 0, ambiguous: Array(ambiguous.prefix(16)), ambiguousCount: ambiguous.count,
@@ -263,6 +270,12 @@ public enum ModelAligner {
         }
         let qa = permuteRowBlocks(qs, qOf, hd), ka = permuteRowBlocks(ks, kvOf, hd), va = permuteRowBlocks(vs, kvOf, hd)
         let oa = permuteRowBlocks(ots, qOf, hd).transposed
+        let after = relativeResidual([(qa, qr), (ka, kr), (va, vr), (oa, or)])
+        guard after < before else {
+            return GroupFinding(kind: "heads", unit: "head", suspectUnits: h, referenceUnits: h, moved: 0, rescaled: 0, signFlips: 0, dropped: 0,
+                                duplicated: 0, extra: 0, ambiguous: [], ambiguousCount: 0, residualBefore: before, residualAfter: before,
+                                identityByCheck: false, leftAsStored: true)
+        }
         ws.overrides[l.query] = qa; ws.overrides[l.key] = ka; ws.overrides[l.value] = va; ws.overrides[l.attentionOutput] = oa
         for (bias, of) in [(l.queryBias, qOf), (l.keyBias, kvOf), (l.valueBias, kvOf)] {
             guard let bias, let b = try? ws.s(bias), b.count == of.count * hd else { continue }
@@ -271,7 +284,7 @@ public enum ModelAligner {
         _ = d
         return GroupFinding(kind: "heads", unit: "head", suspectUnits: h, referenceUnits: h, moved: moved, rescaled: 0, signFlips: 0, dropped: 0,
                             duplicated: 0, extra: 0, ambiguous: Array(ambiguous.prefix(16)), ambiguousCount: ambiguous.count,
-                            residualBefore: before, residualAfter: relativeResidual([(qa, qr), (ka, kr), (va, vr), (oa, or)]), identityByCheck: false)
+                            residualBefore: before, residualAfter: after, identityByCheck: false)
     }
 
     // MARK: - FFN hidden units
@@ -345,7 +358,10 @@ public enum ModelAligner {
         }
         // The layer counts as rescaled when some unit's scale is clearly not 1; then every unit's fitted scale is divided
         // out (exactly), otherwise none (estimation noise of an unscaled layer is left alone).
-        let layerScaled = scalable && (0..<ns).contains { i in match[i].map { abs(rawScale(i, $0) - 1) > options.scaleTolerance } ?? false }
+        // Quantization noise moves a fitted scale by ~damage/√d (≈ 0.02 for int2 at d = 384); a rescaling attack moves
+        // most units far more, so "clearly" means: a sign flip, or ≥ 5% of the units off by more than 0.1.
+        let fitted = (0..<ns).compactMap { i in match[i].map { rawScale(i, $0) } }
+        let layerScaled = scalable && (fitted.contains { $0 < 0 } || fitted.filter { abs($0 - 1) > 0.1 }.count >= max(1, ns / 20))
         func scale(_ i: Int, _ j: Int) -> Float { layerScaled ? rawScale(i, j) : 1 }
 
         var upa = Matrix(rows: nr, cols: d), dta = Matrix(rows: nr, cols: dOut)
@@ -383,15 +399,25 @@ public enum ModelAligner {
             duplicated += 1
         }
         let dropped = assigned.filter { !$0 }.count
-        let changed = moved > 0 || rescaled > 0 || dropped > 0 || duplicated > 0 || extra > 0 || ns != nr
+        var changed = moved > 0 || rescaled > 0 || dropped > 0 || duplicated > 0 || extra > 0 || ns != nr
         let downa = dta.transposed
+        let after = changed ? relativeResidual([(upa, upr), (downa, downr)] + (gatea.map { [($0, gater!)] } ?? [])) : (before ?? 0)
+        // A search result is used only when it is a confident match (mean matched similarity as high as the identity
+        // check asks of an aligned copy) that fits the reference better than the suspect as stored.
+        let matchedSims = (0..<ns).compactMap { i in match[i].map { sim.isEmpty ? options.identityCosine * nf : sim[i * nr + $0] } }
+        let confident = !matchedSims.isEmpty && matchedSims.reduce(0, +) / Float(matchedSims.count) >= options.identityCosine * nf
+        if changed && !identityByCheck && (!confident || (before.map { after >= $0 } ?? false)) {
+            changed = false
+            return GroupFinding(kind: "ffn", unit: "unit", suspectUnits: ns, referenceUnits: nr, moved: 0, rescaled: 0, signFlips: 0,
+                                dropped: 0, duplicated: 0, extra: 0, ambiguous: [], ambiguousCount: 0, residualBefore: before,
+                                residualAfter: before ?? after, identityByCheck: false, leftAsStored: true)
+        }
         if changed {
             ws.overrides[l.up] = upa
             ws.overrides[l.down] = downa
             if let g = l.gate, let gatea { ws.overrides[g] = gatea }
             if let b = l.upBias, biass != nil { ws.overrides[b] = Matrix(rows: 1, cols: nr, storage: biasa) }
         }
-        let after = changed ? relativeResidual([(upa, upr), (downa, downr)] + (gatea.map { [($0, gater!)] } ?? [])) : (before ?? 0)
         return GroupFinding(kind: "ffn", unit: "unit", suspectUnits: ns, referenceUnits: nr, moved: moved, rescaled: rescaled, signFlips: flips,
                             dropped: dropped, duplicated: duplicated, extra: extra, ambiguous: Array(ambiguous.prefix(16)),
                             ambiguousCount: ambiguous.count, residualBefore: before, residualAfter: after, identityByCheck: identityByCheck)
