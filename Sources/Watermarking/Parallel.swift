@@ -19,29 +19,30 @@ enum Parallel {
 
     /// `map` over indices with `workers` threads; results in index order; the first error is rethrown.
     static func map<T>(count: Int, workers: Int, _ body: @escaping (Int) throws -> T) throws -> [T] {
-        let lock = NSLock()
-        nonisolated(unsafe) var results = [T?](repeating: nil, count: count)
-        nonisolated(unsafe) var firstError: Error?
-        nonisolated(unsafe) var next = 0
+        let state = Locked((results: [T?](repeating: nil, count: count), firstError: Error?.none, next: 0))
+        // `body` runs on several threads at once: callers pass closures that only read what they capture, or reach
+        // shared mutable state through a `Locked` (TileDetector, Detector). Nothing else makes a non-Sendable closure
+        // safe to call concurrently, so this is stated here rather than checked.
         nonisolated(unsafe) let work = body
         DispatchQueue.concurrentPerform(iterations: max(1, min(workers, count))) { _ in
             while true {
-                lock.lock()
-                let i = next
-                next += 1
-                let stop = firstError != nil
-                lock.unlock()
+                let (i, stop) = state.withLock { s -> (Int, Bool) in
+                    defer { s.next += 1 }
+                    return (s.next, s.firstError != nil)
+                }
                 if i >= count || stop { return }
                 do {
                     let r = try work(i)
-                    lock.lock(); results[i] = r; lock.unlock()
+                    state.withLock { $0.results[i] = r }
                 } catch {
-                    lock.lock(); if firstError == nil { firstError = error }; lock.unlock()
+                    state.withLock { if $0.firstError == nil { $0.firstError = error } }
                 }
             }
         }
-        if let firstError { throw firstError }
-        return results.map { $0! }
+        return try state.withLock { s in
+            if let e = s.firstError { throw e }
+            return s.results.map { $0! }
+        }
     }
 }
 
@@ -52,6 +53,7 @@ enum Parallel {
 /// gets computed). A budget of several results lets the workers run on while the consumer is busy with a
 /// large one, without the memory of a fixed count of large results.
 final class OrderedPrefetcher<T>: @unchecked Sendable {
+    // All mutable state (results, next, taken, pendingCost, cancelled) is read and written under `lock`.
     private let count: Int
     private let minimumAhead: Int
     private let budget: Int
@@ -125,6 +127,7 @@ final class OrderedPrefetcher<T>: @unchecked Sendable {
 /// start on a page boundary with a page to spare, so the writer can write them in place at any `lead`
 /// (`PlacedBytes`). Idle buffers are kept up to `keepBytes` in all, the least recently returned go first.
 final class ByteBufferPool: @unchecked Sendable {
+    // `idle` and its byte count are read and written only under `lock`.
     private let lock = NSLock()
     private var idle: [UnsafeMutableRawBufferPointer] = []   // oldest first
     private let keepBytes: Int
@@ -166,6 +169,7 @@ final class ByteBufferPool: @unchecked Sendable {
 
 /// `count` bytes at offset `lead` of a pooled buffer; the buffer goes back to its pool when this is released.
 final class PooledBytes: @unchecked Sendable {
+    // Owned by one holder at a time: a worker fills it, then hands it to the writer, which returns it to the pool.
     let storage: UnsafeMutableRawBufferPointer
     let lead: Int
     let count: Int

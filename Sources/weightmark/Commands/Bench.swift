@@ -79,9 +79,8 @@ struct Bench: AsyncParsableCommand {
             try? FileManager.default.removeItem(atPath: markedPath)
             Console.note("marking \(original.path) (\(s.rawValue) shaping, δ = \(String(format: "%.2e", plan.delta)))", quiet: output.quiet)
             let embedBar = ProgressBar(total: plan.entries.count, label: "embed \(s.rawValue)", enabled: !output.quiet)
-            nonisolated(unsafe) let embedProgress = embedBar // called on this thread by the writer, one tensor at a time
             _ = try Embedder.embed(original, key: key, options: options, plan: plan, to: markedPath, overwrite: true) { t, _ in
-                embedProgress.advance(detail: t.name)
+                embedBar.advance(detail: t.name)
             }
             embedBar.finish()
             defer { try? FileManager.default.removeItem(atPath: markedPath) }
@@ -91,8 +90,7 @@ struct Bench: AsyncParsableCommand {
                                          options: detect, delta: plan.delta)
             let total = grid.reduce(0) { $0 + $1.points.count }
             let bar = ProgressBar(total: total, label: "bench \(s.rawValue)", enabled: !output.quiet)
-            nonisolated(unsafe) let progressBar = bar
-            let points = try await runner.run(grid) { p, _, _ in progressBar.advance(detail: p.label) }
+            let points = try await runner.run(grid) { p, _, _ in bar.advance(detail: p.label) }
             bar.finish()
             all[s.rawValue] = points
             let title = "WeightMark robustness: \((model as NSString).lastPathComponent), \(s.rawValue) shaping"

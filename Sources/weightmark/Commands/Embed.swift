@@ -112,9 +112,8 @@ struct Embed: AsyncParsableCommand {
         }
         Console.note("marking \(plan.entries.count) of \(source.tensors.count) tensors of \(source.path) with key \(key.id), δ = \(String(format: "%.2e", plan.delta)), \(shaping.rawValue) shaping", quiet: output.quiet)
         let bar = ProgressBar(total: plan.entries.count, label: "embedding", enabled: !output.quiet)
-        nonisolated(unsafe) let progressBar = bar
         var result = try Embedder.embed(source, key: key, options: options, plan: plan, to: out, overwrite: force) { t, _ in
-            progressBar.advance(detail: t.name)
+            bar.advance(detail: t.name)
         }
         bar.finish()
         result.created = ISO8601DateFormatter().string(from: Date())

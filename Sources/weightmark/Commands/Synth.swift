@@ -92,10 +92,9 @@ struct Synth: AsyncParsableCommand {
         let bytes = shape.parameterCount * dtype.bitCount / 8
         Console.note("synthesizing \(Console.count(shape.parameterCount)) parameters (\(shape.layers) layers, hidden \(shape.hidden), ffn \(shape.ffn), vocab \(shape.vocab)) as \(dtype.rawValue), \(Console.bytes(bytes)) in \(shards) shard(s)", quiet: output.quiet)
         let bar = ProgressBar(total: shape.tensors.count, label: "synth", enabled: !output.quiet)
-        nonisolated(unsafe) let progressBar = bar
         let start = Date()
         try SyntheticWeights.write(shape: shape, dtype: dtype, shards: shards, seed: seed, to: out, overwrite: force) { name in
-            progressBar.advance(detail: name)
+            bar.advance(detail: name)
         }
         bar.finish()
         let seconds = Date().timeIntervalSince(start)
