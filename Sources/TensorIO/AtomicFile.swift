@@ -1,4 +1,4 @@
-import CKernels
+import CTensorIOKernels
 import Dispatch
 import Foundation
 #if canImport(Glibc)
