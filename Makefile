@@ -44,10 +44,23 @@ test: system venv model
 	WEIGHTMARK_REQUIRE_ORACLES=1 WEIGHTMARK_PYTHON=$(abspath $(PY)) WEIGHTMARK_MINILM=$(abspath $(MODEL)) \
 		$(SWIFT) test
 
-# The robustness sweep on MiniLM behind the README's table (about 2 minutes on 2 cores).
-robustness: release model
+# The robustness sweep on MiniLM behind the README's table (about 4 minutes on 2 cores), the function-preserving
+# edits on a synthetic SwiGLU/RMSNorm Llama (rotation, rescaling; about 1 minute), and real fine-tuning of the marked
+# MiniLM with JAX on the CPU (its own venv, .venv-finetune; about 40 minutes on 2 idle cores), each detected.
+FT_VENV := .venv-finetune
+FT_PY := $(FT_VENV)/bin/python
+$(FT_PY): Benchmarks/finetune/requirements.txt
+	python3 -m venv $(FT_VENV)
+	$(FT_PY) -m pip install -q --disable-pip-version-check -r Benchmarks/finetune/requirements.txt
+	@touch $(FT_PY)
+
+robustness: release model $(FT_PY)
 	@test -f .cache/bench.key || $(BIN) keygen --out .cache/bench.key
 	$(BIN) bench .cache/minilm --key .cache/bench.key --out .cache/bench --shaping both --force
+	@test -d .cache/synth-llama || $(BIN) synth --params 30M --hidden 512 --ffn 1376 --vocab 8000 --heads 8 --kv-heads 2 \
+		--layers 4 --dtype f32 --out .cache/synth-llama
+	$(BIN) bench .cache/synth-llama --key .cache/bench.key --out .cache/bench-llama --families function-preserving,int-k --force
+	bash Benchmarks/finetune/run.sh $(BIN) $(FT_PY) .cache/minilm .cache/bench.key .cache/finetune
 
 # The README's "Verify a leak in GGUF" table: marked MiniLM through llama.cpp's own quantizer, detected.
 gguf-leak: release venv model
@@ -61,6 +74,7 @@ scale-bench: release venv
 	@test -f .cache/scale/k.key || $(BIN) keygen --out .cache/scale/k.key
 	$(PY) Benchmarks/compare.py --weightmark $(BIN) --model .cache/scale/synth-2b --key .cache/scale/k.key --work .cache/scale/work --python $(PY)
 	$(PY) Benchmarks/containers_bench.py --weightmark $(BIN) --model .cache/scale/synth-2b --key .cache/scale/k.key --work .cache/scale/work --python $(PY)
+	bash Benchmarks/alignment_scale.sh $(BIN) .cache/scale/synth-2b .cache/scale/k.key .cache/scale/work
 
 # package-benchmark suites (release build; informational wall clock on a shared 2-core machine). The
 # benchmark executables get the OpenBLAS kernels weightmark itself would pick (scripts/openblas-coretype.sh).

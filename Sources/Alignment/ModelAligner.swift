@@ -341,9 +341,10 @@ public enum ModelAligner {
                 for k in sim.indices { sim[k] += cg.storage[k] }
             }
             match = LinearAssignment.maximize(sim, rows: ns, cols: nr)
-            // A forced match to an unrelated unit (more reference units than suspect units, and a suspect unit whose
-            // real counterpart is taken, as a duplicate's is) is no match: that reference unit counts as dropped.
-            for i in 0..<ns { if let j = match[i], sim[i * nr + j] < 0.5 * nf { match[i] = nil } }
+            // With fewer suspect units than reference units, a forced match to an unrelated unit (a suspect unit whose
+            // real counterpart is taken, as a duplicate's is) is no match: that reference unit counts as dropped. With
+            // equal counts every unit keeps its match (a permutation; noise only weakens the similarities).
+            if ns < nr { for i in 0..<ns { if let j = match[i], sim[i * nr + j] < 0.5 * nf { match[i] = nil } } }
         }
 
         // Per-unit scale from the up path, c = ⟨up_s, up_r⟩ / ‖up_r‖² (SwiGLU: any sign; ReLU: positive only).
