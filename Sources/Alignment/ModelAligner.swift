@@ -143,12 +143,20 @@ public enum ModelAligner {
     ///
     /// Per input column j, |g_j| = ‖suspect column‖ / ‖reference column‖ over the matrices never rescaled per row
     /// (q/k/v; gate, else up; the output head), which row permutations do not change; its sign is that of the ratio of
-    /// column sums (also permutation-invariant) where the reference's sum is well away from zero. Applied only when
-    /// the ratios vary across columns (a uniform ratio is noise added by quantization, not a fused norm).
+    /// column sums (also permutation-invariant) where the reference's sum is well away from zero. Applied when the
+    /// suspect's norm weights are all 1 and the reference's are not; without norm weights in the suspect, when the
+    /// ratios spread by more than 1.25× across columns (quantization noise inflates column norms only a few percent).
     /// - Returns: the number of columns rescaled.
     static func unfuseNorms(_ ws: Workspace, _ layout: TransformerLayout, _ d: Int, _ options: AlignOptions) throws -> Int {
         var rescaled = 0
-        func unfuse(_ probe: [String?], _ apply: [String?]) throws {
+        func unfuse(_ probe: [String?], _ apply: [String?], norm: String?) throws {
+            // With the norm weights at hand the question is settled directly: fused means the suspect's are all 1 and
+            // the reference's are not.
+            var knownFused: Bool?
+            if let norm, let gs = try? ws.s(norm).storage, let gr = try? ws.r(norm).storage, gs.count == d, gr.count == d {
+                knownFused = gs.allSatisfy { abs($0 - 1) < 1e-3 } && gr.contains { abs($0 - 1) > options.scaleTolerance }
+            }
+            if knownFused == false { return }
             let probes = probe.compactMap { $0 }.filter { ws.shape(suspect: $0)?.last == d && ws.shape(reference: $0)?.last == d }
             guard !probes.isEmpty else { return }
             var ns = [Double](repeating: 0, count: d), nr = [Double](repeating: 0, count: d)
@@ -176,7 +184,9 @@ public enum ModelAligner {
             }
             let magnitudes = scale.map { abs($0) }
             let spread = (magnitudes.max() ?? 1) / max(1e-12, magnitudes.min() ?? 1)
-            guard scale.contains(where: { $0 < 0 }) || (spread > 1.05 && magnitudes.contains(where: { abs($0 - 1) > options.scaleTolerance })) else { return }
+            // Without them: quantization noise inflates column norms by a few percent, unevenly; fused norm weights of a
+            // trained model spread far more (a max/min ratio above 1.25), or flip signs.
+            guard knownFused == true || scale.contains(where: { $0 < 0 }) || spread > 1.25 else { return }
             rescaled += scale.filter { abs($0 - 1) > options.scaleTolerance }.count
             for name in apply.compactMap({ $0 }) {
                 guard var w = try? ws.s(name), w.cols == d else { continue }
@@ -185,10 +195,10 @@ public enum ModelAligner {
             }
         }
         for l in layout.layers {
-            try unfuse([l.query, l.key, l.value], [l.query, l.key, l.value])
-            try unfuse([l.gate ?? l.up], [l.gate, l.up])
+            try unfuse([l.query, l.key, l.value], [l.query, l.key, l.value], norm: l.attentionNorm)
+            try unfuse([l.gate ?? l.up], [l.gate, l.up], norm: l.ffnNorm)
         }
-        try unfuse([layout.outputHead], [layout.outputHead])
+        try unfuse([layout.outputHead], [layout.outputHead], norm: layout.finalNorm)
         return rescaled
     }
 
@@ -407,7 +417,7 @@ public enum ModelAligner {
         // check asks of an aligned copy) that fits the reference better than the suspect as stored.
         let matchedSims = (0..<ns).compactMap { i in match[i].map { sim.isEmpty ? options.identityCosine * nf : sim[i * nr + $0] } }
         let confident = !matchedSims.isEmpty && matchedSims.reduce(0, +) / Float(matchedSims.count) >= options.identityCosine * nf
-        if changed && !identityByCheck && (!confident || (before.map { after >= $0 } ?? false)) {
+        if changed && ((!identityByCheck && !confident) || (before.map { after >= $0 } ?? false)) {
             changed = false
             return GroupFinding(kind: "ffn", unit: "unit", suspectUnits: ns, referenceUnits: nr, moved: 0, rescaled: 0, signFlips: 0,
                                 dropped: 0, duplicated: 0, extra: 0, ambiguous: [], ambiguousCount: 0, residualBefore: before,
