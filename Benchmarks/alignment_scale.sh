@@ -12,8 +12,11 @@ summary() {
 import json, sys
 r = json.load(sys.stdin); a = r.get("alignment") or {}
 layers = a.get("layers", [])
-ffn = sum(1 for l in layers if l["ffn"]["moved"] > 0); heads = sum(1 for l in layers if (l.get("heads") or {}).get("moved", 0) > 0)
-print(f"{sys.argv[1]}: alignment {a.get(\"seconds\", float(\"nan\")):.1f} s ({len(layers)} layers: FFN permuted in {ffn}, heads in {heads}); informed Z {r[\"combinedZ\"]:.1f}")
+ffn = sum(1 for l in layers if l["ffn"]["moved"] > 0)
+heads = sum(1 for l in layers if (l.get("heads") or {}).get("moved", 0) > 0)
+seconds = a.get("seconds", float("nan"))
+print("%s: alignment %.1f s (%d layers: FFN units permuted in %d, heads in %d); informed Z %.1f"
+      % (sys.argv[1], seconds, len(layers), ffn, heads, r["combinedZ"]))
 ' "$1"
 }
 "$WM" detect "$MODEL" --key "$KEY" --reference "$MODEL" --json --quiet | summary "already aligned (the model itself)" || true

@@ -15,16 +15,18 @@ run() { # name, finetune arguments…
 }
 run ft-1000-lr5e-5 --steps 1000 --lr 5e-5 --batch 8
 run ft-refit-300-lr1e-4 --steps 300 --lr 1e-4 --batch 16 --refit
-echo "| fine-tune | steps, lr, batch | weight change ‖ΔW‖/‖W‖ | retrieval accuracy before → after | blind Z | informed Z (aligned) |"
-echo "|---|---|---:|---|---:|---:|"
+echo "| fine-tune | steps, lr, batch | weight change ‖ΔW‖/‖W‖ | probe embeddings vs the marked model, min (mean) cos | retrieval accuracy before → after | blind Z | informed Z (aligned) |"
+echo "|---|---|---:|---:|---|---:|---:|"
 for name in ft-1000-lr5e-5 ft-refit-300-lr1e-4; do
   blind=$("$WM" detect "$WORK/$name.safetensors" --key "$KEY" --json --quiet || true)
   informed=$("$WM" detect "$WORK/$name.safetensors" --key "$KEY" --reference "$MODEL" --json --quiet || true)
-  python3 - "$WORK/$name.json" "$blind" "$informed" <<'PYEOF'
+  # Function change: the independent numpy forward pass of Benchmarks/fidelity.py on the 12 probe sentences.
+  kept=$("$PY" "$(dirname "$0")/../fidelity.py" "$WORK/marked.safetensors" "$WORK/$name.safetensors" "$MODEL/vocab.txt")
+  python3 - "$WORK/$name.json" "$blind" "$informed" "$kept" <<'PYEOF'
 import json, sys
-r = json.load(open(sys.argv[1])); b = json.loads(sys.argv[2]); i = json.loads(sys.argv[3])
+r = json.load(open(sys.argv[1])); b = json.loads(sys.argv[2]); i = json.loads(sys.argv[3]); k = json.loads(sys.argv[4])
 kind = "REFIT-style (10× lr for the first 20%)" if r["schedule"].startswith("refit") else "AdamW, warmup + linear decay"
-print(f"| {kind} | {r['steps']}, {r['lr']:g}, {r['batch']} | {r['relative_weight_change']:.4f} | "
+print(f"| {kind} | {r['steps']}, {r['lr']:g}, {r['batch']} | {r['relative_weight_change']:.4f} | {k['minCosine']:.3f} ({k['meanCosine']:.3f}) | "
       f"{r['retrieval_accuracy_before']:.3f} → {r['retrieval_accuracy_after']:.3f} | {b['combinedZ']:.1f} | {i['combinedZ']:.1f} |")
 PYEOF
 done
