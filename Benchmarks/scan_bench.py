@@ -12,16 +12,24 @@ Usage: scan_bench.py --weightmark BIN --model SYNTH_DIR --key K --work WORK [--f
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import time
 
 
+LAST_CPU = [0.0]
+
+
 def run(cmd, expect=(0, 1)):
+    """Wall-clock seconds, stdout, exit status; the child's CPU seconds (user + system) go to LAST_CPU."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True)
     dt = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU[0] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if r.returncode not in expect:
         sys.exit(f"{' '.join(cmd)} exited {r.returncode}:\n{r.stderr.decode()}")
     return dt, r.stdout.decode(), r.returncode
@@ -96,10 +104,12 @@ def main():
     results = {}
     for name, model in (("marked", marked), ("unmarked", a.model)):
         t = {1: [], 10: []}
+        cpu = {1: [], 10: []}
         for _ in range(a.repeat):
             for n in (1, 10):
                 dt, rec, trailer, rc = scan(model, n)
                 t[n].append(dt)
+                cpu[n].append(LAST_CPU[0])
                 results[(name, n)] = (rec, trailer, rc)
         rec, trailer, rc = results[(name, 10)]
         frac = rec["bytesRead"] / rec["bytes"]
@@ -114,8 +124,10 @@ def main():
         expected_hit = name == "marked"
         print(f"  {'flagged' if hit else 'cleared'} as expected: {'yes' if bool(hit) == expected_hit else 'NO'}")
         m1, m10 = statistics.median(t[1]), statistics.median(t[10])
+        c1, c10 = statistics.median(cpu[1]), statistics.median(cpu[10])
         print(f"  time (median of {a.repeat}, warm, whole process): 1 key {m1:.2f} s, 10 keys {m10:.2f} s, ratio {m10 / m1:.2f} "
-              f"(target <= 2: {'met' if m10 / m1 <= 2 else 'NOT met'})")
+              f"(target <= 2: {'met' if m10 / m1 <= 2 else 'NOT met'}); CPU (user + system) 1 key {c1:.2f} s, 10 keys {c10:.2f} s, "
+              f"ratio {c10 / c1:.2f}")
 
 
 if __name__ == "__main__":

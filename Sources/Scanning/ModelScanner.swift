@@ -46,7 +46,7 @@ public struct ScanOptions: Sendable {
 }
 
 /// Scans models for the marks of many keys: header-only triage, then keyed detection on a sample of matrices,
-/// then a full read only when the sample is borderline (docs/SCAN.md).
+/// then a full read only when the sample is borderline (README.md, "Sweeping storage for leaks").
 public final class ModelScanner: @unchecked Sendable {
     // Used from one thread (the scan loop); `scratch` is created on first use.
     public let options: ScanOptions
@@ -299,6 +299,20 @@ public final class ModelScanner: @unchecked Sendable {
         return tensors.map { ($0, rank($0)) }.sorted { $0.1.lexicographicallyPrecedes($1.1) }.map(\.0)
     }
 
+    /// Matrices in sample order until `elements` weights are covered, passing over any that would overshoot the
+    /// target by more than 5% while others remain (so a large embedding does not double the read); those are taken,
+    /// in order, only if the target is not reached without them.
+    static func sample(_ candidates: [SourceTensor], relativePath: String, elements target: Double) -> [SourceTensor] {
+        var sample: [SourceTensor] = [], passed: [SourceTensor] = []
+        var taken = 0.0
+        for t in sampleOrder(candidates, relativePath: relativePath) where taken < target {
+            let size = Double(t.shape.reduce(1, *))
+            if taken + size <= 1.05 * target { sample.append(t); taken += size } else { passed.append(t) }
+        }
+        for t in passed where taken < target { sample.append(t); taken += Double(t.shape.reduce(1, *)) }
+        return sample
+    }
+
     func scanModel(path: String, label: String, relativePath: String, format sniffed: ModelFormat?, recheck: ((String) -> String)?) -> ScanRecord {
         let start = DispatchTime.now()
         func ms() -> Int { Int((DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1_000_000) }
@@ -347,11 +361,7 @@ public final class ModelScanner: @unchecked Sendable {
             let fullTests = Double(options.familyModels) * Double(options.keys.count)
             let zSample = FamilyWise.zThreshold(alpha: options.alpha, tests: fullTests * Double(options.testsPerKey(stages: 2, triesV1: triesV1)))
             let fraction = min(1, pow((zSample + options.sampleMargin) / options.expectedZ, 2))
-            var sample: [SourceTensor] = []
-            var taken = 0
-            for t in Self.sampleOrder(candidates, relativePath: relativePath) where Double(taken) < fraction * Double(total) {
-                sample.append(t); taken += t.shape.reduce(1, *)
-            }
+            let sample = Self.sample(candidates, relativePath: relativePath, elements: fraction * Double(total))
             let stages = sample.count < candidates.count ? 2 : 1
             let testsPerKey = options.testsPerKey(stages: stages, triesV1: triesV1)
             rec.testsPerKey = testsPerKey
@@ -362,7 +372,8 @@ public final class ModelScanner: @unchecked Sendable {
             defer { readNames = sampleView.tensorsRead.union(fullView.tensorsRead) }
             let formats: [DetectFormat] = triesV1 ? [.v2, .v1] : [.v2]
             for (key, keyFile) in options.keys {
-                for format in formats {
+                // Once a format is a hit for this key, the other cannot change the verdict (its test is paid for anyway).
+                formatLoop: for format in formats {
                     var detectOptions = DetectOptions()
                     detectOptions.format = format
                     detectOptions.alpha = options.alpha
@@ -381,9 +392,9 @@ public final class ModelScanner: @unchecked Sendable {
                                                 recheck: recheck?(detect) ?? detect))
                         return true
                     }
-                    if try test(sampleView, stage: stages == 2 ? "sample" : "full") { continue }
+                    if try test(sampleView, stage: stages == 2 ? "sample" : "full") { break formatLoop }
                     if stages == 2, let last = rec.scores.last, last.z >= options.escalateZ {
-                        _ = try test(fullView, stage: "full")
+                        if try test(fullView, stage: "full") { break formatLoop }
                     }
                 }
             }

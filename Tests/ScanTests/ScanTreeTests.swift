@@ -206,4 +206,29 @@ struct ScanTreeTests {
         #expect(out.contains("combine exit 1"), "\(out)")
         #expect(Self.comparable(merged.records) == Self.comparable(try ScanShardFile(path: w.file).records))
     }
+
+    @Test("limits and mistakes: a time limit reports timeout (exit 3), --max-bytes skips, bad shard settings are refused with the fix")
+    func limitsAndMistakes() throws {
+        let t = try Self.tree.get()
+        let marked = t.root + "/hub/marked/model.safetensors"
+        let timedOut = try Self.cli(["scan", marked, "--key", t.keyB, "--timeout", "0.000001", "--quiet"])
+        #expect(timedOut.status == 3, "\(timedOut.stderr)")
+        let timedRecord = try JSONDecoder().decode(ScanRecord.self, from: Data(timedOut.stdout.split(separator: "\n")[0].utf8))
+        #expect(timedRecord.status == .timeout && timedRecord.hits.isEmpty)
+
+        let capped = try Self.cli(["scan", marked, "--key", t.keyA, "--max-bytes", "1000000", "--quiet"])
+        #expect(capped.status == 0, "a skipped model is not a hit: \(capped.stderr)")
+        let cappedRecord = try JSONDecoder().decode(ScanRecord.self, from: Data(capped.stdout.split(separator: "\n")[0].utf8))
+        #expect(cappedRecord.status == .skipped && cappedRecord.reason?.contains("--max-bytes") == true)
+
+        for (args, env, mention) in [
+            (["--shard", "auto"], [String: String](), "JOB_COMPLETION_INDEX"),
+            (["--shard", "auto"], ["JOB_COMPLETION_INDEX": "2"], "WEIGHTMARK_SHARDS"),
+            (["--shard", "auto"], ["AWS_BATCH_JOB_ARRAY_INDEX": "4", "AWS_BATCH_JOB_ARRAY_SIZE": "4"], "outside"),
+            (["--shard", "3/3"], [:], "--shard must be i/N"),
+        ] {
+            let r = try Self.cli(["scan", marked, "--key", t.keyA] + args, env: env)
+            #expect(r.status == 2 && r.stderr.contains(mention) && r.stdout.isEmpty, "\(args) \(env): \(r.status) \(r.stderr)")
+        }
+    }
 }
