@@ -41,9 +41,9 @@ struct Scan: AsyncParsableCommand {
 
         Examples:
           weightmark scan /mnt/mirror --key owner.key > scan.jsonl
-          weightmark scan /data --keys-dir keys/ --max-bytes 200000000000 --timeout 600 > scan.jsonl
+          weightmark scan /data --keys-dir keys/ --timeout 600 > scan.jsonl
           find /data -name '*.gguf' | weightmark scan --paths-from - --key owner.key
-          weightmark scan /data --key owner.key --shard 3/16 > shard-3.jsonl     # one of 16 processes
+          weightmark scan /data --key owner.key --shard 3/16 > shard-3.jsonl
           weightmark combine shard-*.jsonl --markdown scan.md --report scan.json
         """
     )
