@@ -8,19 +8,6 @@ struct Combine: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Merge detection reports of disjoint tensor sets, or the shards of a `scan`, into one verdict.",
         discussion: """
-        Scan shards (the JSON lines of `weightmark scan --shard i/N`) are recognized from their content. Every \
-        shard's trailer is checked (record count and SHA-256 of its lines); a truncated, missing or duplicated \
-        shard, or shards run with different keys or thresholds, make combine refuse (exit 3) and say which \
-        shard to run again. The family-wise correction is then applied over the whole sweep: the declared \
-        --family-models, or every model tested if that is more. The merged result is written as Markdown \
-        (--markdown, else stdout) and JSON (--report; on stdout with --json). Exit codes for scans: 0 no hit, \
-        1 hit(s), 2 errors, 3 incomplete.
-
-        Example (scan):
-          weightmark scan /data --key owner.key --shard 0/2 > s0.jsonl
-          weightmark scan /data --key owner.key --shard 1/2 > s1.jsonl
-          weightmark combine s0.jsonl s1.jsonl --markdown scan.md --report scan.json
-
         Reports carry each tensor's correlation, norm and weight, so checking a huge model shard by shard \
         (e.g. `detect shard1.safetensors --report r1.json`) and combining gives exactly the verdict of one \
         run over all tensors. Split a model with `detect MODEL --part i/N` (i = 0…N−1): every report then lists \
@@ -35,16 +22,29 @@ struct Combine: AsyncParsableCommand {
           weightmark detect model/ --key owner.key --part 0/2 --report r0.json
           weightmark detect model/ --key owner.key --part 1/2 --report r1.json
           weightmark combine r0.json r1.json
+
+        Scan shards (the JSON lines of `weightmark scan --shard i/N`) are recognized from their content. Every \
+        shard's trailer is checked (record count and SHA-256 of its lines); a truncated, missing or duplicated \
+        shard, or shards run with different keys or thresholds, make combine refuse (exit 3) and say which \
+        shard to run again. The family-wise correction is then applied over the whole sweep: the declared \
+        --family-models, or every model tested if that is more. The merged result is written as Markdown \
+        (--markdown, else stdout) and JSON (--report; on stdout with --json). Exit codes for scans: 0 no hit, \
+        1 hit(s), 2 errors, 3 incomplete.
+
+        Example (scan):
+          weightmark scan /data --key owner.key --shard 0/2 > s0.jsonl
+          weightmark scan /data --key owner.key --shard 1/2 > s1.jsonl
+          weightmark combine s0.jsonl s1.jsonl --markdown scan.md --report scan.json
         """
     )
 
-    @Argument(help: "Reports written by `detect --json` or `detect --report`, or the outputs of `scan --shard i/N`.")
+    @Argument(help: "Reports written by `detect --json` or `detect --report`, or the outputs of `scan --shard i/N`.", completion: .file())
     var reports: [String]
 
-    @Option(name: .long, help: ArgumentHelp("Scan shards: write the merged Markdown report here (never replaced without --force).", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Scan shards: write the merged Markdown report here (never replaced without --force).", valueName: "path"), completion: .file())
     var markdown: String?
 
-    @Option(name: .long, help: ArgumentHelp("Scan shards: write the merged JSON here (never replaced without --force).", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Scan shards: write the merged JSON here (never replaced without --force).", valueName: "path"), completion: .file())
     var report: String?
 
     @Flag(name: .long, help: "Replace the --markdown / --report files if they exist.")

@@ -198,4 +198,3 @@ struct Scan: AsyncParsableCommand {
     }
 }
 
-extension ScanFormats: ExpressibleByArgument {}
