@@ -23,50 +23,75 @@ public struct ScanUnit: Sendable, Equatable {
 /// visiting a file or folder twice through two paths, and without writing anything.
 ///
 /// Entries are visited in byte order of their names, so every shard of a sweep sees the same units in the same order.
+/// Units are handed to `visit` as they are found: memory grows with the depth and the largest folder, not with the
+/// tree (only folders, hard-linked files and files reached through a link are remembered).
 public struct ScanWalker {
-    public private(set) var units: [ScanUnit] = []
     /// Files seen (grouped model files included).
     public private(set) var files = 0
     private var visitedDirectories = Set<FileID>()
     private var visitedFiles = Set<FileID>()
     private var onTheWay: [FileID] = []
+    /// Resolved scan roots: a link to a file under one of them is skipped, since the walk reaches the file itself.
+    private let resolvedRoots: [String]
+    private var visit: (ScanUnit) -> Void = { _ in }
 
     struct FileID: Hashable { var device: UInt64; var inode: UInt64 }
 
-    public init() {}
+    /// - Parameter roots: every root of the sweep (links into any of them are not followed to files).
+    public init(roots: [String]) {
+        resolvedRoots = roots.compactMap { r in realpath(r, nil).map { p in defer { free(p) }; return String(cString: p) } }
+    }
 
-    /// Adds the units under `root` (a file or a folder; a symbolic link is followed).
-    public mutating func walk(root: String) {
+    /// Collects every unit under `roots` (tests; a sweep streams with `walk(root:visit:)`).
+    public static func units(roots: [String]) -> [ScanUnit] {
+        var w = ScanWalker(roots: roots)
+        var out: [ScanUnit] = []
+        for r in roots { w.walk(root: r) { out.append($0) } }
+        return out
+    }
+
+    /// Hands `visit` the units under `root` (a file or a folder; a symbolic link is followed).
+    public mutating func walk(root: String, visit: @escaping (ScanUnit) -> Void) {
+        self.visit = visit
+        defer { self.visit = { _ in } }
         let trimmed = root.count > 1 && root.hasSuffix("/") ? String(root.dropLast()) : root
         let base = (trimmed as NSString).lastPathComponent
         var st = stat()
         guard stat(trimmed, &st) == 0 else {
-            units.append(ScanUnit(path: trimmed, relativePath: base, kind: .problem(.error, "cannot open: \(String(cString: strerror(errno))); check the path and permissions")))
+            visit(ScanUnit(path: trimmed, relativePath: base, kind: .problem(.error, "cannot open: \(String(cString: strerror(errno))); check the path and permissions")))
             return
         }
         if (st.st_mode & S_IFMT) == S_IFDIR {
             walkDirectory(trimmed, relative: base, id: FileID(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)))
         } else if (st.st_mode & S_IFMT) == S_IFREG {
-            addFile(trimmed, relative: base, id: FileID(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)))
+            addFile(trimmed, relative: base, id: FileID(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)), links: Int(st.st_nlink))
         } else {
-            units.append(ScanUnit(path: trimmed, relativePath: base, kind: .problem(.skipped, "not a regular file or folder")))
+            visit(ScanUnit(path: trimmed, relativePath: base, kind: .problem(.skipped, "not a regular file or folder")))
         }
     }
 
-    private mutating func addFile(_ path: String, relative: String, id: FileID) {
+    private mutating func addFile(_ path: String, relative: String, id: FileID, links: Int = 1, throughLink: Bool = false) {
         files += 1
-        guard visitedFiles.insert(id).inserted else { return } // the same file through a second path (hard or symbolic link)
-        units.append(ScanUnit(path: path, relativePath: relative, kind: .file))
+        if throughLink, let real = realpath(path, nil).map({ p in defer { free(p) }; return String(cString: p) }),
+           resolvedRoots.contains(where: { real == $0 || real.hasPrefix($0 == "/" ? "/" : $0 + "/") }),
+           !visitedFiles.contains(id) {
+            return // a link to a file inside the sweep: scanned where it is
+        }
+        // Hard-linked files and files reached through a link may be reached again: remembered.
+        if links > 1 || throughLink {
+            guard visitedFiles.insert(id).inserted else { return }
+        }
+        visit(ScanUnit(path: path, relativePath: relative, kind: .file))
     }
 
     private mutating func walkDirectory(_ path: String, relative: String, id: FileID) {
         if onTheWay.contains(id) {
-            units.append(ScanUnit(path: path, relativePath: relative, kind: .problem(.skipped, "symbolic link loop (leads back to a folder above it): not followed")))
+            visit(ScanUnit(path: path, relativePath: relative, kind: .problem(.skipped, "symbolic link loop (leads back to a folder above it): not followed")))
             return
         }
         guard visitedDirectories.insert(id).inserted else { return } // reached before through another path
         guard let dir = opendir(path) else {
-            units.append(ScanUnit(path: path, relativePath: relative, kind: .problem(.error, "cannot list the folder: \(String(cString: strerror(errno))); nothing under it was scanned")))
+            visit(ScanUnit(path: path, relativePath: relative, kind: .problem(.error, "cannot list the folder: \(String(cString: strerror(errno))); nothing under it was scanned")))
             return
         }
         var names: [(name: String, type: UInt8)] = []
@@ -96,7 +121,7 @@ public struct ScanWalker {
             grouped.formUnion(all.filter { $0.hasPrefix("consolidated.") && $0.hasSuffix(".pth") })
         }
         if !grouped.isEmpty {
-            units.append(ScanUnit(path: path, relativePath: relative, kind: .folder))
+            visit(ScanUnit(path: path, relativePath: relative, kind: .folder))
             files += grouped.count
         }
         for (name, type) in names where !grouped.contains(name) {
@@ -107,13 +132,13 @@ public struct ScanWalker {
                 // stat follows symbolic links: a link to a file is that file, a link to a folder that folder.
                 guard stat(child, &st) == 0 else {
                     let reason = type == UInt8(DT_LNK) ? "broken symbolic link" : "cannot stat: \(String(cString: strerror(errno)))"
-                    units.append(ScanUnit(path: child, relativePath: rel, kind: .problem(.error, reason)))
+                    visit(ScanUnit(path: child, relativePath: rel, kind: .problem(.error, reason)))
                     continue
                 }
                 let fid = FileID(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
                 switch st.st_mode & S_IFMT {
                 case S_IFDIR: walkDirectory(child, relative: rel, id: fid)
-                case S_IFREG: addFile(child, relative: rel, id: fid)
+                case S_IFREG: addFile(child, relative: rel, id: fid, links: Int(st.st_nlink), throughLink: type == UInt8(DT_LNK))
                 default: continue // sockets, fifos, devices: never opened (a fifo would block the scan)
                 }
             }

@@ -151,45 +151,59 @@ struct Scan: AsyncParsableCommand {
         options.timeout = timeout
         let threshold = options.threshold
 
-        var walker = ScanWalker()
-        for root in try roots() { walker.walk(root: root) }
-        let mine = walker.units.filter { shardSpec.owns($0.relativePath) }
-        Console.note(String(format: "scan: shard %@, %d of %d units (%d files); %d keys; family-wise α %.0e over %d models × %d keys × ≤ %d tests: Z ≥ %.2f",
-                            shardSpec.description, mine.count, walker.units.count, walker.files, options.keys.count, alpha,
-                            familyModels, options.keys.count, threshold.testsPerKey, threshold.zThreshold), quiet: quiet)
-
         let scanner = ModelScanner(options: options, shard: shardSpec)
         let stdout = FileHandle.standardOutput
         let writer = ScanLineWriter { stdout.write($0) }
-        var all: [ScanRecord] = []
-        let bar = ProgressBar(total: mine.count, label: "scanning", enabled: !quiet)
-        for unit in mine {
-            for r in scanner.scan(unit) {
-                try writer.emit(r)
-                all.append(r)
-                for h in r.hits {
-                    bar.finish()
-                    Console.note(String(format: "HIT %@: key %@ (format %@, %@ stage), Z = %.2f, family-wise p = %.1e", r.path, h.keyId, h.format, h.stage, h.z, h.familywiseP), quiet: quiet)
+        Console.note(String(format: "scan: shard %@; %d keys; family-wise α %.0e over %d models × %d keys × ≤ %d tests: Z ≥ %.2f",
+                            shardSpec.description, options.keys.count, alpha, familyModels, options.keys.count,
+                            threshold.testsPerKey, threshold.zThreshold), quiet: quiet)
+        // The walk streams units as it finds them; each shard walks the whole tree (names and stat only) and
+        // opens only the units it owns.
+        let status = StatusLine(enabled: !quiet && isatty(2) != 0)
+        // Counts only: a sweep of millions of models keeps no records in memory (they are on stdout).
+        var statuses: [ScanStatus: Int] = [:]
+        var hitPaths: [String] = []
+        var problems = 0, units = 0, mine = 0, records = 0, hits = 0, bytesRead = 0, bytes = 0
+        var failure: (any Error)?
+        let rootList = try roots()
+        var walker = ScanWalker(roots: rootList)
+        for root in rootList {
+            walker.walk(root: root) { unit in
+                units += 1
+                guard failure == nil, shardSpec.owns(unit.relativePath) else { return }
+                mine += 1
+                if case .problem = unit.kind { problems += 1 }
+                for r in scanner.scan(unit) {
+                    do { try writer.emit(r) } catch { failure = error }
+                    records += 1
+                    statuses[r.status, default: 0] += 1
+                    hits += r.hits.count
+                    bytesRead += r.bytesRead
+                    bytes += r.bytes
+                    if !r.hits.isEmpty { hitPaths.append("\(r.path) (\(r.hits.map(\.keyId).joined(separator: ", ")))") }
+                    for h in r.hits {
+                        status.clear()
+                        Console.note(String(format: "HIT %@: key %@ (format %@, %@ stage), Z = %.2f, family-wise p = %.1e", r.path, h.keyId, h.format, h.stage, h.z, h.familywiseP), quiet: quiet)
+                    }
                 }
+                status.show("scanning: \(units) units walked, \(mine) in this shard, \(records) models, \(hits) hits — \((unit.path as NSString).lastPathComponent)")
             }
-            bar.advance(detail: (unit.path as NSString).lastPathComponent)
         }
-        bar.finish()
-        let tested = all.filter { $0.status == .ok || $0.status == .timeout }.count
-        let problems = walker.units.filter { if case .problem = $0.kind { return shardSpec.owns($0.relativePath) } else { return false } }.count
+        status.clear()
+        if let failure { throw failure }
+        let count = { (s: ScanStatus) in statuses[s] ?? 0 }
+        let tested = count(.ok) + count(.timeout)
         try writer.finish(ScanTrailer(shard: shardSpec.description, records: writer.records, sha256: writer.digest, modelsTested: tested,
                                       keyIds: options.keys.map(\.key.id), threshold: threshold, nonModelFiles: scanner.nonModelFiles,
                                       walkProblems: problems, tool: "weightmark \(WatermarkFormat.toolVersion)"))
         if tested > familyModels {
             Console.note("warning: \(tested) models tested, more than --family-models \(familyModels): `weightmark combine` pays for \(tested) instead.", quiet: quiet)
         }
-        let count = { (s: ScanStatus) in all.filter { $0.status == s }.count }
-        let hits = all.reduce(0) { $0 + $1.hits.count }
         if !quiet && isatty(2) != 0 {
             var rows = [["models tested", "\(tested)"], ["hits", "\(hits)"], ["skipped", "\(count(.skipped))"],
                         ["errors", "\(count(.error))"], ["timeouts", "\(count(.timeout))"], ["files without a model", "\(scanner.nonModelFiles)"],
-                        ["bytes read / on disk", "\(Console.bytes(all.reduce(0) { $0 + $1.bytesRead })) / \(Console.bytes(all.reduce(0) { $0 + $1.bytes }))"]]
-            for r in all where !r.hits.isEmpty { rows.append(["hit", "\(r.path) (\(r.hits.map(\.keyId).joined(separator: ", ")))"]) }
+                        ["bytes read / on disk", "\(Console.bytes(bytesRead)) / \(Console.bytes(bytes))"]]
+            for h in hitPaths { rows.append(["hit", h]) }
             Console.note(Console.table(["scan \(shardSpec)", ""], rows))
         }
         if hits > 0 { throw ExitCode(1) }
@@ -198,3 +212,15 @@ struct Scan: AsyncParsableCommand {
     }
 }
 
+/// One status line on stderr, redrawn at most 10 times a second (only on a terminal).
+final class StatusLine {
+    private let enabled: Bool
+    private var last = Date.distantPast
+    init(enabled: Bool) { self.enabled = enabled }
+    func show(_ text: String) {
+        guard enabled, Date().timeIntervalSince(last) > 0.1 else { return }
+        last = Date()
+        FileHandle.standardError.write(Data(("\r" + String(text.prefix(110)) + "\u{1B}[K").utf8))
+    }
+    func clear() { if enabled { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) } }
+}
