@@ -148,10 +148,13 @@ struct ScanTreeTests {
         #expect(byPath[t.root + "/misc/loop"]?.status == .skipped)
         #expect(!shard.records.contains { $0.path.contains("junk-") || $0.path.hasSuffix("random.bin") || $0.path.hasSuffix("tokenizer.json") })
         #expect(shard.trailer.nonModelFiles >= 21)
-        // Triage: the marked MiniLM is found from a sample, reading well under its size.
+        // Triage: models decided from their sample read well under their size. (A sample Z of 3 or more below the
+        // threshold reads the whole model: for one model that happens with probability ~1e-2, for all tested
+        // MiniLM copies at once below 1e-12, so at least one must have been decided from its sample.)
+        let sampleOnly = shard.records.filter { $0.status == .ok && !$0.scores.isEmpty && !$0.scores.contains { $0.stage == "full" } }
+        #expect(!sampleOnly.isEmpty)
+        for r in sampleOnly { #expect(Double(r.bytesRead) < 0.6 * Double(r.bytes), "\(r.path): read \(r.bytesRead) of \(r.bytes)") }
         let markedRecord = try #require(byPath[t.root + "/hub/marked/model.safetensors"])
-        #expect(markedRecord.hits.first?.stage == "sample")
-        #expect(Double(markedRecord.bytesRead) < 0.6 * Double(markedRecord.bytes), "read \(markedRecord.bytesRead) of \(markedRecord.bytes)")
         // The printed re-check command confirms the hit on its own.
         let recheck = markedRecord.hits[0].recheck.replacingOccurrences(of: "weightmark detect", with: "'\(Fixtures.weightmarkExecutable)' detect")
         let sh = try Fixtures.runProcess("/bin/sh", ["-c", recheck + " --quiet"])
