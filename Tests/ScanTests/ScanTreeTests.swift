@@ -4,6 +4,9 @@ import Testing
 import TensorIO
 import WeightMarkTestSupport
 
+/// The generated tree's folder (six MiniLM-sized copies, ~600 MB), removed when the test process exits.
+nonisolated(unsafe) private var scanTreeWork: String?
+
 /// `weightmark scan` over a generated tree of leaked, clean and broken files: the exact hits; the same result from
 /// shards run as separate processes with each batch engine's variables, and from a real Dask LocalCluster; and
 /// `combine` refusing an incomplete shard set.
@@ -54,6 +57,9 @@ struct ScanTreeTests {
     /// not scanned for; a truncated copy, a model too small to carry a mark, junk, and a symbolic-link loop.
     static let tree: Result<Tree, any Error> = Result {
         let work = Fixtures.temporaryDirectory("scan")
+        // Written once here, before any test reads the tree; read only by the exit handler.
+        scanTreeWork = work
+        atexit { if let w = scanTreeWork { try? FileManager.default.removeItem(atPath: w) } }
         let root = work + "/tree"
         let fm = FileManager.default
         for d in ["hub", "wild/pt", "misc", "archives", "stage"] { try fm.createDirectory(atPath: root + "/" + d, withIntermediateDirectories: true) }
