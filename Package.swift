@@ -51,6 +51,10 @@ let package = Package(
         ], swiftSettings: optimizedInDebug),
         .target(name: "Attacks", dependencies: ["TensorIO", "Conversion", "LinearAlgebra"], swiftSettings: optimizedInDebug),
         .target(name: "Synthesis", dependencies: ["TensorIO"], swiftSettings: optimizedInDebug),
+        // `weightmark scan`: walking trees, grouping files into models, triage and sharded JSON-lines output.
+        .target(name: "Scanning", dependencies: [
+            "TensorIO", "Watermarking", .product(name: "Crypto", package: "swift-crypto"),
+        ], swiftSettings: optimizedInDebug),
         // Key-free alignment of a suspect to the reference (permutations, rescalings, rotations), and the BERT forward
         // pass that measures how much of a model's function an attack kept; neither ever sees a key.
         .target(name: "Alignment", dependencies: ["TensorIO", "LinearAlgebra"], swiftSettings: optimizedInDebug),
@@ -58,7 +62,7 @@ let package = Package(
         .target(name: "Robustness", dependencies: ["TensorIO", "LinearAlgebra", "Watermarking", "Attacks", "Alignment", "Inference"],
                 swiftSettings: optimizedInDebug),
         .executableTarget(name: "weightmark", dependencies: [
-            "TensorIO", "Conversion", "LinearAlgebra", "Watermarking", "Attacks", "Robustness", "Synthesis", "Alignment", "Inference",
+            "TensorIO", "Conversion", "LinearAlgebra", "Watermarking", "Attacks", "Robustness", "Synthesis", "Scanning", "Alignment", "Inference",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "WeightMarkTestSupport", dependencies: ["TensorIO"]),
@@ -72,6 +76,8 @@ let package = Package(
         .testTarget(name: "GGUFTests", dependencies: ["TensorIO", "Conversion", "Watermarking", "WeightMarkTestSupport"]),
         .testTarget(name: "AttacksTests", dependencies: ["Attacks", "Conversion", "Robustness", "Watermarking", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),
         .testTarget(name: "ContainersTests", dependencies: ["weightmark", "TensorIO", "WeightMarkTestSupport"]),
+        .testTarget(name: "ScanTests", dependencies: ["weightmark", "Scanning", "TensorIO", "WeightMarkTestSupport"],
+                    exclude: ["dask_scan.py"]),
         .testTarget(name: "WeightMarkCLITests", dependencies: ["weightmark", "TensorIO", "Conversion", "WeightMarkTestSupport"],
                     exclude: ["Help"]),
         .testTarget(name: "WatermarkingTests", dependencies: ["Watermarking", "TensorIO", "Conversion", "LinearAlgebra", "CKernels", "CTensorIOKernels", "WeightMarkTestSupport"],
