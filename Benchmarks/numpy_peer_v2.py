@@ -8,8 +8,8 @@ float rounding.
 
   numpy_peer_v2.py score MODEL KEY_FILE      {"combinedZ": Z, "tensors": N, "hypotheses": {name: hypothesis}}
 
-MODEL is a .safetensors file or a folder of them. KEY_FILE is a WeightMark key file (a release subkey is a key file
-too: `secret` holds the key the model was marked with).
+MODEL is a .safetensors file or a folder of them. KEY_FILE is a WeightMark key file (`secret`: the key the model was
+marked with) or a release's opening (`releaseSecret`: the release subkey, docs/FORMAT.md "Releases and commitments").
 """
 import json, math, os, re, sys
 import numpy as np
@@ -178,7 +178,8 @@ def name_pattern(name):
 
 
 def score(model, key_path):
-    secret = bytes.fromhex(json.load(open(key_path))["secret"])
+    key = json.load(open(key_path))
+    secret = bytes.fromhex(key["releaseSecret"] if "releaseSecret" in key else key["secret"])
     U, S = carrier(secret), Patterns(secret)
     files = [model] if os.path.isfile(model) else sorted(os.path.join(model, f) for f in os.listdir(model) if f.endswith(".safetensors"))
     mats = []

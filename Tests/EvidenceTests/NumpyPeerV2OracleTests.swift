@@ -1,0 +1,40 @@
+import Foundation
+import Testing
+import WeightMarkTestSupport
+
+/// `Benchmarks/numpy_peer_v2.py` implements format v2 blind detection from docs/FORMAT.md alone (carriers, ChaCha20
+/// patterns, tiles, hypotheses, pilot rules, pooled statistic). If the page were not precise enough, its Z would differ.
+@Suite("Format v2 reproduced from docs/FORMAT.md by an independent numpy implementation",
+       .enabled(if: Fixtures.oraclesAvailable && Fixtures.miniLMAvailable, "Python oracle venv or MiniLM not installed (make venv, make minilm)"))
+struct NumpyPeerV2OracleTests {
+    static let peer = Fixtures.packageRoot + "/Benchmarks/numpy_peer_v2.py"
+
+    static func z(_ json: String) throws -> Double {
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any], "not JSON: \(json)")
+        return try #require(object["combinedZ"] as? Double)
+    }
+
+    @Test("MiniLM marked for a release: the peer's Z equals weightmark's to 4 decimals, for the release key and for another key")
+    func miniLM() throws {
+        let python = try #require(Fixtures.python, "no Python oracle: run `make venv` or set WEIGHTMARK_PYTHON")
+        let model = try #require(Fixtures.miniLM, "MiniLM missing: run `make minilm` or set WEIGHTMARK_MINILM")
+        let dir = Fixtures.temporaryDirectory("peer-v2")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let marked = dir + "/marked.safetensors", opening = marked + ".opening.json"
+        for args in [["keygen", "--out", dir + "/owner.key"], ["keygen", "--out", dir + "/other.key"],
+                     ["embed", model, "--key", dir + "/owner.key", "--out", marked, "--release", "peer", "-q"]] {
+            let r = try Fixtures.weightmark(args)
+            #expect(r.status == 0, "\(args[0]): \(r.stderr)")
+        }
+        // The release key (marked: Z ≈ 20, every matrix as stored) and an unrelated key (H0: Z near 0, where the pilots
+        // pick other hypotheses for some shapes, so the selection rules are exercised too).
+        for (detectArgs, keyFile) in [(["--opening", opening], opening), (["--key", dir + "/other.key"], dir + "/other.key")] {
+            let swift = try Fixtures.weightmark(["detect", marked, "--format", "v2", "--json", "-q"] + detectArgs)
+            #expect(swift.status == 0 || swift.status == 1, "\(swift.stderr)")
+            let ours = try Self.z(swift.stdout)
+            let theirs = try Self.z(try Fixtures.run(python, [Self.peer, "score", marked, keyFile]))
+            #expect(abs(ours - theirs) < 5e-5, "weightmark Z \(ours), numpy peer Z \(theirs)")
+            if keyFile == opening { #expect(ours > 15, "marked MiniLM scored only \(ours)") }
+        }
+    }
+}
