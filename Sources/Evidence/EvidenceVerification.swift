@@ -115,7 +115,7 @@ extension EvidenceBundle {
             let path = reference ?? r.path
             referencePath = path
             if let model = try? SafetensorsModel(path: path) {
-                let digest = TensorDigest.of(model).hexString
+                let digest = TensorDigest.of(model, workers: ProcessInfo.processInfo.activeProcessorCount).hexString
                 check("reference", digest == r.tensorsSHA256, digest == r.tensorsSHA256 ? "the reference's tensors hash to the recorded \(digest.prefix(16))…"
                       : "the reference's tensors hash to \(digest), the bundle recorded \(r.tensorsSHA256)")
                 if let opening {

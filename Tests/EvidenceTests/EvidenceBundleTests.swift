@@ -179,3 +179,34 @@ struct EvidenceBundleTests {
         #expect(!FileManager.default.fileExists(atPath: f.dir + "/staged-bundle"))
     }
 }
+
+@Suite("Evidence CLI: refusals and help")
+struct EvidenceCommandTests {
+    @Test("embed never writes the opening inside the released folder, and never overwrites one without --force")
+    func openingPlacement() throws {
+        let dir = Fixtures.temporaryDirectory("opening-place")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Fixtures.writeSmallModel(to: dir + "/model.safetensors")
+        #expect(try Fixtures.weightmark(["keygen", "--out", dir + "/owner.key"]).status == 0)
+        let inside = try Fixtures.weightmark(["embed", dir + "/model.safetensors", "--key", dir + "/owner.key", "--out", dir + "/out",
+                                              "--opening", dir + "/out/opening.json", "-q"])
+        #expect(inside.status == 2 && inside.stderr.contains("inside the output folder"), "\(inside.stderr)")
+        Fixtures.write(Array("keep".utf8), to: dir + "/o.json")
+        let exists = try Fixtures.weightmark(["embed", dir + "/model.safetensors", "--key", dir + "/owner.key", "--out", dir + "/m.safetensors",
+                                              "--opening", dir + "/o.json", "-q"])
+        #expect(exists.status == 2 && exists.stderr.contains("o.json"), "\(exists.stderr)")
+        #expect(FileManager.default.contents(atPath: dir + "/o.json") == Data("keep".utf8))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/m.safetensors"))
+        let bad = try Fixtures.weightmark(["embed", dir + "/model.safetensors", "--key", dir + "/owner.key", "--out", dir + "/m.safetensors",
+                                           "--release", "no spaces", "-q"])
+        #expect(bad.status == 2 && bad.stderr.contains("release id"), "\(bad.stderr)")
+    }
+
+    @Test("--help of timestamp and evidence documents the exit codes")
+    func help() throws {
+        let t = try Fixtures.weightmark(["timestamp", "--help"])
+        #expect(t.status == 0 && t.stdout.contains("Exit codes: 0 written / valid, 1 the token does not verify"), "\(t.stdout)")
+        let e = try Fixtures.weightmark(["evidence", "--help"])
+        #expect(e.status == 0 && e.stdout.contains("Verify: 0 every check holds, 1 a check fails (named), 2 error"), "\(e.stdout)")
+    }
+}

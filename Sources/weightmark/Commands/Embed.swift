@@ -149,6 +149,8 @@ struct Embed: AsyncParsableCommand {
         Console.note("marking \(plan.entries.count) of \(source.tensors.count) tensors of \(source.path) with key \(key.id), δ = \(String(format: "%.2e", plan.delta)), \(shaping.rawValue) shaping", quiet: output.quiet)
         let bar = ProgressBar(total: plan.entries.count, label: "embedding", enabled: !output.quiet)
         nonisolated(unsafe) let progressBar = bar
+        // The commitment's hash of the original reads the input alongside the embed (the same mapped pages).
+        let originalDigest = releaseID == nil ? nil : Task.detached(priority: .utility) { TensorDigest.of(source) }
         var result = try Embedder.embed(source, key: key, options: options, plan: plan, to: out, overwrite: force) { t, _ in
             progressBar.advance(detail: t.name)
         }
@@ -157,7 +159,7 @@ struct Embed: AsyncParsableCommand {
         if let releaseID {
             // The commitment binds the parameters exactly as the manifest records them.
             let commitment = CommitmentOpening(releaseId: releaseID, owner: owner, release: key, nonce: ReleaseCommitment.freshNonce(),
-                                               originalTensorsSHA256: TensorDigest.of(source), parameters: CommitmentParameters(manifest: result))
+                                               originalTensorsSHA256: await originalDigest!.value, parameters: CommitmentParameters(manifest: result))
             result.release = ReleaseRecord(id: releaseID, keyId: key.id, ownerKeyId: owner.id, commitment: commitment.commitment)
             try commitment.save(to: openingPath, overwrite: force)
         }

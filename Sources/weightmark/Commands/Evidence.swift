@@ -125,7 +125,7 @@ struct EvidenceCommand: AsyncParsableCommand {
             guard case .safetensors = try ModelFormat.detect(path: reference) else {
                 throw CLIError("\(reference): the reference of an evidence bundle must be the original as embed read it (safetensors), so its hash can be checked against the commitment.")
             }
-            let digest = TensorDigest.of(try SafetensorsModel(path: reference))
+            let digest = TensorDigest.of(try SafetensorsModel(path: reference), workers: ProcessInfo.processInfo.activeProcessorCount)
             if let o = resolved.opening, digest.map({ String(format: "%02x", $0) }).joined() != o.originalTensorsSHA256 {
                 throw CLIError("\(reference): its tensors hash to \(digest.map { String(format: "%02x", $0) }.joined()), but release \(o.releaseId) committed to the original \(o.originalTensorsSHA256). Only the committed original can serve as the reference (a different one could be staged).")
             }
