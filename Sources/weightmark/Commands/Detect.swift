@@ -43,10 +43,10 @@ struct Detect: AsyncParsableCommand {
         """
     )
 
-    @Argument(help: "Suspected copy: safetensors file or folder, GGUF, PyTorch checkpoint (file or Meta folder), or .npy/.npz.")
+    @Argument(help: "Suspected copy: safetensors file or folder, GGUF, PyTorch checkpoint (file or Meta folder), or .npy/.npz.", completion: .file())
     var suspect: String
 
-    @Option(name: .long, help: ArgumentHelp("Key file from `weightmark keygen` (the owner key).", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Key file from `weightmark keygen` (the owner key).", valueName: "path"), completion: .file())
     var key: String?
 
     @Option(name: .long, help: ArgumentHelp("Release id the model was marked for (embed prints it; the manifest records it).", valueName: "id"))
@@ -55,16 +55,16 @@ struct Detect: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Opening written by embed: detects with its release subkey and, with --manifest, proves the key was committed.", valueName: "path"), completion: .file())
     var opening: String?
 
-    @Option(name: .long, help: ArgumentHelp("The unmarked original, for informed detection.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("The unmarked original, for informed detection.", valueName: "path"), completion: .file())
     var reference: String?
 
-    @Option(name: .long, help: ArgumentHelp("Embed manifest: lists the tensors expected, so missing or reshaped ones are reported.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Embed manifest: lists the tensors expected, so missing or reshaped ones are reported.", valueName: "path"), completion: .file())
     var manifest: String?
 
     @Option(name: .long, help: ArgumentHelp("Largest accepted false-positive bound.", valueName: "p"))
     var alpha: Double = 1e-6
 
-    @Option(name: .long, help: ArgumentHelp("Also write the JSON report to this file (never replaced without --force).", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Also write the JSON report to this file (never replaced without --force).", valueName: "path"), completion: .file())
     var report: String?
 
     @Option(name: .long, help: ArgumentHelp("Check only part i of N of the selected tensors (0 ≤ i < N), to spread one model over N runs; merge the N reports with `weightmark combine`.", valueName: "i/N"))
@@ -199,5 +199,3 @@ enum DetectionPrinter {
         return String(format: "%.1fe%d", pow(10, log10p - e), Int(e))
     }
 }
-
-extension DetectFormat: ExpressibleByArgument {}

@@ -10,18 +10,18 @@ struct EvidenceCommand: AsyncParsableCommand {
         commandName: "evidence",
         abstract: "Write a replayable evidence bundle for a detection, or verify one.",
         discussion: """
-        Write: detects the mark in SUSPECT and writes to --out a folder a third party can check on their own: the \\
-        manifest, the commitment's opening (--opening; it reveals only that release's subkey) or, with --key, the \\
-        release subkey (then marked as not committed), the RFC 3161 token and CA (--timestamp, --ca; verified \\
-        before writing), the full detection report, the settings, the SHA-256 of every suspect file and a \\
-        README.txt in plain language. With --reference, the reference must be the original committed at release \\
+        Write: detects the mark in SUSPECT and writes to --out a folder a third party can check on their own: the \
+        manifest, the commitment's opening (--opening; it reveals only that release's subkey) or, with --key, the \
+        release subkey (then marked as not committed), the RFC 3161 token and CA (--timestamp, --ca; verified \
+        before writing), the full detection report, the settings, the SHA-256 of every suspect file and a \
+        README.txt in plain language. With --reference, the reference must be the original committed at release \
         (its tensors' hash is checked), so a staged "original" is refused.
 
-        Verify (--verify BUNDLE): recomputes every hash, opens the commitment, verifies the timestamp (and that it \\
-        predates --before), re-runs the detection on the suspect files and compares every statistic; prints a plain \\
+        Verify (--verify BUNDLE): recomputes every hash, opens the commitment, verifies the timestamp (and that it \
+        predates --before), re-runs the detection on the suspect files and compares every statistic; prints a plain \
         summary naming any part that does not hold.
 
-        Exit codes: write: 0 detected, 1 not detected (the bundle is written either way), 2 error. \\
+        Exit codes: write: 0 detected, 1 not detected (the bundle is written either way), 2 error. \
         Verify: 0 every check holds, 1 a check fails (named), 2 error (not a bundle, unreadable files).
 
         Examples:
@@ -34,7 +34,7 @@ struct EvidenceCommand: AsyncParsableCommand {
     @Argument(help: ArgumentHelp("SUSPECT (write) or BUNDLE folder (with --verify).", valueName: "path"), completion: .file())
     var target: String
 
-    @Flag(name: .long, help: "Verify the bundle TARGET instead of writing one.")
+    @Flag(name: .long, help: "Verify the bundle <path> instead of writing one.")
     var verify = false
 
     @Option(name: .long, help: ArgumentHelp("Owner key (with --release or a manifest that records the release).", valueName: "path"), completion: .file())

@@ -8,16 +8,16 @@ struct Timestamp: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Make an RFC 3161 timestamp request for a manifest, or verify the authority's answer offline.",
         discussion: """
-        A commitment counts only if it existed before the dispute. An RFC 3161 time-stamping authority (TSA) \\
+        A commitment counts only if it existed before the dispute. An RFC 3161 time-stamping authority (TSA) \
         signs the SHA-256 of a file together with the time; anyone can check that signature later, offline.
 
-        Request: writes a DER TimeStampReq (SHA-256 of MANIFEST, a random nonce, certReq true) to --out. \\
+        Request: writes a DER TimeStampReq (SHA-256 of MANIFEST, a random nonce, certReq true) to --out. \
         Send it to a TSA, e.g.
           curl -s -H 'Content-Type: application/timestamp-query' --data-binary @REQ.tsq https://freetsa.org/tsr > TOKEN.tsr
 
-        Verify (--verify MANIFEST TOKEN.tsr --ca TSA-CA.pem): checks the response status, the CMS signature over \\
-        the signed attributes, that their message digest is the hash of the signed TSTInfo, that the TSTInfo \\
-        time-stamps the SHA-256 of MANIFEST, the nonce (with --request), and that the signer certificate chains to \\
+        Verify (--verify MANIFEST TOKEN.tsr --ca TSA-CA.pem): checks the response status, the CMS signature over \
+        the signed attributes, that their message digest is the hash of the signed TSTInfo, that the TSTInfo \
+        time-stamps the SHA-256 of MANIFEST, the nonce (with --request), and that the signer certificate chains to \
         the CA and may sign timestamps; prints the time (genTime). Nothing is fetched from the network.
 
         Exit codes: 0 written / valid, 1 the token does not verify (the failing field is named), 2 error.
