@@ -177,7 +177,8 @@ extension EvidenceBundle {
                 options.format = format
                 let s = try openTensorSource(path: suspectPath)
                 let r = try referencePath.map { try openTensorSource(path: $0) }
-                let replay = try Detector.detect(suspect: s, reference: r, key: key, options: options)
+                let replay = try Detector.detect(suspect: s, reference: r, key: key, options: options,
+                                                 expected: manifest?.tensors.map { ($0.name, $0.shape) } ?? [])
                 replayed = replay
                 compare(claimed, replay, check)
             } catch {

@@ -25,7 +25,8 @@ public struct TimeStampVerification: Sendable, Codable, Equatable {
 /// equal to the hash of the TSTInfo; the signature over the DER of the signed attributes verifies with the public
 /// key of the signer certificate found in the token; the TSTInfo's message imprint is the SHA-256 of the file; the
 /// nonce equals the request's (when the request is given); the signer certificate chains to the CA (RFC 5280, at
-/// genTime) and carries the timeStamping extended key usage.
+/// genTime) and carries the timeStamping extended key usage; the signed ESS signing-certificate attribute names that
+/// certificate.
 public enum TimeStampVerifier {
     static let signedData = "1.2.840.113549.1.7.2"
     static let tstInfo = "1.2.840.113549.1.9.16.1.4"
@@ -34,6 +35,9 @@ public enum TimeStampVerifier {
     static let sha256 = "2.16.840.1.101.3.4.2.1"
     static let sha384 = "2.16.840.1.101.3.4.2.2"
     static let sha512 = "2.16.840.1.101.3.4.2.3"
+    static let sha1 = "1.3.14.3.2.26"
+    static let signingCertificateV1 = "1.2.840.113549.1.9.16.2.12"
+    static let signingCertificateV2 = "1.2.840.113549.1.9.16.2.47"
 
     /// Loads the CA certificates of a PEM file (one or more CERTIFICATE blocks) or a DER certificate.
     public static func loadCertificates(path: String) throws -> [Certificate] {
@@ -129,9 +133,13 @@ public enum TimeStampVerifier {
         }
         let tstBytes = Array(try ASN1Walk.primitive(eContentNode, path: path, field: "eContent"))
         var certificates: [Certificate] = []
+        var certificateBytes: [[UInt8]] = []
         for node in sd[3..<(sd.count - 1)] where node.identifier == ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific) {
             for c in try ASN1Walk.children(node, path: path, field: "certificates") where c.identifier == .sequence {
-                do { certificates.append(try Certificate(derEncoded: Array(c.encodedBytes))) } catch {
+                do {
+                    certificates.append(try Certificate(derEncoded: Array(c.encodedBytes)))
+                    certificateBytes.append(Array(c.encodedBytes))
+                } catch {
                     throw EvidenceError.timestamp(path: path, field: "certificates", reason: "a certificate in the token does not parse (\(error))")
                 }
             }
@@ -151,12 +159,26 @@ public enum TimeStampVerifier {
         let signature = Array(try ASN1Walk.primitive(si[5], path: path, field: "signature"))
         var contentType: String?
         var messageDigest: [UInt8]?
+        var signingCertificateHash: (algorithm: String, hash: [UInt8])?
         for attr in try ASN1Walk.children(si[3], path: path, field: "signedAttrs") {
             let a = try ASN1Walk.children(attr, path: path, field: "signedAttrs")
             guard a.count == 2, let value = try ASN1Walk.children(a[1], path: path, field: "signedAttrs").first else { continue }
             switch try ASN1Walk.oid(a[0], path: path, field: "signedAttrs") {
             case contentTypeAttribute: contentType = try ASN1Walk.oid(value, path: path, field: "contentTypeAttribute")
             case messageDigestAttribute: messageDigest = Array(try ASN1Walk.primitive(value, path: path, field: "messageDigest"))
+            case signingCertificateV2, signingCertificateV1:
+                // SigningCertificate(V2) ::= SEQUENCE { certs SEQUENCE OF ESSCertID(v2), … }; the first names the signer.
+                // ESSCertIDv2 ::= SEQUENCE { hashAlgorithm DEFAULT sha256, certHash OCTET STRING, … }; ESSCertID: SHA-1.
+                let v2 = try ASN1Walk.oid(a[0], path: path, field: "signingCertificate") == signingCertificateV2
+                guard let certs = try ASN1Walk.children(value, path: path, field: "signingCertificate").first,
+                      let first = try ASN1Walk.children(certs, path: path, field: "signingCertificate").first else { break }
+                let id = try ASN1Walk.children(first, path: path, field: "signingCertificate")
+                if v2, let head = id.first, head.identifier == .sequence, id.count >= 2 {
+                    signingCertificateHash = (try ASN1Walk.algorithm(head, path: path, field: "signingCertificate"),
+                                              Array(try ASN1Walk.primitive(id[1], path: path, field: "signingCertificate")))
+                } else if let head = id.first {
+                    signingCertificateHash = (v2 ? sha256 : sha1, Array(try ASN1Walk.primitive(head, path: path, field: "signingCertificate")))
+                }
             default: break
             }
         }
@@ -182,6 +204,16 @@ public enum TimeStampVerifier {
         guard let signer else {
             throw EvidenceError.timestamp(path: path, field: "certificate", reason: "the signer's certificate is not in the token (request it with certReq, as `weightmark timestamp` does)")
         }
+        // RFC 3161 §2.4.1 / RFC 5035: the signed ESS signing-certificate attribute pins the signer certificate.
+        guard let essHash = signingCertificateHash else {
+            throw EvidenceError.timestamp(path: path, field: "signingCertificate", reason: "the signed attributes lack the ESS signing-certificate attribute RFC 3161 requires")
+        }
+        let signerDER = certificateBytes[certificates.firstIndex(of: signer)!]
+        let signerHash: [UInt8] = essHash.algorithm == sha1 ? Array(Insecure.SHA1.hash(data: signerDER))
+            : try digest(essHash.algorithm, signerDER, path: path, field: "signingCertificate")
+        guard signerHash == essHash.hash else {
+            throw EvidenceError.timestamp(path: path, field: "signingCertificate", reason: "the signed signing-certificate hash does not match the signer certificate in the token (substituted certificate)")
+        }
         // The signature covers the DER of the signed attributes with their SET tag (RFC 5652 §5.4).
         var signedBytes = Array(si[3].encodedBytes)
         signedBytes[0] = 0x31
@@ -194,7 +226,9 @@ public enum TimeStampVerifier {
             throw EvidenceError.timestamp(path: path, field: "TSTInfo", reason: "not DER")
         }
         let tst = try ASN1Walk.children(tstRoot, path: path, field: "TSTInfo")
-        guard tst.count >= 5 else { throw EvidenceError.timestamp(path: path, field: "TSTInfo", reason: "too few fields") }
+        guard tst.count >= 5, try ASN1Walk.integerMagnitude(tst[0], path: path, field: "TSTInfo") == [1] else {
+            throw EvidenceError.timestamp(path: path, field: "TSTInfo", reason: "not a version 1 TSTInfo")
+        }
         let policy = try ASN1Walk.oid(tst[1], path: path, field: "policy")
         let imprint = try ASN1Walk.messageImprint(tst[2], path: path)
         guard imprint.algorithm == sha256, imprint.digest == fileDigest else {

@@ -168,6 +168,22 @@ struct EvidenceBundleTests {
         #expect(r.stdout.contains("WATERMARK DETECTED") && r.stdout.contains("CAUTION: this key was not committed"), "\(r.stdout)")
     }
 
+    @Test("a bundle made with the owner key and a release id says the key was not committed, and replays")
+    func uncommittedBundle() throws {
+        let f = try f
+        let out = f.dir + "/uncommitted-bundle"
+        try? FileManager.default.removeItem(atPath: out)
+        try EvidenceFixture.cli(["evidence", f.suspect, "--key", f.dir + "/owner.key", "--release", "r1", "--manifest",
+                                 f.dir + "/marked.safetensors.weightmark.json", "--reference", f.dir + "/model.safetensors", "--out", out, "-q"])
+        #expect(!FileManager.default.fileExists(atPath: out + "/opening.json"))
+        let mode = try FileManager.default.attributesOfItem(atPath: out + "/release-key.json")[.posixPermissions] as! Int
+        #expect(mode == 0o600)
+        let r = try EvidenceFixture.cli(["evidence", "--verify", out])
+        #expect(r.stdout.contains("EVIDENCE VALID") && r.stdout.contains("CAUTION: this key was not committed before the dispute"), "\(r.stdout)")
+        let readme = String(decoding: FileManager.default.contents(atPath: out + "/README.txt")!, as: UTF8.self)
+        #expect(readme.contains("CAUTION"))
+    }
+
     @Test("evidence refuses a reference that is not the committed original")
     func stagedReference() throws {
         let f = try f
