@@ -225,6 +225,19 @@ struct V2LlamaLayoutTests {
 
     @Test("each layout is read back under the right hypothesis and detected; unmarked copies are not", arguments: Layout.allCases)
     func layout(_ layout: Layout) throws {
+        try check(layout, shipped: false)
+    }
+
+    /// At the strength `embed` ships (target Z 20, δ capped at 5e-3) the per-projection pilots of this small model are
+    /// too weak to name every hypothesis, so this checks what matters to a user: the re-packaged copy is detected, and
+    /// keeps ≥ 0.9× the untouched Z when it keeps every weight.
+    @Test("at the shipped strength each layout is detected (≥ 0.9 × the untouched Z when every weight is kept); unmarked copies are not",
+          arguments: Layout.allCases)
+    func layoutAtShippedStrength(_ layout: Layout) throws {
+        try check(layout, shipped: true)
+    }
+
+    func check(_ layout: Layout, shipped: Bool) throws {
         let dir = Fixtures.temporaryDirectory("v2-llama")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // hidden 512, 4 heads of 128 rows, 2 key-value heads (4 for NeoX, which has none), 4 layers.
@@ -232,8 +245,10 @@ struct V2LlamaLayoutTests {
         try Fixtures.writeSmallLlama(to: dir + "/llama", layers: 4, hidden: 512, ffn: 1408, vocab: 2048, heads: 4, kvHeads: kvHeads)
         let model = try SafetensorsModel(path: dir + "/llama")
         var options = EmbedOptions()
-        options.strength = .relativeDistortion(0.02)
-        options.maximumDistortion = 0.02
+        if !shipped {
+            options.strength = .relativeDistortion(0.02)
+            options.maximumDistortion = 0.02
+        }
         _ = try Embedder.embed(model, key: Self.key, options: options, plan: Embedder.plan(model, options: options),
                                to: dir + "/marked", overwrite: false)
         let marked = try SafetensorsModel(path: dir + "/marked")
@@ -319,6 +334,13 @@ struct V2LlamaLayoutTests {
                 continue
             }
             #expect(r.detected, "\(layout): Z \(r.combinedZ), untouched \(untouched.combinedZ)")
+            if shipped {
+                let keepsAll = layout != .halfShard && layout != .secondHalfShard && layout != .secondColumnShard
+                let ratio = r.combinedZ / untouched.combinedZ
+                #expect(!keepsAll || ratio >= 0.9, "\(layout): Z \(r.combinedZ) = \(ratio) × untouched \(untouched.combinedZ)")
+                print("shipped \(layout): Z \(r.combinedZ) untouched \(untouched.combinedZ) ratio \(ratio)")
+                continue
+            }
             let hypotheses = Set(r.tensors.compactMap(\.hypothesis))
             switch layout {
             case .gqaFusedQKV: #expect(hypotheses.contains("fused rows 512+256+256"), "\(hypotheses)")
