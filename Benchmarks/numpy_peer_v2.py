@@ -210,9 +210,24 @@ def score(model, key_path):
     everything = list(range(len(mats)))
     global_t = prefers_t(everything)
     dense_t = global_t or prefers_t([k for k in everything if (mats[k].m, mats[k].n) != largest])
+    def shard_h(shape, rows, s):
+        extent = shape[0] if rows else shape[1]
+        if extent % G: return None
+        return ("stored", "offset", (s * extent // G, 0) if rows else (0, s * extent // G))
+    def pooled(pairs):
+        num = sum(pil[k][h][0] for k, h in pairs if h in pil[k]); den2 = sum(pil[k][h][1] for k, h in pairs if h in pil[k])
+        return num / math.sqrt(den2) if den2 > 0 else 0.0
+    shard, best_z = None, -math.inf
+    if not global_t and not dense_t:
+        for rows in (True, False):
+            for s in range(1, 8):
+                applies = [(k, shard_h((m.m, m.n), rows, s)) for k, m in enumerate(mats) if shard_h((m.m, m.n), rows, s)]
+                if not applies: continue
+                z = pooled(applies)
+                if z > pooled([(k, I) for k, _ in applies]) + 2 and z > best_z: best_z, shard = z, (rows, s)
     choice_of_shape = {}
     for shape, members in groups.items():
-        base = T if global_t or (dense_t and shape != largest) else I
+        base = T if global_t or (dense_t and shape != largest) else ((shard and shard_h(shape, *shard)) or I)
         best, best_score = base, pilot_z(members, base)
         for h in hypotheses(*shape):
             if h == base: continue
