@@ -53,6 +53,10 @@ let package = Package(
         ], swiftSettings: optimizedInDebug),
         .target(name: "Attacks", dependencies: ["TensorIO", "Conversion", "LinearAlgebra"], swiftSettings: optimizedInDebug),
         .target(name: "Synthesis", dependencies: ["TensorIO"], swiftSettings: optimizedInDebug),
+        // `weightmark scan`: walking trees, grouping files into models, triage and sharded JSON-lines output.
+        .target(name: "Scanning", dependencies: [
+            "TensorIO", "Watermarking", .product(name: "Crypto", package: "swift-crypto"),
+        ], swiftSettings: optimizedInDebug),
         .target(name: "Robustness", dependencies: ["TensorIO", "LinearAlgebra", "Watermarking", "Attacks"],
                 swiftSettings: optimizedInDebug),
         // Release commitments, RFC 3161 timestamps and evidence bundles (DER/CMS parsed with swift-asn1, certificates
@@ -64,7 +68,7 @@ let package = Package(
             .product(name: "X509", package: "swift-certificates"),
         ]),
         .executableTarget(name: "weightmark", dependencies: [
-            "TensorIO", "Conversion", "LinearAlgebra", "Watermarking", "Attacks", "Robustness", "Synthesis", "Evidence",
+            "TensorIO", "Conversion", "LinearAlgebra", "Watermarking", "Attacks", "Robustness", "Synthesis", "Scanning", "Evidence",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "WeightMarkTestSupport", dependencies: ["TensorIO"]),
@@ -78,6 +82,8 @@ let package = Package(
         .testTarget(name: "AttacksTests", dependencies: ["Attacks", "Conversion", "Robustness", "Watermarking", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),
         .testTarget(name: "ContainersTests", dependencies: ["weightmark", "TensorIO", "WeightMarkTestSupport"]),
         .testTarget(name: "EvidenceTests", dependencies: ["Evidence", "weightmark", "Watermarking", "TensorIO", "WeightMarkTestSupport"]),
+        .testTarget(name: "ScanTests", dependencies: ["weightmark", "Scanning", "TensorIO", "WeightMarkTestSupport"],
+                    exclude: ["dask_scan.py"]),
         .testTarget(name: "WeightMarkCLITests", dependencies: ["weightmark", "TensorIO", "Conversion", "WeightMarkTestSupport"],
                     exclude: ["Help"]),
         .testTarget(name: "WatermarkingTests", dependencies: ["Watermarking", "TensorIO", "Conversion", "LinearAlgebra", "CKernels", "CTensorIOKernels", "WeightMarkTestSupport"],

@@ -476,8 +476,9 @@ extension TileDetector {
         let denseTransposed = globallyTransposed || prefersTransposed(allButLargest)
         // A model-parallel shard cuts every matrix the same way: shard s (1 ≤ s < 8) along rows or columns starts at s
         // times the suspect's extent on that axis. Pooled over every matrix where that offset falls on a tile boundary,
-        // the shard's pilots decide it for the whole model when they beat those matrices' stored reading by 2 (a wrong
-        // shard costs little: it can only win where the stored reading scores low, and each group may still override it).
+        // the shard with the largest pooled pilot Z becomes every group's default reading when that Z is at least 3 and
+        // above those matrices' stored reading (a wrong shard costs little: it can only win where the stored reading
+        // scores low, and each group's own pilots may still override it).
         func shardHypothesis(_ shape: [Int], rows: Bool, _ s: Int) -> TileHypothesis? {
             let extent = rows ? shape[0] : shape[1]
             guard extent % g == 0 else { return nil }
@@ -497,7 +498,7 @@ extension TileDetector {
                     let applies = candidates.indices.compactMap { k in shardHypothesis(candidates[k].tensor.shape, rows: rows, s).map { (k, $0) } }
                     guard !applies.isEmpty else { continue }
                     let z = pooledPilotZ(applies)
-                    if z > pooledPilotZ(applies.map { ($0.0, TileHypothesis.identity) }) + 2 && z > bestZ { bestZ = z; shard = (rows, s) }
+                    if z >= 3 && z > pooledPilotZ(applies.map { ($0.0, TileHypothesis.identity) }) && z > bestZ { bestZ = z; shard = (rows, s) }
                 }
             }
         }
@@ -568,7 +569,8 @@ extension TileDetector {
             start = end
         }
         var num = 0.0, den2 = 0.0
-        for (p, c) in pooled {
+        // In position order, so the sums (and Z to the last bit) do not depend on the dictionary's hashing seed.
+        for (p, c) in pooled.sorted(by: { ($0.key.i, $0.key.j) < ($1.key.i, $1.key.j) }) {
             let s = patterns.pattern(p)
             for e in 0..<(a * a) { num += c[e] * Double(s[e]) }
             den2 += c.reduce(0) { $0 + $1 * $1 }
