@@ -27,10 +27,10 @@ struct NumpyPeerV2OracleTests {
             let r = try Fixtures.weightmark(args)
             #expect(r.status == 0, "\(args[0]): \(r.stderr)")
         }
-        // Unrelated keys (H0: Z near 0) make the pilots pick other readings: with these fixed keys, a model-wide column
-        // shard (0), a row shard (3) and transposition for most shapes (5), so every selection rule is exercised.
+        // Unrelated keys (H0: Z near 0) make the pilots pick other readings: with these fixed keys, slices and a fused
+        // transposed split (2), transposition for most shapes (3), and slices of both orientations (9).
         var cases = [(["--opening", opening], opening)]
-        for i in [0, 3, 5] {
+        for i in [2, 3, 9] {
             let path = dir + "/h\(i).key"
             try WatermarkKey(secret: Array(SHA256.hash(data: Array("peer h0 key \(i)".utf8)))).save(to: path)
             cases.append((["--key", path], path))
