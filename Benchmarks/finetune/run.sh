@@ -7,7 +7,7 @@ set -euo pipefail
 WM=$1 PY=$2 MODEL=$3 KEY=$4 WORK=$5
 mkdir -p "$WORK"
 cp "$MODEL/config.json" "$WORK/config.json"
-[ -f "$WORK/marked.safetensors" ] || "$WM" embed "$MODEL/model.safetensors" --key "$KEY" --out "$WORK/marked.safetensors" --quiet
+[ -f "$WORK/marked.safetensors" ] || "$WM" embed "$MODEL/model.safetensors" --key "$KEY" --out "$WORK/marked.safetensors" --no-release --quiet
 run() { # name, finetune arguments…
   local name=$1; shift
   [ -f "$WORK/$name.safetensors" ] || "$PY" "$(dirname "$0")/finetune.py" --model "$WORK/marked.safetensors" \
