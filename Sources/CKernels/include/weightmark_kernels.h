@@ -65,4 +65,10 @@ void weightmark_bf16_sum_squares(int level, const uint16_t *w, size_t count, dou
 void weightmark_mark_bf16(int level, const uint16_t *w, const float *p, float beta, float magnitude_scale, size_t count,
                           uint16_t *out, uint64_t *state, double *diff2);
 
+/// Traitor tracing: sum of gain[i] over the code positions i < count where keystream byte i of ChaCha20
+/// keyed by `key` (8 little-endian words; zero nonce, counter 0) is below thresholds[i], i.e. where the
+/// recipient's code bit is 1. Accumulated in float (16 partial sums in a fixed order): a screening value;
+/// decisions are recomputed in double precision by the caller.
+float weightmark_trace_score(const uint32_t key[8], size_t count, const uint8_t *thresholds, const float *gain);
+
 #endif
