@@ -110,10 +110,18 @@ public final class CollusionBench: @unchecked Sendable {
         (0..<c).map { registered[(index * 8 + $0 * 37) % registered.count] }
     }
 
-    public func run(colluders c: Int, strategy: CollusionStrategy, int4: Bool, caseIndex: Int) throws -> CollusionPoint {
+    /// Runs every (strategy, int4) variant on the copies of one group of c colluders (made once).
+    public func run(colluders c: Int, variants: [(strategy: CollusionStrategy, int4: Bool)], group index: Int) throws -> [CollusionPoint] {
+        let group = colluders(c, case: index)
+        let made = group.map { copies.copy(for: $0) }
+        return try variants.map { try run(group: group, copies: made, strategy: $0.strategy, int4: $0.int4) }
+    }
+
+    func run(group: [String], copies made: [[(name: String, shape: [Int], values: [Float])]], strategy: CollusionStrategy,
+             int4: Bool) throws -> CollusionPoint {
         let start = Date()
-        let group = colluders(c, case: caseIndex)
-        var suspect = strategy.combine(group.map { copies.copy(for: $0) })
+        let c = group.count
+        var suspect = strategy.combine(made)
         if int4 {
             let q = IntegerQuantization(bits: 4, scheme: .groupAsymmetric(size: 128))
             for k in suspect.indices { try q.apply(name: suspect[k].name, shape: suspect[k].shape, values: &suspect[k].values, context: AttackContext()) }

@@ -77,6 +77,13 @@ public struct FingerprintCode: Sendable {
         return (0..<Self.positions).map { u[$0] < thresholds[$0] ? 1 : 0 }
     }
 
+    /// The position and chip subkeys as little-endian words (for the C kernel).
+    var rowKeyWords: (position: [UInt32], chip: [UInt32]) { (Self.words(positionKey), Self.words(chipKey)) }
+
+    static func words(_ key: [UInt8]) -> [UInt32] {
+        (0..<8).map { i in (0..<4).reduce(UInt32(0)) { $0 | UInt32(key[4 * i + $1]) << (8 * UInt32($1)) } }
+    }
+
     /// Positions and chips of row `row` of a matrix `cols` wide: `positions[s]` for segment s < ceil(cols/64)
     /// (low 13 bits of keystream word s of ChaCha20(position subkey, nonce LE32(row) ‖ LE32(row >> 32) ‖ LE32(0)));
     /// chip of column c = bit (c mod 32) of word c/32 of ChaCha20(chip subkey, same nonce): 1 → +1, 0 → −1.
@@ -132,24 +139,13 @@ public struct RecipientFingerprint: CopySignal {
     }
 
     public func add(rows: Range<Int>, cols n: Int, scale: Float, into out: UnsafeMutablePointer<Float>) {
-        var positions: [UInt32] = [], chips: [UInt32] = []
-        signs.withUnsafeBufferPointer { sg in
-            for r in rows {
-                code.rowCodes(row: r, cols: n, positions: &positions, chips: &chips)
-                let row = out + (r - rows.lowerBound) * n
-                positions.withUnsafeBufferPointer { ps in
-                    chips.withUnsafeBufferPointer { cs in
-                        var c = 0
-                        while c < n {
-                            let end = min(n, c + FingerprintCode.segment)
-                            let a = scale * sg[Int(ps[c / FingerprintCode.segment])]
-                            for k in c..<end {
-                                let bit = (cs[k >> 5] >> UInt32(k & 31)) & 1
-                                row[k] += bit == 1 ? a : -a
-                            }
-                            c = end
-                        }
-                    }
+        guard !rows.isEmpty else { return }
+        let keys = code.rowKeyWords
+        keys.position.withUnsafeBufferPointer { pk in
+            keys.chip.withUnsafeBufferPointer { ck in
+                signs.withUnsafeBufferPointer { sg in
+                    weightmark_fingerprint_rows(pk.baseAddress, ck.baseAddress, UInt64(rows.lowerBound), rows.count, n, sg.baseAddress,
+                                                UInt32(FingerprintCode.positions - 1), scale, out)
                 }
             }
         }

@@ -251,9 +251,9 @@ public struct TraceScorer: Sendable {
         return Double(y.count / 16 + 20) * 0x1p-23 * total * 2
     }
 
-    /// ln of E[exp(λ y_i g(X, p_i))] summed over positions, and its derivative in λ.
-    func cumulant(_ lambda: Double) -> (k: Double, slope: Double) {
-        var k = 0.0, slope = 0.0
+    /// ln of E[exp(λ y_i g(X, p_i))] summed over positions, with its first and second derivatives in λ.
+    func cumulant(_ lambda: Double) -> (k: Double, slope: Double, curvature: Double) {
+        var k = 0.0, slope = 0.0, curvature = 0.0
         for t in terms {
             let a = t.lp + lambda * t.a
             let b = t.lq + lambda * t.b
@@ -263,24 +263,34 @@ public struct TraceScorer: Sendable {
             // Weight of X = 1 under the tilted law: 1/(1 + e^{b−a}).
             let w1 = a >= b ? 1 / (1 + e) : e / (1 + e)
             slope += w1 * t.a + (1 - w1) * t.b
+            let d = t.a - t.b
+            curvature += w1 * (1 - w1) * d * d
         }
-        return (k, slope)
+        return (k, slope, curvature)
     }
 
     /// ln of the Chernoff bound min_λ≥0 exp(−λs) E[exp(λS)] on P(S ≥ s) for one innocent (≤ 0).
     ///
-    /// Any λ gives a valid bound; λ is found by bisection on the convex exponent's slope.
+    /// Any λ gives a valid bound; λ solves K′(λ) = s (K convex) by Newton steps kept inside a bisection bracket.
     public func logBound(score s: Double) -> Double {
         guard s > 0 else { return 0 }
-        var hi = 1.0
-        while cumulant(hi).slope < s && hi < 1e12 { hi *= 2 }
-        var lo = 0.0
-        for _ in 0..<60 {
-            let mid = (lo + hi) / 2
-            if cumulant(mid).slope < s { lo = mid } else { hi = mid }
+        var lo = 0.0, hi = 1.0
+        var c = cumulant(hi)
+        while c.slope < s && hi < 1e12 { lo = hi; hi *= 2; c = cumulant(hi) }
+        var lambda = (lo + hi) / 2
+        var best = min(0, c.k - hi * s)
+        for _ in 0..<100 {
+            c = cumulant(lambda)
+            best = min(best, c.k - lambda * s)
+            let f = c.slope - s
+            if abs(f) <= 1e-13 * max(1, abs(s)) { break }
+            if f < 0 { lo = lambda } else { hi = lambda }
+            let newton = c.curvature > 0 ? lambda - f / c.curvature : .nan
+            let next = newton > lo && newton < hi ? newton : (lo + hi) / 2
+            if abs(next - lambda) <= 1e-15 * max(1, lambda) { break }
+            lambda = next
         }
-        let best = [lo, hi].map { cumulant($0).k - $0 * s }.min()!
-        return min(0, best)
+        return best
     }
 
     /// The largest score whose family-wise bound (× `recipients`) still exceeds `alpha`: scores above it may be
@@ -291,7 +301,7 @@ public struct TraceScorer: Sendable {
         for i in 0..<y.count { maximum += max(y[i] * g1[i], y[i] * g0[i]) }
         var lo = 0.0, hi = max(maximum, 0) + 1
         if logBound(score: hi) > target { return hi }
-        for _ in 0..<50 {
+        for _ in 0..<40 {
             let mid = (lo + hi) / 2
             if logBound(score: mid) <= target { hi = mid } else { lo = mid }
         }
@@ -350,7 +360,8 @@ extension Tracer {
         for (k, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let id = raw.trimmingCharacters(in: .whitespacesAndNewlines)
             if id.isEmpty { continue }
-            if id.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            // Control characters (general category Cc: C0, DEL, C1).
+            if id.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }) {
                 throw TraceError.recipients(path: path, line: k + 1, problem: "contains a control character")
             }
             if let first = seen[id] {

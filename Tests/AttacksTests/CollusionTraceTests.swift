@@ -24,16 +24,11 @@ struct CollusionTraceTests {
         return try CollusionBench(original: try SafetensorsModel(path: path), key: key)
     }
 
-    struct Case: CustomTestStringConvertible, Sendable {
-        var c: Int
-        var strategy: CollusionStrategy
-        var int4: Bool
-        var testDescription: String { "\(c) × \(strategy.rawValue)\(int4 ? " + int4" : "")" }
+    /// Colluders per group, and the combinations tried on that group's copies (made once per group).
+    static let groups: [Int] = [2, 4, 8]
+    static func variants(_ c: Int) -> [(strategy: CollusionStrategy, int4: Bool)] {
+        c == 8 ? [(.average, false)] : CollusionStrategy.allCases.map { ($0, false) } + [(.average, true)]
     }
-
-    static let cases: [Case] = [2, 4].flatMap { c in
-        CollusionStrategy.allCases.map { Case(c: c, strategy: $0, int4: false) } + [Case(c: c, strategy: .average, int4: true)]
-    } + [Case(c: 8, strategy: .average, int4: false)]
 
     /// Smallest L with P(Binomial(n, q) ≥ L) ≤ exp(−n·KL(L/n ‖ q)) ≤ 1e-7 (Chernoff).
     static func binomialLimit(n: Int, q: Double) -> Int {
@@ -47,22 +42,23 @@ struct CollusionTraceTests {
         }
     }
 
-    @Test("a colluder is accused, no innocent is, and the innocents' tail is within the bound", arguments: cases)
-    func traces(_ k: Case) throws {
+    @Test("a colluder is accused, no innocent is, and the innocents' tail is within the bound", arguments: groups)
+    func traces(_ c: Int) throws {
         let bench = try Self.bench.get()
-        let index = Self.cases.firstIndex { $0.c == k.c && $0.strategy == k.strategy && $0.int4 == k.int4 }!
-        let p = try bench.run(colluders: k.c, strategy: k.strategy, int4: k.int4, caseIndex: index)
-        print(String(format: "[collusion] %@: owner Z %.1f, caught %d of %d, best colluder 10^%.1f, best innocent 10^%.2f, tail %@, %.1f s",
-                     p.label, p.ownerZ, p.caught, p.colluders, p.bestColluderLog10FamilyBound, p.bestInnocentLog10FamilyBound,
-                     p.tail.map { "\($0.count)@\($0.q)" }.joined(separator: " "), p.seconds))
-        #expect(p.caught >= 1, "no colluder accused: best colluder family bound 10^\(p.bestColluderLog10FamilyBound)")
-        #expect(p.innocentsAccused == 0)
-        #expect(p.extraInnocentsOverThreshold == 0)
-        #expect(p.bestInnocentLog10FamilyBound > log10(bench.alpha))
-        for t in p.tail {
-            #expect(t.count <= Self.binomialLimit(n: p.innocentsScored, q: t.q), "\(t.count) innocents with bound ≤ \(t.q) of \(p.innocentsScored)")
+        let points = try bench.run(colluders: c, variants: Self.variants(c), group: Self.groups.firstIndex(of: c)!)
+        for p in points {
+            print(String(format: "[collusion] %@: owner Z %.1f, caught %d of %d, best colluder 10^%.1f, best innocent 10^%.2f, tail %@, %.1f s",
+                         p.label, p.ownerZ, p.caught, p.colluders, p.bestColluderLog10FamilyBound, p.bestInnocentLog10FamilyBound,
+                         p.tail.map { "\($0.count)@\($0.q)" }.joined(separator: " "), p.seconds))
+            #expect(p.caught >= 1, "\(p.label): no colluder accused: best colluder family bound 10^\(p.bestColluderLog10FamilyBound)")
+            #expect(p.innocentsAccused == 0, "\(p.label)")
+            #expect(p.extraInnocentsOverThreshold == 0, "\(p.label)")
+            #expect(p.bestInnocentLog10FamilyBound > log10(bench.alpha), "\(p.label)")
+            for t in p.tail {
+                #expect(t.count <= Self.binomialLimit(n: p.innocentsScored, q: t.q), "\(p.label): \(t.count) innocents with bound ≤ \(t.q) of \(p.innocentsScored)")
+            }
+            // The owner mark is identical in every copy: collusion cannot wash it out (target: blind Z ≥ 10).
+            #expect(p.ownerZ >= 10, "\(p.label): owner blind Z \(p.ownerZ)")
         }
-        // The owner mark is identical in every copy: collusion cannot wash it out (target: blind Z ≥ 10).
-        #expect(p.ownerZ >= 10, "owner blind Z \(p.ownerZ)")
     }
 }

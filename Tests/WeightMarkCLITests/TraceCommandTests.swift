@@ -50,6 +50,16 @@ struct TraceCommandTests {
         #expect(other.status == 1, "\(other.stdout)\(other.stderr)")
     }
 
+    @Test("trace --help teaches: the bound, the exit codes, an example")
+    func help() throws {
+        let r = try Fixtures.weightmark(["trace", "--help"])
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("Exit codes: 0 someone accused, 1 no one accused, 2 error."))
+        #expect(r.stdout.contains("Chernoff") && r.stdout.contains("weightmark trace leaked.safetensors"))
+        let e = try Fixtures.weightmark(["embed", "--help"])
+        #expect(e.stdout.contains("--recipients") && e.stdout.contains("--fingerprint-share"))
+    }
+
     @Test("bad input: a repeated id names the file and line; magnitude shaping and two recipient flags are refused")
     func badInput() throws {
         let dir = try setUp()

@@ -71,4 +71,11 @@ void weightmark_mark_bf16(int level, const uint16_t *w, const float *p, float be
 /// decisions are recomputed in double precision by the caller.
 float weightmark_trace_score(const uint32_t key[8], size_t count, const uint8_t *thresholds, const float *gain);
 
+/// Adds a recipient's fingerprint to `rows` rows of an n-wide matrix starting at row `first_row` (out: row-major,
+/// leading dimension n): out[r][c] += scale * chip(r, c) * signs[pos(r, c / 64)], where pos is keystream word
+/// c/64 of ChaCha20(position_key, nonce LE32(row) || LE32(row >> 32) || 0) masked by `position_mask`, and chip
+/// is bit c mod 32 of word c/32 of ChaCha20(chip_key, same nonce) (1 -> +1, 0 -> -1). docs/FORMAT.md, "Fingerprints".
+void weightmark_fingerprint_rows(const uint32_t position_key[8], const uint32_t chip_key[8], uint64_t first_row, size_t rows,
+                                 size_t n, const float *signs, uint32_t position_mask, float scale, float *out);
+
 #endif

@@ -11,17 +11,13 @@ extension Bench {
         }
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         Console.note("personal copies of \(original.path) for 1,000 recipients (owner mark computed once)", quiet: output.quiet)
-        let bench = try CollusionBench(original: original, key: key, alpha: alpha)
-        var cases: [(Int, CollusionStrategy, Bool)] = []
-        for c in [2, 4, 8] {
-            for s in CollusionStrategy.allCases { for int4 in [false, true] { cases.append((c, s, int4)) } }
-        }
-        let bar = ProgressBar(total: cases.count, label: "collusion", enabled: !output.quiet)
+        let bench = try CollusionBench(original: original, key: key, share: fingerprintShare, alpha: alpha)
+        let variants = CollusionStrategy.allCases.flatMap { s in [(strategy: s, int4: false), (strategy: s, int4: true)] }
+        let bar = ProgressBar(total: 3, label: "collusion", enabled: !output.quiet)
         var points: [CollusionPoint] = []
-        for (k, (c, s, int4)) in cases.enumerated() {
-            let p = try bench.run(colluders: c, strategy: s, int4: int4, caseIndex: k)
-            points.append(p)
-            bar.advance(detail: p.label)
+        for (k, c) in [2, 4, 8].enumerated() {
+            points += try bench.run(colluders: c, variants: variants, group: k)
+            bar.advance(detail: "\(c) colluders")
         }
         bar.finish()
         let title = "WeightMark traitor tracing: \((model as NSString).lastPathComponent), 1,000 registered recipients"

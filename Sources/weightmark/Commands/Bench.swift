@@ -57,9 +57,15 @@ struct Bench: AsyncParsableCommand {
     @Flag(name: .long, help: "Traitor tracing against collusions of personal copies (see above).")
     var collusion = false
 
+    @Option(name: .long, help: ArgumentHelp("With --collusion: part f of δ given to the fingerprint, as `embed --fingerprint-share`.", valueName: "f"))
+    var fingerprintShare: Double = defaultFingerprintShare
+
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
+        guard fingerprintShare > 0, fingerprintShare <= 0.8 else {
+            throw ValidationError("--fingerprint-share must be in (0, 0.8] (default \(defaultFingerprintShare)).")
+        }
         guard ["uniform", "magnitude", "both"].contains(shaping) else {
             throw ValidationError("--shaping must be uniform, magnitude or both.")
         }
