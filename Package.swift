@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .executable(name: "weightmark", targets: ["weightmark"]),
         .library(name: "TensorIO", targets: ["TensorIO"]),
+        .library(name: "Conversion", targets: ["Conversion"]),
         .library(name: "LinearAlgebra", targets: ["LinearAlgebra"]),
         .library(name: "Watermarking", targets: ["Watermarking"]),
         .library(name: "Attacks", targets: ["Attacks"]),
@@ -34,21 +35,26 @@ let package = Package(
         // zlib inflates deflated .npz members (Foundation on Linux has no zlib API). Debian: zlib1g-dev.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
-        .target(name: "TensorIO", dependencies: ["CKernels", "CZlib"], swiftSettings: optimizedInDebug),
+        .target(name: "TensorIO", dependencies: ["CTensorIOKernels", "CZlib"], swiftSettings: optimizedInDebug),
+        // Writing other formats: the GGUF writer, ggml's quantizers and llama.cpp's conversion policy. Reading needs none
+        // of it (TensorIO keeps the readers and the dequantizers).
+        .target(name: "Conversion", dependencies: ["TensorIO"], swiftSettings: optimizedInDebug),
         .target(name: "LinearAlgebra", dependencies: ["CBLAS", "CLAPACKE"], swiftSettings: optimizedInDebug),
         // Hot loops in C (keystream, Gaussian carriers, rank-32 projection, stochastic rounding), compiled for
         // AVX-512, AVX2 and baseline and dispatched at run time: Swift's generic SIMD does not reach these units.
-        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
+        // Format-side C: Linux I/O calls and bf16 numerics (no key anywhere), so TensorIO builds without watermark code.
+        .target(name: "CTensorIOKernels", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
+        .target(name: "CKernels", dependencies: ["CTensorIOKernels"], cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
         .target(name: "Watermarking", dependencies: [
-            "TensorIO", "LinearAlgebra", "CKernels",
+            "TensorIO", "LinearAlgebra", "CKernels", "CTensorIOKernels",
             .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: optimizedInDebug),
-        .target(name: "Attacks", dependencies: ["TensorIO", "LinearAlgebra"], swiftSettings: optimizedInDebug),
+        .target(name: "Attacks", dependencies: ["TensorIO", "Conversion", "LinearAlgebra"], swiftSettings: optimizedInDebug),
         .target(name: "Synthesis", dependencies: ["TensorIO"], swiftSettings: optimizedInDebug),
         .target(name: "Robustness", dependencies: ["TensorIO", "LinearAlgebra", "Watermarking", "Attacks"],
                 swiftSettings: optimizedInDebug),
         .executableTarget(name: "weightmark", dependencies: [
-            "TensorIO", "LinearAlgebra", "Watermarking", "Attacks", "Robustness", "Synthesis",
+            "TensorIO", "Conversion", "LinearAlgebra", "Watermarking", "Attacks", "Robustness", "Synthesis",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "WeightMarkTestSupport", dependencies: ["TensorIO"]),
@@ -58,11 +64,12 @@ let package = Package(
         ]),
         .testTarget(name: "LinearAlgebraTests", dependencies: ["LinearAlgebra"]),
         .testTarget(name: "SynthesisTests", dependencies: ["Synthesis", "TensorIO", "WeightMarkTestSupport"]),
-        .testTarget(name: "GGUFTests", dependencies: ["TensorIO", "Watermarking", "WeightMarkTestSupport"]),
-        .testTarget(name: "AttacksTests", dependencies: ["Attacks", "Robustness", "Watermarking", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),
+        .testTarget(name: "GGUFTests", dependencies: ["TensorIO", "Conversion", "Watermarking", "WeightMarkTestSupport"]),
+        .testTarget(name: "AttacksTests", dependencies: ["Attacks", "Conversion", "Robustness", "Watermarking", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),
         .testTarget(name: "ContainersTests", dependencies: ["weightmark", "TensorIO", "WeightMarkTestSupport"]),
-        .testTarget(name: "WeightMarkCLITests", dependencies: ["weightmark", "TensorIO", "WeightMarkTestSupport"]),
-        .testTarget(name: "WatermarkingTests", dependencies: ["Watermarking", "TensorIO", "LinearAlgebra", "CKernels", "WeightMarkTestSupport"],
+        .testTarget(name: "WeightMarkCLITests", dependencies: ["weightmark", "TensorIO", "Conversion", "WeightMarkTestSupport"],
+                    exclude: ["Help"]),
+        .testTarget(name: "WatermarkingTests", dependencies: ["Watermarking", "TensorIO", "Conversion", "LinearAlgebra", "CKernels", "CTensorIOKernels", "WeightMarkTestSupport"],
                     exclude: ["Golden"]),
 
         .executableTarget(name: "InspectModel", dependencies: ["TensorIO"], path: "Examples/InspectModel"),

@@ -11,7 +11,7 @@
 #                                    FUZZ_VARIANTS=asan), e.g. to replay a crash file
 #
 # SwiftPM cannot build these: a target linked with the fuzzer runtime has no usable `main` for `swift build`.
-# So this compiles the TensorIO sources as a module (and the CKernels C sources with clang
+# So this compiles the TensorIO sources as a module (and the CTensorIOKernels C sources: no watermark code with clang
 # -fsanitize=fuzzer-no-link) optimized as the package builds them (-O, preconditions on), then links each entry
 # file against that module, into .build-fuzz/.
 # Seeds: Fuzz/<Target>/seeds/ (committed; every malformed case of the test suites plus small valid files, kept in
@@ -37,34 +37,34 @@ build_variant() {
     local variant=$1 san
     san=$(sanitizers "$variant")
     local dir="$OUT/$variant"
-    mkdir -p "$dir/CKernels" "$dir/obj"
+    mkdir -p "$dir/CTensorIOKernels" "$dir/obj"
     local stamp="$dir/.inputs"
     local inputs
-    inputs=$( (cd "$ROOT" && find Sources/TensorIO Sources/CKernels Fuzz -name '*.swift' -o -name '*.c' -o -name '*.h' | sort | xargs sha256sum; sha256sum scripts/fuzz.sh) | sha256sum)
+    inputs=$( (cd "$ROOT" && find Sources/TensorIO Sources/CTensorIOKernels Fuzz -name '*.swift' -o -name '*.c' -o -name '*.h' | sort | xargs sha256sum; sha256sum scripts/fuzz.sh) | sha256sum)
     local complete=1
     for t in "${TARGETS[@]}"; do [[ -x "$dir/$t" ]] || complete=0; done
     if [[ $complete == 1 && -f "$stamp" && "$(cat "$stamp")" == "$inputs" ]]; then return; fi
 
     echo "fuzz: building $variant targets (-sanitize=$san) in $dir" >&2
-    cat > "$dir/CKernels/module.modulemap" <<EOF
-module CKernels {
-    header "$ROOT/Sources/CKernels/include/weightmark_kernels.h"
+    cat > "$dir/CTensorIOKernels/module.modulemap" <<EOF
+module CTensorIOKernels {
+    header "$ROOT/Sources/CTensorIOKernels/include/tensorio_kernels.h"
     export *
 }
 EOF
     local cobjs=()
-    for c in "$ROOT"/Sources/CKernels/*.c; do
+    for c in "$ROOT"/Sources/CTensorIOKernels/*.c; do
         local o="$dir/obj/$(basename "$c" .c).o"
-        "$CLANG" -O2 -fsanitize="${san/fuzzer/fuzzer-no-link}" -I "$ROOT/Sources/CKernels/include" -c "$c" -o "$o"
+        "$CLANG" -O2 -fsanitize="${san/fuzzer/fuzzer-no-link}" -I "$ROOT/Sources/CTensorIOKernels/include" -c "$c" -o "$o"
         cobjs+=("$o")
     done
     local sources=()
     while IFS= read -r f; do sources+=("$f"); done < <(find "$ROOT/Sources/TensorIO" -name '*.swift' | sort)
-    "$SWIFTC" -module-name TensorIO -parse-as-library -O -wmo -sanitize="$san" -I "$dir/CKernels" -I "$ROOT/Sources/CZlib" \
+    "$SWIFTC" -module-name TensorIO -package-name WeightMark -parse-as-library -O -wmo -sanitize="$san" -I "$dir/CTensorIOKernels" -I "$ROOT/Sources/CZlib" \
         -emit-module -emit-module-path "$dir/TensorIO.swiftmodule" -c "${sources[@]}" -o "$dir/obj/TensorIO.o"
     for t in "${TARGETS[@]}"; do
         # lld: gold warns about every local ASan symbol it cannot export.
-        "$SWIFTC" -parse-as-library -O -sanitize="$san" -use-ld=lld -I "$dir" -I "$dir/CKernels" -I "$ROOT/Sources/CZlib" \
+        "$SWIFTC" -parse-as-library -O -sanitize="$san" -use-ld=lld -I "$dir" -I "$dir/CTensorIOKernels" -I "$ROOT/Sources/CZlib" \
             "$ROOT/Fuzz/$t/main.swift" "$dir/obj/TensorIO.o" "${cobjs[@]}" -lz -o "$dir/$t"
     done
     echo "$inputs" > "$stamp"

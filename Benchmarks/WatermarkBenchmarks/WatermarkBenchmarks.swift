@@ -63,14 +63,14 @@ let benchmarks: @Sendable () -> Void = {
             let (bytes, carriers) = tensor.value!
             for _ in benchmark.scaledIterations {
                 let x = bytes.withUnsafeBytes { FloatConversion.decode($0, dtype: .bf16) }
-                blackHole(Detector.evidence(name: "w", suspect: x, reference: nil, rows: m, cols: n, carriers: carriers).z)
+                blackHole(try Detector.evidence(name: "w", suspect: x, reference: nil, rows: m, cols: n, carriers: carriers).z)
             }
         }, setup: makeTensor, teardown: dropTensor)
         Benchmark("embed one bf16 tensor \(label)", closure: { benchmark in
             let (bytes, carriers) = tensor.value!
             for _ in benchmark.scaledIterations {
                 var w = Matrix(rows: m, cols: n, storage: bytes.withUnsafeBytes { FloatConversion.decode($0, dtype: .bf16) })
-                Embedder.mark(&w, carriers: carriers, shaping: .uniform, delta: 1e-3)
+                try Embedder.mark(&w, carriers: carriers, shaping: .uniform, delta: 1e-3)
                 blackHole(FloatConversion.encode(w.storage, as: .bf16).count)
             }
         }, setup: makeTensor, teardown: dropTensor)

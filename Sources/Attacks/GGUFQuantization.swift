@@ -1,3 +1,4 @@
+import Conversion
 import TensorIO
 
 /// llama.cpp block quantization, simulated: each row is quantized to `type` and dequantized.
@@ -26,7 +27,7 @@ public struct GGUFQuantization: WeightAttack {
         guard nonFinite == 0 else { throw AttackError.nonFiniteWeights(attack: spec, tensor: name, count: nonFinite) }
         for i in 0..<m {
             let row = Array(values[(i * n)..<((i + 1) * n)])
-            let q = GGMLBlockCodec.quantize(row, as: t)
+            let q = GGMLQuantizer.quantize(row, as: t)
             let back = q.withUnsafeBytes { GGMLBlockCodec.dequantize($0, as: t, count: n) }
             values.replaceSubrange((i * n)..<((i + 1) * n), with: back)
         }

@@ -4,7 +4,7 @@
 // The transcendental functions follow fdlibm (Sun Microsystems, 1993; e_log.c, k_sin.c, k_cos.c): the
 // same argument reduction and the published minimax coefficients, evaluated branch-free on vectors.
 #include "weightmark_kernels.h"
-#include "dispatch.h"
+#include "weightmark_dispatch.h"
 #include <string.h>
 
 #pragma clang diagnostic ignored "-Wpsabi" // vector arguments only between always-inline helpers
@@ -135,16 +135,6 @@ INLINE void gaussians_body(const uint32_t key[8], size_t count, float *out32, do
 WM_VARIANTS(gaussians, (const uint32_t key[8], size_t count, float *out32, double *out64),
             gaussians_body(key, count, out32, out64);, gaussians_body(key, count, out32, out64);)
 
-int weightmark_vector_level(void) {
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512bw"))
-        return 2;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
-#endif
-    return 0;
-}
 
 void weightmark_keyed_gaussians(const uint32_t key[8], size_t count, float *out32, double *out64) {
     weightmark_keyed_gaussians_at_level(weightmark_vector_level(), key, count, out32, out64);

@@ -3,7 +3,7 @@
 // stream from L2, and R rows × 32 columns of Z stay in registers. One body, compiled for AVX-512, AVX2+FMA
 // and baseline, chosen at run time.
 #include "weightmark_kernels.h"
-#include "dispatch.h"
+#include "weightmark_dispatch.h"
 #include <string.h>
 
 #pragma clang diagnostic ignored "-Wpsabi" // vector arguments only between always-inline helpers

@@ -3,7 +3,7 @@
 // 10^6 recipients is dominated by keystream generation; the comparison and the masked sum vectorize.
 #include <string.h>
 #include "weightmark_kernels.h"
-#include "dispatch.h"
+#include "weightmark_dispatch.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "keystream bytes are read in little-endian word order"

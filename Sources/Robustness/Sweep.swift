@@ -70,6 +70,7 @@ public struct SweepPoint: Sendable, Codable {
 /// their carriers. Points are independent and run two at a time with one BLAS thread each (tiny projections
 /// gain nothing from BLAS threads, and two threads per task would oversubscribe two cores).
 public final class SweepRunner: @unchecked Sendable {
+    // Immutable after init (models, key, precomputed values); points only read it, so they may run concurrently.
     public let original: SafetensorsModel
     public let marked: SafetensorsModel
     public let key: WatermarkKey

@@ -127,13 +127,14 @@ public enum SyntheticWeights {
         let isNorm = shape.count == 1
         let sigma: Float = name.contains("embed_tokens") ? 0.02 : 1 / Float(cols).squareRoot()
         let chunkRows = (rows + chunks - 1) / chunks
-        normalTable.withUnsafeBufferPointer { nt in
-            scaleTable.withUnsafeBufferPointer { st in
-                out.withUnsafeMutableBytes { raw in
-                    // Chunks write disjoint rows of `out`; the tables are read-only.
-                    nonisolated(unsafe) let base = raw.baseAddress!
-                    nonisolated(unsafe) let nt = nt, st = st
-                    DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+        let (normal, scale) = (normalTable, scaleTable)
+        out.withUnsafeMutableBytes { raw in
+            // Chunk c writes only rows r0..<r1 of `out`, disjoint from every other chunk's, and `out` outlives the
+            // concurrent loop: sharing the base address between the chunks is safe.
+            nonisolated(unsafe) let base = raw.baseAddress!
+            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+                normal.withUnsafeBufferPointer { nt in
+                    scale.withUnsafeBufferPointer { st in
                         let r0 = chunk * chunkRows, r1 = min(rows, r0 + chunkRows)
                         guard r0 < r1 else { return }
                         var s = SyntheticWeights.seed(seed, name, chunk)

@@ -1,4 +1,4 @@
-import CKernels
+import CTensorIOKernels
 /// Conversions between stored floating-point encodings and `Float`.
 ///
 /// bf16 → f32 is a shift; f32 → bf16 rounds to nearest even and keeps NaNs quiet (byte-identical with

@@ -10,6 +10,7 @@ import Darwin
 /// The mapping is `PROT_READ` and `MAP_PRIVATE`, so nothing can write through it to the user's file.
 /// `init(copying:path:)` holds bytes already in memory instead, for parsing them through the same code.
 public final class MappedFile: @unchecked Sendable {
+    // The mapping is PROT_READ and never changes until deinit: concurrent reads of it are safe.
     public let path: String
     public let size: Int
     private let base: UnsafeMutableRawPointer?

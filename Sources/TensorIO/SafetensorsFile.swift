@@ -2,6 +2,7 @@
 ///
 /// Opening parses and validates only the header; tensor bytes are read on demand through the mapping.
 public final class SafetensorsFile: @unchecked Sendable {
+    // Immutable after init: the validated header and a read-only mapping, only read.
     public let path: String
     public let header: SafetensorsHeader
     public let mapping: MappedFile

@@ -14,6 +14,7 @@ public struct ModelTensor: Sendable, Equatable, Hashable {
 /// Hugging Face folder (`model.safetensors.index.json` plus shards). Every command reads models
 /// through this one type.
 public final class SafetensorsModel: @unchecked Sendable {
+    // Immutable after init: shards are read-only mappings; `release` only advises the kernel (madvise).
     public enum Layout: Sendable, Equatable {
         /// A bare `.safetensors` file.
         case file

@@ -26,44 +26,24 @@ public enum DetectFormat: String, Sendable, Codable, CaseIterable {
 
 /// Correlates a suspect's weights with the keyed pattern (docs/FORMAT.md).
 public enum Detector {
-    /// Evidence from one m×n suspect matrix.
-    ///
-    /// Blind: X = suspect. Informed: X = suspect − reference, except where the suspect is exactly zero and
-    /// the reference is not: that element was erased (pruned), and counting it as a residual would bring
-    /// the host back as noise, so it is masked to zero.
+    /// Evidence from one m×n suspect matrix held in memory (tests, benchmarks): the streaming path below, reading
+    /// the arrays as row blocks.
     public static func evidence(name: String, suspect: [Float], reference: [Float]?, rows: Int, cols: Int,
-                                carriers: Carriers) -> TensorEvidence {
-        var x = Matrix(rows: rows, cols: cols, storage: suspect)
-        var erased = 0
-        if let reference {
-            precondition(reference.count == suspect.count, "reference and suspect sizes differ")
-            x.storage.withUnsafeMutableBufferPointer { xs in
-                reference.withUnsafeBufferPointer { rs in
-                    for i in 0..<xs.count {
-                        let s = xs[i], r = rs[i]
-                        if s == 0 && r != 0 { xs[i] = 0; erased += 1 } else { xs[i] = s - r }
-                    }
-                }
-            }
-        }
-        // A NaN or ±Inf (planted or corrupted) would make the whole tensor's score NaN: it carries no evidence,
-        // so it counts as erased.
-        x.storage.withUnsafeMutableBufferPointer { xs in
-            for i in 0..<xs.count where !xs[i].isFinite { xs[i] = 0; erased += 1 }
-        }
-        let y = carriers.project(x)
-        return TensorEvidence(name: name, shape: [rows, cols], weight: Double(rows * cols).squareRoot(),
-                              correlation: BLAS.dot(y.storage, carriers.s.storage), norm: Double(y.frobeniusNorm),
-                              erased: erased)
+                                carriers: Carriers) throws -> TensorEvidence {
+        precondition(reference == nil || reference!.count == suspect.count, "reference and suspect sizes differ")
+        let s = InMemoryTensors(path: "memory", tensors: [(name, [rows, cols], suspect)])
+        let r = reference.map { InMemoryTensors(path: "memory", tensors: [(name, [rows, cols], $0)]) }
+        return try evidence(name: name, rows: rows, cols: cols, suspect: s, reference: r, carriers: carriers)
     }
 
-    /// Evidence from one m×n tensor streamed in row blocks straight from the files: Y = Σ_blocks A_blockᵀ (X_block B),
-    /// with no full-size float copy of the tensor. Blind detection of bf16/f32 safetensors reads X_block in place
-    /// (the rank-32 kernel widens bf16 in L1-sized chunks); other storage, and informed mode, decode X_block into a
-    /// small reusable buffer first. Identical in exact arithmetic to `evidence(name:suspect:reference:…)`; the
-    /// blocking and summation order change only float rounding.
-    static func streamedEvidence(name: String, rows m: Int, cols n: Int, suspect: any RowBlockDecodable,
-                                 reference: (any RowBlockDecodable)?, carriers: Carriers) throws -> TensorEvidence {
+    /// Format-v1 evidence from one m×n tensor streamed in row blocks: Y = Σ_blocks A_blockᵀ (X_block B), with no
+    /// full-size float copy of the tensor.
+    ///
+    /// Blind: X = suspect. Informed: X = suspect − reference with erasures masked (`Residual`). Blind detection of
+    /// bf16/f32 storage reads X_block in place (the rank-32 kernel widens bf16 in L1-sized chunks); other storage,
+    /// and informed mode, decode X_block into a small reusable buffer first.
+    static func evidence(name: String, rows m: Int, cols n: Int, suspect: any RowBlockDecodable,
+                         reference: (any RowBlockDecodable)?, carriers: Carriers) throws -> TensorEvidence {
         let a = carriers.a.cols, b = carriers.b.cols
         let blockRows = max(8, min(m, (1 << 18) / max(1, n)))
         var x: [Float] = []
@@ -93,15 +73,10 @@ public enum Detector {
                         if r.isEmpty { r = [Float](repeating: 0, count: blockRows * n) }
                         try r.withUnsafeMutableBufferPointer { rs in
                             try reference.decodeRows(named: name, rows: start..<end, into: UnsafeMutableBufferPointer(rebasing: rs[0..<(k * n)]))
-                            for i in 0..<(k * n) {
-                                let sv = xs[i], rv = rs[i]
-                                if sv == 0 && rv != 0 { xs[i] = 0; erased += 1 } else { xs[i] = sv - rv }
-                            }
+                            erased += Residual.subtract(count: k * n, reference: { rs[$0] }, from: xs)
                         }
                     }
-                    if sanitize {
-                        for i in 0..<(k * n) where !xs[i].isFinite { xs[i] = 0; erased += 1 }
-                    }
+                    if sanitize { erased += Residual.clearNonFinite(UnsafeMutableBufferPointer(rebasing: xs[0..<(k * n)])) }
                     RankProjection.project(UnsafeBufferPointer(xs), rows: k, cols: n, b: carriers.b, into: zs.baseAddress!)
                 }
             }
@@ -219,39 +194,19 @@ public enum Detector {
             }
             work.append((t, r))
         }
-        let lock = NSLock()
-        nonisolated(unsafe) var done = 0
-        nonisolated(unsafe) let progressCallback = progress
-        let suspectSource = suspect, referenceSource = reference
+        let done = Locked(0)
         let total = work.count
         progress("", 0, total)
         let collected = try Parallel.withSingleThreadedBLAS {
             try Parallel.map(count: work.count, workers: options.workers) { i -> TensorEvidence in
                 let (t, r) = work[i]
-                let (m, n) = (t.shape[0], t.shape[1])
-                let e: TensorEvidence
-                if let streamSuspect = suspectSource as? any RowBlockDecodable,
-                   referenceSource == nil || referenceSource is any RowBlockDecodable {
-                    let carriers = try Carriers.derive(secret: key.secret, tensor: t.name, rows: m, cols: n, rank: options.rank)
-                    e = try streamedEvidence(name: t.name, rows: m, cols: n, suspect: streamSuspect,
-                                             reference: referenceSource as? any RowBlockDecodable, carriers: carriers)
-                    suspectSource.releaseTensor(named: t.name)
-                    if let r { referenceSource?.releaseTensor(named: r.name) }
-                } else {
-                var referenceValues: [Float]?
-                if let r, let referenceSource {
-                    referenceValues = try referenceSource.decodeFloats(named: r.name)
-                    referenceSource.releaseTensor(named: r.name)
-                }
-                let values = try suspectSource.decodeFloats(named: t.name)
-                suspectSource.releaseTensor(named: t.name)
-                let carriers = try Carriers.derive(secret: key.secret, tensor: t.name, rows: m, cols: n, rank: options.rank)
-                e = evidence(name: t.name, suspect: values, reference: referenceValues, rows: m, cols: n, carriers: carriers)
-                }
-                lock.lock()
-                done += 1
-                progressCallback(t.name, done, total)
-                lock.unlock()
+                let carriers = try Carriers.derive(secret: key.secret, tensor: t.name, rows: t.shape[0], cols: t.shape[1], rank: options.rank)
+                // One row-block view per task: GGUF and other whole-tensor sources are decoded once per tensor.
+                let e = try evidence(name: t.name, rows: t.shape[0], cols: t.shape[1], suspect: DecodedRows.rowBlocks(of: suspect),
+                                     reference: reference.map { DecodedRows.rowBlocks(of: $0) }, carriers: carriers)
+                suspect.releaseTensor(named: t.name)
+                if let r { reference?.releaseTensor(named: r.name) }
+                done.withLock { $0 += 1; progress(t.name, $0, total) }
                 return e
             }
         }

@@ -1,5 +1,6 @@
 import Crypto
 import CKernels
+import CTensorIOKernels
 import Foundation
 import LinearAlgebra
 import TensorIO
@@ -107,42 +108,35 @@ public enum Embedder {
                          capped: requested > cap, requestedDelta: requested)
     }
 
-    /// Adds the mark to an m×n matrix in place.
+    /// Adds the format-v1 mark to an m×n matrix in place (in memory: attacks that re-mark, tests, benchmarks).
     /// - Returns: β, the scale applied to the (shaped) pattern.
+    /// - Throws: `WatermarkError.unmarkableTensor` when no finite value is non-zero.
     @discardableResult
-    public static func mark(_ w: inout Matrix, carriers: Carriers, shaping: WatermarkShaping, delta: Double) -> Double {
-        mark(&w, pattern: carriers.pattern(), shaping: shaping, delta: delta)
+    public static func mark(_ w: inout Matrix, carriers: Carriers, shaping: WatermarkShaping, delta: Double) throws -> Double {
+        try mark(&w, with: .v1(carriers), shaping: shaping, delta: delta)
     }
 
-    /// Adds the format-v2 mark of `tiles` to an m×n matrix in place (in memory: attacks that re-mark, tests).
+    /// Adds the format-v2 mark of `tiles` to an m×n matrix in place.
     /// - Returns: β.
     @discardableResult
-    public static func mark(_ w: inout Matrix, tiles: TileCarriers, shaping: WatermarkShaping, delta: Double) -> Double {
-        var p = Matrix(rows: w.rows, cols: w.cols)
-        p.storage.withUnsafeMutableBufferPointer { tiles.fillPattern(rows: 0..<w.rows, totalRows: w.rows, cols: w.cols, into: $0.baseAddress!) }
-        return mark(&w, pattern: p, shaping: shaping, delta: delta)
+    public static func mark(_ w: inout Matrix, tiles: TileCarriers, shaping: WatermarkShaping, delta: Double) throws -> Double {
+        try mark(&w, with: .v2(tiles), shaping: shaping, delta: delta)
     }
 
-    static func mark(_ w: inout Matrix, pattern: Matrix, shaping: WatermarkShaping, delta: Double) -> Double {
-        var p = pattern
-        let norm = Double(w.frobeniusNorm)
-        guard norm > 0 else { return 0 }
-        if shaping == .magnitude {
-            let rms = Float(norm / Double(w.count).squareRoot())
-            w.storage.withUnsafeBufferPointer { wv in
-                p.storage.withUnsafeMutableBufferPointer { pv in
-                    for i in 0..<pv.count { pv[i] *= abs(wv[i]) / rms }
-                }
-            }
+    /// An in-memory matrix is one more row-block source: it goes through `mark(tensor:…)`, the code `embed` runs.
+    static func mark(_ w: inout Matrix, with carriers: MarkCarriers, shaping: WatermarkShaping, delta: Double) throws -> Double {
+        let source = InMemoryTensors(path: "memory", tensors: [("matrix", [w.rows, w.cols], w.storage)])
+        var random = SplitMix64(seed: 0) // f32 output is stored exactly: the rounding stream is never drawn from
+        var marked = [Float](repeating: 0, count: w.count)
+        let r = try marked.withUnsafeMutableBytes { out in
+            try mark(tensor: "matrix", of: source, rows: w.rows, cols: w.cols, dtype: .f32, carriers: carriers,
+                     shaping: shaping, delta: delta, random: &random, into: out)
         }
-        let pNorm = Double(p.frobeniusNorm)
-        guard pNorm > 0 else { return 0 }
-        let beta = delta * norm / pNorm
-        BLAS.axpy(Float(beta), p.storage, &w.storage)
-        return beta
+        w.storage = marked
+        return r.beta
     }
 
-    /// Marks one m×n tensor of `model` streaming it in row blocks, and encodes the result as `dtype`.
+    /// Marks one m×n tensor of `source` streaming it in row blocks, and encodes the result as `dtype` into `o`.
     ///
     /// Only the encoded output is materialized; the weights and the pattern pass through L2-sized buffers:
     /// pass 1 accumulates ‖W‖² (and, for magnitude shaping, ‖|W| ⊙ P‖²); pass 2 decodes each block again,
@@ -150,11 +144,10 @@ public enum Embedder {
     /// stored distortion. For uniform shaping ‖P‖ = ‖S‖_F = sqrt(a·b) because A and B are orthonormal.
     /// - Returns: β, the measured ‖stored − W‖/‖W‖, and how many NaN/±Inf values were left unmarked.
     /// - Throws: `WatermarkError.unmarkableTensor` when no finite value is non-zero (β would be 0).
-    static func markStreaming(_ model: SafetensorsModel, _ t: ModelTensor, carriers: MarkCarriers,
-                              shaping: WatermarkShaping, delta: Double,
-                              random: inout SplitMix64, output: PooledBytes,
-                              signal: (any CopySignal)? = nil, signalDelta: Double = 0) throws -> (beta: Double, measuredDelta: Double, nonFinite: Int) {
-        let (m, n) = (t.shape[0], t.shape[1])
+    static func mark(tensor name: String, of source: any RowBlockDecodable, rows m: Int, cols n: Int, dtype: DType,
+                     carriers: MarkCarriers, shaping: WatermarkShaping, delta: Double,
+                     random: inout SplitMix64, into o: UnsafeMutableRawBufferPointer,
+                     signal: (any CopySignal)? = nil, signalDelta: Double = 0) throws -> (beta: Double, measuredDelta: Double, nonFinite: Int) {
         var blockRows = max(8, min(m, (1 << 16) / max(1, n)))
         // Format v2 builds the pattern a tile row at a time (one S per tile): blocks of whole tile rows derive each
         // S and U_r·S once instead of once per block.
@@ -196,13 +189,13 @@ public enum Embedder {
         }
         func decode(_ rows: Range<Int>) throws {
             try w.withUnsafeMutableBufferPointer { buf in
-                try model.decodeRows(named: t.name, rows: rows, into: UnsafeMutableBufferPointer(rebasing: buf[0..<(rows.count * n)]))
+                try source.decodeRows(named: name, rows: rows, into: UnsafeMutableBufferPointer(rebasing: buf[0..<(rows.count * n)]))
             }
         }
         // Pass 1. Uniform bf16 needs only ‖W‖², summed from the stored rows in place.
         var w2 = 0.0, hp2 = 0.0
         var start = 0
-        if shaping == .uniform, t.dtype == .bf16, try model.withStoredRows(named: t.name, rows: 0..<m, { raw, _ in
+        if shaping == .uniform, dtype == .bf16, try source.withStoredRows(named: name, rows: 0..<m, { raw, _ in
             weightmark_bf16_sum_squares(RankProjection.level, raw.baseAddress!.assumingMemoryBound(to: UInt16.self), m * n, &w2)
         }) != nil {
             start = m
@@ -230,7 +223,7 @@ public enum Embedder {
             start = end
         }
         guard w2 > 0, w2.isFinite else {
-            throw WatermarkError.unmarkableTensor(path: model.path, tensor: t.name, reason: nonFinite == m * n
+            throw WatermarkError.unmarkableTensor(path: source.path, tensor: name, reason: nonFinite == m * n
                 ? "every value is NaN or infinite" : nonFinite > 0 ? "every finite value is zero (\(nonFinite) NaN or infinite)" : "every value is zero")
         }
         let norm = w2.squareRoot()
@@ -242,22 +235,21 @@ public enum Embedder {
         let signalScale = signal != nil && beta > 0 ? Float(signalDelta * norm / Double(m * n - nonFinite).squareRoot() / beta) : 0
         // Pass 2. bf16 rows read in place go through one fused C pass (add, stochastic rounding, distortion);
         // other dtypes decode, add, encode and decode back.
-        let width = t.dtype.bitCount / 8
+        let width = dtype.bitCount / 8
         var marked: [Float] = []
         var stored: [Float] = []
         var diff2 = 0.0
         let b = Float(beta)
         let magnitudeScale: Float = shaping == .magnitude ? (rms > 0 ? 1 / rms : 0) : 0
-        precondition(output.count == m * n * width)
-        let o = output.mutableBytes
+        precondition(o.count == m * n * width)
         start = 0
         while start < m {
             let end = min(m, start + blockRows), count = (end - start) * n
             let dst = UnsafeMutableRawBufferPointer(rebasing: o[(start * n * width)..<(end * n * width)])
             pattern(start..<end)
             if let signal { p.withUnsafeMutableBufferPointer { signal.add(rows: start..<end, cols: n, scale: signalScale, into: $0.baseAddress!) } }
-            let fused = t.dtype == .bf16 && (shaping == .uniform || magnitudeScale > 0) && nonFinite == 0
-            if fused, try model.withStoredRows(named: t.name, rows: start..<end, { raw, _ in
+            let fused = dtype == .bf16 && (shaping == .uniform || magnitudeScale > 0) && nonFinite == 0
+            if fused, try source.withStoredRows(named: name, rows: start..<end, { raw, _ in
                 p.withUnsafeBufferPointer { ps in
                     weightmark_mark_bf16(RankProjection.level, raw.baseAddress!.assumingMemoryBound(to: UInt16.self), ps.baseAddress,
                                          b, magnitudeScale, count, dst.baseAddress!.assumingMemoryBound(to: UInt16.self),
@@ -282,14 +274,14 @@ public enum Embedder {
             }
             marked.withUnsafeBufferPointer { ms in
                 let values = UnsafeBufferPointer(rebasing: ms[0..<count])
-                if t.dtype == .bf16 {
+                if dtype == .bf16 {
                     FloatConversion.encodeBF16Stochastically(values, into: dst, splitMixState: &random.state)
                 } else {
-                    FloatConversion.encodeStochastically(values, as: t.dtype, into: dst, using: &random)
+                    FloatConversion.encodeStochastically(values, as: dtype, into: dst, using: &random)
                 }
             }
             stored.withUnsafeMutableBufferPointer { ss in
-                FloatConversion.decode(UnsafeRawBufferPointer(dst), dtype: t.dtype, into: UnsafeMutableBufferPointer(rebasing: ss[0..<count]))
+                FloatConversion.decode(UnsafeRawBufferPointer(dst), dtype: dtype, into: UnsafeMutableBufferPointer(rebasing: ss[0..<count]))
             }
             diff2 += nonFinite == 0 ? Self.sumOfSquares(count) { stored[$0] - w[$0] }
                                     : Self.sumOfSquares(count) { w[$0].isFinite ? stored[$0] - w[$0] : 0 }
@@ -357,8 +349,9 @@ public enum Embedder {
             // layout the output keeps), so the writer can write the pages in place; a wrong guess only costs a copy.
             let lead = model.shards[t.shard].fileRange(of: t.descriptor).lowerBound % PlacedBytes.alignment
             let bytes = buffers.take(t.descriptor.byteCount, lead: lead)
-            let r = try markStreaming(model, t, carriers: carriers, shaping: options.shaping, delta: ownerDelta, random: &rng,
-                                      output: bytes, signal: options.copySignal, signalDelta: plan.delta * share)
+            let r = try mark(tensor: t.name, of: model, rows: m, cols: n, dtype: t.dtype, carriers: carriers,
+                             shaping: options.shaping, delta: ownerDelta, random: &rng, into: bytes.mutableBytes,
+                             signal: options.copySignal, signalDelta: plan.delta * share)
             model.release(t)
             return Marked(bytes: bytes, record: .init(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, delta: plan.delta,
                                                         measuredDelta: r.measuredDelta, beta: r.beta,
@@ -368,36 +361,49 @@ public enum Embedder {
         // Output files are hashed as their bytes are written (no second pass); input files, when asked, on a
         // background thread while marking runs. Otherwise inputs are recorded by name and size.
         let inputPaths = model.shards.map(\.path)
-        nonisolated(unsafe) var inputDigests: [FileDigest] = []
-        nonisolated(unsafe) var inputError: Error?
+        let inputs = Locked((digests: [FileDigest](), error: Error?.none))
         let hashing = DispatchGroup()
         if options.hashInputs {
             DispatchQueue.global(qos: .utility).async(group: hashing) {
-                do { inputDigests = try inputPaths.map { try FileDigest.of(file: $0) } } catch { inputError = error }
+                do {
+                    let digests = try inputPaths.map { try FileDigest.of(file: $0) }
+                    inputs.withLock { $0.digests = digests }
+                } catch {
+                    inputs.withLock { $0.error = error }
+                }
             }
         } else {
-            inputDigests = model.shards.map { FileDigest(file: ($0.path as NSString).lastPathComponent, bytes: $0.mapping.size, sha256: nil) }
+            let digests = model.shards.map { FileDigest(file: ($0.path as NSString).lastPathComponent, bytes: $0.mapping.size, sha256: nil) }
+            inputs.withLock { $0.digests = digests }
         }
-        nonisolated(unsafe) var hashers: [String: (SHA256, Int)] = [:]
-        nonisolated(unsafe) var records: [String: EmbedManifest.TensorRecord] = [:]
-        nonisolated(unsafe) var done = 0
+        // The writer calls the observer and the tensors' producers on this thread, in file order; the state they
+        // share goes through a lock all the same, so nothing rests on that.
+        struct Written { var hashers: [String: (SHA256, Int)] = [:]; var records: [String: EmbedManifest.TensorRecord] = [:]; var done = 0 }
+        let written = Locked(Written())
         let files = try ModelWriter.write(like: model, to: destination, overwrite: overwrite, auxiliaryFiles: auxiliary, observer: { file, bytes in
-            var h = hashers[file] ?? (SHA256(), 0)
-            h.0.update(bufferPointer: bytes)
-            h.1 += bytes.count
-            hashers[file] = h
+            written.withLock { w in
+                var h = w.hashers[file] ?? (SHA256(), 0)
+                h.0.update(bufferPointer: bytes)
+                h.1 += bytes.count
+                w.hashers[file] = h
+            }
         }) { t in
             guard let i = position[t.name] else { return nil }
             return OutputTensor(name: t.name, dtype: t.dtype, shape: t.shape) {
                 let marked = try prefetcher.take(i)
-                records[t.name] = marked.record
-                done += 1
+                let done = written.withLock { w in
+                    w.records[t.name] = marked.record
+                    w.done += 1
+                    return w.done
+                }
                 progress(t, done)
                 return marked.bytes.placed
             }
         }
         hashing.wait()
+        let (inputDigests, inputError) = inputs.withLock { ($0.digests, $0.error) }
         if let inputError { throw inputError }
+        let (hashers, records) = written.withLock { ($0.hashers, $0.records) }
         let outputDigests = try files.map { path -> FileDigest in
             // Relative to the output folder: `1_Pooling/config.json` and `config.json` are different files.
             let name = path.hasPrefix(destination + "/") ? String(path.dropFirst(destination.count + 1)) : (path as NSString).lastPathComponent
@@ -416,41 +422,4 @@ public enum Embedder {
             tensors: plan.entries.compactMap { records[$0.tensor.name] },
             input: inputDigests, output: outputDigests, droppedFiles: otherWeights.isEmpty ? nil : otherWeights)
     }
-}
-
-/// A file of a manifest: name, size and SHA-256 (nil for inputs not hashed; see `EmbedOptions.hashInputs`).
-public struct FileDigest: Sendable, Codable, Equatable {
-    public var file: String
-    public var bytes: Int
-    public var sha256: String?
-
-    public init(file: String, bytes: Int, sha256: String?) {
-        self.file = file
-        self.bytes = bytes
-        self.sha256 = sha256
-    }
-
-    /// Hashes through the mapping 64 MiB at a time, releasing each chunk's pages after use so hashing a
-    /// multi-GB shard does not grow the resident set.
-    public static func of(file: String) throws -> FileDigest {
-        let mapped = try MappedFile(path: file)
-        let hex = mapped.withBytes { all in
-            var hasher = SHA256()
-            let chunk = 64 << 20
-            var start = 0
-            while start < all.count {
-                let end = min(all.count, start + chunk)
-                hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: all[start..<end]))
-                mapped.release(start..<end)
-                start = end
-            }
-            return hasher.finalize().hex
-        }
-        return FileDigest(file: (file as NSString).lastPathComponent, bytes: mapped.size, sha256: hex)
-    }
-}
-
-extension Sequence<UInt8> {
-    /// Lower-case hexadecimal, two digits per byte (digests, key ids).
-    var hex: String { map { String(format: "%02x", $0) }.joined() }
 }

@@ -57,7 +57,7 @@ public struct FingerprintedCopies: Sendable {
             var w = Matrix(rows: t.shape[0], cols: t.shape[1], storage: try model.floats(of: t))
             model.release(t)
             let norm = Double(w.frobeniusNorm)
-            Embedder.mark(&w, tiles: tiles, shaping: .uniform, delta: ownerDelta)
+            try Embedder.mark(&w, tiles: tiles, shaping: .uniform, delta: ownerDelta)
             names.append(t.name); shapes.append(t.shape); marked.append(w.storage)
             scales.append(Float(plan.delta * share * norm / Double(w.count).squareRoot()))
         }

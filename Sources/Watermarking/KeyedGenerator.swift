@@ -1,4 +1,5 @@
 import CKernels
+import CTensorIOKernels
 import Crypto
 import Foundation
 

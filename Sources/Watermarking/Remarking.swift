@@ -18,9 +18,9 @@ public enum Remarking {
         var w = Matrix(rows: rows, cols: cols, storage: values)
         switch format {
         case .v1:
-            Embedder.mark(&w, carriers: try Carriers.derive(secret: key.secret, tensor: name, rows: rows, cols: cols, rank: rank), shaping: shaping, delta: delta)
+            try Embedder.mark(&w, carriers: try Carriers.derive(secret: key.secret, tensor: name, rows: rows, cols: cols, rank: rank), shaping: shaping, delta: delta)
         case .v2:
-            Embedder.mark(&w, tiles: try TileCarriers(secret: key.secret), shaping: shaping, delta: delta)
+            try Embedder.mark(&w, tiles: try TileCarriers(secret: key.secret), shaping: shaping, delta: delta)
         }
         values = w.storage
     }

@@ -125,7 +125,7 @@ enum TileDetector {
                     try suspect.decodeRows(named: name, rows: start..<end, into: block)
                     if let reference { result.erased += try reference.subtract(rows: start..<end, from: block) }
                     if sanitize {
-                        for i in 0..<(k * n) where !block[i].isFinite { block[i] = 0; result.erased += 1 }
+                        result.erased += Residual.clearNonFinite(block)
                     }
                     runColumns(UnsafePointer(block.baseAddress!), nil, start: start, k: k)
                 }
@@ -153,12 +153,7 @@ enum TileDetector {
         func subtract(rows range: Range<Int>, from block: UnsafeMutableBufferPointer<Float>) throws -> Int {
             let n = transposed ? rows : cols
             var erased = 0
-            func apply(_ r: (Int) -> Float) {
-                for i in 0..<block.count {
-                    let s = block[i], v = r(i)
-                    if s == 0 && v != 0 { block[i] = 0; erased += 1 } else { block[i] = s - v }
-                }
-            }
+            func apply(_ r: (Int) -> Float) { erased += Residual.subtract(count: block.count, reference: r, from: block) }
             if !transposed {
                 // Rows the reference does not have (a grown vocabulary) carry no mark: they are left out (zeroed).
                 let available = range.clamped(to: 0..<rows)
@@ -389,31 +384,6 @@ extension TileDetector {
         var reference: (name: String, shape: [Int], transposed: Bool)?
     }
 
-    /// Serves rows of sources that cannot decode row ranges themselves (GGUF) from one fully decoded tensor.
-    final class DecodedRows: RowBlockDecodable, @unchecked Sendable {
-        // Used by one detection task at a time (the caller gives each task its own instance).
-        let base: any TensorSource
-        private var current: (name: String, values: [Float], cols: Int)?
-        init(_ base: any TensorSource) { self.base = base }
-        var path: String { base.path }
-        var sourceTensors: [SourceTensor] { base.sourceTensors }
-        func sourceTensor(named name: String) -> SourceTensor? { base.sourceTensor(named: name) }
-        func decodeFloats(named name: String) throws -> [Float] { try base.decodeFloats(named: name) }
-        func releaseTensor(named name: String) { base.releaseTensor(named: name); if current?.name == name { current = nil } }
-        func decodeRows(named name: String, rows: Range<Int>, into out: UnsafeMutableBufferPointer<Float>) throws {
-            if current?.name != name {
-                guard let t = base.sourceTensor(named: name), t.shape.count == 2 else { throw TensorIOError.tensorNotFound(name: name, path: path) }
-                current = (name, try base.decodeFloats(named: name), t.shape[1])
-            }
-            let c = current!
-            for (k, i) in (rows.lowerBound * c.cols..<rows.upperBound * c.cols).enumerated() { out[k] = c.values[i] }
-        }
-    }
-
-    static func rowSource(_ s: any TensorSource) -> any RowBlockDecodable {
-        (s as? any RowBlockDecodable) ?? DecodedRows(s)
-    }
-
     /// Detects the v2 mark of `secret` in `suspect`.
     static func detect(suspect: any TensorSource, reference: (any TensorSource)?, secret: [UInt8], options: DetectOptions,
                        progress: @escaping (String, Int, Int) -> Void) throws -> Outcome {
@@ -448,18 +418,16 @@ extension TileDetector {
         let cacheBudget = 512 << 20
         let tileBytes = candidates.reduce(0) { $0 + TileCarriers.tiles($1.tensor.shape[0]) * TileCarriers.tiles($1.tensor.shape[1]) * a * a * 4 }
         let keepCaches = tileBytes <= cacheBudget
-        // `done`, `caches` and calls of `progress` are guarded by `lock` (workers run on Parallel's threads).
-        let lock = NSLock()
-        nonisolated(unsafe) var done = 0
-        nonisolated(unsafe) var caches: [Int: StoredTiles] = [:]
-        nonisolated(unsafe) let progress = progress
+        // Workers run on Parallel's threads: the count of finished passes, the cached projections and the calls of
+        // `progress` go through one lock.
+        let shared = Locked((done: 0, caches: [Int: StoredTiles]()))
         func projection(_ k: Int) throws -> StoredTiles {
-            if let c = lock.withLock({ caches[k] }) { return c }
+            if let c = shared.withLock({ $0.caches[k] }) { return c }
             let c = candidates[k]
             let (m, n) = (c.tensor.shape[0], c.tensor.shape[1])
-            let rows = rowSource(suspect)
+            let rows = DecodedRows.rowBlocks(of: suspect)
             let ref = try c.reference.map { r in
-                ReferenceRows(source: rowSource(reference!), name: r.name, rows: r.shape[0], cols: r.shape[1], transposed: r.transposed)
+                ReferenceRows(source: DecodedRows.rowBlocks(of: reference!), name: r.name, rows: r.shape[0], cols: r.shape[1], transposed: r.transposed)
             }
             let p = try project(name: c.tensor.name, rows: m, cols: n, suspect: rows, reference: ref, tiles: tiles)
             suspect.releaseTensor(named: c.tensor.name)
@@ -481,10 +449,10 @@ extension TileDetector {
                     return (h, num, den2)
                 }
                 if keepCaches { stored.compact() }
-                lock.withLock {
-                    if keepCaches { caches[k] = stored }
-                    done += 1
-                    progress(candidates[k].tensor.name, done, 2 * total)
+                shared.withLock {
+                    if keepCaches { $0.caches[k] = stored }
+                    $0.done += 1
+                    progress(candidates[k].tensor.name, $0.done, 2 * total)
                 }
                 return result
             }
@@ -542,11 +510,11 @@ extension TileDetector {
                 try Parallel.map(count: end - start, workers: options.workers) { offset in
                     let k = start + offset
                     var stored = try projection(k)
-                    lock.withLock { caches[k] = nil; done += 1; progress(candidates[k].tensor.name, done, 2 * total) }
+                    shared.withLock { $0.caches[k] = nil; $0.done += 1; progress(candidates[k].tensor.name, $0.done, 2 * total) }
                     let h = choiceOf[k]
                     // Row maps that do not fall on tile boundaries gather rows from the column projections.
                     if !stored.hasProjection, !isTileAligned(h, rows: stored.p.rows) {
-                        lock.withLock { caches[k] = nil }
+                        shared.withLock { $0.caches[k] = nil }
                         stored = try projection(k)
                     }
                     let pilotsSeen = scores(stored, h, keep: { isPilot($0.i, $0.j) }).map(\.position)
@@ -601,7 +569,7 @@ extension TileDetector {
     /// looks at the key, so the bound is unaffected.
     static func pairByContent(_ selected: [SourceTensor], suspect: any TensorSource, reference: any TensorSource) throws -> [Candidate] {
         let refs = reference.sourceTensors.filter { $0.shape.count == 2 && $0.isFloating && $0.shape[0] > 0 && $0.shape[1] > 0 }
-        let suspectRows = rowSource(suspect), referenceRows = rowSource(reference)
+        let suspectRows = DecodedRows.rowBlocks(of: suspect), referenceRows = DecodedRows.rowBlocks(of: reference)
         func picks(_ count: Int) -> [Int] { (0..<16).map { $0 * max(1, count / 16) % count } }
         func rows(_ source: any RowBlockDecodable, _ name: String, _ indices: [Int], width n: Int) throws -> [[Float]] {
             try indices.map { r in

@@ -1,3 +1,4 @@
+import Conversion
 import Foundation
 import Testing
 import Attacks
@@ -41,7 +42,7 @@ struct GGUFQuantizerInteropTests {
     func byteIdentical(_ type: GGMLType) throws {
         let (expected, deq) = try oracle(type.name)
         var ours: [UInt8] = []
-        for r in 0..<8 { ours += GGMLBlockCodec.quantize(Array(Self.values[(r * 512)..<((r + 1) * 512)]), as: type) }
+        for r in 0..<8 { ours += GGMLQuantizer.quantize(Array(Self.values[(r * 512)..<((r + 1) * 512)]), as: type) }
         #expect(Fixtures.hex(ours) == expected)
         let back = ours.withUnsafeBytes { GGMLBlockCodec.dequantize($0, as: type, count: 8 * 512) }
         #expect(back == deq)
@@ -50,7 +51,7 @@ struct GGUFQuantizerInteropTests {
     @Test("K-quant bytes dequantize in gguf to our values, with error at ggml's level", arguments: [GGMLType.q4_K, .q6_K])
     func kQuants(_ type: GGMLType) throws {
         var ours: [UInt8] = []
-        for r in 0..<8 { ours += GGMLBlockCodec.quantize(Array(Self.values[(r * 512)..<((r + 1) * 512)]), as: type) }
+        for r in 0..<8 { ours += GGMLQuantizer.quantize(Array(Self.values[(r * 512)..<((r + 1) * 512)]), as: type) }
         let dir = Fixtures.temporaryDirectory("q4k")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         Fixtures.write(ours, to: dir + "/q.bin")
@@ -73,7 +74,7 @@ struct GGUFQuantizerInteropTests {
         }
         let baseline: GGMLType = type == .q4_K ? .q4_1 : .q5_1
         var q: [UInt8] = []
-        for r in 0..<8 { q += GGMLBlockCodec.quantize(Array(Self.values[(r * 512)..<((r + 1) * 512)]), as: baseline) }
+        for r in 0..<8 { q += GGMLQuantizer.quantize(Array(Self.values[(r * 512)..<((r + 1) * 512)]), as: baseline) }
         let errBaseline = rel(q.withUnsafeBytes { GGMLBlockCodec.dequantize($0, as: baseline, count: 8 * 512) })
         #expect(rel(mine) < 1.15 * errBaseline, "\(type.name) error \(rel(mine)) vs \(baseline.name) \(errBaseline)")
         #expect(rel(mine) < (type == .q4_K ? 0.12 : 0.03))

@@ -5,6 +5,7 @@
 // the detection format (Tests/WatermarkingTests/Golden), so each is checked against the scalar Swift reference.
 #include <stddef.h>
 #include <stdint.h>
+#include "tensorio_kernels.h"
 
 /// Four consecutive ChaCha20 blocks (RFC 8439 section 2.3) for block counters state[12] .. state[12]+3:
 /// 64 little-endian words, block after block. `state` holds the 16 input words.
@@ -19,10 +20,6 @@ void weightmark_chacha20_blocks4(const uint32_t state[16], uint32_t out[64]);
 /// polynomials), so the doubles agree with the C library's to ~1e-16 and the floats are identical except
 /// in the rare case where a double lies within an ulp of a float rounding boundary.
 void weightmark_keyed_gaussians(const uint32_t key[8], size_t count, float *out32, double *out64);
-
-/// The vector code path every kernel here takes on this CPU: 2 = AVX-512 (F, DQ, VL, BW), 1 = AVX2+FMA,
-/// 0 = portable. Functions taking a `level` accept any value up to this one.
-int weightmark_vector_level(void);
 
 /// `weightmark_keyed_gaussians` on a given code path (for tests; a level above the CPU's is undefined).
 void weightmark_keyed_gaussians_at_level(int level, const uint32_t key[8], size_t count, float *out32, double *out64);
@@ -41,29 +38,6 @@ void weightmark_pattern32(int level, const float *c, size_t k, const float *pack
 /// Packs B (n×32, row-major) for `weightmark_pattern32`: Bᵀ in panels of 32 columns, each 32×32 panel
 /// contiguous, the last one zero-padded; `packed` holds ceil(n/32)·1024 floats.
 void weightmark_pattern32_pack(const float *b, size_t n, float *packed);
-
-/// Starts writeback of a written file range without waiting (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`),
-/// so the disk works while the producer computes instead of all at fsync. No-op elsewhere; returns 0 or -1.
-int weightmark_start_writeback(int fd, int64_t offset, int64_t length);
-
-/// Turns direct I/O (Linux O_DIRECT: DMA from user buffers, no page-cache copy) on or off for `fd`.
-/// Returns 0, or -1 where unsupported (other systems, some filesystems).
-int weightmark_set_direct_io(int fd, int on);
-
-/// bf16 stochastic rounding of `count` floats into `out` (little-endian host), drawing from SplitMix64 with
-/// state `*state` (advanced): one 64-bit draw per four values, low 16 bits first, each value truncated and
-/// stepped away from zero when its dropped 16 bits exceed the draw; NaN/inf, and steps that would overflow to
-/// inf, round to nearest even instead. `level` is a code path as above.
-void weightmark_bf16_stochastic(int level, const float *x, size_t count, uint16_t *out, uint64_t *state);
-
-/// Adds the sum of squares of `count` bf16 values to *sum (each square exact in double).
-void weightmark_bf16_sum_squares(int level, const uint16_t *w, size_t count, double *sum);
-
-/// One pass of bf16 marking: reads stored bf16 weights w, writes bf16 out = stochastic_round(w + beta * h * p)
-/// with h = 1 (magnitude_scale = 0) or |w| * magnitude_scale, drawing from SplitMix64 as
-/// `weightmark_bf16_stochastic` does, and adds the stored distortion sum of (out - w)^2 to *diff2.
-void weightmark_mark_bf16(int level, const uint16_t *w, const float *p, float beta, float magnitude_scale, size_t count,
-                          uint16_t *out, uint64_t *state, double *diff2);
 
 /// Traitor tracing: sum of gain[i] over the code positions i < count where keystream byte i of ChaCha20
 /// keyed by `key` (8 little-endian words; zero nonce, counter 0) is below thresholds[i], i.e. where the

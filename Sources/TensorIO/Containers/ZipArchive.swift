@@ -3,6 +3,7 @@ import CZlib
 /// A memory-mapped ZIP archive: its checked central directory, stored members read in place, deflated
 /// members inflated into exactly their declared size.
 public final class ZipArchive: @unchecked Sendable {
+    // Immutable after init: a read-only mapping and its parsed directory; inflating writes only into new arrays.
     public let mapping: MappedFile
     public let directory: ZipDirectory
     public var path: String { mapping.path }

@@ -7,6 +7,7 @@ import Foundation
 /// Deflated members are inflated once when first read and kept until `releaseTensor`, so memory stays bounded by
 /// the tensors being worked on at once.
 public final class NumPyArrays: RowBlockDecodable, StoredTensorSource, @unchecked Sendable {
+    // Immutable after init but for `inflated`, which is read and written only under `lock`.
     public enum Container: Sendable { case npz, npy }
 
     /// One array: its view and where its bytes are.

@@ -10,6 +10,7 @@ import Foundation
 /// conversion applies: HF row `h·d + t·d/2 + i` is Meta row `h·d + 2i + t` (d = head dimension). `rope.freqs` is
 /// dropped, as the conversion does.
 public final class MetaConsolidatedModel: RowBlockDecodable, StoredTensorSource, @unchecked Sendable {
+    // Immutable after init: the shards (read-only mappings) and the merge plan are only read.
     enum Split: Equatable { case rows, columns, replicated }
 
     struct Merged {

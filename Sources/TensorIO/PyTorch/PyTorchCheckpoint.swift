@@ -3,6 +3,7 @@
 ///
 /// Opening reads only the central directory and `data.pkl`; tensor bytes are touched when decoded.
 public final class PyTorchCheckpoint: RowBlockDecodable, StoredTensorSource, @unchecked Sendable {
+    // Immutable after init: the read-only mapping and the parsed layout are only read.
     public let archive: ZipArchive
     public let layout: PyTorchArchiveLayout
     private let byName: [String: Int]

@@ -19,19 +19,19 @@ struct Attack: AsyncParsableCommand {
         """
     )
 
-    @Argument(help: "Model to attack (any format `inspect` reads).")
+    @Argument(help: "Model to attack (any format `inspect` reads).", completion: .file())
     var model: String?
 
-    @Option(name: .long, help: ArgumentHelp("Where to write the attacked model.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Where to write the attacked model.", valueName: "path"), completion: .file())
     var out: String?
 
     @Option(name: .long, help: ArgumentHelp("Attack spec, e.g. int8 or prune:fraction=0.7 or a chain.", valueName: "spec"))
     var attack: String?
 
-    @Option(name: .long, help: ArgumentHelp("Unmarked original (needed by collusion).", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Unmarked original (needed by collusion).", valueName: "path"), completion: .file())
     var reference: String?
 
-    @Option(name: .long, help: ArgumentHelp("Independent model of the same shapes for merge.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Independent model of the same shapes for merge.", valueName: "path"), completion: .file())
     var partner: String?
 
     @Flag(name: .long, help: "List the attacks and their parameters.")

@@ -30,17 +30,17 @@ struct Bench: AsyncParsableCommand {
         """
     )
 
-    @Argument(help: "Unmarked model to mark and attack (any format `inspect` reads; others than safetensors go through a temporary safetensors copy).")
+    @Argument(help: "Unmarked model to mark and attack (any format `inspect` reads; others than safetensors go through a temporary safetensors copy).", completion: .file())
     var model: String
 
-    @Option(name: .long, help: ArgumentHelp("Key file.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Key file.", valueName: "path"), completion: .file())
     var key: String
 
-    @Option(name: .long, help: ArgumentHelp("Output folder for results.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Output folder for results.", valueName: "path"), completion: .directory)
     var out: String
 
-    @Option(name: .long, help: ArgumentHelp("uniform, magnitude, or both (compares them).", valueName: "shaping"))
-    var shaping: String = "uniform"
+    @Option(name: .long, help: ArgumentHelp("Shaping of the mark; both compares them side by side.", valueName: "shaping"))
+    var shaping: BenchShaping = .uniform
 
     @Option(name: .long, help: ArgumentHelp("Only these families (comma-separated name prefixes).", valueName: "list"))
     var families: String?
@@ -66,9 +66,6 @@ struct Bench: AsyncParsableCommand {
         guard fingerprintShare > 0, fingerprintShare <= 0.8 else {
             throw ValidationError("--fingerprint-share must be in (0, 0.8] (default \(defaultFingerprintShare)).")
         }
-        guard ["uniform", "magnitude", "both"].contains(shaping) else {
-            throw ValidationError("--shaping must be uniform, magnitude or both.")
-        }
     }
 
     func run() async throws {
@@ -86,7 +83,7 @@ struct Bench: AsyncParsableCommand {
             throw TensorIOError.outputExists(path: out + "/results.json")
         }
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-        let shapings: [WatermarkShaping] = shaping == "both" ? [.uniform, .magnitude] : [WatermarkShaping(rawValue: shaping)!]
+        let shapings = shaping.shapings
         var all: [String: [SweepPoint]] = [:]
         for s in shapings {
             var options = EmbedOptions()
@@ -96,9 +93,8 @@ struct Bench: AsyncParsableCommand {
             try? FileManager.default.removeItem(atPath: markedPath)
             Console.note("marking \(original.path) (\(s.rawValue) shaping, δ = \(String(format: "%.2e", plan.delta)))", quiet: output.quiet)
             let embedBar = ProgressBar(total: plan.entries.count, label: "embed \(s.rawValue)", enabled: !output.quiet)
-            nonisolated(unsafe) let embedProgress = embedBar // called on this thread by the writer, one tensor at a time
             _ = try Embedder.embed(original, key: key, options: options, plan: plan, to: markedPath, overwrite: true) { t, _ in
-                embedProgress.advance(detail: t.name)
+                embedBar.advance(detail: t.name)
             }
             embedBar.finish()
             defer { try? FileManager.default.removeItem(atPath: markedPath) }
@@ -108,8 +104,7 @@ struct Bench: AsyncParsableCommand {
                                          options: detect, delta: plan.delta)
             let total = grid.reduce(0) { $0 + $1.points.count }
             let bar = ProgressBar(total: total, label: "bench \(s.rawValue)", enabled: !output.quiet)
-            nonisolated(unsafe) let progressBar = bar
-            let points = try await runner.run(grid) { p, _, _ in progressBar.advance(detail: p.label) }
+            let points = try await runner.run(grid) { p, _, _ in bar.advance(detail: p.label) }
             bar.finish()
             all[s.rawValue] = points
             let title = "WeightMark robustness: \((model as NSString).lastPathComponent), \(s.rawValue) shaping"

@@ -23,7 +23,7 @@ struct Combine: AsyncParsableCommand {
         """
     )
 
-    @Argument(help: "Reports written by `detect --json` or `detect --report`.")
+    @Argument(help: "Reports written by `detect --json` or `detect --report`.", completion: .file())
     var reports: [String]
 
     @Option(name: .long, help: ArgumentHelp("Threshold (default: the first report's).", valueName: "p"))

@@ -1,3 +1,4 @@
+import Conversion
 import ArgumentParser
 import Foundation
 import TensorIO
@@ -20,16 +21,16 @@ struct Convert: AsyncParsableCommand {
         """
     )
 
-    @Argument(help: "Safetensors model (file or folder with config.json).")
+    @Argument(help: "Safetensors model (file or folder with config.json).", completion: .file())
     var model: String
 
-    @Option(name: .long, help: ArgumentHelp("Output format (only gguf).", valueName: "format"))
-    var to: String = "gguf"
+    @Option(name: .long, help: ArgumentHelp("Output format.", valueName: "format"))
+    var to: ConvertFormat = .gguf
 
-    @Option(name: .long, help: ArgumentHelp("F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K or Q6_K.", valueName: "type"))
-    var type: String = "Q8_0"
+    @Option(name: .long, help: ArgumentHelp("ggml type of the matrices (any letter case); tensors a type cannot hold fall back as llama.cpp's converter does.", valueName: "type"))
+    var type: GGUFOutputType = GGUFOutputType(type: .q8_0)
 
-    @Option(name: .long, help: ArgumentHelp("Output .gguf file.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Output .gguf file.", valueName: "path"), completion: .file())
     var out: String
 
     @Flag(name: .long, help: "Replace --out if it exists.")
@@ -37,17 +38,10 @@ struct Convert: AsyncParsableCommand {
 
     @OptionGroup var output: OutputOptions
 
-    func validate() throws {
-        guard to.lowercased() == "gguf" else { throw ValidationError("--to: only gguf is supported.") }
-        guard GGUFConverter.outputTypes.contains(where: { $0.name == type.uppercased() }) else {
-            throw ValidationError("--type must be one of \(GGUFConverter.outputTypes.map(\.name).joined(separator: ", ")).")
-        }
-    }
-
     func run() async throws {
         let source = try SafetensorsModel(path: model)
         if FileManager.default.fileExists(atPath: out) && !force { throw TensorIOError.outputExists(path: out) }
-        let ggmlType = GGUFConverter.outputTypes.first { $0.name == type.uppercased() }!
+        let ggmlType = type.type
         let start = Date()
         let bar = ProgressBar(total: source.tensors.count, label: "convert", enabled: !output.quiet)
         let report = try GGUFConverter.convert(source, type: ggmlType, to: out, overwrite: force) { _, _, name in bar.advance(detail: name) }

@@ -16,10 +16,10 @@ struct Demo: AsyncParsableCommand {
         """
     )
 
-    @Option(name: .long, help: ArgumentHelp("Model file or folder to mark.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Model file or folder to mark.", valueName: "path"), completion: .file())
     var model: String
 
-    @Option(name: .long, help: ArgumentHelp("Scratch folder for keys, the marked copy and reports.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Scratch folder for keys, the marked copy and reports.", valueName: "path"), completion: .directory)
     var workdir: String
 
     static let marker = ".weightmark-demo"

@@ -35,22 +35,22 @@ struct Detect: AsyncParsableCommand {
         """
     )
 
-    @Argument(help: "Suspected copy: safetensors file or folder, GGUF, PyTorch checkpoint (file or Meta folder), or .npy/.npz.")
+    @Argument(help: "Suspected copy: safetensors file or folder, GGUF, PyTorch checkpoint (file or Meta folder), or .npy/.npz.", completion: .file())
     var suspect: String
 
-    @Option(name: .long, help: ArgumentHelp("Key file from `weightmark keygen`.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Key file from `weightmark keygen`.", valueName: "path"), completion: .file())
     var key: String
 
-    @Option(name: .long, help: ArgumentHelp("The unmarked original, for informed detection.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("The unmarked original, for informed detection.", valueName: "path"), completion: .file())
     var reference: String?
 
-    @Option(name: .long, help: ArgumentHelp("Embed manifest: lists the tensors expected, so missing or reshaped ones are reported.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Embed manifest: lists the tensors expected, so missing or reshaped ones are reported.", valueName: "path"), completion: .file())
     var manifest: String?
 
     @Option(name: .long, help: ArgumentHelp("Largest accepted false-positive bound.", valueName: "p"))
     var alpha: Double = 1e-6
 
-    @Option(name: .long, help: ArgumentHelp("Also write the JSON report to this file (never replaced without --force).", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Also write the JSON report to this file (never replaced without --force).", valueName: "path"), completion: .file())
     var report: String?
 
     @Option(name: .long, help: ArgumentHelp("Check only part i of N of the selected tensors (0 ≤ i < N), to spread one model over N runs; merge the N reports with `weightmark combine`.", valueName: "i/N"))
@@ -171,5 +171,3 @@ enum DetectionPrinter {
         return String(format: "%.1fe%d", pow(10, log10p - e), Int(e))
     }
 }
-
-extension DetectFormat: ExpressibleByArgument {}

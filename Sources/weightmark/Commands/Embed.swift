@@ -34,18 +34,18 @@ struct Embed: AsyncParsableCommand {
 
         Examples:
           weightmark embed model/ --key owner.key --out model-marked/
-          weightmark embed model/ --key owner.key --recipient alice@example.org --out model-alice/
-          weightmark embed model/ --key owner.key --recipients licensees.txt --out copies/
+          weightmark embed model/ --key owner.key --recipient bob --out bob/
+          weightmark embed model/ --key owner.key --recipients ids.txt --out copies/
         """
     )
 
-    @Argument(help: "Model to mark: .safetensors file or Hugging Face folder.")
+    @Argument(help: "Model to mark: .safetensors file or Hugging Face folder.", completion: .file())
     var model: String
 
-    @Option(name: .long, help: ArgumentHelp("Key file from `weightmark keygen`.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Key file from `weightmark keygen`.", valueName: "path"), completion: .file())
     var key: String
 
-    @Option(name: .long, help: ArgumentHelp("Output file or folder (same layout as the input).", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Output file or folder (same layout as the input).", valueName: "path"), completion: .file())
     var out: String
 
     @Option(name: .long, help: ArgumentHelp("uniform: rank-32 update. magnitude: rides on large weights, zeros stay zero.", valueName: "shaping"))
@@ -57,7 +57,7 @@ struct Embed: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Expected blind Z of the unattacked marked model.", valueName: "Z"))
     var targetZ: Double = 20
 
-    @Option(name: .long, help: ArgumentHelp("Where to write the manifest (default: OUT.weightmark.json).", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Where to write the manifest (default: OUT.weightmark.json).", valueName: "path"), completion: .file())
     var manifest: String?
 
     @Option(name: .long, help: ArgumentHelp("Mark format: v2 (name-free, survives renames, transposes, resized vocabularies and tile-aligned slices) or v1 (name-keyed, for tools older than 0.2).", valueName: "format"))
@@ -132,9 +132,8 @@ struct Embed: AsyncParsableCommand {
         }
         Console.note("marking \(plan.entries.count) of \(source.tensors.count) tensors of \(source.path) with key \(key.id), δ = \(String(format: "%.2e", plan.delta)), \(shaping.rawValue) shaping", quiet: output.quiet)
         let bar = ProgressBar(total: plan.entries.count, label: "embedding", enabled: !output.quiet)
-        nonisolated(unsafe) let progressBar = bar
         var result = try Embedder.embed(source, key: key, options: options, plan: plan, to: out, overwrite: force) { t, _ in
-            progressBar.advance(detail: t.name)
+            bar.advance(detail: t.name)
         }
         bar.finish()
         result.created = ISO8601DateFormatter().string(from: Date())
@@ -151,18 +150,4 @@ struct Embed: AsyncParsableCommand {
         Console.out(String(format: "  key %@, %@ shaping, δ = %.2e (max measured after rounding %.2e), expected blind Z ≈ %.1f",
                            key.id, shaping.rawValue, plan.delta, maxDelta, plan.expectedBlindZ))
     }
-}
-
-extension WatermarkShaping: ExpressibleByArgument {}
-
-extension MarkFormat: ExpressibleByArgument {
-    public init?(argument: String) {
-        switch argument.lowercased() {
-        case "v1", "1": self = .v1
-        case "v2", "2": self = .v2
-        default: return nil
-        }
-    }
-    public static var allValueStrings: [String] { ["v1", "v2"] }
-    public var defaultValueDescription: String { description }
 }

@@ -20,7 +20,7 @@ struct Inspect: AsyncParsableCommand {
         """
     )
 
-    @Argument(help: "Model file or folder.")
+    @Argument(help: "Model file or folder.", completion: .file())
     var path: String
 
     @Flag(name: .long, help: "Also report mean, rms, max |w| and share of exact zeros per float tensor (reads all weights).")

@@ -16,7 +16,7 @@ struct Keygen: AsyncParsableCommand {
         """
     )
 
-    @Option(name: .long, help: ArgumentHelp("Where to write the key.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Where to write the key.", valueName: "path"), completion: .file())
     var out: String
 
     @OptionGroup var output: OutputOptions

@@ -25,13 +25,13 @@ struct Synth: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Approximate parameter count (2B, 500M, 125M, …).", valueName: "n"))
     var params: String = "125M"
 
-    @Option(name: .long, help: ArgumentHelp("bf16, f16 or f32.", valueName: "dtype"))
-    var dtype: String = "bf16"
+    @Option(name: .long, help: ArgumentHelp("Storage type of every tensor.", valueName: "dtype"))
+    var dtype: SynthDType = .bf16
 
     @Option(name: .long, help: ArgumentHelp("Number of shard files.", valueName: "n"))
     var shards: Int = 1
 
-    @Option(name: .long, help: ArgumentHelp("Output folder.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Output folder.", valueName: "path"), completion: .directory)
     var out: String
 
     @Option(name: .long, help: "Hidden size (default by size: 768 up to 200M, 1024 up to 600M, 2048 up to 3B, 4096 above).") var hidden: Int?
@@ -57,14 +57,11 @@ struct Synth: AsyncParsableCommand {
         return Int(v * mult)
     }
 
-    var storage: DType? { ["bf16": .bf16, "f16": .f16, "fp16": .f16, "f32": .f32][dtype.lowercased()] }
-
     func validate() throws {
         guard let n = Self.parseCount(params), n > 0 else { throw ValidationError("--params: use e.g. 2B, 500M or 125000000 (at most 1e13).") }
         for (flag, value) in [("--hidden", hidden), ("--ffn", ffn), ("--layers", layers), ("--heads", heads), ("--kv-heads", kvHeads), ("--vocab", vocab)] {
             if let value, !(1...1_048_576).contains(value) { throw ValidationError("\(flag) must be between 1 and 1,048,576.") }
         }
-        guard storage != nil else { throw ValidationError("--dtype must be bf16, f16 or f32.") }
         guard (1...999).contains(shards) else { throw ValidationError("--shards must be between 1 and 999.") }
         let (hidden, _, heads) = dimensions
         let kv = kvHeads ?? heads
@@ -88,14 +85,13 @@ struct Synth: AsyncParsableCommand {
                                              heads: heads, kvHeads: kvHeads ?? heads)
         if let layers { shape.layers = layers }
         if FileManager.default.fileExists(atPath: out) && !force { throw TensorIOError.outputExists(path: out) }
-        let dtype = storage!
+        let dtype = dtype.dtype
         let bytes = shape.parameterCount * dtype.bitCount / 8
         Console.note("synthesizing \(Console.count(shape.parameterCount)) parameters (\(shape.layers) layers, hidden \(shape.hidden), ffn \(shape.ffn), vocab \(shape.vocab)) as \(dtype.rawValue), \(Console.bytes(bytes)) in \(shards) shard(s)", quiet: output.quiet)
         let bar = ProgressBar(total: shape.tensors.count, label: "synth", enabled: !output.quiet)
-        nonisolated(unsafe) let progressBar = bar
         let start = Date()
         try SyntheticWeights.write(shape: shape, dtype: dtype, shards: shards, seed: seed, to: out, overwrite: force) { name in
-            progressBar.advance(detail: name)
+            bar.advance(detail: name)
         }
         bar.finish()
         let seconds = Date().timeIntervalSince(start)

@@ -9,7 +9,7 @@ struct Trace: AsyncParsableCommand {
         discussion: """
         Reads the fingerprint of SUSPECT against the unmarked original (--reference, required) and scores every \
         recipient listed in --recipients (one id per line, as given to `embed --recipients`; 10^6 ids take \
-        seconds). Matrices are paired with the original by name or content, as `detect --reference` does, so \
+        about 16 CPU-seconds on MiniLM). Matrices are paired with the original by name or content, as `detect --reference` does, so \
         renamed, transposed and re-packaged copies (GGUF, PyTorch, NumPy) trace too.
 
         The score is the symmetric Tardos score with soft values; for each recipient the report gives a \
@@ -22,8 +22,8 @@ struct Trace: AsyncParsableCommand {
         Exit codes: 0 someone accused, 1 no one accused, 2 error.
 
         Examples:
-          weightmark trace leaked.safetensors --key owner.key --reference original/ --recipients licensees.txt
-          weightmark trace leaked-Q4_K.gguf --key owner.key --reference original/ --recipients licensees.txt --json
+          weightmark trace leak.gguf --key k.key --reference m/ --recipients ids.txt
+          weightmark trace leak/ --key k.key --reference m/ --recipients ids.txt --json
         """
     )
 

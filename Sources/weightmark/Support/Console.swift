@@ -63,29 +63,32 @@ enum Console {
 }
 
 /// A one-line progress bar with ETA on stderr, redrawn at most ten times a second.
-final class ProgressBar {
-    private var total: Int
+final class ProgressBar: Sendable {
+    // Advanced from worker threads (detection, synthesis) and from the writer's thread: all mutable state is behind
+    // one lock, so a bar can be captured by `@Sendable` progress callbacks as it is.
+    private struct State { var total: Int; var done = 0; var lastDraw = Date.distantPast }
+    private let state: Locked<State>
     private let label: String
     private let enabled: Bool
     private let start = Date()
-    private var lastDraw = Date.distantPast
-    private var done = 0
 
     init(total: Int, label: String, enabled: Bool) {
-        self.total = max(1, total)
+        state = Locked(State(total: max(1, total)))
         self.label = label
         self.enabled = enabled && isatty(2) != 0
     }
 
-    func reset(total: Int) { self.total = max(1, total); done = 0 }
+    func reset(total: Int) { state.withLock { $0.total = max(1, total); $0.done = 0 } }
 
     func advance(by n: Int = 1, detail: String = "") {
-        done += n
-        guard enabled else { return }
         let now = Date()
-        guard now.timeIntervalSince(lastDraw) > 0.1 || done >= total else { return }
-        lastDraw = now
-        let frac = min(1, Double(done) / Double(total))
+        let frac: Double? = state.withLock { s in
+            s.done += n
+            guard enabled, now.timeIntervalSince(s.lastDraw) > 0.1 || s.done >= s.total else { return nil }
+            s.lastDraw = now
+            return min(1, Double(s.done) / Double(s.total))
+        }
+        guard let frac else { return }
         let width = 28
         let filled = Int(frac * Double(width))
         let elapsed = now.timeIntervalSince(start)

@@ -1,4 +1,4 @@
-// One kernel body, compiled three times and chosen at run time (private to CKernels).
+// One kernel body, compiled three times and chosen at run time (shared by CTensorIOKernels and CKernels).
 //
 //   WM_VARIANTS(name, (params), wide body, narrow body)  defines name_avx512 (wide body: 32 vector
 //       registers), name_avx2 and name_portable (narrow body: 16 registers or fewer);

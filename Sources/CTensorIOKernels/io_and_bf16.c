@@ -1,8 +1,8 @@
 // Output-side helpers: early writeback of written file ranges, and bf16 stochastic rounding driven by
 // SplitMix64 (vectorized; byte-identical to FloatConversion.encodeStochastically with a SplitMix64).
 #define _GNU_SOURCE
-#include "weightmark_kernels.h"
-#include "dispatch.h"
+#include "tensorio_kernels.h"
+#include "weightmark_dispatch.h"
 #include <string.h>
 #if defined(__linux__)
 #include <fcntl.h>

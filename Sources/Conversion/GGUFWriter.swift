@@ -1,3 +1,4 @@
+import TensorIO
 /// A tensor to write into a GGUF file: numpy-order shape, ggml type, and its encoded bytes.
 public struct GGUFOutputTensor {
     public var name: String

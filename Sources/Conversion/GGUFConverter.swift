@@ -1,3 +1,4 @@
+import TensorIO
 import Foundation
 
 /// Converts a Hugging Face safetensors model to GGUF as llama.cpp's converter does for BERT- and
@@ -170,7 +171,7 @@ public enum GGUFConverter {
                 } else {
                     var b: [UInt8] = []
                     b.reserveCapacity(values.count / chosen.blockLayout.elements * chosen.blockLayout.bytes)
-                    for r in 0..<shape[0] { b += GGMLBlockCodec.quantize(Array(values[(r * n)..<((r + 1) * n)]), as: chosen) }
+                    for r in 0..<shape[0] { b += GGMLQuantizer.quantize(Array(values[(r * n)..<((r + 1) * n)]), as: chosen) }
                     bytes = b
                 }
             }

@@ -1,3 +1,4 @@
+import TensorIO
 import Foundation
 
 /// The tokenizer metadata llama.cpp needs to load a converted model, in the form its `convert_hf_to_gguf.py`
