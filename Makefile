@@ -61,6 +61,7 @@ scale-bench: release venv
 	@test -f .cache/scale/k.key || $(BIN) keygen --out .cache/scale/k.key
 	$(PY) Benchmarks/compare.py --weightmark $(BIN) --model .cache/scale/synth-2b --key .cache/scale/k.key --work .cache/scale/work --python $(PY)
 	$(PY) Benchmarks/containers_bench.py --weightmark $(BIN) --model .cache/scale/synth-2b --key .cache/scale/k.key --work .cache/scale/work --python $(PY)
+	$(PY) Benchmarks/scan_bench.py --weightmark $(BIN) --model .cache/scale/synth-2b --key .cache/scale/k.key --work .cache/scale/work
 
 # package-benchmark suites (release build; informational wall clock on a shared 2-core machine). The
 # benchmark executables get the OpenBLAS kernels weightmark itself would pick (scripts/openblas-coretype.sh).

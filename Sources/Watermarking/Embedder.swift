@@ -148,10 +148,8 @@ public enum Embedder {
                      carriers: MarkCarriers, shaping: WatermarkShaping, delta: Double,
                      random: inout SplitMix64, into o: UnsafeMutableRawBufferPointer,
                      signal: (any CopySignal)? = nil, signalDelta: Double = 0) throws -> (beta: Double, measuredDelta: Double, nonFinite: Int) {
-        var blockRows = max(8, min(m, (1 << 16) / max(1, n)))
-        // Format v2 builds the pattern a tile row at a time (one S per tile): blocks of whole tile rows derive each
-        // S and U_r·S once instead of once per block.
-        if case .v2 = carriers { blockRows = min(m, max(TileCarriers.size, blockRows / TileCarriers.size * TileCarriers.size)) }
+        // L2-sized row blocks (weights, pattern and output of a block stay in cache through the fused pass).
+        let blockRows = max(8, min(m, (1 << 16) / max(1, n)))
         var w = [Float](repeating: 0, count: blockRows * n)
         var p = [Float](repeating: 0, count: blockRows * n)
         let pattern: (Range<Int>) -> Void
@@ -183,8 +181,10 @@ public enum Embedder {
             }
         case let .v2(tiles):
             uniformPatternNorm = tiles.patternEnergy(rows: m, cols: n).squareRoot()
+            // Each tile's S and U_r·S are derived once per tile row, however many blocks the tile row spans.
+            var rowsOfPattern = TilePatternRows(tiles: tiles, rows: m, cols: n)
             pattern = { rows in
-                p.withUnsafeMutableBufferPointer { out in tiles.fillPattern(rows: rows, totalRows: m, cols: n, into: out.baseAddress!) }
+                p.withUnsafeMutableBufferPointer { out in rowsOfPattern.fill(rows: rows, into: out.baseAddress!) }
             }
         }
         func decode(_ rows: Range<Int>) throws {

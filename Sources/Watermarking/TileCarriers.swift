@@ -107,32 +107,68 @@ public struct TileCarriers: Sendable {
 
     /// Writes rows `rows` of the m×n pattern P (row-major, leading dimension n) into `out`.
     func fillPattern(rows: Range<Int>, totalRows m: Int, cols n: Int, into out: UnsafeMutablePointer<Float>) {
-        var row = rows.lowerBound
-        var left = [Float](repeating: 0, count: Self.size * Self.rank)
-        while row < rows.upperBound {
-            let i = row / Self.size
-            let tileStart = i * Self.size
-            let r = Self.extent(i, of: m)
-            let end = min(rows.upperBound, tileStart + r)
-            let k = end - row
-            let ur = carrier(r)
-            for j in 0..<Self.tiles(n) {
-                let c = Self.extent(j, of: n)
-                let s = pattern(row: i, column: j)
-                // left (k×rank) = U_r[row - tileStart ..< end - tileStart] · S
-                ur.storage.withUnsafeBufferPointer { us in
-                    s.withUnsafeBufferPointer { ss in
-                        left.withUnsafeMutableBufferPointer { ls in
-                            BLAS.gemm(m: k, n: Self.rank, k: Self.rank, a: us.baseAddress! + (row - tileStart) * Self.rank, lda: Self.rank,
-                                      b: ss.baseAddress!, ldb: Self.rank, c: ls.baseAddress!, ldc: Self.rank)
-                        }
+        var rowsOfPattern = TilePatternRows(tiles: self, rows: m, cols: n)
+        rowsOfPattern.fill(rows: rows, into: out)
+    }
+}
+
+/// Rows of one m×n format-v2 pattern, produced block after block (the marking core asks for L2-sized row blocks).
+///
+/// Tile (i, j) of P is `(U_r S_ij) U_cᵀ`. The left factors `U_r S_ij` of the current tile row are derived once
+/// (S_ij from the keystream, then a 128×32×32 product) and kept while the row blocks inside that tile row are
+/// filled, each with one k×c×32 product per column tile.
+struct TilePatternRows {
+    let tiles: TileCarriers
+    let m: Int, n: Int
+    private var tileRow = -1
+    /// `U_r S_ij` for every column tile j of `tileRow`: tile j at offset j·size·rank, r×rank row-major.
+    private var left: [Float] = []
+
+    init(tiles: TileCarriers, rows m: Int, cols n: Int) {
+        self.tiles = tiles
+        self.m = m
+        self.n = n
+    }
+
+    private mutating func prepare(tileRow i: Int) {
+        guard i != tileRow else { return }
+        let (g, a) = (TileCarriers.size, TileCarriers.rank)
+        let r = TileCarriers.extent(i, of: m)
+        let columnTiles = TileCarriers.tiles(n)
+        if left.count < columnTiles * g * a { left = [Float](repeating: 0, count: columnTiles * g * a) }
+        let ur = tiles.carrier(r)
+        for j in 0..<columnTiles {
+            let s = tiles.pattern(row: i, column: j)
+            ur.storage.withUnsafeBufferPointer { us in
+                s.withUnsafeBufferPointer { ss in
+                    left.withUnsafeMutableBufferPointer { ls in
+                        BLAS.gemm(m: r, n: a, k: a, a: us.baseAddress!, lda: a, b: ss.baseAddress!, ldb: a,
+                                  c: ls.baseAddress! + j * g * a, ldc: a)
                     }
                 }
-                // out[rows, j-th tile columns] = left · U_cᵀ
-                carrier(c).storage.withUnsafeBufferPointer { uc in
+            }
+        }
+        tileRow = i
+    }
+
+    /// Writes rows `rows` of P (row-major, leading dimension n) into `out`.
+    mutating func fill(rows: Range<Int>, into out: UnsafeMutablePointer<Float>) {
+        let (g, a) = (TileCarriers.size, TileCarriers.rank)
+        var row = rows.lowerBound
+        while row < rows.upperBound {
+            let i = row / g
+            let tileStart = i * g
+            let end = min(rows.upperBound, tileStart + TileCarriers.extent(i, of: m))
+            let k = end - row
+            prepare(tileRow: i)
+            for j in 0..<TileCarriers.tiles(n) {
+                let c = TileCarriers.extent(j, of: n)
+                // out[row..<end, j-th tile columns] = (U_r S_ij)[row − tileStart ..< end − tileStart] · U_cᵀ
+                tiles.carrier(c).storage.withUnsafeBufferPointer { uc in
                     left.withUnsafeBufferPointer { ls in
-                        BLAS.gemm(m: k, n: c, k: Self.rank, a: ls.baseAddress!, lda: Self.rank, b: uc.baseAddress!, ldb: Self.rank,
-                                  transB: .transposed, c: out + (row - rows.lowerBound) * n + j * Self.size, ldc: n)
+                        BLAS.gemm(m: k, n: c, k: a, a: ls.baseAddress! + j * g * a + (row - tileStart) * a, lda: a,
+                                  b: uc.baseAddress!, ldb: a, transB: .transposed,
+                                  c: out + (row - rows.lowerBound) * n + j * g, ldc: n)
                     }
                 }
             }

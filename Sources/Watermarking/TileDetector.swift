@@ -474,9 +474,38 @@ extension TileDetector {
         let allButLargest = candidates.indices.filter { candidates[$0].tensor.shape != largest }
         let globallyTransposed = prefersTransposed(Array(candidates.indices))
         let denseTransposed = globallyTransposed || prefersTransposed(allButLargest)
+        // A model-parallel shard cuts every matrix the same way: shard s (1 ≤ s < 8) along rows or columns starts at s
+        // times the suspect's extent on that axis. Pooled over every matrix where that offset falls on a tile boundary,
+        // the shard with the largest pooled pilot Z becomes every group's default reading when that Z is at least 3 and
+        // above those matrices' stored reading (a wrong shard costs little: it can only win where the stored reading
+        // scores low, and each group's own pilots may still override it).
+        func shardHypothesis(_ shape: [Int], rows: Bool, _ s: Int) -> TileHypothesis? {
+            let extent = rows ? shape[0] : shape[1]
+            guard extent % g == 0 else { return nil }
+            return TileHypothesis(orientation: .stored, layout: rows ? .offset(rowTiles: s * extent / g, columnTiles: 0)
+                                                                     : .offset(rowTiles: 0, columnTiles: s * extent / g))
+        }
+        func pooledPilotZ(_ pairs: [(Int, TileHypothesis)]) -> Double {
+            var num = 0.0, den2 = 0.0
+            for (k, h) in pairs { if let e = pilots[k].first(where: { $0.h == h }) { num += e.num; den2 += e.den2 } }
+            return den2 > 0 ? num / den2.squareRoot() : 0
+        }
+        var shard: (rows: Bool, s: Int)?
+        if !globallyTransposed && !denseTransposed {
+            var bestZ = -Double.infinity
+            for rows in [true, false] {
+                for s in 1..<8 {
+                    let applies = candidates.indices.compactMap { k in shardHypothesis(candidates[k].tensor.shape, rows: rows, s).map { (k, $0) } }
+                    guard !applies.isEmpty else { continue }
+                    let z = pooledPilotZ(applies)
+                    if z >= 3 && z > pooledPilotZ(applies.map { ($0.0, TileHypothesis.identity) }) && z > bestZ { bestZ = z; shard = (rows, s) }
+                }
+            }
+        }
         var shapeChoice: [[Int]: TileHypothesis] = [:]
         for (shape, members) in groups {
-            let base = globallyTransposed || (denseTransposed && shape != largest) ? transposedIdentity : TileHypothesis.identity
+            let base = globallyTransposed || (denseTransposed && shape != largest) ? transposedIdentity
+                : shard.flatMap { shardHypothesis(shape, rows: $0.rows, $0.s) } ?? TileHypothesis.identity
             var best = base, bestScore = pilotZ(members, base)
             for h in hypotheses(rows: shape[0], cols: shape[1]) where h != base {
                 let score = pilotZ(members, h) - (h == .identity || h == transposedIdentity ? 1.5 : h.penalty)
@@ -540,7 +569,8 @@ extension TileDetector {
             start = end
         }
         var num = 0.0, den2 = 0.0
-        for (p, c) in pooled {
+        // In position order, so the sums (and Z to the last bit) do not depend on the dictionary's hashing seed.
+        for (p, c) in pooled.sorted(by: { ($0.key.i, $0.key.j) < ($1.key.i, $1.key.j) }) {
             let s = patterns.pattern(p)
             for e in 0..<(a * a) { num += c[e] * Double(s[e]) }
             den2 += c.reduce(0) { $0 + $1 * $1 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Conversion
+import Scanning
 import TensorIO
 import Watermarking
 
@@ -21,6 +22,8 @@ extension MarkFormat: ExpressibleByArgument {
 }
 
 extension DetectFormat: ExpressibleByArgument {}
+
+extension ScanFormats: ExpressibleByArgument {}
 
 /// `bench --shaping`: one shaping, or both side by side.
 enum BenchShaping: String, CaseIterable, ExpressibleByArgument {
