@@ -22,6 +22,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
@@ -57,8 +59,16 @@ let package = Package(
         ], swiftSettings: optimizedInDebug),
         .target(name: "Robustness", dependencies: ["TensorIO", "LinearAlgebra", "Watermarking", "Attacks"],
                 swiftSettings: optimizedInDebug),
+        // Release commitments, RFC 3161 timestamps and evidence bundles (DER/CMS parsed with swift-asn1, certificates
+        // and signatures checked with swift-certificates).
+        .target(name: "Evidence", dependencies: [
+            "TensorIO", "Watermarking",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "SwiftASN1", package: "swift-asn1"),
+            .product(name: "X509", package: "swift-certificates"),
+        ]),
         .executableTarget(name: "weightmark", dependencies: [
-            "TensorIO", "Conversion", "LinearAlgebra", "Watermarking", "Attacks", "Robustness", "Synthesis", "Scanning",
+            "TensorIO", "Conversion", "LinearAlgebra", "Watermarking", "Attacks", "Robustness", "Synthesis", "Scanning", "Evidence",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "WeightMarkTestSupport", dependencies: ["TensorIO"]),
@@ -71,6 +81,7 @@ let package = Package(
         .testTarget(name: "GGUFTests", dependencies: ["TensorIO", "Conversion", "Watermarking", "WeightMarkTestSupport"]),
         .testTarget(name: "AttacksTests", dependencies: ["Attacks", "Conversion", "Robustness", "Watermarking", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),
         .testTarget(name: "ContainersTests", dependencies: ["weightmark", "TensorIO", "WeightMarkTestSupport"]),
+        .testTarget(name: "EvidenceTests", dependencies: ["Evidence", "weightmark", "Watermarking", "TensorIO", "WeightMarkTestSupport"]),
         .testTarget(name: "ScanTests", dependencies: ["weightmark", "Scanning", "TensorIO", "WeightMarkTestSupport"],
                     exclude: ["dask_scan.py"]),
         .testTarget(name: "WeightMarkCLITests", dependencies: ["weightmark", "TensorIO", "Conversion", "WeightMarkTestSupport"],

@@ -113,14 +113,14 @@ def main():
         subprocess.run(["sync"], check=True)
         manifest = os.path.join(a.work, "wm-marked.json")
         t_ewm, rss, anon, _ = run([a.weightmark, "embed", a.model, "--key", a.key, "--out", out_wm, "--manifest", manifest, "--force", "-q",
-                                   "--format", "v1"])
+                                   "--format", "v1", "--no-release"])
         record("weightmark embed", (t_ewm, rss, anon))
         delta = json.load(open(manifest))["delta"]
         # The same with the manifest's optional input hashes (SHA-256 of 4 more GB), for the record.
         shutil.rmtree(out_wm, ignore_errors=True)
         subprocess.run(["sync"], check=True)
         t_ewh, rss, anon, _ = run([a.weightmark, "embed", a.model, "--key", a.key, "--out", out_wm, "--manifest", manifest,
-                                   "--force", "-q", "--hash-input", "--format", "v1"])
+                                   "--force", "-q", "--hash-input", "--format", "v1", "--no-release"])
         record("weightmark embed --hash-input", (t_ewh, rss, anon))
         out_np = os.path.join(a.work, "np-marked")
         shutil.rmtree(out_np, ignore_errors=True)
@@ -136,7 +136,7 @@ def main():
         out_v2 = os.path.join(a.work, "wm-marked-v2")
         shutil.rmtree(out_v2, ignore_errors=True)
         subprocess.run(["sync"], check=True)
-        t_e2, rss, anon, _ = run([a.weightmark, "embed", a.model, "--key", a.key, "--out", out_v2, "--manifest", manifest, "--force", "-q"])
+        t_e2, rss, anon, _ = run([a.weightmark, "embed", a.model, "--key", a.key, "--out", out_v2, "--manifest", manifest, "--force", "-q", "--no-release"])
         record("weightmark embed (v2)", (t_e2, rss, anon))
         renamed = os.path.join(a.work, "wm-marked-v2-renamed")
         if not os.path.isdir(renamed) or round_ == 0:

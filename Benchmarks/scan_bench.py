@@ -79,7 +79,7 @@ def main():
     # 2-4. The 2B model, marked once with the key.
     marked = os.path.join(a.work, "scan-marked-2b")
     if not os.path.isdir(marked):
-        run([wm, "embed", a.model, "--key", a.key, "--out", marked, "--quiet"], expect=(0,))
+        run([wm, "embed", a.model, "--key", a.key, "--out", marked, "--no-release", "--quiet"], expect=(0,))
     keys = [a.key]
     kdir = os.path.join(a.work, "scan-keys")
     os.makedirs(kdir, exist_ok=True)

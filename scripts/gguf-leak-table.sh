@@ -11,7 +11,7 @@ ORIG=.cache/minilm
 W=${1:-.cache/gguf-leak}
 mkdir -p "$W"
 [ -f "$W/owner.key" ] || "$WM" keygen --out "$W/owner.key" >/dev/null
-[ -d "$W/marked" ] || "$WM" embed "$ORIG" --key "$W/owner.key" --out "$W/marked" >/dev/null
+[ -d "$W/marked" ] || "$WM" embed "$ORIG" --key "$W/owner.key" --out "$W/marked" --no-release >/dev/null
 "$WM" convert "$W/marked" --type F16 --out "$W/marked-F16.gguf" --force >/dev/null
 "$WM" convert "$ORIG" --type F16 --out "$W/original-F16.gguf" --force >/dev/null
 z() { "$WM" detect "$@" --json | "$PY" -c 'import json,sys; r=json.load(sys.stdin); print("%.1f" % r["combinedZ"])' || true; }

@@ -37,6 +37,36 @@ public struct EmbedManifest: Sendable, Codable {
     public var droppedFiles: [String]?
     /// The recipient of this personal copy and the fingerprint's parameters (`embed --recipient`).
     public var fingerprint: FingerprintRecord?
+    /// The release this model was marked for (absent for models marked with the owner key itself).
+    public var release: ReleaseRecord? = nil
+}
+
+/// The public half of a release commitment, recorded in the manifest (docs/FORMAT.md, "Releases").
+public struct ReleaseRecord: Sendable, Codable, Equatable {
+    /// Release id: the subkey is HKDF(owner key, id).
+    public var id: String
+    /// Key id of the release subkey (the key the model is marked with).
+    public var keyId: String
+    /// Key id of the owner key the subkey derives from.
+    public var ownerKeyId: String
+    /// Hex SHA-256 commitment to the subkey, a nonce, the original's tensors and the parameters.
+    public var commitment: String
+    public init(id: String, keyId: String, ownerKeyId: String, commitment: String) {
+        self.id = id; self.keyId = keyId; self.ownerKeyId = ownerKeyId; self.commitment = commitment
+    }
+}
+
+/// Whether the key a detection used was fixed before the dispute.
+public struct KeyCommitmentStatus: Sendable, Codable, Equatable {
+    /// True when an opening was checked against the commitment of a manifest (or an evidence bundle).
+    public var committed: Bool
+    public var releaseId: String?
+    public var commitment: String?
+    /// What was checked, or the caution when nothing was.
+    public var note: String
+    public init(committed: Bool, releaseId: String? = nil, commitment: String? = nil, note: String) {
+        self.committed = committed; self.releaseId = releaseId; self.commitment = commitment; self.note = note
+    }
 }
 
 /// Per-tensor detection evidence. Reports carry the raw correlation, norm and weight so that reports of
@@ -148,6 +178,8 @@ public struct DetectionReport: Sendable, Codable {
     /// (`combine --allow-partial`): the bound then holds for the tensors shown, which may have been chosen after
     /// seeing their scores.
     public var partialCoverage: Bool?
+    /// Whether the key was committed before the dispute (set by the CLI; nil in library reports).
+    public var keyCommitment: KeyCommitmentStatus?
 
     /// Builds a report and its verdict from evidence.
     public init(keyId: String, suspect: String, reference: String?, mode: Mode, alpha: Double,

@@ -23,7 +23,7 @@ struct WeightMarkCommand: AsyncParsableCommand {
             2 error (bad input, unreadable file, refused overwrite).
             """,
             version: "weightmark \(WatermarkFormat.toolVersion) (watermark format v\(WatermarkFormat.version))\nBLAS: \(BLASInfo.current)",
-            subcommands: [Keygen.self, Embed.self, Detect.self, Trace.self, Scan.self, Combine.self, Inspect.self, Convert.self, Attack.self, Bench.self, Synth.self, Demo.self]
+            subcommands: [Keygen.self, Embed.self, Detect.self, Trace.self, Scan.self, Timestamp.self, EvidenceCommand.self, Combine.self, Inspect.self, Convert.self, Attack.self, Bench.self, Synth.self, Demo.self]
         )
     }
 

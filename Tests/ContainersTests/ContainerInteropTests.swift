@@ -15,7 +15,7 @@ struct ContainerInteropTests {
         let dir = Fixtures.temporaryDirectory("containers")
         let key = dir + "/k.key", out = dir + "/marked.safetensors"
         _ = try! Fixtures.weightmark(["keygen", "--out", key])
-        let r = try! Fixtures.weightmark(["embed", Fixtures.miniLM!, "--key", key, "--out", out, "--quiet"])
+        let r = try! Fixtures.weightmark(["embed", Fixtures.miniLM!, "--key", key, "--out", out, "--no-release", "--quiet"])
         precondition(r.status == 0, r.stderr)
         return (dir, key, Fixtures.miniLM!, out)
     }()
@@ -133,7 +133,7 @@ struct ContainerInteropTests {
         var r = try Fixtures.weightmark(["synth", "--params", "14M", "--hidden", "512", "--ffn", "1376", "--vocab", "2000", "--layers", "4",
                                          "--heads", "8", "--kv-heads", "4", "--dtype", "bf16", "--out", hf, "--quiet", "--force"])
         #expect(r.status == 0, "\(r.stderr)")
-        r = try Fixtures.weightmark(["embed", hf, "--key", m.key, "--out", marked, "--quiet", "--force"])
+        r = try Fixtures.weightmark(["embed", hf, "--key", m.key, "--out", marked, "--no-release", "--quiet", "--force"])
         #expect(r.status == 0, "\(r.stderr)")
         _ = try Fixtures.runPython("import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')",
                                    arguments: [Self.torchLayout, "meta", marked, meta, "--shards", String(shards)])

@@ -67,8 +67,8 @@ struct ScanTreeTests {
         let keyA = work + "/a.key", keyB = work + "/b.key", keyC = work + "/c.key"
         for k in [keyA, keyB, keyC] { try must(["keygen", "--out", k]) }
         let marked = root + "/hub/marked"
-        try must(["embed", original, "--key", keyA, "--out", marked, "--quiet"])
-        try must(["embed", original, "--key", keyC, "--out", root + "/hub/other-key", "--quiet"])
+        try must(["embed", original, "--key", keyA, "--out", marked, "--no-release", "--quiet"])
+        try must(["embed", original, "--key", keyC, "--out", root + "/hub/other-key", "--no-release", "--quiet"])
         try fm.createDirectory(atPath: root + "/hub/original", withIntermediateDirectories: true)
         try fm.copyItem(atPath: Fixtures.miniLM!, toPath: root + "/hub/original/model.safetensors")
         let markedFile = marked + "/model.safetensors"

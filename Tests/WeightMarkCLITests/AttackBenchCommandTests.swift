@@ -16,7 +16,7 @@ struct AttackBenchCommandTests {
         }
         try Fixtures.writeSmallModel(to: dir + "/m.safetensors")
         #expect(try Fixtures.weightmark(["keygen", "--out", dir + "/k.key"]).status == 0)
-        #expect(try Fixtures.weightmark(["embed", dir + "/m.safetensors", "--key", dir + "/k.key", "--out", dir + "/w.safetensors", "--strength", "0.02", "-q"]).status == 0)
+        #expect(try Fixtures.weightmark(["embed", dir + "/m.safetensors", "--key", dir + "/k.key", "--out", dir + "/w.safetensors", "--strength", "0.02", "--no-release", "-q"]).status == 0)
         let a = try Fixtures.weightmark(["attack", dir + "/w.safetensors", "--out", dir + "/a.safetensors", "--attack", "prune:fraction=0.5,int4:group=64,fp16"])
         #expect(a.status == 0, "\(a.stderr)")
         #expect(a.stdout.contains("prune:fraction=0.5,mode=magnitude → int4:group=64 → fp16"))

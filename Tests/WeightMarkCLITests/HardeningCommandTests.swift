@@ -11,7 +11,7 @@ struct HardeningCommandTests {
         try Fixtures.writeSmallModel(to: dir + "/model.safetensors")
         #expect(try Fixtures.weightmark(["keygen", "--out", dir + "/owner.key", "--quiet"]).status == 0)
         #expect(try Fixtures.weightmark(["embed", dir + "/model.safetensors", "--key", dir + "/owner.key", "--out",
-                                         dir + "/marked.safetensors", "--strength", "0.005", "--format", format, "--quiet"]).status == 0)
+                                         dir + "/marked.safetensors", "--strength", "0.005", "--format", format, "--no-release", "--quiet"]).status == 0)
         return dir
     }
 

@@ -25,7 +25,7 @@ struct LlamaCppInteropTests {
         let s = Setup(dir: dir, original: original, marked: dir + "/marked", key: dir + "/owner.key",
                       markedF16: dir + "/marked-F16.gguf", originalF16: dir + "/original-F16.gguf")
         try cli(["keygen", "--out", s.key])
-        try cli(["embed", original, "--key", s.key, "--out", s.marked])
+        try cli(["embed", original, "--key", s.key, "--out", s.marked, "--no-release"])
         try cli(["convert", s.marked, "--type", "F16", "--out", s.markedF16])
         try cli(["convert", original, "--type", "F16", "--out", s.originalF16])
         return s

@@ -35,7 +35,7 @@ struct WatermarkCommandTests {
         let dir = try setUp()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let e = try Fixtures.weightmark(["embed", dir + "/model.safetensors", "--key", dir + "/owner.key",
-                                         "--out", dir + "/marked.safetensors", "--strength", "0.005", "--format", "v1", "--quiet"])
+                                         "--out", dir + "/marked.safetensors", "--strength", "0.005", "--format", "v1", "--no-release", "--quiet"])
         #expect(e.status == 0, "\(e.stderr)")
         #expect(FileManager.default.fileExists(atPath: dir + "/marked.safetensors.weightmark.json"))
         let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/marked.safetensors.weightmark.json"))) as! [String: Any]
@@ -47,7 +47,7 @@ struct WatermarkCommandTests {
         let inputSize = try FileManager.default.attributesOfItem(atPath: dir + "/model.safetensors")[.size] as? Int
         #expect(input["sha256"] == nil && input["bytes"] as? Int == inputSize)
         let hashed = try Fixtures.weightmark(["embed", dir + "/model.safetensors", "--key", dir + "/owner.key", "--hash-input",
-                                              "--out", dir + "/marked2.safetensors", "--strength", "0.005", "--quiet"])
+                                              "--out", dir + "/marked2.safetensors", "--strength", "0.005", "--no-release", "--quiet"])
         #expect(hashed.status == 0, "\(hashed.stderr)")
         let manifest2 = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/marked2.safetensors.weightmark.json"))) as! [String: Any]
         #expect(((manifest2["input"] as? [[String: Any]])?.first?["sha256"] as? String)?.count == 64)
@@ -123,7 +123,7 @@ struct WatermarkCommandTests {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try Fixtures.writeSmallModel(to: folder + "/model.safetensors")
         Fixtures.write(Array("{\"model_type\": \"test\"}".utf8), to: folder + "/config.json")
-        let args = ["embed", folder, "--key", dir + "/owner.key", "--out", dir + "/hf-marked", "--quiet"]
+        let args = ["embed", folder, "--key", dir + "/owner.key", "--out", dir + "/hf-marked", "--no-release", "--quiet"]
         #expect(try Fixtures.weightmark(args).status == 0)
         #expect(try Fixtures.weightmark(args).status == 2)
         #expect(try Fixtures.weightmark(args + ["--force"]).status == 0)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Evidence
 import TensorIO
 import Watermarking
 
@@ -26,10 +27,17 @@ struct Detect: AsyncParsableCommand {
         boundaries or vocabulary-resized copies are detected, and the report says how each matrix was read. \
         --format auto (default) also looks for format v1 and doubles the bound for that search.
 
+        Keys: a model marked for a release (embed's default) is detected with --key and --release ID (or \
+        --manifest, which records the id), or with --opening (the release's opening, which reveals only that \
+        release's subkey). The report says whether the key was committed: only an opening that opens the \
+        commitment of --manifest proves the key was fixed at release; otherwise a caution says that a key search \
+        could produce the score. Models marked with the owner key itself (--no-release, tool 0.2) need --key only.
+
         Exit codes: 0 detected, 1 not detected, 2 error.
 
         Examples:
-          weightmark detect leaked.safetensors --key owner.key
+          weightmark detect leaked.safetensors --key owner.key --release v2-2026-11
+          weightmark detect leaked.safetensors --opening model-v2.opening.json --manifest model-v2.weightmark.json
           weightmark detect leaked-Q4_K.gguf --key owner.key --reference original/
           weightmark detect leaked/ --key owner.key --reference original/ --json > report.json
         """
@@ -38,8 +46,14 @@ struct Detect: AsyncParsableCommand {
     @Argument(help: "Suspected copy: safetensors file or folder, GGUF, PyTorch checkpoint (file or Meta folder), or .npy/.npz.", completion: .file())
     var suspect: String
 
-    @Option(name: .long, help: ArgumentHelp("Key file from `weightmark keygen`.", valueName: "path"), completion: .file())
-    var key: String
+    @Option(name: .long, help: ArgumentHelp("Key file from `weightmark keygen` (the owner key).", valueName: "path"), completion: .file())
+    var key: String?
+
+    @Option(name: .long, help: ArgumentHelp("Release id the model was marked for (embed prints it; the manifest records it).", valueName: "id"))
+    var release: String?
+
+    @Option(name: .long, help: ArgumentHelp("Opening written by embed: detects with its release subkey and, with --manifest, proves the key was committed.", valueName: "path"), completion: .file())
+    var opening: String?
 
     @Option(name: .long, help: ArgumentHelp("The unmarked original, for informed detection.", valueName: "path"), completion: .file())
     var reference: String?
@@ -69,6 +83,9 @@ struct Detect: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
+        guard key != nil || opening != nil else {
+            throw ValidationError("give --key OWNER.key (with --release ID for a model marked for a release) or --opening FILE.")
+        }
         guard alpha > 0 && alpha < 1 else { throw ValidationError("--alpha must be in (0, 1); the default 1e-6 suits legal evidence.") }
         if let part, ReportPart(parsing: part) == nil {
             throw ValidationError("--part must be i/N with 0 ≤ i < N, e.g. 0/4 … 3/4 for four runs.")
@@ -79,7 +96,8 @@ struct Detect: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let key = try Console.loadKey(key, quiet: output.quiet)
+        let owner = try self.key.map { try Console.loadKey($0, quiet: output.quiet) }
+        let openingFile = try opening.map { (try CommitmentOpening.load(from: $0), path: $0) }
         if let report, !force, FileManager.default.fileExists(atPath: report) { throw TensorIOError.outputExists(path: report) }
         let suspectModel = try openTensorSource(path: suspect)
         let referenceModel = try reference.map { try openTensorSource(path: $0) }
@@ -90,11 +108,17 @@ struct Detect: AsyncParsableCommand {
         options.part = part.flatMap(ReportPart.init(parsing:))
         options.format = format
         var expected: [(name: String, shape: [Int])] = []
-        if let manifest {
+        let embedManifest = try manifest.map { manifest in
             guard let data = FileManager.default.contents(atPath: manifest),
                   let m = try? JSONDecoder().decode(EmbedManifest.self, from: data) else {
                 throw CLIError("\(manifest): not a WeightMark embed manifest (the .weightmark.json written by `embed`).")
             }
+            return m
+        }
+        let resolved = try DetectionKey.resolve(owner: owner, releaseID: release, opening: openingFile,
+                                                manifest: embedManifest.map { ($0, path: manifest!) })
+        let key = resolved.key
+        if let manifest, let m = embedManifest {
             if m.keyId != key.id {
                 Console.note("warning: \(manifest) was made with key \(m.keyId), but --key is \(key.id).", quiet: output.quiet)
             }
@@ -110,12 +134,13 @@ struct Detect: AsyncParsableCommand {
             options.rank = m.rank
         }
         let bar = ProgressBar(total: 1, label: "detecting", enabled: !output.quiet)
-        let result = try Detector.detect(suspect: suspectModel, reference: referenceModel, key: key, options: options,
+        var result = try Detector.detect(suspect: suspectModel, reference: referenceModel, key: key, options: options,
                                          expected: expected) { name, i, total in
             if i == 0 { bar.reset(total: total) }
             if i > 0 { bar.advance(detail: name) }
         }
         bar.finish()
+        result.keyCommitment = resolved.status
         if let report {
             try Console.writeJSON(result, to: report, overwrite: force)
         }
@@ -139,6 +164,9 @@ enum DetectionPrinter {
             Console.out("  PARTIAL COVERAGE: these reports do not cover every selected tensor (accepted with --allow-partial); the bound holds only if the tensors shown were not chosen after seeing their scores")
         }
         Console.out("  false-positive probability ≤ \(pString(r.log10PValueBound)) (rigorous bound), ≈ \(pString(r.log10PValueGaussian)) (Gaussian estimate); threshold \(String(format: "%.0e", r.alpha))")
+        if let c = r.keyCommitment {
+            Console.out(c.committed ? "  key committed: \(c.note)" : "  CAUTION: \(c.note)")
+        }
         if (r.formatsTried ?? 1) > 1 {
             Console.out("  searched formats v1 and v2: both probabilities include the factor \(r.formatsTried!) for that search")
         }

@@ -13,6 +13,9 @@ extension Embed {
         if let recipient, recipient.trimmingCharacters(in: .whitespaces).isEmpty || recipient.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
             throw ValidationError("--recipient must be printable text that is not empty (an e-mail address, a licence number).")
         }
+        if release != nil || opening != nil {
+            throw ValidationError("personal copies are marked with the owner key itself (trace reads the owner key's code): drop --release/--opening.")
+        }
         guard shaping == .uniform, format == .v2 else {
             throw ValidationError("personal copies need --shaping uniform and --format v2 (the defaults): the fingerprint is read against the uniform v2 owner mark.")
         }

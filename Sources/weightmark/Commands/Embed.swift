@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Evidence
 import TensorIO
 import Watermarking
 
@@ -25,15 +26,25 @@ struct Embed: AsyncParsableCommand {
         written to --manifest, by default OUT.weightmark.json next to the output. It holds no secret. \
         --hash-input also records the input files' SHA-256 (one more pass over the model).
 
+        Releases: the model is marked with a subkey derived from the owner key and a release id (--release ID, \
+        default a fresh random id, printed and recorded in the manifest), so a dispute reveals only that release's \
+        subkey. The manifest also gets a commitment to the subkey, a fresh nonce, the hash of the original's tensors \
+        and the marking parameters; the opening that proves it goes to a separate file created with mode 0600 \
+        (--opening, default OUT.opening.json, never inside the released folder). Keep it with the key; publish or \
+        time-stamp the manifest (`weightmark timestamp`). Detect with --key and --release ID (or --manifest), or \
+        with --opening. --no-release marks with the owner key itself, as tool 0.2 did.
+
         Personal copies (traitor tracing): --recipient ID writes the copy for one recipient (any printable \
         text: an e-mail, a licence number); --recipients FILE writes one copy per line into the folder --out \
         (named after the ids, with a recipients.json index). Every copy carries the owner mark, identical in all \
         copies, at sqrt(1 − f²)·δ, and a fingerprint derived from (key, id) alone at f·δ (f = \
         --fingerprint-share, default 0.4): the total distortion stays δ. `weightmark trace` names the recipients \
-        a leaked copy came from, even when several of them mixed their copies. Needs uniform shaping, format v2.
+        a leaked copy came from, even when several of them mixed their copies. Personal copies are marked \
+        with the owner key itself (as with --no-release). Needs uniform shaping, format v2.
 
         Examples:
           weightmark embed model/ --key owner.key --out model-marked/
+          weightmark embed model/ --key owner.key --out model-v2/ --release v2-2026-11
           weightmark embed model/ --key owner.key --recipient bob --out bob/
           weightmark embed model/ --key owner.key --recipients ids.txt --out copies/
         """
@@ -62,6 +73,15 @@ struct Embed: AsyncParsableCommand {
 
     @Option(name: .long, help: ArgumentHelp("Mark format: v2 (name-free, survives renames, transposes, resized vocabularies and tile-aligned slices) or v1 (name-keyed, for tools older than 0.2).", valueName: "format"))
     var format: MarkFormat = .v2
+
+    @Option(name: .long, help: ArgumentHelp("Release id the subkey is derived from (letters, digits, . _ -; default: a fresh random id).", valueName: "id"))
+    var release: String?
+
+    @Option(name: .long, help: ArgumentHelp("Where to write the commitment's opening, mode 0600 (default: OUT.opening.json, next to the output).", valueName: "path"), completion: .file())
+    var opening: String?
+
+    @Flag(name: .long, help: "Mark with the owner key itself, without a release subkey or commitment (tool 0.2's behaviour).")
+    var noRelease = false
 
     @Flag(name: .long, help: "Also record each input file's SHA-256 in the manifest (~+40% CPU time).")
     var hashInput = false
@@ -95,6 +115,21 @@ struct Embed: AsyncParsableCommand {
             throw ValidationError("--out must differ from the input; WeightMark never modifies the input model.")
         }
         try validateRecipients()
+        if noRelease, release != nil || opening != nil {
+            throw ValidationError("--no-release marks with the owner key itself: drop --release/--opening, or drop --no-release.")
+        }
+        if let release, !ReleaseKey.isValid(releaseID: release) {
+            throw ValidationError(EvidenceError.invalidReleaseID(release).description)
+        }
+        // The opening holds the release subkey: it must never ship inside the released model folder.
+        let outFolder = URL(fileURLWithPath: o).standardizedFileURL.path + "/"
+        if URL(fileURLWithPath: openingPath).standardizedFileURL.path.hasPrefix(outFolder) {
+            throw ValidationError("--opening \(openingPath) is inside the output folder \(out), which is released: put it next to the manifest instead (default \(o).opening.json).")
+        }
+    }
+
+    var openingPath: String {
+        opening ?? ((out.hasSuffix("/") ? String(out.dropLast()) : out) + ".opening.json")
     }
 
     var manifestPath: String {
@@ -103,10 +138,12 @@ struct Embed: AsyncParsableCommand {
 
     func run() async throws {
         if recipient != nil || recipients != nil { return try runPersonalCopies() }
-        let key = try Console.loadKey(key, quiet: output.quiet)
+        let owner = try Console.loadKey(self.key, quiet: output.quiet)
+        let releaseID = noRelease ? nil : (release ?? ReleaseKey.randomReleaseID())
+        let key = try releaseID.map { try ReleaseKey.derive(owner: owner, releaseID: $0) } ?? owner
         let source = try SafetensorsModel(path: model)
         if !force {
-            for p in [out, manifestPath] where FileManager.default.fileExists(atPath: p) {
+            for p in [out, manifestPath] + (releaseID == nil ? [] : [openingPath]) where FileManager.default.fileExists(atPath: p) {
                 throw TensorIOError.outputExists(path: p)
             }
         }
@@ -132,11 +169,20 @@ struct Embed: AsyncParsableCommand {
         }
         Console.note("marking \(plan.entries.count) of \(source.tensors.count) tensors of \(source.path) with key \(key.id), δ = \(String(format: "%.2e", plan.delta)), \(shaping.rawValue) shaping", quiet: output.quiet)
         let bar = ProgressBar(total: plan.entries.count, label: "embedding", enabled: !output.quiet)
+        // The commitment's hash of the original reads the input alongside the embed (the same mapped pages).
+        let originalDigest = releaseID == nil ? nil : Task.detached(priority: .utility) { TensorDigest.of(source) }
         var result = try Embedder.embed(source, key: key, options: options, plan: plan, to: out, overwrite: force) { t, _ in
             bar.advance(detail: t.name)
         }
         bar.finish()
         result.created = ISO8601DateFormatter().string(from: Date())
+        if let releaseID {
+            // The commitment binds the parameters exactly as the manifest records them.
+            let commitment = CommitmentOpening(releaseId: releaseID, owner: owner, release: key, nonce: ReleaseCommitment.freshNonce(),
+                                               originalTensorsSHA256: await originalDigest!.value, parameters: CommitmentParameters(manifest: result))
+            result.release = ReleaseRecord(id: releaseID, keyId: key.id, ownerKeyId: owner.id, commitment: commitment.commitment)
+            try commitment.save(to: openingPath, overwrite: force)
+        }
         try Console.writeJSON(result, to: manifestPath, overwrite: force)
         let elapsed = Date().timeIntervalSince(start)
         if output.json {
@@ -147,6 +193,10 @@ struct Embed: AsyncParsableCommand {
         Console.out("marked \(result.tensors.count) tensors (\(Console.count(plan.entries.reduce(0) { $0 + $1.tensor.descriptor.elementCount })) weights) in \(String(format: "%.1f", elapsed)) s")
         Console.out("  output:   \(out)")
         Console.out("  manifest: \(manifestPath)")
+        if let releaseID {
+            Console.out("  release:  \(releaseID) (subkey \(key.id) of owner key \(owner.id)); commitment \(result.release!.commitment.prefix(16))… in the manifest")
+            Console.out("  opening:  \(openingPath) (mode 0600; keep it with the key, never ship it)")
+        }
         Console.out(String(format: "  key %@, %@ shaping, δ = %.2e (max measured after rounding %.2e), expected blind Z ≈ %.1f",
                            key.id, shaping.rawValue, plan.delta, maxDelta, plan.expectedBlindZ))
     }
