@@ -149,7 +149,12 @@ struct Detect: AsyncParsableCommand {
         } else {
             DetectionPrinter.print(result, top: top)
         }
-        if !result.detected { throw ExitCode(1) }
+        if !result.detected {
+            if release == nil && opening == nil && manifest == nil {
+                Console.note("hint: a model marked for a release (embed's default) carries that release's subkey, not the owner key: pass --release ID (the manifest's release.id) or --opening FILE.", quiet: output.quiet)
+            }
+            throw ExitCode(1)
+        }
     }
 }
 

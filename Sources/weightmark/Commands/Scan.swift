@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Evidence
 import Scanning
 import TensorIO
 import Watermarking
@@ -51,10 +52,10 @@ struct Scan: AsyncParsableCommand {
     @Argument(help: ArgumentHelp("Files and folders to scan.", valueName: "path"), completion: .file())
     var paths: [String] = []
 
-    @Option(name: .long, help: ArgumentHelp("A key file (repeat for several keys).", valueName: "path"), completion: .file())
+    @Option(name: .long, help: ArgumentHelp("A key file, or a release's opening (OUT.opening.json from `embed`; repeat for several).", valueName: "path"), completion: .file())
     var key: [String] = []
 
-    @Option(name: .long, help: ArgumentHelp("Use every *.key file in this folder as a key.", valueName: "dir"), completion: .directory)
+    @Option(name: .long, help: ArgumentHelp("Use every *.key and *.opening.json file in this folder as a key.", valueName: "dir"), completion: .directory)
     var keysDir: String?
 
     @Option(name: .long, help: ArgumentHelp("Read paths to scan from this file, one per line (- for stdin).", valueName: "file"), completion: .file())
@@ -106,13 +107,23 @@ struct Scan: AsyncParsableCommand {
             guard let entries = try? FileManager.default.contentsOfDirectory(atPath: keysDir) else {
                 throw CLIError("\(keysDir): cannot list the folder given to --keys-dir; check the path and permissions.")
             }
-            let found = entries.filter { $0.hasSuffix(".key") }.sorted().map { (keysDir as NSString).appendingPathComponent($0) }
-            if found.isEmpty { throw CLIError("\(keysDir): no *.key files (make them with `weightmark keygen --out NAME.key`).") }
+            let found = entries.filter { $0.hasSuffix(".key") || $0.hasSuffix(".opening.json") }.sorted().map { (keysDir as NSString).appendingPathComponent($0) }
+            if found.isEmpty { throw CLIError("\(keysDir): no *.key or *.opening.json files (make keys with `weightmark keygen --out NAME.key`; `embed` writes a release's opening).") }
             files += found
         }
         var out: [(key: WatermarkKey, file: String)] = []
         for f in files {
-            let k = try Console.loadKey(f, quiet: quiet)
+            // A release's opening (`embed` writes OUT.opening.json) stands for its release subkey: models marked for
+            // a release are found with it, as `detect --opening` finds them.
+            let k: WatermarkKey
+            if f.hasSuffix(".opening.json") {
+                guard let release = try CommitmentOpening.load(from: f).validated(path: f).releaseKey else {
+                    throw CLIError("\(f): the opening holds no valid release subkey; use the file `embed` wrote, unmodified.")
+                }
+                k = release
+            } else {
+                k = try Console.loadKey(f, quiet: quiet)
+            }
             if out.contains(where: { $0.key.id == k.id }) {
                 Console.note("note: \(f) is key \(k.id) again; tested once.", quiet: quiet)
                 continue
