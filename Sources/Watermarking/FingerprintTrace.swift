@@ -103,12 +103,11 @@ public enum Tracer {
             throw WatermarkError.nothingSelected(path: suspect.path, reason: "no suspect matrix pairs with a matrix of the reference \(reference.path); trace needs the unmarked original the copies were made from")
         }
         let m = FingerprintCode.positions
-        let lock = NSLock()
-        nonisolated(unsafe) var done = 0
+        let done = Locked(0)
         let results = try Parallel.withSingleThreadedBLAS {
             try Parallel.map(count: paired.count, workers: options.workers) { k -> (num: [Double], count: [Int], matrix: TracedMatrix) in
                 let r = try readMatrix(paired[k], suspect: suspect, reference: reference, tiles: tiles, code: code)
-                lock.withLock { done += 1; progress(paired[k].tensor.name, done, paired.count) }
+                done.withLock { $0 += 1; progress(paired[k].tensor.name, $0, paired.count) }
                 return r
             }
         }

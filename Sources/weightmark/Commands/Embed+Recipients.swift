@@ -87,9 +87,8 @@ extension Embed {
         for t in targets {
             options.copySignal = RecipientFingerprint(code: code, recipient: t.id, share: fingerprintShare)
             let bar = ProgressBar(total: plan.entries.count, label: ids.count == 1 ? "embedding" : "copy \(index.count + 1)/\(ids.count)", enabled: !output.quiet)
-            nonisolated(unsafe) let progressBar = bar
             var result = try Embedder.embed(source, key: key, options: options, plan: plan, to: t.path, overwrite: force) { tensor, _ in
-                progressBar.advance(detail: tensor.name)
+                bar.advance(detail: tensor.name)
             }
             bar.finish()
             result.created = ISO8601DateFormatter().string(from: Date())

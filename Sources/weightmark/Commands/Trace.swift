@@ -63,10 +63,9 @@ struct Trace: AsyncParsableCommand {
         options.alpha = alpha
         options.top = top
         let bar = ProgressBar(total: 1, label: "reading", enabled: !output.quiet)
-        nonisolated(unsafe) let progressBar = bar // advanced under Tracer's lock, one call at a time
         let report = try Tracer.trace(suspect: suspectModel, reference: referenceModel, key: key, recipients: ids, options: options) { name, i, total in
-            if i == 1 { progressBar.reset(total: total) }
-            progressBar.advance(detail: name)
+            if i == 1 { bar.reset(total: total) }
+            bar.advance(detail: name)
         }
         bar.finish()
         if output.json {
