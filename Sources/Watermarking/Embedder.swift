@@ -42,6 +42,9 @@ public struct EmbedOptions: Sendable {
     public var dropUnmarkedWeights = false
     /// Format of the mark (v2 unless an older tool must read it).
     public var format = MarkFormat.v2
+    /// A per-copy signal on top of the owner mark (a recipient's fingerprint, `RecipientFingerprint`); uniform
+    /// shaping, format v2 only. The owner mark then gets sqrt(1 − f²)·δ and the signal f·δ (f = its share).
+    public var copySignal: (any CopySignal)?
 
     public init() {}
 }
@@ -143,7 +146,8 @@ public enum Embedder {
     /// - Throws: `WatermarkError.unmarkableTensor` when no finite value is non-zero (β would be 0).
     static func mark(tensor name: String, of source: any RowBlockDecodable, rows m: Int, cols n: Int, dtype: DType,
                      carriers: MarkCarriers, shaping: WatermarkShaping, delta: Double,
-                     random: inout SplitMix64, into o: UnsafeMutableRawBufferPointer) throws -> (beta: Double, measuredDelta: Double, nonFinite: Int) {
+                     random: inout SplitMix64, into o: UnsafeMutableRawBufferPointer,
+                     signal: (any CopySignal)? = nil, signalDelta: Double = 0) throws -> (beta: Double, measuredDelta: Double, nonFinite: Int) {
         // L2-sized row blocks (weights, pattern and output of a block stay in cache through the fused pass).
         let blockRows = max(8, min(m, (1 << 16) / max(1, n)))
         var w = [Float](repeating: 0, count: blockRows * n)
@@ -226,6 +230,9 @@ public enum Embedder {
         let rms = Float((w2 / Double(m * n - nonFinite)).squareRoot())
         let patternNorm = shaping == .uniform ? uniformPatternNorm : (rms > 0 ? hp2.squareRoot() / Double(rms) : 0)
         let beta = norm > 0 && patternNorm > 0 ? delta * norm / patternNorm : 0
+        // A per-copy signal (±1 per weight) rides on the pattern: W + β(P + (β_f/β)F) = W + βP + β_f F, with
+        // β_f = δ_f‖W‖/sqrt(#finite weights) so that ‖β_f F‖ = δ_f‖W‖.
+        let signalScale = signal != nil && beta > 0 ? Float(signalDelta * norm / Double(m * n - nonFinite).squareRoot() / beta) : 0
         // Pass 2. bf16 rows read in place go through one fused C pass (add, stochastic rounding, distortion);
         // other dtypes decode, add, encode and decode back.
         let width = dtype.bitCount / 8
@@ -240,6 +247,7 @@ public enum Embedder {
             let end = min(m, start + blockRows), count = (end - start) * n
             let dst = UnsafeMutableRawBufferPointer(rebasing: o[(start * n * width)..<(end * n * width)])
             pattern(start..<end)
+            if let signal { p.withUnsafeMutableBufferPointer { signal.add(rows: start..<end, cols: n, scale: signalScale, into: $0.baseAddress!) } }
             let fused = dtype == .bf16 && (shaping == .uniform || magnitudeScale > 0) && nonFinite == 0
             if fused, try source.withStoredRows(named: name, rows: start..<end, { raw, _ in
                 p.withUnsafeBufferPointer { ps in
@@ -321,6 +329,10 @@ public enum Embedder {
         defer { if let previousThreads { BLASInfo.setThreadCount(previousThreads) } }
         let outputBytes = order.map { $0.descriptor.byteCount }
         let tiles = options.format == .v2 ? try TileCarriers(secret: key.secret) : nil
+        precondition(options.copySignal == nil || (options.shaping == .uniform && options.format == .v2),
+                     "a per-copy signal needs uniform shaping and format v2")
+        let share = options.copySignal?.share ?? 0
+        let ownerDelta = plan.delta * (1 - share * share).squareRoot()
         let prefetcher = OrderedPrefetcher<Marked>(count: order.count, concurrency: options.workers,
                                                    minimumAhead: options.workers + 1, budget: options.aheadBytes,
                                                    cost: { outputBytes[$0] }) { i in
@@ -338,7 +350,8 @@ public enum Embedder {
             let lead = model.shards[t.shard].fileRange(of: t.descriptor).lowerBound % PlacedBytes.alignment
             let bytes = buffers.take(t.descriptor.byteCount, lead: lead)
             let r = try mark(tensor: t.name, of: model, rows: m, cols: n, dtype: t.dtype, carriers: carriers,
-                             shaping: options.shaping, delta: plan.delta, random: &rng, into: bytes.mutableBytes)
+                             shaping: options.shaping, delta: ownerDelta, random: &rng, into: bytes.mutableBytes,
+                             signal: options.copySignal, signalDelta: plan.delta * share)
             model.release(t)
             return Marked(bytes: bytes, record: .init(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, delta: plan.delta,
                                                         measuredDelta: r.measuredDelta, beta: r.beta,
@@ -404,7 +417,7 @@ public enum Embedder {
         return EmbedManifest(
             tool: "weightmark \(WatermarkFormat.toolVersion)", formatVersion: options.format.rawValue, keyId: key.id,
             created: ISO8601DateFormatter().string(from: Date()),
-            shaping: options.shaping, rank: options.format == .v2 ? TileCarriers.rank : options.rank, delta: plan.delta, expectedBlindZ: plan.expectedBlindZ,
+            shaping: options.shaping, rank: options.format == .v2 ? TileCarriers.rank : options.rank, delta: plan.delta, expectedBlindZ: plan.expectedBlindZ * ownerDelta / plan.delta,
             deltaCapped: plan.capped, selection: options.selection,
             tensors: plan.entries.compactMap { records[$0.tensor.name] },
             input: inputDigests, output: outputDigests, droppedFiles: otherWeights.isEmpty ? nil : otherWeights)

@@ -35,6 +35,8 @@ public struct EmbedManifest: Sendable, Codable {
     public var output: [FileDigest]
     /// Weight files of the input folder left out of the output (`embed --drop-unmarked-weights`).
     public var droppedFiles: [String]?
+    /// The recipient of this personal copy and the fingerprint's parameters (`embed --recipient`).
+    public var fingerprint: FingerprintRecord?
     /// The release this model was marked for (absent for models marked with the owner key itself).
     public var release: ReleaseRecord? = nil
 }

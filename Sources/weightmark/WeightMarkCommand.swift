@@ -14,13 +14,16 @@ struct WeightMarkCommand: AsyncParsableCommand {
               weightmark keygen --out owner.key
               weightmark embed model/ --key owner.key --out model-marked/
               weightmark detect suspect.safetensors --key owner.key [--reference model/]
+              weightmark embed model/ --key owner.key --recipients ids.txt --out copies/
+              weightmark trace leak.gguf --key owner.key --reference model/ \\
+                --recipients ids.txt
               weightmark inspect model/ --stats
 
-            Exit codes: 0 success (detect: watermark detected), 1 detect: not detected, \
+            Exit codes: 0 success (detect: watermark detected; trace: someone accused), 1 detect: not detected / trace: no one accused, \
             2 error (bad input, unreadable file, refused overwrite).
             """,
             version: "weightmark \(WatermarkFormat.toolVersion) (watermark format v\(WatermarkFormat.version))\nBLAS: \(BLASInfo.current)",
-            subcommands: [Keygen.self, Embed.self, Detect.self, Align.self, Scan.self, Timestamp.self, EvidenceCommand.self, Combine.self, Inspect.self, Convert.self, Attack.self, Bench.self, Synth.self, Demo.self]
+            subcommands: [Keygen.self, Embed.self, Detect.self, Align.self, Trace.self, Scan.self, Timestamp.self, EvidenceCommand.self, Combine.self, Inspect.self, Convert.self, Attack.self, Bench.self, Synth.self, Demo.self]
         )
     }
 

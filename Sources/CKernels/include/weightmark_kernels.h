@@ -39,4 +39,17 @@ void weightmark_pattern32(int level, const float *c, size_t k, const float *pack
 /// contiguous, the last one zero-padded; `packed` holds ceil(n/32)·1024 floats.
 void weightmark_pattern32_pack(const float *b, size_t n, float *packed);
 
+/// Traitor tracing: sum of gain[i] over the code positions i < count where keystream byte i of ChaCha20
+/// keyed by `key` (8 little-endian words; zero nonce, counter 0) is below thresholds[i], i.e. where the
+/// recipient's code bit is 1. Accumulated in float (16 partial sums in a fixed order): a screening value;
+/// decisions are recomputed in double precision by the caller.
+float weightmark_trace_score(const uint32_t key[8], size_t count, const uint8_t *thresholds, const float *gain);
+
+/// Adds a recipient's fingerprint to `rows` rows of an n-wide matrix starting at row `first_row` (out: row-major,
+/// leading dimension n): out[r][c] += scale * chip(r, c) * signs[pos(r, c / 64)], where pos is keystream word
+/// c/64 of ChaCha20(position_key, nonce LE32(row) || LE32(row >> 32) || 0) masked by `position_mask`, and chip
+/// is bit c mod 32 of word c/32 of ChaCha20(chip_key, same nonce) (1 -> +1, 0 -> -1). docs/FORMAT.md, "Fingerprints".
+void weightmark_fingerprint_rows(const uint32_t position_key[8], const uint32_t chip_key[8], uint64_t first_row, size_t rows,
+                                 size_t n, const float *signs, uint32_t position_mask, float scale, float *out);
+
 #endif

@@ -34,9 +34,19 @@ struct Embed: AsyncParsableCommand {
         time-stamp the manifest (`weightmark timestamp`). Detect with --key and --release ID (or --manifest), or \
         with --opening. --no-release marks with the owner key itself, as tool 0.2 did.
 
+        Personal copies (traitor tracing): --recipient ID writes the copy for one recipient (any printable \
+        text: an e-mail, a licence number); --recipients FILE writes one copy per line into the folder --out \
+        (named after the ids, with a recipients.json index). Every copy carries the owner mark, identical in all \
+        copies, at sqrt(1 − f²)·δ, and a fingerprint derived from (key, id) alone at f·δ (f = \
+        --fingerprint-share, default 0.4): the total distortion stays δ. `weightmark trace` names the recipients \
+        a leaked copy came from, even when several of them mixed their copies. Personal copies are marked \
+        with the owner key itself (as with --no-release). Needs uniform shaping, format v2.
+
         Examples:
           weightmark embed model/ --key owner.key --out model-marked/
           weightmark embed model/ --key owner.key --out model-v2/ --release v2-2026-11
+          weightmark embed model/ --key owner.key --recipient bob --out bob/
+          weightmark embed model/ --key owner.key --recipients ids.txt --out copies/
         """
     )
 
@@ -82,6 +92,15 @@ struct Embed: AsyncParsableCommand {
     @Flag(name: .long, help: "Replace --out (and the manifest) if they exist.")
     var force = false
 
+    @Option(name: .long, help: ArgumentHelp("Write the personal copy of this recipient (fingerprinted; see `weightmark trace`).", valueName: "id"))
+    var recipient: String?
+
+    @Option(name: .long, help: ArgumentHelp("One personal copy per line of this file, into the folder --out.", valueName: "path"), completion: .file())
+    var recipients: String?
+
+    @Option(name: .long, help: ArgumentHelp("Part f of δ given to the fingerprint (owner mark sqrt(1 − f²)·δ).", valueName: "f"))
+    var fingerprintShare: Double = defaultFingerprintShare
+
     @OptionGroup var selection: SelectionOptions
     @OptionGroup var output: OutputOptions
 
@@ -95,6 +114,7 @@ struct Embed: AsyncParsableCommand {
         guard URL(fileURLWithPath: o).standardizedFileURL != URL(fileURLWithPath: m).standardizedFileURL else {
             throw ValidationError("--out must differ from the input; WeightMark never modifies the input model.")
         }
+        try validateRecipients()
         if noRelease, release != nil || opening != nil {
             throw ValidationError("--no-release marks with the owner key itself: drop --release/--opening, or drop --no-release.")
         }
@@ -117,6 +137,7 @@ struct Embed: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if recipient != nil || recipients != nil { return try runPersonalCopies() }
         let owner = try Console.loadKey(self.key, quiet: output.quiet)
         let releaseID = noRelease ? nil : (release ?? ReleaseKey.randomReleaseID())
         let key = try releaseID.map { try ReleaseKey.derive(owner: owner, releaseID: $0) } ?? owner
