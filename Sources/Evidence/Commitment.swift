@@ -117,14 +117,14 @@ public struct CommitmentOpening: Sendable, Codable, Equatable {
 
     /// The release subkey, once `validated(path:)` has passed.
     public var releaseKey: WatermarkKey? {
-        decodeHex(releaseSecret).flatMap { $0.count == 32 ? WatermarkKey(secret: $0) : nil }
+        [UInt8](hexadecimal: releaseSecret).flatMap { $0.count == 32 ? WatermarkKey(secret: $0) : nil }
     }
 
     /// Recomputes C from the opened values.
     /// - Throws: `EvidenceError.invalidField` naming the malformed field.
     public func recomputedCommitment(path: String) throws -> [UInt8] {
         func bytes32(_ field: String, _ text: String) throws -> [UInt8] {
-            guard let b = decodeHex(text), b.count == 32 else {
+            guard let b = [UInt8](hexadecimal: text), b.count == 32 else {
                 throw EvidenceError.invalidField(path: path, field: field, reason: "expected 64 hex digits")
             }
             return b

@@ -85,7 +85,7 @@ public struct WatermarkKey: Sendable {
             throw WatermarkError.invalidKey(path: path, reason: "key file version \(c.version) is not supported (this tool reads version \(fileVersion))")
         }
         let hex = Array(c.secret.utf8)
-        guard hex.count == 64, let bytes = decodeHex(hex) else {
+        guard hex.count == 64, let bytes = [UInt8](hexadecimal: String(decoding: hex, as: UTF8.self)) else {
             throw WatermarkError.invalidKey(path: path, reason: "secret must be 64 hex digits")
         }
         let key = WatermarkKey(secret: bytes, created: ISO8601DateFormatter().date(from: c.created) ?? Date(timeIntervalSince1970: 0))
@@ -95,20 +95,4 @@ public struct WatermarkKey: Sendable {
         return key
     }
 
-    private static func decodeHex(_ hex: [UInt8]) -> [UInt8]? {
-        func nibble(_ c: UInt8) -> UInt8? {
-            switch c {
-            case 0x30...0x39: c - 0x30
-            case 0x61...0x66: c - 0x61 + 10
-            case 0x41...0x46: c - 0x41 + 10
-            default: nil
-            }
-        }
-        var out: [UInt8] = []
-        for i in stride(from: 0, to: hex.count, by: 2) {
-            guard let h = nibble(hex[i]), let l = nibble(hex[i + 1]) else { return nil }
-            out.append(h << 4 | l)
-        }
-        return out
-    }
 }

@@ -82,10 +82,13 @@ public enum Fixtures {
 
     /// Runs a program to completion; returns exit status, stdout and stderr (both pipes drained concurrently
     /// so neither can fill up and block the child).
-    public static func runProcess(_ executable: String, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+    /// Runs `executable` to completion. `environment`, when given, replaces the inherited environment.
+    public static func runProcess(_ executable: String, _ arguments: [String],
+                                  environment: [String: String]? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = arguments
+        if let environment { p.environment = environment }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err

@@ -25,26 +25,11 @@ struct ScanTreeTests {
     struct Failure: Error, CustomStringConvertible { var description: String }
 
     static func cli(_ arguments: [String], env: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Fixtures.weightmarkExecutable)
-        p.arguments = arguments
         var e = ProcessInfo.processInfo.environment
         for k in ["JOB_COMPLETION_INDEX", "WEIGHTMARK_SHARDS", "AWS_BATCH_JOB_ARRAY_INDEX", "AWS_BATCH_JOB_ARRAY_SIZE",
                   "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT"] { e[k] = nil }
         for (k, v) in env { e[k] = v }
-        p.environment = e
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        nonisolated(unsafe) var errData = Data()
-        let done = DispatchSemaphore(value: 0)
-        let reader = Thread { errData = err.fileHandleForReading.readDataToEndOfFile(); done.signal() }
-        reader.start()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        done.wait()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+        return try Fixtures.runProcess(Fixtures.weightmarkExecutable, arguments, environment: e)
     }
 
     static func must(_ arguments: [String]) throws {

@@ -66,14 +66,7 @@ extension Embed {
                 throw TensorIOError.outputExists(path: outFolder + "/recipients.json")
             }
         }
-        var options = EmbedOptions()
-        options.shaping = shaping
-        options.selection = selection.selection
-        options.rank = selection.rank
-        options.hashInputs = hashInput
-        options.dropUnmarkedWeights = dropUnmarkedWeights
-        options.format = format
-        options.strength = strength.map { .relativeDistortion($0) } ?? .targetZ(targetZ)
+        var options = embedOptions
         let plan = try Embedder.plan(source, options: options)
         let otherWeights = source.auxiliaryWeightFiles
         if !otherWeights.isEmpty && !dropUnmarkedWeights {

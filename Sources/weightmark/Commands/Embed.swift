@@ -136,6 +136,19 @@ struct Embed: AsyncParsableCommand {
         manifest ?? ((out.hasSuffix("/") ? String(out.dropLast()) : out) + ".weightmark.json")
     }
 
+    /// The options every copy is marked with, as the flags set them.
+    var embedOptions: EmbedOptions {
+        var options = EmbedOptions()
+        options.shaping = shaping
+        options.selection = selection.selection
+        options.rank = selection.rank
+        options.hashInputs = hashInput
+        options.dropUnmarkedWeights = dropUnmarkedWeights
+        options.format = format
+        options.strength = strength.map { .relativeDistortion($0) } ?? .targetZ(targetZ)
+        return options
+    }
+
     func run() async throws {
         if recipient != nil || recipients != nil { return try runPersonalCopies() }
         let owner = try Console.loadKey(self.key, quiet: output.quiet)
@@ -147,14 +160,7 @@ struct Embed: AsyncParsableCommand {
                 throw TensorIOError.outputExists(path: p)
             }
         }
-        var options = EmbedOptions()
-        options.shaping = shaping
-        options.selection = selection.selection
-        options.rank = selection.rank
-        options.hashInputs = hashInput
-        options.dropUnmarkedWeights = dropUnmarkedWeights
-        options.format = format
-        options.strength = strength.map { .relativeDistortion($0) } ?? .targetZ(targetZ)
+        let options = embedOptions
         let start = Date()
         let plan = try Embedder.plan(source, options: options)
         if plan.capped {
