@@ -224,7 +224,8 @@ def score(model, key_path):
                 applies = [(k, shard_h((m.m, m.n), rows, s)) for k, m in enumerate(mats) if shard_h((m.m, m.n), rows, s)]
                 if not applies: continue
                 z = pooled(applies)
-                if z >= 3 and z > pooled([(k, I) for k, _ in applies]) and z > best_z: best_z, shard = z, (rows, s)
+                if (z >= 3 and z > pooled([(k, I) for k, _ in applies]) and z > pooled([(k, T) for k, _ in applies])
+                        and z > best_z): best_z, shard = z, (rows, s)
     choice_of_shape = {}
     for shape, members in groups.items():
         base = T if global_t or (dense_t and shape != largest) else ((shard and shard_h(shape, *shard)) or I)

@@ -477,8 +477,8 @@ extension TileDetector {
         // A model-parallel shard cuts every matrix the same way: shard s (1 ≤ s < 8) along rows or columns starts at s
         // times the suspect's extent on that axis. Pooled over every matrix where that offset falls on a tile boundary,
         // the shard with the largest pooled pilot Z becomes every group's default reading when that Z is at least 3 and
-        // above those matrices' stored reading (a wrong shard costs little: it can only win where the stored reading
-        // scores low, and each group's own pilots may still override it).
+        // above those matrices' stored and transposed readings (a shard that is only noise would raise the bar every
+        // group's true reading has to clear, so it must beat both whole-matrix readings first).
         func shardHypothesis(_ shape: [Int], rows: Bool, _ s: Int) -> TileHypothesis? {
             let extent = rows ? shape[0] : shape[1]
             guard extent % g == 0 else { return nil }
@@ -498,7 +498,9 @@ extension TileDetector {
                     let applies = candidates.indices.compactMap { k in shardHypothesis(candidates[k].tensor.shape, rows: rows, s).map { (k, $0) } }
                     guard !applies.isEmpty else { continue }
                     let z = pooledPilotZ(applies)
-                    if z >= 3 && z > pooledPilotZ(applies.map { ($0.0, TileHypothesis.identity) }) && z > bestZ { bestZ = z; shard = (rows, s) }
+                    let stored = pooledPilotZ(applies.map { ($0.0, TileHypothesis.identity) })
+                    let transposed = pooledPilotZ(applies.map { ($0.0, transposedIdentity) })
+                    if z >= 3 && z > stored && z > transposed && z > bestZ { bestZ = z; shard = (rows, s) }
                 }
             }
         }
