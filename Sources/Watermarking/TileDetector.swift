@@ -426,7 +426,7 @@ extension TileDetector {
             let c = candidates[k]
             let (m, n) = (c.tensor.shape[0], c.tensor.shape[1])
             let rows = DecodedRows.rowBlocks(of: suspect)
-            let ref = try c.reference.map { r in
+            let ref = c.reference.map { r in
                 ReferenceRows(source: DecodedRows.rowBlocks(of: reference!), name: r.name, rows: r.shape[0], cols: r.shape[1], transposed: r.transposed)
             }
             let p = try project(name: c.tensor.name, rows: m, cols: n, suspect: rows, reference: ref, tiles: tiles)
