@@ -12,8 +12,8 @@ struct WeightMarkCommand: AsyncParsableCommand {
             discussion: """
             Typical use:
               weightmark keygen --out owner.key
-              weightmark embed model/ --key owner.key --out model-marked/
-              weightmark detect suspect.safetensors --key owner.key [--reference model/]
+              weightmark embed model/ --key owner.key --out model-marked/ --release r1
+              weightmark detect suspect.safetensors --key owner.key --release r1 [--reference model/]
               weightmark embed model/ --key owner.key --recipients ids.txt --out copies/
               weightmark trace leak.gguf --key owner.key --reference model/ \\
                 --recipients ids.txt
