@@ -11,11 +11,23 @@ public enum Fixtures {
         return url.path
     }()
 
-    /// A fresh temporary directory, removed by the caller when done (or left for inspection on failure).
+    /// A fresh temporary directory. Every one is removed when the test process exits (suites keep
+    /// multi-gigabyte fixtures in them for the whole run); `WEIGHTMARK_KEEP_TEMP=1` keeps them for inspection.
     public static func temporaryDirectory(_ label: String = "wm") -> String {
         let path = NSTemporaryDirectory() + "\(label)-\(UUID().uuidString.prefix(8))"
         try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        createdDirectories.withLock { paths in
+            if paths.isEmpty { atexit { Fixtures.removeTemporaryDirectories() } }
+            paths.append(path)
+        }
         return path
+    }
+
+    private static let createdDirectories = Locked<[String]>([])
+
+    private static func removeTemporaryDirectories() {
+        guard ProcessInfo.processInfo.environment["WEIGHTMARK_KEEP_TEMP"] != "1" else { return }
+        for path in createdDirectories.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: path) }
     }
 
     /// A safetensors file from a literal header and a data buffer, with no validation:
