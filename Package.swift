@@ -90,7 +90,7 @@ let package = Package(
         .testTarget(name: "ScanTests", dependencies: ["weightmark", "Scanning", "TensorIO", "WeightMarkTestSupport"],
                     exclude: ["dask_scan.py"]),
         .testTarget(name: "WeightMarkCLITests", dependencies: ["weightmark", "TensorIO", "Conversion", "WeightMarkTestSupport"],
-                    exclude: ["Help"]),
+                    exclude: ["Help", "Golden"]),
         .testTarget(name: "WatermarkingTests", dependencies: ["Watermarking", "TensorIO", "Conversion", "LinearAlgebra", "CKernels", "CTensorIOKernels", "WeightMarkTestSupport"],
                     exclude: ["Golden"]),
 

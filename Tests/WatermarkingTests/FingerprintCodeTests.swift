@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import Watermarking
+@testable import Watermarking
 
 @Suite("Fingerprint code and trace bound")
 struct FingerprintCodeTests {
@@ -75,5 +75,30 @@ struct FingerprintCodeTests {
         for (k, id) in ids.enumerated() {
             #expect(abs(Double(screened[k]) - scorer.score(id)) <= scorer.screeningMargin)
         }
+    }
+
+    @Test("the embedder's fingerprint kernel adds exactly β_f·chip·(2X − 1) at the documented positions",
+          arguments: [(1, 0), (100, 7), (2048, 3), (2048 + 17, 1 << 32 - 5), (5632, 1000)])
+    func kernelMatchesDefinition(_ n: Int, _ firstRow: Int) {
+        let code = FingerprintCode(secret: Self.secret)
+        let fingerprint = RecipientFingerprint(code: code, recipient: "alice@example.org", share: 0.4)
+        let bits = code.bits(recipient: "alice@example.org")
+        let rows = 21 // not a multiple of the kernel's 16 rows at a time
+        let scale: Float = 0.0123
+        var out = (0..<(rows * n)).map { Float($0 % 13) * 0.25 - 1.5 }
+        let before = out
+        out.withUnsafeMutableBufferPointer { fingerprint.add(rows: firstRow..<(firstRow + rows), cols: n, scale: scale, into: $0.baseAddress!) }
+        // docs/FORMAT.md, "Carrier": position of (r, c/64) and chip of (r, c) from the row's keystreams.
+        var positions: [UInt32] = [], chips: [UInt32] = []
+        var mismatches = 0
+        for r in 0..<rows {
+            code.rowCodes(row: firstRow + r, cols: n, positions: &positions, chips: &chips)
+            for c in 0..<n {
+                let chip: Float = (chips[c / 32] >> UInt32(c % 32)) & 1 == 1 ? 1 : -1
+                let sign: Float = bits[Int(positions[c / 64])] == 1 ? 1 : -1
+                if out[r * n + c] != before[r * n + c] + scale * sign * chip { mismatches += 1 }
+            }
+        }
+        #expect(mismatches == 0, "n = \(n), rows from \(firstRow)")
     }
 }
