@@ -127,6 +127,20 @@ public final class CollusionBench: @unchecked Sendable {
             for k in suspect.indices { try q.apply(name: suspect[k].name, shape: suspect[k].shape, values: &suspect[k].values, context: AttackContext()) }
         }
         let source = InMemoryTensors(path: "\(c) × \(strategy.rawValue)\(int4 ? " + int4" : "")", tensors: suspect)
+        return try trace(source, group: group, strategy: strategy, int4: int4, since: start)
+    }
+
+    /// The marked matrices of the colluders' combined copy (the matrices `trace` reads; the original's other
+    /// tensors are not included).
+    public func combined(colluders group: [String], strategy: CollusionStrategy) -> [(name: String, shape: [Int], values: [Float])] {
+        strategy.combine(group.map { copies.copy(for: $0) })
+    }
+
+    /// Traces a suspect made from the copies of `group` (combined with `strategy`, then re-packaged by the caller:
+    /// converted, renamed, transposed, split) against the original and every registered and extra recipient.
+    public func trace(_ source: any TensorSource, group: [String], strategy: CollusionStrategy, int4: Bool = false,
+                      since start: Date = Date()) throws -> CollusionPoint {
+        let c = group.count
         var detect = DetectOptions()
         detect.format = .v2
         detect.alpha = alpha

@@ -136,18 +136,41 @@ public enum Embedder {
         return r.beta
     }
 
-    /// Marks one m×n tensor of `source` streaming it in row blocks, and encodes the result as `dtype` into `o`.
-    ///
-    /// Only the encoded output is materialized; the weights and the pattern pass through L2-sized buffers:
-    /// pass 1 accumulates ‖W‖² (and, for magnitude shaping, ‖|W| ⊙ P‖²); pass 2 decodes each block again,
-    /// adds β·(H ⊙ P_block) with P_block = (A_block S) Bᵀ, encodes (stochastically for f16/bf16) and measures the
-    /// stored distortion. For uniform shaping ‖P‖ = ‖S‖_F = sqrt(a·b) because A and B are orthonormal.
-    /// - Returns: β, the measured ‖stored − W‖/‖W‖, and how many NaN/±Inf values were left unmarked.
-    /// - Throws: `WatermarkError.unmarkableTensor` when no finite value is non-zero (β would be 0).
+    /// Marks one m×n tensor of `source` streaming it in row blocks, and encodes the result as `dtype` into `o`
+    /// (one output of `mark(tensor:…outputs:)`).
     static func mark(tensor name: String, of source: any RowBlockDecodable, rows m: Int, cols n: Int, dtype: DType,
                      carriers: MarkCarriers, shaping: WatermarkShaping, delta: Double,
                      random: inout SplitMix64, into o: UnsafeMutableRawBufferPointer,
                      signal: (any CopySignal)? = nil, signalDelta: Double = 0) throws -> (beta: Double, measuredDelta: Double, nonFinite: Int) {
+        var outputs = [MarkedOutput(signal: signal, random: random, bytes: o)]
+        let r = try mark(tensor: name, of: source, rows: m, cols: n, dtype: dtype, carriers: carriers, shaping: shaping,
+                         delta: delta, signalDelta: signalDelta, outputs: &outputs)
+        random = outputs[0].random
+        return (r.beta, r.measuredDeltas[0], r.nonFinite)
+    }
+
+    /// One output of a marking pass: the per-copy signal it carries (none: the owner mark alone), its own rounding
+    /// stream, and the bytes it is encoded into.
+    struct MarkedOutput {
+        var signal: (any CopySignal)?
+        var random: SplitMix64
+        var bytes: UnsafeMutableRawBufferPointer
+    }
+
+    /// Marks one m×n tensor of `source` streaming it in row blocks, and encodes one marked copy per output.
+    ///
+    /// Only the encoded outputs are materialized; the weights and the pattern pass through L2-sized buffers:
+    /// pass 1 accumulates ‖W‖² (and, for magnitude shaping, ‖|W| ⊙ P‖²); pass 2 decodes each block again,
+    /// derives P_block = (A_block S) Bᵀ once, and for each output adds β·(H ⊙ (P_block + its signal)), encodes
+    /// (stochastically for f16/bf16, with that output's stream) and measures the stored distortion. For uniform
+    /// shaping ‖P‖ = ‖S‖_F = sqrt(a·b) because A and B are orthonormal. Each output gets exactly the bytes a pass
+    /// with that output alone would write: the signal is added to a copy of the same pattern block, and the
+    /// streams are independent.
+    /// - Returns: β, the measured ‖stored − W‖/‖W‖ of each output, and how many NaN/±Inf values were left unmarked.
+    /// - Throws: `WatermarkError.unmarkableTensor` when no finite value is non-zero (β would be 0).
+    static func mark(tensor name: String, of source: any RowBlockDecodable, rows m: Int, cols n: Int, dtype: DType,
+                     carriers: MarkCarriers, shaping: WatermarkShaping, delta: Double, signalDelta: Double,
+                     outputs: inout [MarkedOutput]) throws -> (beta: Double, measuredDeltas: [Double], nonFinite: Int) {
         // L2-sized row blocks (weights, pattern and output of a block stay in cache through the fused pass).
         let blockRows = max(8, min(m, (1 << 16) / max(1, n)))
         var w = [Float](repeating: 0, count: blockRows * n)
@@ -232,62 +255,82 @@ public enum Embedder {
         let beta = norm > 0 && patternNorm > 0 ? delta * norm / patternNorm : 0
         // A per-copy signal (±1 per weight) rides on the pattern: W + β(P + (β_f/β)F) = W + βP + β_f F, with
         // β_f = δ_f‖W‖/sqrt(#finite weights) so that ‖β_f F‖ = δ_f‖W‖.
-        let signalScale = signal != nil && beta > 0 ? Float(signalDelta * norm / Double(m * n - nonFinite).squareRoot() / beta) : 0
+        let signalScale = outputs.contains(where: { $0.signal != nil }) && beta > 0 ? Float(signalDelta * norm / Double(m * n - nonFinite).squareRoot() / beta) : 0
         // Pass 2. bf16 rows read in place go through one fused C pass (add, stochastic rounding, distortion);
-        // other dtypes decode, add, encode and decode back.
+        // other dtypes decode, add, encode and decode back. With several outputs the pattern block is derived once
+        // and each output's signal is added to a copy of it.
         let width = dtype.bitCount / 8
         var marked: [Float] = []
         var stored: [Float] = []
-        var diff2 = 0.0
+        var withSignal: [Float] = []
+        var diff2 = [Double](repeating: 0, count: outputs.count)
         let b = Float(beta)
         let magnitudeScale: Float = shaping == .magnitude ? (rms > 0 ? 1 / rms : 0) : 0
-        precondition(o.count == m * n * width)
+        for output in outputs { precondition(output.bytes.count == m * n * width) }
+        let fused = dtype == .bf16 && (shaping == .uniform || magnitudeScale > 0) && nonFinite == 0
         start = 0
         while start < m {
             let end = min(m, start + blockRows), count = (end - start) * n
-            let dst = UnsafeMutableRawBufferPointer(rebasing: o[(start * n * width)..<(end * n * width)])
             pattern(start..<end)
-            if let signal { p.withUnsafeMutableBufferPointer { signal.add(rows: start..<end, cols: n, scale: signalScale, into: $0.baseAddress!) } }
-            let fused = dtype == .bf16 && (shaping == .uniform || magnitudeScale > 0) && nonFinite == 0
-            if fused, try source.withStoredRows(named: name, rows: start..<end, { raw, _ in
-                p.withUnsafeBufferPointer { ps in
-                    weightmark_mark_bf16(RankProjection.level, raw.baseAddress!.assumingMemoryBound(to: UInt16.self), ps.baseAddress,
-                                         b, magnitudeScale, count, dst.baseAddress!.assumingMemoryBound(to: UInt16.self),
-                                         &random.state, &diff2)
+            var decoded = false
+            for k in outputs.indices {
+                let dst = UnsafeMutableRawBufferPointer(rebasing: outputs[k].bytes[(start * n * width)..<(end * n * width)])
+                // The pattern block plus this output's signal: in place when it is the only output.
+                if let signal = outputs[k].signal {
+                    if outputs.count == 1 {
+                        p.withUnsafeMutableBufferPointer { signal.add(rows: start..<end, cols: n, scale: signalScale, into: $0.baseAddress!) }
+                    } else {
+                        if withSignal.isEmpty { withSignal = [Float](repeating: 0, count: blockRows * n) }
+                        withSignal.withUnsafeMutableBufferPointer { q in
+                            p.withUnsafeBufferPointer { q.baseAddress!.update(from: $0.baseAddress!, count: count) }
+                            signal.add(rows: start..<end, cols: n, scale: signalScale, into: q.baseAddress!)
+                        }
+                    }
                 }
-            }) != nil {
-                start = end
-                continue
-            }
-            if marked.isEmpty {
-                marked = [Float](repeating: 0, count: blockRows * n)
-                stored = [Float](repeating: 0, count: blockRows * n)
-            }
-            try decode(start..<end)
-            if shaping == .magnitude {
-                for i in 0..<count { marked[i] = w[i] + b * (abs(w[i]) * magnitudeScale) * p[i] }
-            } else {
-                for i in 0..<count { marked[i] = w[i] + b * p[i] }
-            }
-            if nonFinite > 0 {
-                for i in 0..<count where !w[i].isFinite { marked[i] = w[i] }
-            }
-            marked.withUnsafeBufferPointer { ms in
-                let values = UnsafeBufferPointer(rebasing: ms[0..<count])
-                if dtype == .bf16 {
-                    FloatConversion.encodeBF16Stochastically(values, into: dst, splitMixState: &random.state)
+                let useCopy = outputs[k].signal != nil && outputs.count > 1
+                if fused, try source.withStoredRows(named: name, rows: start..<end, { raw, _ in
+                    (useCopy ? withSignal : p).withUnsafeBufferPointer { ps in
+                        weightmark_mark_bf16(RankProjection.level, raw.baseAddress!.assumingMemoryBound(to: UInt16.self), ps.baseAddress,
+                                             b, magnitudeScale, count, dst.baseAddress!.assumingMemoryBound(to: UInt16.self),
+                                             &outputs[k].random.state, &diff2[k])
+                    }
+                }) != nil {
+                    continue
+                }
+                if marked.isEmpty {
+                    marked = [Float](repeating: 0, count: blockRows * n)
+                    stored = [Float](repeating: 0, count: blockRows * n)
+                }
+                if !decoded {
+                    try decode(start..<end)
+                    decoded = true
+                }
+                let q = useCopy ? withSignal : p
+                if shaping == .magnitude {
+                    for i in 0..<count { marked[i] = w[i] + b * (abs(w[i]) * magnitudeScale) * q[i] }
                 } else {
-                    FloatConversion.encodeStochastically(values, as: dtype, into: dst, using: &random)
+                    for i in 0..<count { marked[i] = w[i] + b * q[i] }
                 }
+                if nonFinite > 0 {
+                    for i in 0..<count where !w[i].isFinite { marked[i] = w[i] }
+                }
+                marked.withUnsafeBufferPointer { ms in
+                    let values = UnsafeBufferPointer(rebasing: ms[0..<count])
+                    if dtype == .bf16 {
+                        FloatConversion.encodeBF16Stochastically(values, into: dst, splitMixState: &outputs[k].random.state)
+                    } else {
+                        FloatConversion.encodeStochastically(values, as: dtype, into: dst, using: &outputs[k].random)
+                    }
+                }
+                stored.withUnsafeMutableBufferPointer { ss in
+                    FloatConversion.decode(UnsafeRawBufferPointer(dst), dtype: dtype, into: UnsafeMutableBufferPointer(rebasing: ss[0..<count]))
+                }
+                diff2[k] += nonFinite == 0 ? Self.sumOfSquares(count) { stored[$0] - w[$0] }
+                                           : Self.sumOfSquares(count) { w[$0].isFinite ? stored[$0] - w[$0] : 0 }
             }
-            stored.withUnsafeMutableBufferPointer { ss in
-                FloatConversion.decode(UnsafeRawBufferPointer(dst), dtype: dtype, into: UnsafeMutableBufferPointer(rebasing: ss[0..<count]))
-            }
-            diff2 += nonFinite == 0 ? Self.sumOfSquares(count) { stored[$0] - w[$0] }
-                                    : Self.sumOfSquares(count) { w[$0].isFinite ? stored[$0] - w[$0] : 0 }
             start = end
         }
-        return (beta, diff2.squareRoot() / norm, nonFinite)
+        return (beta, diff2.map { $0.squareRoot() / norm }, nonFinite)
     }
 
     /// Σ f(i)² for i in 0..<count, with Float partial sums over 4,096-element runs accumulated in Double.
@@ -311,6 +354,28 @@ public enum Embedder {
     public static func embed(_ model: SafetensorsModel, key: WatermarkKey, options: EmbedOptions, plan: EmbedPlan,
                              to destination: String, overwrite: Bool,
                              progress: @escaping @Sendable (ModelTensor, Int) -> Void = { _, _ in }) throws -> EmbedManifest {
+        try embed(model, key: key, options: options, plan: plan,
+                  copies: [EmbedCopy(signal: options.copySignal, destination: destination)], overwrite: overwrite) { _, t, done in
+            progress(t, done)
+        }[0]
+    }
+
+    /// Marks `model` once for several copies that differ only by their per-copy signal (personal copies), reading the
+    /// original once: each tensor's owner mark is derived once and every copy's signal is added to it
+    /// (`mark(tensor:…outputs:)`). Each copy gets exactly the bytes `embed(…to:…)` with that signal alone writes.
+    ///
+    /// The copies are written side by side, one writer thread each, so marked tensors waiting for the writers take
+    /// `copies.count` times the memory of one embed (at least `workers + 1` tensors of every copy may wait):
+    /// callers with many copies pass them in groups.
+    /// - Parameters:
+    ///   - options: as for one copy; `options.copySignal` is ignored (each copy brings its own).
+    ///   - progress: called as each marked tensor is handed to a copy's writer: the copy's index, the tensor, and
+    ///     how many tensors that copy has received.
+    /// - Returns: one manifest per copy, in the order of `copies`.
+    public static func embed(_ model: SafetensorsModel, key: WatermarkKey, options: EmbedOptions, plan: EmbedPlan,
+                             copies: [EmbedCopy], overwrite: Bool,
+                             progress: @escaping @Sendable (Int, ModelTensor, Int) -> Void = { _, _, _ in }) throws -> [EmbedManifest] {
+        precondition(!copies.isEmpty, "at least one copy")
         // Weights in another file of the folder would be copied unmarked: a leak of that file could not be traced.
         let otherWeights = model.auxiliaryWeightFiles
         if !otherWeights.isEmpty && !options.dropUnmarkedWeights {
@@ -318,24 +383,28 @@ public enum Embedder {
         }
         let auxiliary = model.auxiliaryFiles.filter { !otherWeights.contains($0) }
         let selected = Dictionary(uniqueKeysWithValues: plan.entries.map { ($0.tensor.name, $0) })
-        // Marked tensors are computed ahead of the writer, `workers` at a time, in the order it asks for them.
+        // Marked tensors are computed ahead of the writers, `workers` at a time, in the order they ask for them.
         let order = ModelWriter.productionOrder(of: model).filter { selected[$0.name] != nil }
         let position = Dictionary(uniqueKeysWithValues: order.enumerated().map { ($1.name, $0) })
-        struct Marked { var bytes: PooledBytes; var record: EmbedManifest.TensorRecord }
-        // Output buffers are reused (idle ones up to the same budget as the results waiting for the writer).
+        struct Marked { var bytes: [PooledBytes]; var records: [EmbedManifest.TensorRecord] }
+        let copyCount = copies.count
+        // Output buffers are reused (idle ones up to the same budget as the results waiting for the writers).
         let buffers = ByteBufferPool(keepBytes: options.aheadBytes)
         let previousThreads = BLASInfo.current.threadCount
         BLASInfo.setThreadCount(1)
         defer { if let previousThreads { BLASInfo.setThreadCount(previousThreads) } }
-        let outputBytes = order.map { $0.descriptor.byteCount }
+        let outputBytes = order.map { $0.descriptor.byteCount * copyCount }
         let tiles = options.format == .v2 ? try TileCarriers(secret: key.secret) : nil
-        precondition(options.copySignal == nil || (options.shaping == .uniform && options.format == .v2),
+        let signals = copies.map(\.signal)
+        precondition(signals.allSatisfy { $0 == nil } || (options.shaping == .uniform && options.format == .v2),
                      "a per-copy signal needs uniform shaping and format v2")
-        let share = options.copySignal?.share ?? 0
+        let shares = Set(signals.map { $0?.share ?? 0 })
+        precondition(shares.count == 1, "copies marked in one pass share the owner mark, so their signals have one share")
+        let share = shares.first!
         let ownerDelta = plan.delta * (1 - share * share).squareRoot()
         let prefetcher = OrderedPrefetcher<Marked>(count: order.count, concurrency: options.workers,
                                                    minimumAhead: options.workers + 1, budget: options.aheadBytes,
-                                                   cost: { outputBytes[$0] }) { i in
+                                                   cost: { outputBytes[$0] }, consumers: copyCount) { i in
             let t = order[i]
             let (m, n) = (t.shape[0], t.shape[1])
             let carriers: MarkCarriers = if let tiles { .v2(tiles) } else {
@@ -344,18 +413,19 @@ public enum Embedder {
             // Half-precision outputs are rounded stochastically (keyed, deterministic stream), so marks far below
             // half a bf16 step survive in expectation instead of being rounded back onto the original grid.
             let seedBytes = KeyedGenerator.subkey(secret: key.secret, info: KeyedGenerator.info(purpose: "rounding", tensor: t.name, shape: t.shape))
-            var rng = SplitMix64(seed: seedBytes.prefix(8).reduce(0) { $0 << 8 | UInt64($1) })
+            let rng = SplitMix64(seed: seedBytes.prefix(8).reduce(0) { $0 << 8 | UInt64($1) })
             // Placed where the tensor's data starts within a page of the output file (as in the input, whose
             // layout the output keeps), so the writer can write the pages in place; a wrong guess only costs a copy.
             let lead = model.shards[t.shard].fileRange(of: t.descriptor).lowerBound % PlacedBytes.alignment
-            let bytes = buffers.take(t.descriptor.byteCount, lead: lead)
+            let bytes = signals.map { _ in buffers.take(t.descriptor.byteCount, lead: lead) }
+            var outputs = zip(signals, bytes).map { MarkedOutput(signal: $0, random: rng, bytes: $1.mutableBytes) }
             let r = try mark(tensor: t.name, of: model, rows: m, cols: n, dtype: t.dtype, carriers: carriers,
-                             shaping: options.shaping, delta: ownerDelta, random: &rng, into: bytes.mutableBytes,
-                             signal: options.copySignal, signalDelta: plan.delta * share)
+                             shaping: options.shaping, delta: ownerDelta, signalDelta: plan.delta * share, outputs: &outputs)
             model.release(t)
-            return Marked(bytes: bytes, record: .init(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, delta: plan.delta,
-                                                        measuredDelta: r.measuredDelta, beta: r.beta,
-                                                        nonFiniteValues: r.nonFinite > 0 ? r.nonFinite : nil))
+            return Marked(bytes: bytes, records: r.measuredDeltas.map { measured in
+                .init(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, delta: plan.delta, measuredDelta: measured, beta: r.beta,
+                      nonFiniteValues: r.nonFinite > 0 ? r.nonFinite : nil)
+            })
         }
         defer { prefetcher.drain() }
         // Output files are hashed as their bytes are written (no second pass); input files, when asked, on a
@@ -376,50 +446,81 @@ public enum Embedder {
             let digests = model.shards.map { FileDigest(file: ($0.path as NSString).lastPathComponent, bytes: $0.mapping.size, sha256: nil) }
             inputs.withLock { $0.digests = digests }
         }
-        // The writer calls the observer and the tensors' producers on this thread, in file order; the state they
-        // share goes through a lock all the same, so nothing rests on that.
+        // Each copy's writer calls its observer and its tensors' producers on its own thread, in file order; the
+        // state they share goes through a lock all the same, so nothing rests on that.
         struct Written { var hashers: [String: (SHA256, Int)] = [:]; var records: [String: EmbedManifest.TensorRecord] = [:]; var done = 0 }
-        let written = Locked(Written())
-        let files = try ModelWriter.write(like: model, to: destination, overwrite: overwrite, auxiliaryFiles: auxiliary, observer: { file, bytes in
-            written.withLock { w in
-                var h = w.hashers[file] ?? (SHA256(), 0)
-                h.0.update(bufferPointer: bytes)
-                h.1 += bytes.count
-                w.hashers[file] = h
-            }
-        }) { t in
-            guard let i = position[t.name] else { return nil }
-            return OutputTensor(name: t.name, dtype: t.dtype, shape: t.shape) {
-                let marked = try prefetcher.take(i)
-                let done = written.withLock { w in
-                    w.records[t.name] = marked.record
-                    w.done += 1
-                    return w.done
+        let written = (0..<copyCount).map { _ in Locked(Written()) }
+        // One writer per copy: the first copy on this thread, the others on their own threads.
+        let results = Locked([Result<[String], Error>?](repeating: nil, count: copyCount))
+        let writing = DispatchGroup()
+        @Sendable func write(_ c: Int) {
+            let r = Result {
+                try ModelWriter.write(like: model, to: copies[c].destination, overwrite: overwrite, auxiliaryFiles: auxiliary, observer: { file, bytes in
+                    written[c].withLock { w in
+                        var h = w.hashers[file] ?? (SHA256(), 0)
+                        h.0.update(bufferPointer: bytes)
+                        h.1 += bytes.count
+                        w.hashers[file] = h
+                    }
+                }) { t in
+                    guard let i = position[t.name] else { return nil }
+                    return OutputTensor(name: t.name, dtype: t.dtype, shape: t.shape) {
+                        let marked = try prefetcher.take(i, consumer: c)
+                        let done = written[c].withLock { w in
+                            w.records[t.name] = marked.records[c]
+                            w.done += 1
+                            return w.done
+                        }
+                        progress(c, t, done)
+                        return marked.bytes[c].placed
+                    }
                 }
-                progress(t, done)
-                return marked.bytes.placed
             }
+            // A copy that failed stops taking tensors: the others must not wait for it.
+            if case .failure = r { prefetcher.abandon(consumer: c) }
+            results.withLock { $0[c] = r }
         }
+        for c in 1..<copyCount {
+            writing.enter()
+            Thread.detachNewThread { write(c); writing.leave() }
+        }
+        write(0)
+        writing.wait()
         hashing.wait()
         let (inputDigests, inputError) = inputs.withLock { ($0.digests, $0.error) }
         if let inputError { throw inputError }
-        let (hashers, records) = written.withLock { ($0.hashers, $0.records) }
-        let outputDigests = try files.map { path -> FileDigest in
-            // Relative to the output folder: `1_Pooling/config.json` and `config.json` are different files.
-            let name = path.hasPrefix(destination + "/") ? String(path.dropFirst(destination.count + 1)) : (path as NSString).lastPathComponent
-            if let (hasher, count) = hashers[name] {
-                return FileDigest(file: name, bytes: count, sha256: hasher.finalize().hex)
+        let files = try results.withLock { $0 }.map { try $0!.get() }
+        return try copies.indices.map { c in
+            let destination = copies[c].destination
+            let (hashers, records) = written[c].withLock { ($0.hashers, $0.records) }
+            let outputDigests = try files[c].map { path -> FileDigest in
+                // Relative to the output folder: `1_Pooling/config.json` and `config.json` are different files.
+                let name = path.hasPrefix(destination + "/") ? String(path.dropFirst(destination.count + 1)) : (path as NSString).lastPathComponent
+                if let (hasher, count) = hashers[name] {
+                    return FileDigest(file: name, bytes: count, sha256: hasher.finalize().hex)
+                }
+                var digest = try FileDigest.of(file: path) // the index and the folder's other files, copied as they were
+                digest.file = name
+                return digest
             }
-            var digest = try FileDigest.of(file: path) // the index and the folder's other files, copied as they were
-            digest.file = name
-            return digest
+            return EmbedManifest(
+                tool: "weightmark \(WatermarkFormat.toolVersion)", formatVersion: options.format.rawValue, keyId: key.id,
+                created: ISO8601DateFormatter().string(from: Date()),
+                shaping: options.shaping, rank: options.format == .v2 ? TileCarriers.rank : options.rank, delta: plan.delta, expectedBlindZ: plan.expectedBlindZ * ownerDelta / plan.delta,
+                deltaCapped: plan.capped, selection: options.selection,
+                tensors: plan.entries.compactMap { records[$0.tensor.name] },
+                input: inputDigests, output: outputDigests, droppedFiles: otherWeights.isEmpty ? nil : otherWeights)
         }
-        return EmbedManifest(
-            tool: "weightmark \(WatermarkFormat.toolVersion)", formatVersion: options.format.rawValue, keyId: key.id,
-            created: ISO8601DateFormatter().string(from: Date()),
-            shaping: options.shaping, rank: options.format == .v2 ? TileCarriers.rank : options.rank, delta: plan.delta, expectedBlindZ: plan.expectedBlindZ * ownerDelta / plan.delta,
-            deltaCapped: plan.capped, selection: options.selection,
-            tensors: plan.entries.compactMap { records[$0.tensor.name] },
-            input: inputDigests, output: outputDigests, droppedFiles: otherWeights.isEmpty ? nil : otherWeights)
     }
 }
+
+/// One copy written by `Embedder.embed(…copies:…)`: its per-copy signal (none: the owner mark alone) and where it goes.
+public struct EmbedCopy: Sendable {
+    public var signal: (any CopySignal)?
+    public var destination: String
+    public init(signal: (any CopySignal)?, destination: String) {
+        self.signal = signal
+        self.destination = destination
+    }
+}
+

@@ -69,6 +69,8 @@ public struct TraceReport: Sendable, Codable {
     public var matrices: [TracedMatrix]
     public var skipped: [SkippedTensor]
     public var seconds: Double?
+    /// The key the copy was traced with: release, commitment, and whether it was committed (as for `detect`).
+    public var keyCommitment: KeyCommitmentStatus? = nil
     public var anyAccused: Bool { !accused.isEmpty }
 }
 
@@ -130,29 +132,33 @@ public enum Tracer {
         reference.releaseTensor(named: ref.name)
         let s = try suspect.decodeFloats(named: c.tensor.name)
         suspect.releaseTensor(named: c.tensor.name)
-        // The suspect in the marked (reference) coordinates: transposed, or the rows both have (a resized vocabulary).
+        // The suspect in the marked (reference) coordinates: transposed; or the rows both have (a resized vocabulary);
+        // or, for a suspect with fewer rows, the rows of the reference it is a slice of (one shard of a model split
+        // by rows for model parallelism: suspect row r is reference row offset + r).
         let rows: Int
+        var offset = 0
         let at: (Int, Int) -> Float
         if ref.transposed {
             rows = mr
             let sc = c.tensor.shape[1] // = mr
             at = { r, col in s[col * sc + r] }
         } else {
-            rows = min(mr, c.tensor.shape[0])
+            if c.tensor.shape[0] < mr { offset = rowOffset(of: s, rows: c.tensor.shape[0], in: w, rows: mr, cols: n) }
+            rows = min(mr - offset, c.tensor.shape[0])
             at = { r, col in s[r * n + col] }
         }
         var p = [Float](repeating: 0, count: rows * n)
-        p.withUnsafeMutableBufferPointer { tiles.fillPattern(rows: 0..<rows, totalRows: mr, cols: n, into: $0.baseAddress!) }
+        p.withUnsafeMutableBufferPointer { tiles.fillPattern(rows: offset..<(offset + rows), totalRows: mr, cols: n, into: $0.baseAddress!) }
         let m = FingerprintCode.positions
         var a = [Double](repeating: 0, count: m), b = [Double](repeating: 0, count: m), count = [Int](repeating: 0, count: m)
         var dp = 0.0, pp = 0.0, w2 = 0.0, finite = 0, erased = 0
         var positions: [UInt32] = [], chips: [UInt32] = []
         var d = [Float](repeating: 0, count: n)
         for r in 0..<rows {
-            code.rowCodes(row: r, cols: n, positions: &positions, chips: &chips)
+            code.rowCodes(row: offset + r, cols: n, positions: &positions, chips: &chips)
             // D for the row; non-finite reference weights carry nothing (the embedder left them unmarked).
             for col in 0..<n {
-                let wv = w[r * n + col]
+                let wv = w[(offset + r) * n + col]
                 guard wv.isFinite else { d[col] = .nan; continue }
                 w2 += Double(wv * wv); finite += 1
                 let sv = at(r, col)
@@ -182,8 +188,34 @@ public enum Tracer {
         var num = [Double](repeating: 0, count: m)
         if sigma > 0 { for i in 0..<m { num[i] = (a[i] - beta * b[i]) / sigma } }
         return (num, count, TracedMatrix(name: c.tensor.name, shape: c.tensor.shape,
-                                         pairedWith: ref.transposed ? "\(ref.name) (transposed)" : ref.name,
+                                         pairedWith: ref.transposed ? "\(ref.name) (transposed)" : offset > 0 ? "\(ref.name) (rows \(offset)..<\(offset + rows))" : ref.name,
                                          ownerScale: beta, erased: erased))
+    }
+
+    /// Where a suspect of `ms` rows sits among the `mr` rows of its reference: the offset o whose reference rows
+    /// o, o + ms/2 and o + ms − 1 are nearest (relative L2) to the suspect's rows 0, ms/2 and ms − 1. A marked or
+    /// quantized copy stays within a few percent of its original rows, unrelated rows differ by about √2, so the
+    /// match is unambiguous; offset 0 is kept unless another fits better. Uses the two models only, never the key,
+    /// so the bound is unchanged.
+    static func rowOffset(of s: [Float], rows ms: Int, in w: [Float], rows mr: Int, cols n: Int) -> Int {
+        let probes = Array(Set([0, ms / 2, ms - 1])).sorted()
+        func distance(_ o: Int) -> Double {
+            var d2 = 0.0, r2 = 0.0
+            for r in probes {
+                for c in 0..<n {
+                    let x = Double(s[r * n + c]), y = Double(w[(o + r) * n + c])
+                    guard x.isFinite, y.isFinite else { continue }
+                    d2 += (x - y) * (x - y); r2 += y * y
+                }
+            }
+            return r2 > 0 ? d2 / r2 : .infinity
+        }
+        var best = (offset: 0, distance: distance(0))
+        for o in 1...(mr - ms) {
+            let d = distance(o)
+            if d < best.distance { best = (o, d) }
+        }
+        return best.offset
     }
 }
 

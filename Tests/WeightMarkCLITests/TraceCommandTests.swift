@@ -29,17 +29,19 @@ struct TraceCommandTests {
         // The listed recipients: the three and 200 others.
         let listed = ids + (0..<200).map { "someone-\($0)" }
         try listed.joined(separator: "\n").write(toFile: dir + "/listed.txt", atomically: true, encoding: .utf8)
-        let t = try Fixtures.weightmark(["trace", bobCopy, "--key", dir + "/owner.key", "--reference", dir + "/model.safetensors",
-                                         "--recipients", dir + "/listed.txt", "--json", "--quiet"])
+        let t = try Fixtures.weightmark(["trace", bobCopy, "--key", dir + "/owner.key", "--manifest", bobCopy + ".weightmark.json",
+                                         "--reference", dir + "/model.safetensors", "--recipients", dir + "/listed.txt", "--json", "--quiet"])
         #expect(t.status == 0, "\(t.stderr)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(t.stdout.utf8)) as? [String: Any])
         let accused = try #require(report["accused"] as? [[String: Any]])
         #expect(accused.map { $0["recipient"] as? String } == ["bob@example.org"])
         // The owner mark is still there (this small model is below blind detection's reach at the δ cap: informed).
-        let d = try Fixtures.weightmark(["detect", bobCopy, "--key", dir + "/owner.key", "--reference", dir + "/model.safetensors", "--quiet"])
+        let d = try Fixtures.weightmark(["detect", bobCopy, "--key", dir + "/owner.key", "--manifest", bobCopy + ".weightmark.json",
+                                         "--reference", dir + "/model.safetensors", "--quiet"])
         #expect(d.status == 0, "\(d.stdout)")
         // The unmarked original: nobody.
-        let none = try Fixtures.weightmark(["trace", dir + "/model.safetensors", "--key", dir + "/owner.key", "--reference", dir + "/model.safetensors",
+        let none = try Fixtures.weightmark(["trace", dir + "/model.safetensors", "--key", dir + "/owner.key", "--manifest", bobCopy + ".weightmark.json",
+                                            "--reference", dir + "/model.safetensors",
                                             "--recipients", dir + "/listed.txt", "--quiet"])
         #expect(none.status == 1, "\(none.stdout)\(none.stderr)")
         #expect(none.stdout.contains("no recipient accused"))

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Evidence
 import Foundation
 import TensorIO
 import Watermarking
@@ -12,9 +13,6 @@ extension Embed {
         }
         if let recipient, recipient.trimmingCharacters(in: .whitespaces).isEmpty || recipient.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
             throw ValidationError("--recipient must be printable text that is not empty (an e-mail address, a licence number).")
-        }
-        if release != nil || opening != nil {
-            throw ValidationError("personal copies are marked with the owner key itself (trace reads the owner key's code): drop --release/--opening.")
         }
         guard shaping == .uniform, format == .v2 else {
             throw ValidationError("personal copies need --shaping uniform and --format v2 (the defaults): the fingerprint is read against the uniform v2 owner mark.")
@@ -37,8 +35,15 @@ extension Embed {
 
     struct RecipientIndexEntry: Codable { var recipient: String; var copy: String; var manifest: String }
 
-    func runPersonalCopies() throws {
-        let key = try Console.loadKey(key, quiet: output.quiet)
+    /// Copies written in one pass over the original. Each pass keeps up to `workers + 1` marked tensors of every
+    /// copy in memory (2B bf16 model, 8 copies: see README.md), so longer lists go in passes of this many.
+    static let copiesPerPass = 8
+
+    func runPersonalCopies() async throws {
+        let owner = try Console.loadKey(self.key, quiet: output.quiet)
+        // Like plain embed: marked with a release subkey (fresh id unless --release), unless --no-release.
+        let releaseID = noRelease ? nil : (release ?? ReleaseKey.randomReleaseID())
+        let key = try releaseID.map { try ReleaseKey.derive(owner: owner, releaseID: $0) } ?? owner
         let source = try SafetensorsModel(path: model)
         let ids: [String]
         if let recipients { ids = try Tracer.recipients(fromFile: recipients) } else { ids = [recipient!] }
@@ -58,37 +63,64 @@ extension Embed {
                 let path = outFolder + "/" + name + (isFile ? ".safetensors" : "")
                 targets.append((id, path, path + ".weightmark.json"))
             }
-            try FileManager.default.createDirectory(atPath: outFolder, withIntermediateDirectories: true)
         }
         if !force {
             for t in targets { for p in [t.path, t.manifest] where FileManager.default.fileExists(atPath: p) { throw TensorIOError.outputExists(path: p) } }
             if recipients != nil, FileManager.default.fileExists(atPath: outFolder + "/recipients.json") {
                 throw TensorIOError.outputExists(path: outFolder + "/recipients.json")
             }
+            if releaseID != nil, FileManager.default.fileExists(atPath: openingPath) { throw TensorIOError.outputExists(path: openingPath) }
         }
-        var options = embedOptions
+        let options = embedOptions
         let plan = try Embedder.plan(source, options: options)
         let otherWeights = source.auxiliaryWeightFiles
         if !otherWeights.isEmpty && !dropUnmarkedWeights {
             throw WatermarkError.unmarkedWeightFiles(path: source.path, files: otherWeights)
         }
+        if recipients != nil { try FileManager.default.createDirectory(atPath: outFolder, withIntermediateDirectories: true) }
         let code = FingerprintCode(secret: key.secret)
-        Console.note("\(ids.count) personal \(ids.count == 1 ? "copy" : "copies") of \(source.path), key \(key.id): owner mark δ_o = \(String(format: "%.2e", plan.delta * (1 - fingerprintShare * fingerprintShare).squareRoot())), fingerprint δ_f = \(String(format: "%.2e", plan.delta * fingerprintShare)) (total δ = \(String(format: "%.2e", plan.delta)))", quiet: output.quiet)
+        let marking = releaseID.map { "release \($0) (subkey \(key.id) of owner key \(owner.id))" } ?? "owner key \(key.id)"
+        Console.note("\(ids.count) personal \(ids.count == 1 ? "copy" : "copies") of \(source.path), \(marking): owner mark δ_o = \(String(format: "%.2e", plan.delta * (1 - fingerprintShare * fingerprintShare).squareRoot())), fingerprint δ_f = \(String(format: "%.2e", plan.delta * fingerprintShare)) (total δ = \(String(format: "%.2e", plan.delta)))", quiet: output.quiet)
+        // The commitment's hash of the original reads the input alongside the first pass (the same mapped pages).
+        let originalDigest = releaseID == nil ? nil : Task.detached(priority: .utility) { TensorDigest.of(source) }
+        var commitment: CommitmentOpening?
         var manifests: [EmbedManifest] = []
         var index: [RecipientIndexEntry] = []
         let start = Date()
-        for t in targets {
-            options.copySignal = RecipientFingerprint(code: code, recipient: t.id, share: fingerprintShare)
-            let bar = ProgressBar(total: plan.entries.count, label: ids.count == 1 ? "embedding" : "copy \(index.count + 1)/\(ids.count)", enabled: !output.quiet)
-            var result = try Embedder.embed(source, key: key, options: options, plan: plan, to: t.path, overwrite: force) { tensor, _ in
-                bar.advance(detail: tensor.name)
+        let perPass = Self.copiesPerPass
+        for first in stride(from: 0, to: targets.count, by: perPass) {
+            let pass = Array(targets[first..<min(targets.count, first + perPass)])
+            let label = targets.count == 1 ? "embedding" : pass.count == 1 ? "copy \(first + 1)/\(targets.count)" : "copies \(first + 1)–\(first + pass.count)/\(targets.count)"
+            let bar = ProgressBar(total: plan.entries.count * pass.count, label: label, enabled: !output.quiet)
+            let tensors = plan.entries.count, total = targets.count, quiet = output.quiet || targets.count == 1
+            let copies = pass.map { EmbedCopy(signal: RecipientFingerprint(code: code, recipient: $0.id, share: fingerprintShare), destination: $0.path) }
+            var results = try Embedder.embed(source, key: key, options: options, plan: plan, copies: copies, overwrite: force) { c, tensor, done in
+                bar.advance(detail: "\(pass[c].id): \(tensor.name)")
+                if done == tensors, !quiet {
+                    bar.finish() // clears the bar's line; it is drawn again on the next tensor
+                    Console.note("copy \(first + c + 1)/\(total) marked: \(pass[c].id) → \(pass[c].path)")
+                }
             }
             bar.finish()
-            result.created = ISO8601DateFormatter().string(from: Date())
-            result.fingerprint = FingerprintRecord(recipient: t.id, share: fingerprintShare, delta: plan.delta)
-            try Console.writeJSON(result, to: t.manifest, overwrite: force)
-            manifests.append(result)
-            index.append(.init(recipient: t.id, copy: (t.path as NSString).lastPathComponent, manifest: (t.manifest as NSString).lastPathComponent))
+            for (k, t) in pass.enumerated() {
+                var result = results[k]
+                result.created = ISO8601DateFormatter().string(from: Date())
+                result.fingerprint = FingerprintRecord(recipient: t.id, share: fingerprintShare, delta: plan.delta)
+                if let releaseID {
+                    if commitment == nil {
+                        // One commitment for the run: every copy is marked with the same subkey and parameters.
+                        let opening = CommitmentOpening(releaseId: releaseID, owner: owner, release: key, nonce: ReleaseCommitment.freshNonce(),
+                                                        originalTensorsSHA256: await originalDigest!.value, parameters: CommitmentParameters(manifest: result))
+                        try opening.save(to: openingPath, overwrite: force)
+                        commitment = opening
+                    }
+                    result.release = ReleaseRecord(id: releaseID, keyId: key.id, ownerKeyId: owner.id, commitment: commitment!.commitment)
+                }
+                try Console.writeJSON(result, to: t.manifest, overwrite: force)
+                results[k] = result
+                index.append(.init(recipient: t.id, copy: (t.path as NSString).lastPathComponent, manifest: (t.manifest as NSString).lastPathComponent))
+            }
+            manifests += results
         }
         if recipients != nil {
             try Console.writeJSON(index, to: outFolder + "/recipients.json", overwrite: force)
@@ -101,6 +133,10 @@ extension Embed {
         Console.out("wrote \(targets.count) personal \(targets.count == 1 ? "copy" : "copies") in \(String(format: "%.1f", elapsed)) s (\(String(format: "%.2f", elapsed / Double(targets.count))) s per copy)")
         for t in targets.prefix(5) { Console.out("  \(t.id): \(t.path)") }
         if targets.count > 5 { Console.out("  … (\(outFolder)/recipients.json lists all)") }
+        if let releaseID, let commitment {
+            Console.out("  release:  \(releaseID) (subkey \(key.id) of owner key \(owner.id)); commitment \(commitment.commitment.prefix(16))… in every manifest")
+            Console.out("  opening:  \(openingPath) (mode 0600; keep it with the key, never ship it)")
+        }
         Console.out(String(format: "  key %@, owner mark δ_o = %.2e (expected blind Z ≈ %.1f, the same in every copy), fingerprint δ_f = %.2e",
                            key.id, plan.delta * (1 - fingerprintShare * fingerprintShare).squareRoot(), manifests.first?.expectedBlindZ ?? 0, plan.delta * fingerprintShare))
     }
