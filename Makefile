@@ -67,7 +67,7 @@ gguf-leak: release venv model
 	WEIGHTMARK=$(BIN) PYTHON=$(PY) bash scripts/gguf-leak-table.sh .cache/gguf-leak
 
 # 2B-parameter bf16 synthetic model (4 GB, 4 shards), then WeightMark vs the numpy peer, side by side, and detect
-# through a PyTorch checkpoint of the largest shard vs the same shard as safetensors.
+# through a PyTorch checkpoint of the largest shard vs the same shard as safetensors; per-recipient embed vs cp.
 scale-bench: release venv
 	@mkdir -p .cache/scale
 	@test -d .cache/scale/synth-2b || $(BIN) synth --params 2B --dtype bf16 --shards 4 --out .cache/scale/synth-2b
@@ -76,6 +76,7 @@ scale-bench: release venv
 	$(PY) Benchmarks/containers_bench.py --weightmark $(BIN) --model .cache/scale/synth-2b --key .cache/scale/k.key --work .cache/scale/work --python $(PY)
 	$(PY) Benchmarks/scan_bench.py --weightmark $(BIN) --model .cache/scale/synth-2b --key .cache/scale/k.key --work .cache/scale/work
 	bash Benchmarks/alignment_scale.sh $(BIN) .cache/scale/synth-2b .cache/scale/k.key .cache/scale/work
+	bash scripts/trace-scale.sh
 
 # package-benchmark suites (release build; informational wall clock on a shared 2-core machine). The
 # benchmark executables get the OpenBLAS kernels weightmark itself would pick (scripts/openblas-coretype.sh).

@@ -6,7 +6,7 @@ import WeightMarkTestSupport
 /// Personal copies made by earlier versions must keep tracing, and `--recipients` must write exactly the copies
 /// `--recipient` writes one at a time.
 ///
-/// `Golden/personal-copies.json` holds a fixed test key and the SHA-256 of the personal copies tool 0.3 wrote of the
+/// `Golden/personal-copies.json` holds a fixed test key and the SHA-256 of the personal copies earlier versions wrote of the
 /// small fixture model (f32 and bf16) for one recipient, marked with the owner key itself (`--no-release`, the only
 /// way copies were made before release subkeys reached personal copies). If a hash changes, copies already handed
 /// out were made with another code or carrier: that is a format change, never a vector to update.
@@ -27,7 +27,7 @@ struct PersonalCopyCompatTests {
         return String(r.stdout.prefix(64))
     }
 
-    @Test("a copy made with the owner key (tool 0.3) is reproduced byte for byte and still traces with --key alone", arguments: [DType.f32, .bf16])
+    @Test("a copy made with the owner key (as earlier versions made them) is reproduced byte for byte and still traces with --key alone", arguments: [DType.f32, .bf16])
     func ownerKeyCopies(_ dtype: DType) throws {
         var golden = try JSONDecoder().decode(Golden.self, from: Data(contentsOf: Self.goldenURL))
         let dir = Fixtures.temporaryDirectory("copy-compat")

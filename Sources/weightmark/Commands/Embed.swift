@@ -42,7 +42,7 @@ struct Embed: AsyncParsableCommand {
         a leaked copy came from, even when several of them mixed their copies. As for any embed, the copies are \
         marked with a release subkey (one release, commitment and opening for the whole run; every copy's \
         manifest records the release and its recipient); trace them with --release ID, --manifest or --opening. \
-        --no-release marks them with the owner key itself, as tool 0.3 did. --recipients reads the original once \
+        --no-release marks them with the owner key itself, as earlier versions did. --recipients reads the original once \
         per 8 copies: each tensor's owner mark is derived once and every copy gets its fingerprint on top, written \
         side by side (the bytes are those --recipient writes for each id alone); longer lists go in passes of 8, \
         which bounds memory to about 3 × 8 times the largest tensor. Needs uniform shaping, format v2.
@@ -50,8 +50,8 @@ struct Embed: AsyncParsableCommand {
         Examples:
           weightmark embed model/ --key owner.key --out model-marked/
           weightmark embed model/ --key owner.key --out model-v2/ --release v2-2026-11
-          weightmark embed model/ --key owner.key --recipient bob --release r1 --out bob/
-          weightmark embed model/ --key owner.key --recipients ids.txt --release r1 --out copies/
+          weightmark embed model/ --key owner.key --recipient bob --out bob/
+          weightmark embed model/ --key owner.key --recipients ids.txt --out copies/
         """
     )
 

@@ -23,14 +23,15 @@ struct Trace: AsyncParsableCommand {
         Keys, as for `detect`: personal copies made for a release (embed's default) carry that release's subkey \
         and its fingerprint code: trace with --key and --release ID (or --manifest, any copy's manifest, which \
         records the id), or with --opening. With --opening and --manifest the report says the key was committed \
-        before the dispute. Copies made with --no-release (and by tool 0.3) need --key only.
+        before the dispute. Copies made with --no-release (and by earlier versions) need --key only (the last example).
 
         Exit codes: 0 someone accused, 1 no one accused, 2 error.
 
         Examples:
           weightmark trace leak.gguf --key k.key --release r1 --reference m/ --recipients ids.txt
-          weightmark trace leak/ --opening copies.opening.json --manifest copies/bob.weightmark.json --reference m/ --recipients ids.txt --json
-          weightmark trace old-leak.safetensors --key k.key --reference m/ --recipients ids.txt   (a --no-release copy)
+          weightmark trace leak/ --key k.key --manifest bob.weightmark.json --reference m/ --recipients ids.txt --json
+          weightmark trace leak/ --opening r1.opening.json --manifest bob.weightmark.json --reference m/ --recipients ids.txt
+          weightmark trace old.gguf --key k.key --reference m/ --recipients ids.txt
         """
     )
 
