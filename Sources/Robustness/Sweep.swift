@@ -120,6 +120,8 @@ public final class SweepRunner: @unchecked Sendable {
     public var alignment: AlignOptions?
     /// The forward pass measuring function kept (BERT or Llama; nil for other models) and the marked model's outputs.
     public let functionProbe: FunctionProbe?
+    /// Why the model's forward pass could not run (function kept then not measured).
+    public let functionProbeFailure: String?
     let markedOutputs: ProbeOutputs?
 
     /// - Parameter format: the format `marked` carries; detection and the re-marking attacks use it.
@@ -150,8 +152,18 @@ public final class SweepRunner: @unchecked Sendable {
         var alignment = AlignOptions()
         alignment.config = config
         self.alignment = alignment
-        functionProbe = FunctionProbe.recognize(names: marked.tensors.map(\.name), bertHeads: config?.heads, llama: llama)
-        markedOutputs = try functionProbe?.outputs(of: marked)
+        // A forward pass the weights do not fit (config.json disagreeing with the shapes) leaves the function column
+        // empty and says why, rather than stopping the sweep.
+        let probe = FunctionProbe.recognize(names: marked.tensors.map(\.name), bertHeads: config?.heads, llama: llama)
+        do {
+            markedOutputs = try probe?.outputs(of: marked)
+            functionProbe = probe
+            functionProbeFailure = nil
+        } catch {
+            markedOutputs = nil
+            functionProbe = nil
+            functionProbeFailure = "\(error)"
+        }
     }
 
     var context: AttackContext {

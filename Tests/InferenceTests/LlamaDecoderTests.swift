@@ -153,7 +153,7 @@ struct LlamaDecoderTests {
         #expect(SweepRendering.rows(points)[0][3].contains("top-1 100.0%"))
     }
 
-    @Test("weightmark attack --json reports functionKept for a Llama with its config.json")
+    @Test("weightmark attack --json reports functionKept for a Llama with its config.json, and says why when the config does not fit")
     func attackCommand() throws {
         let dir = Fixtures.temporaryDirectory("llama-attack-cli")
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -167,5 +167,15 @@ struct LlamaDecoderTests {
             #expect(kept["sentences"] as? Int == ProbeTokens.lengths.count)
             #expect(preserving ? lo > 0.99999 && top1 == 1 : lo < 0.9999, "\(spec): min cos \(lo), top-1 \(top1)")
         }
+        // A config.json the weights do not fit: the attack is still written, function kept is not measured, and the
+        // note names the tensor and the file.
+        let configPath = dir + "/m/config.json"
+        var config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: configPath))) as? [String: Any])
+        config["num_attention_heads"] = 16
+        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: configPath))
+        let r = try Fixtures.weightmark(["attack", dir + "/m", "--out", dir + "/a-misfit", "--attack", "int8", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("function kept not measured") && r.stderr.contains("k_proj.weight") && r.stderr.contains(dir + "/m"), "\(r.stderr)")
+        #expect(!r.stdout.contains("functionKept"))
     }
 }

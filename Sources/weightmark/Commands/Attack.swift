@@ -84,7 +84,11 @@ struct Attack: AsyncParsableCommand {
         var kept: FunctionKept?
         if let probe = FunctionProbe.recognize(names: source.tensors.map(\.name), bertHeads: ModelConfig.load(near: model)?.heads,
                                                llama: Bench.llamaConfig(near: model, quiet: output.quiet)) {
-            kept = FunctionKept(reference: try probe.outputs(of: source), attacked: try probe.outputs(of: source, overrides: attacked.mapValues(\.values)))
+            do {
+                kept = FunctionKept(reference: try probe.outputs(of: source), attacked: try probe.outputs(of: source, overrides: attacked.mapValues(\.values)))
+            } catch {
+                Console.note("function kept not measured: \(error)", quiet: output.quiet)
+            }
         }
         if output.json {
             struct Result: Encodable {

@@ -113,6 +113,7 @@ struct Bench: AsyncParsableCommand {
             detect.alpha = alpha
             let runner = try SweepRunner(original: original, marked: try SafetensorsModel(path: markedPath), key: key,
                                          options: detect, delta: plan.delta, config: config, llama: llama)
+            if let failure = runner.functionProbeFailure { Console.note("function kept not measured: \(failure)", quiet: output.quiet) }
             let total = grid.reduce(0) { $0 + $1.points.count }
             let bar = ProgressBar(total: total, label: "bench \(s.rawValue)", enabled: !output.quiet)
             let points = try await runner.run(grid) { p, _, _ in bar.advance(detail: p.label) }
