@@ -44,7 +44,8 @@ public struct LlamaDecoder: Sendable {
         public var description: String {
             switch self {
             case let .missing(tensor, path, fix): "\(path): no tensor \(tensor); \(fix)"
-            case let .shape(tensor, shape, expected, path): "\(path): \(tensor) has shape \(shape), expected \(expected) (from config.json and the embedding)"
+            case let .shape(tensor, shape, expected, path):
+                "\(path): \(tensor) has shape \(shape), expected \(expected) from config.json and the embedding width; check num_attention_heads, num_key_value_heads and head_dim"
             case let .heads(problem): "config.json: \(problem)"
             }
         }
