@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import LinearAlgebra
 import TensorIO
@@ -11,8 +12,11 @@ public struct AlignOptions: Sendable {
     public var identityCosine: Float = 0.4
     /// Per-unit scales within this of 1 are left alone (estimation noise, not a rescaling).
     public var scaleTolerance: Float = 0.01
-    /// Unit features wider than twice this are compared through a fixed sparse random sketch of this many columns.
-    public var sketchColumns = 128
+    /// Unit features (rows of up and gate, columns of down) no wider than this are compared whole.
+    public var exactFeatureLimit = 512
+    /// Wider ones are compared through a fixed sparse random sketch of this many columns first, and of 4× as many
+    /// when the narrow sketch's matches leave doubt; matches are verified on full rows either way.
+    public var sketchColumns = 64
     public init() {}
 }
 
@@ -36,6 +40,11 @@ public enum ModelAligner {
                     AlignmentReport(layout: nil, changed: false, notes: ["alignment: no BERT or Llama tensor names in the reference; nothing aligned"],
                                     rotation: nil, layers: [], seconds: Date().timeIntervalSince(start)))
         }
+        // One BLAS thread, and our own two-way parallelism over row blocks and tensors: OpenBLAS's threads wait for
+        // each other by spinning, which on a shared machine made the similarity products 1.5× slower than one thread.
+        let previousThreads = BLASInfo.current.threadCount
+        _ = BLASInfo.setThreadCount(1)
+        defer { if let previousThreads { _ = BLASInfo.setThreadCount(previousThreads) } }
         let ws = Workspace(suspect: suspect, reference: reference)
         var notes: [String] = []
         var rotation: RotationFinding?
@@ -94,18 +103,38 @@ public enum ModelAligner {
         }
 
         /// Records the rewrite of `name`: as a gather over the suspect when the suspect's tensor is untouched so far,
-        /// else as the floats `applied` (the gather applied to the tensor as aligned so far).
+        /// else as the floats `applied()` (the gather applied to the tensor as aligned so far).
         func set(_ name: String, _ m: Matrix) { gathers[name] = nil; overrides[name] = m }
 
-        func store(_ name: String, _ gather: TensorGather, applied: Matrix) {
+        func store(_ name: String, _ gather: TensorGather, applied: () -> Matrix) {
             if overrides[name] == nil && gathers[name] == nil {
                 gathers[name] = gather
             } else {
+                let m = applied()
                 gathers[name] = nil
-                overrides[name] = applied
+                overrides[name] = m
             }
         }
         func r(_ name: String) throws -> Matrix { try Self.matrix(reference, name) }
+
+        /// Several matrices decoded two at a time (nil names give nil): (name, from the reference?) each.
+        func matrices(_ wanted: [(String?, Bool)]) throws -> [Matrix?] {
+            let results = Locked([Result<Matrix?, Error>](repeating: .success(nil), count: wanted.count))
+            // Each iteration decodes one tensor into its own result slot; the sources' decoding is thread-safe (the
+            // detector reads tensors of one source concurrently) and the workspace's dictionaries are only read here.
+            nonisolated(unsafe) let this = self
+            let next = Locked(0)
+            DispatchQueue.concurrentPerform(iterations: min(2, wanted.count)) { _ in
+                while true {
+                    let k = next.withLock { n -> Int in defer { n += 1 }; return n }
+                    guard k < wanted.count else { return }
+                    guard let name = wanted[k].0 else { continue }
+                    let r = Result { try wanted[k].1 ? this.r(name) : this.s(name) }.map { Optional($0) }
+                    results.withLock { $0[k] = r }
+                }
+            }
+            return try results.withLock { try $0.map { try $0.get() } }
+        }
         static func matrix(_ source: any TensorSource, _ name: String) throws -> Matrix {
             guard let t = source.sourceTensor(named: name) else { throw TensorIOError.tensorNotFound(name: name, path: source.path) }
             let values = try source.decodeFloats(named: name)
@@ -245,20 +274,30 @@ public enum ModelAligner {
             return nil
         }
         let hd = sq[0] / h, group = h / hk
-        // Already aligned: every head's blocks agree with the same-index reference head. One streamed pass, per-head
-        // inner products of q/k/v row blocks and o column blocks.
-        let qStats = try ws.statistics(l.query, along: .rows, groupSize: hd), kStats = try ws.statistics(l.key, along: .rows, groupSize: hd)
-        let vStats = try ws.statistics(l.value, along: .rows, groupSize: hd)
-        let oStats = try ws.statistics(l.attentionOutput, along: .columns, groupSize: hd)
-        let before = PairStatistics.relativeResidual([qStats, kStats, vStats, oStats])
-        let identity = (0..<h).allSatisfy { qStats.cosine($0) >= options.identityCosine && oStats.cosine($0) >= options.identityCosine }
-            && (0..<hk).allSatisfy { kStats.cosine($0) >= options.identityCosine && vStats.cosine($0) >= options.identityCosine }
-        if identity {
+        // Already aligned: every head's blocks agree with the same-index reference head. Head 0's q block, read alone,
+        // rules that out when it is already below the threshold (a permuted layer); otherwise one streamed pass gathers
+        // the per-head inner products of q/k/v row blocks and o column blocks.
+        var qa0 = [Float](repeating: 0, count: hd * sq[1]), qb0 = qa0
+        try qa0.withUnsafeMutableBufferPointer { try ws.readSuspect(l.query, rows: 0..<hd, into: $0) }
+        try qb0.withUnsafeMutableBufferPointer { try ws.readReference(l.query, rows: 0..<hd, into: $0) }
+        var streamedBefore: Double?
+        var identity = false
+        if cosine(qa0, 0, qb0, 0, qa0.count) >= options.identityCosine {
+            let qStats = try ws.statistics(l.query, along: .rows, groupSize: hd), kStats = try ws.statistics(l.key, along: .rows, groupSize: hd)
+            let vStats = try ws.statistics(l.value, along: .rows, groupSize: hd)
+            let oStats = try ws.statistics(l.attentionOutput, along: .columns, groupSize: hd)
+            streamedBefore = PairStatistics.relativeResidual([qStats, kStats, vStats, oStats])
+            identity = (0..<h).allSatisfy { qStats.cosine($0) >= options.identityCosine && oStats.cosine($0) >= options.identityCosine }
+                && (0..<hk).allSatisfy { kStats.cosine($0) >= options.identityCosine && vStats.cosine($0) >= options.identityCosine }
+        }
+        if identity, let before = streamedBefore {
             return GroupFinding(kind: "heads", unit: "head", suspectUnits: h, referenceUnits: h, moved: 0, rescaled: 0, signFlips: 0, dropped: 0,
                                 duplicated: 0, extra: 0, ambiguous: [], ambiguousCount: 0, residualBefore: before, residualAfter: before, identityByCheck: true)
         }
-        let qs = try ws.s(l.query), ks = try ws.s(l.key), vs = try ws.s(l.value), os = try ws.s(l.attentionOutput)
-        let qr = try ws.r(l.query), kr = try ws.r(l.key), vr = try ws.r(l.value), or = try ws.r(l.attentionOutput)
+        let decoded = try ws.matrices(names.map { ($0, false) } + names.map { ($0, true) }).map { $0! }
+        let (qs, ks, vs, os) = (decoded[0], decoded[1], decoded[2], decoded[3])
+        let (qr, kr, vr, or) = (decoded[4], decoded[5], decoded[6], decoded[7])
+        let before = streamedBefore ?? relativeResidual([(qs, qr), (ks, kr), (vs, vr), (os, or)])
         // Cosines of every suspect head block with every reference head block, one matrix product per projection
         // (o's head blocks are column blocks: gathered head-major first, which keeps each block's elements paired).
         let cq = blockCosines(qs, qr, blocks: h), ck = blockCosines(ks, kr, blocks: hk), cv = blockCosines(vs, vr, blocks: hk)
@@ -312,15 +351,14 @@ public enum ModelAligner {
         }
         let qg = rowGather(qs, qOf), kg = rowGather(ks, kvOf), vg = rowGather(vs, kvOf)
         let og = TensorGather(shape: [os.rows, os.cols], sourceColumns: os.cols, sources: .columns(blockSources(qOf).map { [(column: $0, factor: Float(1))] }))
-        let qa = qg.applied(to: qs), ka = kg.applied(to: ks), va = vg.applied(to: vs), oa = og.applied(to: os)
-        let after = relativeResidual([(qa, qr), (ka, kr), (va, vr), (oa, or)])
+        let after = relativeResidual([(qg, qs, qr), (kg, ks, kr), (vg, vs, vr), (og, os, or)])
         guard after < before else {
             return GroupFinding(kind: "heads", unit: "head", suspectUnits: h, referenceUnits: h, moved: 0, rescaled: 0, signFlips: 0, dropped: 0,
                                 duplicated: 0, extra: 0, ambiguous: [], ambiguousCount: 0, residualBefore: before, residualAfter: before,
                                 identityByCheck: false, leftAsStored: true)
         }
-        ws.store(l.query, qg, applied: qa); ws.store(l.key, kg, applied: ka); ws.store(l.value, vg, applied: va)
-        ws.store(l.attentionOutput, og, applied: oa)
+        ws.store(l.query, qg) { qg.applied(to: qs) }; ws.store(l.key, kg) { kg.applied(to: ks) }
+        ws.store(l.value, vg) { vg.applied(to: vs) }; ws.store(l.attentionOutput, og) { og.applied(to: os) }
         for (bias, of) in [(l.queryBias, qOf), (l.keyBias, kvOf), (l.valueBias, kvOf)] {
             guard let bias, let b = try? ws.s(bias), b.count == of.count * hd else { continue }
             ws.set(bias, Matrix(rows: 1, cols: b.count, storage: blockSources(of).map { b.storage[$0] }))
@@ -408,7 +446,23 @@ public enum ModelAligner {
         // reference unit, without decoding whole matrices. An unscaled aligned layer ends here.
         var before: Double?
         var identityByCheck = false
-        if ns == nr {
+        // A few units read alone can already rule the identity out: with |cos(down)| ≤ 1 the identity check's
+        // similarity of unit i is at most cos(gate) + |cos(up)| + 1, so one sampled unit below the threshold settles it
+        // (a permuted layer) without the streamed pass.
+        func identityRuledOut() throws -> Bool {
+            var a = [Float](repeating: 0, count: d), b = a
+            func rowCosine(_ name: String, _ i: Int) throws -> Float {
+                try a.withUnsafeMutableBufferPointer { try ws.readSuspect(name, rows: i..<(i + 1), into: $0) }
+                try b.withUnsafeMutableBufferPointer { try ws.readReference(name, rows: i..<(i + 1), into: $0) }
+                return cosine(a, 0, b, 0, d)
+            }
+            for i in stride(from: 0, to: ns, by: max(1, ns / 16)) {
+                let cu = try rowCosine(l.up, i), cg = try l.gate.map { try rowCosine($0, i) } ?? 0
+                if (activation == .swiglu ? cg + abs(cu) : cg + cu) + 1 < options.identityCosine * nf { return true }
+            }
+            return false
+        }
+        if ns == nr, try !identityRuledOut() {
             let up = try ws.statistics(l.up, along: .rows, groupSize: 1)
             let down = try ws.statistics(l.down, along: .columns, groupSize: 1)
             let gate = try l.gate.map { try ws.statistics($0, along: .rows, groupSize: 1) }
@@ -424,53 +478,106 @@ public enum ModelAligner {
             }
         }
 
-        let ups = try ws.s(l.up), upr = try ws.r(l.up)
-        let gates = try l.gate.map { try ws.s($0) }, gater = try l.gate.map { try ws.r($0) }
-        let downs = try ws.s(l.down), downr = try ws.r(l.down)
+        let decoded = try ws.matrices([l.up, l.gate, l.down].map { ($0, false) } + [l.up, l.gate, l.down].map { ($0, true) })
+        let ups = decoded[0]!, gates = decoded[1], downs = decoded[2]!, upr = decoded[3]!, gater = decoded[4], downr = decoded[5]!
+        if ns == nr && before == nil { before = relativeResidual([(ups, upr), (downs, downr)] + (gates.map { [($0, gater!)] } ?? [])) }
 
         var match = [Int?](repeating: nil, count: ns)             // suspect unit → reference unit
-        var sim: [Float] = []                                     // ns×nr when searched
+        // When searched: per suspect unit, the similarity of its match (on full rows), its margin over the runner-up
+        // (on the compared features), and its best reference unit with that similarity (on full rows).
+        var searched = false
+        var chosen = [Float](repeating: 0, count: ns), margin = [Float](repeating: .infinity, count: ns)
+        var best = [(unit: Int, similarity: Float)](repeating: (0, 0), count: ns)
         if identityByCheck {
             for i in 0..<ns { match[i] = i }
         } else {
-            // Full search: cosine matrices of unit features, combined as in the identity check. Wide features go
-            // through a fixed count sketch (rows of up/gate and columns of down sketched in place, no transposes).
-            let sketch = d > 2 * options.sketchColumns || dOut > 2 * options.sketchColumns
-            let rowSketch = sketch && d > options.sketchColumns ? CountSketch(inputs: d, outputs: options.sketchColumns) : nil
-            let columnSketch = sketch && dOut > options.sketchColumns ? CountSketch(inputs: dOut, outputs: options.sketchColumns) : nil
-            func rowFeatures(_ m: Matrix) -> Matrix {
-                var f = rowSketch.map { $0.sketchingRows(of: m) } ?? m
-                normalizeRows(&f)
-                return f
+            searched = true
+            // Similarity on full rows: cosines of the up rows, gate rows and down columns, one sweep over down's rows.
+            func exactSimilarities(_ pairs: [(Int, Int)]) -> [Float] {
+                var dot = [Double](repeating: 0, count: pairs.count), ss = dot, rr = dot
+                let pi = pairs.map(\.0), pj = pairs.map(\.1)
+                downs.storage.withUnsafeBufferPointer { s in
+                    downr.storage.withUnsafeBufferPointer { r in
+                        dot.withUnsafeMutableBufferPointer { dp in ss.withUnsafeMutableBufferPointer { sp in rr.withUnsafeMutableBufferPointer { rp in
+                            pi.withUnsafeBufferPointer { ip in pj.withUnsafeBufferPointer { jp in
+                                for row in 0..<dOut {
+                                    let sRow = s.baseAddress! + row * ns, rRow = r.baseAddress! + row * nr
+                                    for p in 0..<ip.count {
+                                        let a = Double(sRow[ip[p]]), b = Double(rRow[jp[p]])
+                                        dp[p] += a * b; sp[p] += a * a; rp[p] += b * b
+                                    }
+                                }
+                            } }
+                        } } }
+                    }
+                }
+                return pairs.enumerated().map { p, pair in
+                    let (i, j) = pair
+                    let cu = cosine(ups.storage, i * d, upr.storage, j * d, d)
+                    let cd = ss[p] > 0 && rr[p] > 0 ? Float(dot[p] / (ss[p] * rr[p]).squareRoot()) : 0
+                    let cg = gates.map { cosine($0.storage, i * d, gater!.storage, j * d, d) } ?? 0
+                    return activation == .swiglu ? cg + abs(cu + cd) : cg + cu + cd
+                }
             }
-            func columnFeatures(_ m: Matrix) -> Matrix {
-                var f = columnSketch.map { $0.sketchingColumns(of: m) } ?? m.transposed
-                normalizeRows(&f)
-                return f
+            // Cosine matrices of unit features, combined as in the identity check. Wide features go through a fixed
+            // count sketch (rows of up/gate and columns of down sketched in place, no transposes): a narrow one first;
+            // when its matches leave doubt (more than 1% ambiguous, or not confident on full rows), a 4× wider one.
+            var width = options.sketchColumns
+            while true {
+                let sketch = d > options.exactFeatureLimit || dOut > options.exactFeatureLimit
+                let rowSketch = sketch && d > width ? CountSketch(inputs: d, outputs: width) : nil
+                let columnSketch = sketch && dOut > width ? CountSketch(inputs: dOut, outputs: width) : nil
+                func rowFeatures(_ m: Matrix) -> Matrix {
+                    var f = rowSketch.map { $0.sketchingRows(of: m) } ?? m
+                    normalizeRows(&f)
+                    return f
+                }
+                func columnFeatures(_ m: Matrix) -> Matrix {
+                    var f = columnSketch.map { $0.sketchingColumns(of: m) } ?? m.transposed
+                    normalizeRows(&f)
+                    return f
+                }
+                // cos(up) + cos(down) as one product of concatenated features; then |·| for SwiGLU, then + cos(gate).
+                let (sim, arg, top, second) = unitSimilarities(
+                    side(by: rowFeatures(ups), columnFeatures(downs)), side(by: rowFeatures(upr), columnFeatures(downr)),
+                    absolute: activation == .swiglu, plus: gates.map { rowFeatures($0) }, gater.map { rowFeatures($0) })
+                // Every row's best column distinct: that is the optimal assignment (what LinearAssignment returns).
+                if ns <= nr, Set(arg).count == ns {
+                    match = arg.map { Optional($0) }
+                } else {
+                    match = LinearAssignment.maximize(sim, rows: ns, cols: nr)
+                }
+                let pairs = (0..<ns).compactMap { i in match[i].map { (i, $0) } }
+                let verified = sketch ? exactSimilarities(pairs) : pairs.map { sim[$0.0 * nr + $0.1] }
+                for (p, (i, j)) in pairs.enumerated() {
+                    chosen[i] = verified[p]
+                    margin[i] = sim[i * nr + j] - (j == arg[i] ? second[i] : top[i])
+                }
+                // With fewer suspect units than reference units, a forced match to an unrelated unit (a suspect unit
+                // whose real counterpart is taken, as a duplicate's is) is no match: that reference unit counts as
+                // dropped. With equal counts every unit keeps its match (a permutation; noise only weakens similarities).
+                if ns < nr { for i in 0..<ns where match[i] != nil && chosen[i] < 0.5 * nf { match[i] = nil } }
+                for i in 0..<ns where match[i] == nil { best[i] = (arg[i], top[i]) }
+                let unmatched = (0..<ns).filter { match[$0] == nil }
+                if sketch && !unmatched.isEmpty {
+                    for (i, s) in zip(unmatched, exactSimilarities(unmatched.map { ($0, arg[$0]) })) { best[i].similarity = s }
+                }
+                let kept = pairs.filter { match[$0.0] != nil }
+                let doubtful = kept.filter { chosen[$0.0] < 0.3 * nf || margin[$0.0] < 0.05 * nf }.count
+                let confident = !kept.isEmpty && kept.reduce(Float(0)) { $0 + chosen[$1.0] } / Float(kept.count) >= options.identityCosine * nf
+                if !sketch || width >= 4 * options.sketchColumns || (confident && doubtful * 100 <= ns) { break }
+                width *= 4
             }
-            sim = BLAS.matmul(rowFeatures(ups), rowFeatures(upr), transB: .transposed).storage
-            let cd = BLAS.matmul(columnFeatures(downs), columnFeatures(downr), transB: .transposed)
-            if activation == .swiglu {
-                for k in sim.indices { sim[k] = abs(sim[k] + cd.storage[k]) }
-            } else {
-                for k in sim.indices { sim[k] += cd.storage[k] }
-            }
-            if let gates, let gater {
-                let cg = BLAS.matmul(rowFeatures(gates), rowFeatures(gater), transB: .transposed)
-                for k in sim.indices { sim[k] += cg.storage[k] }
-            }
-            match = LinearAssignment.maximize(sim, rows: ns, cols: nr)
-            // With fewer suspect units than reference units, a forced match to an unrelated unit (a suspect unit whose
-            // real counterpart is taken, as a duplicate's is) is no match: that reference unit counts as dropped. With
-            // equal counts every unit keeps its match (a permutation; noise only weakens the similarities).
-            if ns < nr { for i in 0..<ns { if let j = match[i], sim[i * nr + j] < 0.5 * nf { match[i] = nil } } }
         }
 
         func rawScale(_ i: Int, _ j: Int) -> Float {
             guard scalable else { return 1 }
-            var dot = 0.0, nn = 0.0
-            for k in 0..<d { dot += Double(ups.storage[i * d + k]) * Double(upr.storage[j * d + k]); nn += Double(upr.storage[j * d + k]) * Double(upr.storage[j * d + k]) }
-            return fittedScale(dot: dot, referenceSquares: nn)
+            return ups.storage.withUnsafeBufferPointer { s in
+                upr.storage.withUnsafeBufferPointer { r in
+                    let x = UnsafeBufferPointer(rebasing: s[(i * d)..<((i + 1) * d)]), y = UnsafeBufferPointer(rebasing: r[(j * d)..<((j + 1) * d)])
+                    return fittedScale(dot: BLAS.dot(x, y), referenceSquares: BLAS.dot(y, y))
+                }
+            }
         }
         let layerScaled = isScaled((0..<ns).compactMap { i in match[i].map { rawScale(i, $0) } })
         func scale(_ i: Int, _ j: Int) -> Float { layerScaled ? rawScale(i, j) : 1 }
@@ -492,19 +599,13 @@ public enum ModelAligner {
             rowSources[j] = i; divisors[j] = c
             columnSources[j] = [(i, c)]
             if let biass { biasa[j] = biass.storage[i] / c }
-            if !sim.isEmpty {
-                let chosen = sim[i * nr + j]
-                var runnerUp = -Float.infinity
-                for jj in 0..<nr where jj != j { runnerUp = max(runnerUp, sim[i * nr + jj]) }
-                if chosen < 0.3 * nf || chosen - runnerUp < 0.05 * nf { ambiguous.append(j) }
-            }
+            if searched && (chosen[i] < 0.3 * nf || margin[i] < 0.05 * nf) { ambiguous.append(j) }
         }
         // Suspect units beyond the reference's count: a duplicate (same input row, output column split) is merged into
         // the unit it copies; anything else is left out.
         for i in 0..<ns where match[i] == nil {
-            var best = -Float.infinity, arg = 0
-            for j in 0..<nr where sim[i * nr + j] > best { best = sim[i * nr + j]; arg = j }
-            guard best >= 0.6 * nf, assigned[arg] else { extra += 1; continue }
+            let arg = best[i].unit
+            guard best[i].similarity >= 0.6 * nf, assigned[arg] else { extra += 1; continue }
             columnSources[arg].append((i, scale(i, arg)))
             duplicated += 1
         }
@@ -514,15 +615,12 @@ public enum ModelAligner {
         let gateGather = TensorGather(shape: [nr, d], sourceColumns: d, sources: .rows(rowSources, divisors: nil))
         let downGather = TensorGather(shape: [dOut, nr], sourceColumns: ns, sources: .columns(columnSources))
         var after = before ?? 0
-        var aligned: (up: Matrix, gate: Matrix?, down: Matrix)?
         if changed {
-            let a = (up: upGather.applied(to: ups), gate: gates.map { gateGather.applied(to: $0) }, down: downGather.applied(to: downs))
-            after = relativeResidual([(a.up, upr), (a.down, downr)] + (a.gate.map { [($0, gater!)] } ?? []))
-            aligned = a
+            after = relativeResidual([(upGather, ups, upr), (downGather, downs, downr)] + (gates.map { [(gateGather, $0, gater!)] } ?? []))
         }
         // A search result is used only when it is a confident match (mean matched similarity as high as the identity
         // check asks of an aligned copy) that fits the reference better than the suspect as stored.
-        let matchedSims = (0..<ns).compactMap { i in match[i].map { sim.isEmpty ? options.identityCosine * nf : sim[i * nr + $0] } }
+        let matchedSims = (0..<ns).compactMap { i in match[i].map { _ in searched ? chosen[i] : options.identityCosine * nf } }
         let confident = !matchedSims.isEmpty && matchedSims.reduce(0, +) / Float(matchedSims.count) >= options.identityCosine * nf
         if changed && ((!identityByCheck && !confident) || (before.map { after >= $0 } ?? false)) {
             changed = false
@@ -530,15 +628,79 @@ public enum ModelAligner {
                                 dropped: 0, duplicated: 0, extra: 0, ambiguous: [], ambiguousCount: 0, residualBefore: before,
                                 residualAfter: before ?? after, identityByCheck: false, leftAsStored: true)
         }
-        if changed, let aligned {
-            ws.store(l.up, upGather, applied: aligned.up)
-            ws.store(l.down, downGather, applied: aligned.down)
-            if let g = l.gate, let a = aligned.gate { ws.store(g, gateGather, applied: a) }
+        if changed {
+            ws.store(l.up, upGather) { upGather.applied(to: ups) }
+            ws.store(l.down, downGather) { downGather.applied(to: downs) }
+            if let g = l.gate, let gates { ws.store(g, gateGather) { gateGather.applied(to: gates) } }
             if let b = l.upBias, biass != nil { ws.set(b, Matrix(rows: 1, cols: nr, storage: biasa)) }
         }
         return GroupFinding(kind: "ffn", unit: "unit", suspectUnits: ns, referenceUnits: nr, moved: moved, rescaled: rescaled, signFlips: flips,
                             dropped: dropped, duplicated: duplicated, extra: extra, ambiguous: Array(ambiguous.prefix(16)),
                             ambiguousCount: ambiguous.count, residualBefore: before, residualAfter: after, identityByCheck: identityByCheck)
+    }
+
+    /// [a | b]: the rows of `a` and `b` side by side.
+    static func side(by a: Matrix, _ b: Matrix) -> Matrix {
+        precondition(a.rows == b.rows)
+        var out = Matrix(rows: a.rows, cols: a.cols + b.cols)
+        for i in 0..<a.rows {
+            out.storage.replaceSubrange((i * out.cols)..<(i * out.cols + a.cols), with: a.storage[(i * a.cols)..<((i + 1) * a.cols)])
+            out.storage.replaceSubrange((i * out.cols + a.cols)..<((i + 1) * out.cols), with: b.storage[(i * b.cols)..<((i + 1) * b.cols)])
+        }
+        return out
+    }
+
+    /// S = a·bᵀ (|a·bᵀ| when `absolute`) + ga·gbᵀ, computed in blocks of rows, with each row's best column (the first
+    /// maximum) and its two largest values taken while the block is in cache.
+    static func unitSimilarities(_ a: Matrix, _ b: Matrix, absolute: Bool, plus ga: Matrix?, _ gb: Matrix?)
+        -> (values: [Float], best: [Int], top: [Float], second: [Float]) {
+        precondition(a.cols == b.cols && (ga?.cols ?? 0) == (gb?.cols ?? 0) && (ga?.rows ?? a.rows) == a.rows && (gb?.rows ?? b.rows) == b.rows)
+        let ns = a.rows, nr = b.rows
+        var best = [Int](repeating: 0, count: ns), top = [Float](repeating: 0, count: ns), second = top
+        guard ns > 0, nr > 0 else { return ([], best, top, second) }
+        let block = max(1, min(ns, (1 << 19) / nr))
+        var sim = [Float](repeating: 0, count: ns * nr)
+        let blocks = (ns + block - 1) / block
+        sim.withUnsafeMutableBufferPointer { c in
+          best.withUnsafeMutableBufferPointer { bestOut in
+            top.withUnsafeMutableBufferPointer { topOut in
+              second.withUnsafeMutableBufferPointer { secondOut in
+            a.storage.withUnsafeBufferPointer { pa in
+                b.storage.withUnsafeBufferPointer { pb in
+                    // Blocks write disjoint rows of the output buffers; the inputs are only read.
+                    nonisolated(unsafe) let (c, bestOut, topOut, secondOut, pa, pb) = (c, bestOut, topOut, secondOut, pa, pb)
+                    DispatchQueue.concurrentPerform(iterations: blocks) { index in
+                        let start = index * block
+                        let m = min(block, ns - start), out = c.baseAddress! + start * nr
+                        if a.cols > 0 {
+                            BLAS.gemm(m: m, n: nr, k: a.cols, a: pa.baseAddress! + start * a.cols, lda: a.cols, b: pb.baseAddress!, ldb: b.cols,
+                                      transB: .transposed, c: out, ldc: nr)
+                        }
+                        if absolute { for k in 0..<(m * nr) { out[k] = abs(out[k]) } }
+                        if let ga, let gb, ga.cols > 0 {
+                            ga.storage.withUnsafeBufferPointer { qa in
+                                gb.storage.withUnsafeBufferPointer { qb in
+                                    BLAS.gemm(m: m, n: nr, k: ga.cols, a: qa.baseAddress! + start * ga.cols, lda: ga.cols, b: qb.baseAddress!,
+                                              ldb: gb.cols, transB: .transposed, beta: 1, c: out, ldc: nr)
+                                }
+                            }
+                        }
+                        for i in 0..<m {
+                            var t = -Float.infinity, s2 = -Float.infinity, arg = 0
+                            for j in 0..<nr {
+                                let x = out[i * nr + j]
+                                if x > t { s2 = t; t = x; arg = j } else if x > s2 { s2 = x }
+                            }
+                            bestOut[start + i] = arg; topOut[start + i] = t; secondOut[start + i] = s2
+                        }
+                    }
+                }
+            }
+              }
+            }
+          }
+        }
+        return (sim, best, top, second)
     }
 
     // MARK: - Helpers
@@ -566,13 +728,34 @@ public enum ModelAligner {
         }
     }
 
-    /// sqrt(Σ‖S − R‖² / Σ‖R‖²) over same-shaped pairs.
+    /// sqrt(Σ‖G − R‖² / Σ‖R‖²) over gathered matrices G (gather, suspect matrix, reference), without holding G.
+    static func relativeResidual(_ gathered: [(TensorGather, Matrix, Matrix)]) -> Double {
+        var num = 0.0, den = 0.0
+        for (g, s, r) in gathered {
+            let (a, b) = g.residualSums(from: s, against: r)
+            num += a; den += b
+        }
+        return den > 0 ? (num / den).squareRoot() : 0
+    }
+
+    /// sqrt(Σ‖S − R‖² / Σ‖R‖²) over same-shaped pairs, accumulated in double precision. Differences are taken in
+    /// single precision, exact when the two values are within a factor 2 of each other (Sterbenz), so a close fit is
+    /// measured exactly.
     static func relativeResidual(_ pairs: [(Matrix, Matrix)]) -> Double {
         var num = 0.0, den = 0.0
+        var diff = [Float](repeating: 0, count: 4096)
         for (s, r) in pairs where s.count == r.count {
-            for k in 0..<s.count {
-                let x = Double(s.storage[k]) - Double(r.storage[k])
-                num += x * x; den += Double(r.storage[k]) * Double(r.storage[k])
+            s.storage.withUnsafeBufferPointer { ps in
+                r.storage.withUnsafeBufferPointer { pr in
+                    diff.withUnsafeMutableBufferPointer { pd in
+                        for start in stride(from: 0, to: s.count, by: pd.count) {
+                            let n = min(pd.count, s.count - start)
+                            for k in 0..<n { pd[k] = ps[start + k] - pr[start + k] }
+                            let d = UnsafeBufferPointer(rebasing: pd[0..<n]), y = UnsafeBufferPointer(rebasing: pr[start..<(start + n)])
+                            num += BLAS.dot(d, d); den += BLAS.dot(y, y)
+                        }
+                    }
+                }
             }
         }
         return den > 0 ? (num / den).squareRoot() : 0

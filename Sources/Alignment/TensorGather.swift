@@ -74,6 +74,33 @@ public struct TensorGather: Sendable {
         }
     }
 
+    /// Σ‖G − R‖² and Σ‖R‖² for the gathered matrix G from the suspect's matrix `m` held in memory, in blocks of rows
+    /// (differences in single precision, sums in double), without holding G.
+    func residualSums(from m: Matrix, against r: Matrix) -> (difference: Double, reference: Double) {
+        precondition(m.cols == sourceColumns && r.rows == shape[0] && r.cols == shape[1])
+        let n = shape[1], block = max(1, min(shape[0], (1 << 16) / max(1, n)))
+        var buffer = [Float](repeating: 0, count: block * n)
+        var num = 0.0, den = 0.0
+        buffer.withUnsafeMutableBufferPointer { g in
+            m.storage.withUnsafeBufferPointer { s in
+                r.storage.withUnsafeBufferPointer { pr in
+                    for start in stride(from: 0, to: shape[0], by: block) {
+                        let rows = start..<min(shape[0], start + block), count = rows.count * n
+                        let out = UnsafeMutableBufferPointer(rebasing: g[0..<count])
+                        try! decodeRows(rows, into: out) { range, buffer in
+                            _ = buffer.initialize(from: s[(range.lowerBound * m.cols)..<(range.upperBound * m.cols)])
+                        }
+                        let y = UnsafeBufferPointer(rebasing: pr[(start * n)..<(start * n + count)])
+                        for k in 0..<count { out[k] -= y[k] }
+                        let d = UnsafeBufferPointer(out)
+                        num += BLAS.dot(d, d); den += BLAS.dot(y, y)
+                    }
+                }
+            }
+        }
+        return (num, den)
+    }
+
     /// The gathered matrix from the suspect's matrix held in memory.
     func applied(to m: Matrix) -> Matrix {
         precondition(m.cols == sourceColumns)
