@@ -82,6 +82,7 @@ let package = Package(
         ]),
         .testTarget(name: "LinearAlgebraTests", dependencies: ["LinearAlgebra"]),
         .testTarget(name: "AlignmentTests", dependencies: ["Alignment", "Inference", "Robustness", "Attacks", "Watermarking", "Synthesis", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),
+        .testTarget(name: "InferenceTests", dependencies: ["Inference", "Robustness", "Alignment", "Watermarking", "Synthesis", "TensorIO", "LinearAlgebra", "weightmark", "WeightMarkTestSupport"]),
         .testTarget(name: "SynthesisTests", dependencies: ["Synthesis", "TensorIO", "WeightMarkTestSupport"]),
         .testTarget(name: "GGUFTests", dependencies: ["TensorIO", "Conversion", "Watermarking", "WeightMarkTestSupport"]),
         .testTarget(name: "AttacksTests", dependencies: ["Attacks", "Conversion", "Robustness", "Watermarking", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),

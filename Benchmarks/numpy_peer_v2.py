@@ -94,7 +94,32 @@ class Matrix:
         return self.cache[(i, j)]
 
 
-def hypotheses(m, n):
+def head_sizes(model):
+    """The suspect's head size from a config.json / params.json next to it (FORMAT.md, step 3), else 64 and 128."""
+    folder = model if os.path.isdir(model) else os.path.dirname(model) or "."
+    for file, sizes, heads in (("config.json", ("hidden_size", "n_embd", "d_model"), ("num_attention_heads", "n_head", "n_heads")),
+                               ("params.json", ("dim",), ("n_heads",))):
+        path = os.path.join(folder, file)
+        try:
+            if os.path.getsize(path) > 1 << 20: continue
+            cfg = json.load(open(path))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(cfg, dict): continue
+        def integer(keys):
+            for k in keys:
+                v = cfg.get(k)
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() and v > 0: return int(v)
+            return None
+        hd = integer(("head_dim",))
+        if hd is None:
+            d, h = integer(sizes), integer(heads)
+            if d and h and d % h == 0: hd = d // h
+        if hd and 16 <= hd <= 1024 and hd % 2 == 0: return (hd,)
+    return (64, 128)
+
+
+def hypotheses(m, n, hds=(64, 128)):
     out = []
     for o in ("stored", "transposed"):
         rm, rn = (m, n) if o == "stored" else (n, m)
@@ -113,8 +138,8 @@ def hypotheses(m, n):
             if o == "transposed" and any(v % G for v in starts): continue
             out.append((o, "blocks", s))
         if o != "stored": continue
-        out += [(o, "interleaved", hd) for hd in (64, 128) if rm % (3 * hd) == 0]
-        out += [(o, "rotary", hd) for hd in (64, 128) if rm % hd == 0]
+        out += [(o, "interleaved", hd) for hd in hds if rm % (3 * hd) == 0]
+        out += [(o, "rotary", hd) for hd in hds if rm % hd == 0]
     return out
 
 
@@ -177,10 +202,31 @@ def name_pattern(name):
     return re.sub(r"[0-9]+", "#", name)
 
 
+def announced_readings(pattern, hyps, m, n, orientation):
+    """The hypotheses a name pattern announces (FORMAT.md, step 4, "Announced layouts"), in step 3's order."""
+    parts = pattern.lower().split(".")
+    interleaved = "query_key_value" in parts
+    qkv = interleaved or any(c in ("c_attn", "in_proj_weight") or "qkv" in c for c in parts)
+    gate_up = any("gate_up" in c for c in parts)
+    rotary = any(c in ("wq", "wk") for c in parts)
+    out = []
+    for h in hyps:
+        o, kind, arg = h
+        width = n if o == "stored" else m
+        if (kind == "blocks" and ((qkv and len(arg) == 3 and arg[0] == width) or (gate_up and len(arg) == 2))) \
+                or (kind == "interleaved" and interleaved) or (kind == "rotary" and rotary):
+            out.append(h)
+    if any(h[1] == "interleaved" for h in out):
+        out = [h for h in out if h[1] != "blocks"]
+    oriented = [h for h in out if h[0] == orientation]
+    return oriented or out
+
+
 def score(model, key_path):
     key = json.load(open(key_path))
     secret = bytes.fromhex(key["releaseSecret"] if "releaseSecret" in key else key["secret"])
     U, S = carrier(secret), Patterns(secret)
+    hds = head_sizes(model)
     files = [model] if os.path.isfile(model) else sorted(os.path.join(model, f) for f in os.listdir(model) if f.endswith(".safetensors"))
     mats = []
     for path in files:
@@ -193,7 +239,7 @@ def score(model, key_path):
     pil = []
     for mat in mats:
         d = {}
-        for h in hypotheses(mat.m, mat.n):
+        for h in hypotheses(mat.m, mat.n, hds):
             num = den2 = 0.0
             for pos, w, y in scores(mat, h, pilot):
                 num += w * float((y * S(pos)).sum()); den2 += w * w
@@ -230,7 +276,7 @@ def score(model, key_path):
     for shape, members in groups.items():
         base = T if global_t or (dense_t and shape != largest) else ((shard and shard_h(shape, *shard)) or I)
         best, best_score = base, pilot_z(members, base)
-        for h in hypotheses(*shape):
+        for h in hypotheses(*shape, hds):
             if h == base: continue
             s = pilot_z(members, h) - (1.5 if h in (I, T) else 4.0)
             if s > best_score: best, best_score = h, s
@@ -238,10 +284,15 @@ def score(model, key_path):
     sub = {}
     for k, mat in enumerate(mats): sub.setdefault(((mat.m, mat.n), name_pattern(mat.name)), []).append(k)
     choice = {}
-    for (shape, _), members in sub.items():
+    for (shape, pattern), members in sub.items():
         coarse = choice_of_shape[shape]
+        announced = announced_readings(pattern, hypotheses(*shape, hds), shape[0], shape[1], coarse[0])
+        if announced:
+            coarse = announced[0]
+            for h in announced[1:]:
+                if pilot_z(members, h) > pilot_z(members, coarse): coarse = h
         best, best_score = coarse, pilot_z(members, coarse) + 3
-        for h in hypotheses(*shape):
+        for h in hypotheses(*shape, hds):
             if h != coarse and pilot_z(members, h) > best_score: best, best_score = h, pilot_z(members, h)
         for k in members: choice[k] = best
     # Pass 2: the other positions, pooled.

@@ -33,12 +33,16 @@ public enum ProbeSentences {
     ]
 }
 
-/// How much of a model's function an attack kept: cosine similarity of each probe sentence's embedding with the
-/// unattacked model's.
+/// How much of a model's function an attack kept: cosine similarity of each probe input's output vector with the
+/// unattacked model's (a BERT model's sentence embedding; a Llama's logits at the last position), and for causal
+/// language models the share of positions whose most likely next token is unchanged.
 public struct FunctionKept: Sendable, Codable, Equatable {
     public var minCosine: Double
     public var meanCosine: Double
+    /// Probe inputs compared: sentences (BERT) or token sequences (Llama).
     public var sentences: Int
+    /// Share of (sequence, position) pairs whose argmax token is the unattacked model's; nil for encoders.
+    public var top1Agreement: Double?
 
     public init(reference: [[Float]], attacked: [[Float]]) {
         precondition(reference.count == attacked.count && !reference.isEmpty)

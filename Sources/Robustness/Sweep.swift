@@ -85,9 +85,12 @@ public struct SweepPoint: Sendable, Codable {
     /// ‖W′ − W_marked‖ / ‖W_marked‖ over the marked tensors.
     public var damage: Double
     public var seconds: Double
-    /// Function kept (BERT models): min and mean cosine of the probe sentences' embeddings with the marked model's.
+    /// Function kept: min and mean cosine with the marked model's outputs on the probe inputs (BERT: sentence
+    /// embeddings; Llama: last-position logits), nil when the model has no forward pass here.
     public var functionMinCosine: Double?
     public var functionMeanCosine: Double?
+    /// Llama models: share of probe positions whose top-1 next token is the marked model's.
+    public var functionTop1Agreement: Double?
     /// Informed Z without alignment, when alignment rewrote something (informedZ is after alignment, as `detect` runs).
     public var informedUnalignedZ: Double?
     /// What alignment undid, in short (nil when nothing).
@@ -115,14 +118,18 @@ public final class SweepRunner: @unchecked Sendable {
     let otherMatrices: [ModelTensor]
     /// Alignment before informed detection (as `detect --reference`); nil skips it.
     public var alignment: AlignOptions?
-    /// The BERT forward pass on the marked weights and its probe embeddings (nil for other models).
-    let encoderHeads: Int?
-    let markedEmbeddings: [[Float]]?
+    /// The forward pass measuring function kept (BERT or Llama; nil for other models) and the marked model's outputs.
+    public let functionProbe: FunctionProbe?
+    /// Why the model's forward pass could not run (function kept then not measured).
+    public let functionProbeFailure: String?
+    let markedOutputs: ProbeOutputs?
 
     /// - Parameter format: the format `marked` carries; detection and the re-marking attacks use it.
     /// - Parameter config: the model's config.json (heads, activation): alignment and the BERT function probe use it.
+    /// - Parameter llama: the same config.json read for the Llama forward pass (`LlamaConfig.load(near:)`); with it,
+    ///   Llama-layout models get the function-kept measure.
     public init(original: SafetensorsModel, marked: SafetensorsModel, key: WatermarkKey, options: DetectOptions, delta: Double,
-                format: MarkFormat = .v2, config: ModelConfig? = nil) throws {
+                format: MarkFormat = .v2, config: ModelConfig? = nil, llama: LlamaConfig? = nil) throws {
         self.original = original
         self.marked = marked
         self.key = key
@@ -145,13 +152,17 @@ public final class SweepRunner: @unchecked Sendable {
         var alignment = AlignOptions()
         alignment.config = config
         self.alignment = alignment
-        if BertEncoder.recognizes(marked.tensors.map(\.name)), let heads = config?.heads {
-            let encoder = try BertEncoder(source: marked, heads: heads)
-            encoderHeads = heads
-            markedEmbeddings = ProbeSentences.uncasedBERT.map(encoder.embed)
-        } else {
-            encoderHeads = nil
-            markedEmbeddings = nil
+        // A forward pass the weights do not fit (config.json disagreeing with the shapes) leaves the function column
+        // empty and says why, rather than stopping the sweep.
+        let probe = FunctionProbe.recognize(names: marked.tensors.map(\.name), bertHeads: config?.heads, llama: llama)
+        do {
+            markedOutputs = try probe?.outputs(of: marked)
+            functionProbe = probe
+            functionProbeFailure = nil
+        } catch {
+            markedOutputs = nil
+            functionProbe = nil
+            functionProbeFailure = "\(error)"
         }
     }
 
@@ -240,16 +251,15 @@ public final class SweepRunner: @unchecked Sendable {
         let i = try Detector.detect(suspect: scored, reference: reference, key: key, options: options)
         let unaligned = scored is AlignedTensors ? try Detector.detect(suspect: suspect, reference: reference, key: key, options: options).combinedZ : nil
         var kept: FunctionKept?
-        if let heads = encoderHeads, let markedEmbeddings {
-            let encoder = try BertEncoder(source: marked, heads: heads, overrides: attacked.mapValues(\.values))
-            kept = FunctionKept(reference: markedEmbeddings, attacked: ProbeSentences.uncasedBERT.map(encoder.embed))
+        if let functionProbe, let markedOutputs {
+            kept = FunctionKept(reference: markedOutputs, attacked: try functionProbe.outputs(of: marked, overrides: attacked.mapValues(\.values)))
         }
         return SweepPoint(family: family, label: label, spec: spec.isEmpty ? "none" : spec, x: x,
                           blindZ: b.combinedZ, informedZ: i.combinedZ,
                           log10PBoundBlind: b.log10PValueBound, log10PBoundInformed: i.log10PValueBound,
                           detectedBlind: b.detected, detectedInformed: i.detected,
                           damage: den > 0 ? (num / den).squareRoot() : 0, seconds: Date().timeIntervalSince(start),
-                          functionMinCosine: kept?.minCosine, functionMeanCosine: kept?.meanCosine,
+                          functionMinCosine: kept?.minCosine, functionMeanCosine: kept?.meanCosine, functionTop1Agreement: kept?.top1Agreement,
                           informedUnalignedZ: unaligned, alignment: summary)
     }
 

@@ -17,13 +17,14 @@ public enum SweepRendering {
         }
     }
 
-    /// "min / mean" cosine of the probe embeddings with the marked model's, or "-" when not measured.
+    /// "min / mean" cosine of the probe outputs with the marked model's (and the top-1 next-token agreement for a
+    /// Llama), or "-" when not measured.
     static func function(_ p: SweepPoint) -> String {
         guard let lo = p.functionMinCosine, let mean = p.functionMeanCosine else { return "-" }
-        return String(format: "%.4f / %.4f", lo, mean)
+        return String(format: "%.4f / %.4f", lo, mean) + (p.functionTop1Agreement.map { String(format: ", top-1 %.1f%%", 100 * $0) } ?? "")
     }
 
-    public static let header = ["family", "attack", "damage ‖ΔW‖/‖W‖", "function kept (min / mean cos)", "blind Z", "blind detected",
+    public static let header = ["family", "attack", "damage ‖ΔW‖/‖W‖", "function kept (min / mean cos; top-1)", "blind Z", "blind detected",
                                 "informed Z (aligned)", "informed detected"]
 
     public static func markdown(_ points: [SweepPoint], title: String, notes: [String]) -> String {
@@ -52,11 +53,11 @@ public enum SweepRendering {
     }
 
     public static func csv(_ points: [SweepPoint]) -> String {
-        var s = "family,attack,spec,x,damage,function_min_cos,function_mean_cos,blind_z,blind_log10_p_bound,blind_detected,informed_z,informed_log10_p_bound,informed_detected,informed_unaligned_z,seconds\n"
+        var s = "family,attack,spec,x,damage,function_min_cos,function_mean_cos,function_top1,blind_z,blind_log10_p_bound,blind_detected,informed_z,informed_log10_p_bound,informed_detected,informed_unaligned_z,seconds\n"
         func q(_ t: String) -> String { "\"" + t.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
         for p in points {
             s += [q(p.family), q(p.label), q(p.spec), "\(p.x)", "\(p.damage)", p.functionMinCosine.map { "\($0)" } ?? "",
-                  p.functionMeanCosine.map { "\($0)" } ?? "", "\(p.blindZ)", "\(p.log10PBoundBlind)",
+                  p.functionMeanCosine.map { "\($0)" } ?? "", p.functionTop1Agreement.map { "\($0)" } ?? "", "\(p.blindZ)", "\(p.log10PBoundBlind)",
                   "\(p.detectedBlind)", "\(p.informedZ)", "\(p.log10PBoundInformed)", "\(p.detectedInformed)",
                   p.informedUnalignedZ.map { "\($0)" } ?? "", String(format: "%.3f", p.seconds)].joined(separator: ",") + "\n"
         }
@@ -121,10 +122,12 @@ public enum SweepRendering {
         return s
     }
 
-    /// Function kept against Z: one point per attack, x = 1 − min cosine of the probe embeddings (log scale,
+    /// Function kept against Z: one point per attack, x = 1 − min cosine of the probe outputs (log scale,
     /// 1e-6…1: left is harmless, right destroys the model), y = Z (log), blind and informed, with the threshold.
     /// Points without a function measurement are left out.
-    public static func functionSVG(_ points: [SweepPoint], alpha: Double, title: String) -> String {
+    /// - Parameter measure: what the cosine compares (`FunctionProbe.measure`), for the x axis.
+    public static func functionSVG(_ points: [SweepPoint], alpha: Double, title: String,
+                                   measure: String = "sentence embeddings") -> String {
         let measured = points.filter { $0.functionMinCosine != nil }
         let width = 900.0, height = 560.0, ml = 70.0, mr = 200.0, mt = 60.0, mb = 60.0
         let iw = width - ml - mr, ih = height - mt - mb
@@ -145,7 +148,7 @@ public enum SweepRendering {
             let x = ml + Double(e) / 6 * iw
             s += "<line x1=\"\(x)\" y1=\"\(mt)\" x2=\"\(x)\" y2=\"\(mt + ih)\" stroke=\"#eee\"/><text x=\"\(x)\" y=\"\(mt + ih + 16)\" text-anchor=\"middle\">1e-\(6 - e)</text>\n"
         }
-        s += "<text x=\"\(ml + iw / 2)\" y=\"\(height - 14)\" text-anchor=\"middle\" fill=\"#444\">function lost: 1 − min cosine of sentence embeddings vs the marked model (log; ≤ 1e-6 at the left edge)</text>\n"
+        s += "<text x=\"\(ml + iw / 2)\" y=\"\(height - 14)\" text-anchor=\"middle\" fill=\"#444\">function lost: 1 − min cosine of \(esc(measure)) vs the marked model (log; ≤ 1e-6 at the left edge)</text>\n"
         s += "<text transform=\"translate(20, \(mt + ih / 2)) rotate(-90)\" text-anchor=\"middle\" fill=\"#444\">Z (log)</text>\n"
         s += "<line x1=\"\(ml)\" y1=\"\(py(threshold))\" x2=\"\(ml + iw)\" y2=\"\(py(threshold))\" stroke=\"#555\" stroke-dasharray=\"5,3\"/>\n"
         for p in measured {

@@ -239,7 +239,11 @@ enum TileDetector {
     }
 
     /// Hypotheses worth trying for a stored m×n matrix.
-    static func hypotheses(rows m: Int, cols n: Int) -> [TileHypothesis] {
+    /// Interleaved and rotary readings use the head sizes `headSizes` (the suspect's own, when it ships a config).
+    /// The head sizes tried when the suspect does not say its own: the common ones.
+    static let defaultHeadSizes = [64, 128]
+
+    static func hypotheses(rows m: Int, cols n: Int, headSizes: [Int] = defaultHeadSizes) -> [TileHypothesis] {
         var out: [TileHypothesis] = []
         for orientation in [TileHypothesis.Orientation.stored, .transposed] {
             let (rm, rn) = orientation == .stored ? (m, n) : (n, m) // the marked matrix as read
@@ -258,8 +262,8 @@ enum TileDetector {
                 out.append(.init(orientation: orientation, layout: .blocks(s)))
             }
             guard orientation == .stored else { continue }
-            for hd in [64, 128] where rm % (3 * hd) == 0 { out.append(.init(orientation: .stored, layout: .interleaved(headDim: hd, parts: 3))) }
-            for hd in [64, 128] where rm % hd == 0 { out.append(.init(orientation: .stored, layout: .metaRotary(headDim: hd))) }
+            for hd in headSizes where rm % (3 * hd) == 0 { out.append(.init(orientation: .stored, layout: .interleaved(headDim: hd, parts: 3))) }
+            for hd in headSizes where rm % hd == 0 { out.append(.init(orientation: .stored, layout: .metaRotary(headDim: hd))) }
         }
         return out
     }
@@ -388,6 +392,7 @@ extension TileDetector {
     static func detect(suspect: any TensorSource, reference: (any TensorSource)?, secret: [UInt8], options: DetectOptions,
                        progress: @escaping (String, Int, Int) -> Void) throws -> Outcome {
         let tiles = try TileCarriers(secret: secret)
+        let headSizes = ShippedConfig.attentionHeadSize(near: suspect.path).map { [$0] } ?? defaultHeadSizes
         let selected = suspect.sourceTensors.filter { options.selection.selectsGeometry($0) }
         var skipped: [SkippedTensor] = []
         // Matrices the selection would take were they decodable (a ggml type this version does not know): reported.
@@ -440,7 +445,7 @@ extension TileDetector {
             try Parallel.map(count: total, workers: options.workers) { k in
                 let stored = try projection(k)
                 let shape = candidates[k].tensor.shape
-                let result = hypotheses(rows: shape[0], cols: shape[1]).map { h -> (h: TileHypothesis, num: Double, den2: Double) in
+                let result = hypotheses(rows: shape[0], cols: shape[1], headSizes: headSizes).map { h -> (h: TileHypothesis, num: Double, den2: Double) in
                     var num = 0.0, den2 = 0.0
                     for s in scores(stored, h, keep: { isPilot($0.i, $0.j) }) {
                         num += s.weight * BLAS.dot(s.unit, patterns.pattern(s.position))
@@ -509,21 +514,27 @@ extension TileDetector {
             let base = globallyTransposed || (denseTransposed && shape != largest) ? transposedIdentity
                 : shard.flatMap { shardHypothesis(shape, rows: $0.rows, $0.s) } ?? TileHypothesis.identity
             var best = base, bestScore = pilotZ(members, base)
-            for h in hypotheses(rows: shape[0], cols: shape[1]) where h != base {
+            for h in hypotheses(rows: shape[0], cols: shape[1], headSizes: headSizes) where h != base {
                 let score = pilotZ(members, h) - (h == .identity || h == transposedIdentity ? 1.5 : h.penalty)
                 if score > bestScore { best = h; bestScore = score }
             }
             shapeChoice[shape] = best
         }
         // Within a shape, matrices whose names differ only in numbers (the same projection in every layer) may
-        // override the shape's choice when their own pilots prefer another hypothesis by 2: q and o projections
+        // override the shape's choice when their own pilots prefer another hypothesis by 3: q and o projections
         // share a shape, but only q is rotary-permuted. Names only steer the choice; they never enter Z.
         let subgroups = Dictionary(grouping: candidates.indices, by: { SubgroupKey(shape: candidates[$0].tensor.shape, name: Self.namePattern(candidates[$0].tensor.name)) })
         var choiceOf = [TileHypothesis](repeating: .identity, count: total)
         for (key, members) in subgroups {
-            let coarse = shapeChoice[key.shape]!
+            let all = hypotheses(rows: key.shape[0], cols: key.shape[1], headSizes: headSizes)
+            // A name that announces a layout (`qkv_proj`, `gate_up_proj`, `wq`, …) makes the best of the readings it
+            // announces the subgroup's default; otherwise the shape's choice is.
+            var coarse = shapeChoice[key.shape]!
+            for (n, h) in LayoutHints.readings(for: key.name, among: all, rows: key.shape[0], cols: key.shape[1],
+                                               orientation: coarse.orientation).enumerated()
+            where n == 0 || pilotZ(members, h) > pilotZ(members, coarse) { coarse = h }
             var best = coarse, bestScore = pilotZ(members, coarse) + 3
-            for h in hypotheses(rows: key.shape[0], cols: key.shape[1]) where h != coarse {
+            for h in all where h != coarse {
                 let score = pilotZ(members, h)
                 if score > bestScore { best = h; bestScore = score }
             }
@@ -580,7 +591,7 @@ extension TileDetector {
         let z = den2 > 0 ? num / den2.squareRoot() : 0
         return Outcome(combinedZ: z, tensors: evidence, skipped: skipped, pilotPositions: pilotPositions.count,
                        scoredPositions: pooled.count,
-                       hypothesesTried: groups.keys.map { hypotheses(rows: $0[0], cols: $0[1]).count }.max() ?? 0)
+                       hypothesesTried: groups.keys.map { hypotheses(rows: $0[0], cols: $0[1], headSizes: headSizes).count }.max() ?? 0)
     }
 
     struct SubgroupKey: Hashable { var shape: [Int]; var name: String }

@@ -17,8 +17,10 @@ struct Attack: AsyncParsableCommand {
         `overwrite` and `collusion` add marks of foreign keys at the default strength (collusion needs the \
         unmarked original, --reference). `merge` uses --partner when given, else a synthetic independent model.
 
-        For a BERT model with its config.json alongside, also reports the function kept: min and mean cosine of 12 \
-        probe sentences' embeddings (a forward pass in Swift) against the input model's (`functionKept` in --json).
+        For a BERT or Llama model with its config.json alongside, also reports the function kept, by a forward pass \
+        in Swift against the input model: min and mean cosine of 12 probe sentences' embeddings (BERT), or of the \
+        last-position logits of 8 fixed token sequences and the share of unchanged top-1 next tokens (Llama) \
+        (`functionKept` in --json).
 
         Use --list to see every attack and its parameters.
         """
@@ -78,12 +80,15 @@ struct Attack: AsyncParsableCommand {
         bar.finish()
         let damage = try AttackRunner.damage(attacked, against: source) { $0.shape.count == 2 && $0.dtype.isSupportedFloat }
         let specs = chain.map(\.spec).joined(separator: " → ")
-        // Function kept (BERT models with a config.json giving the head count): probe sentences through both models.
+        // Function kept (BERT or Llama models with a config.json): the probe inputs through both models.
         var kept: FunctionKept?
-        if BertEncoder.recognizes(source.tensors.map(\.name)), let heads = ModelConfig.load(near: model)?.heads {
-            let before = try BertEncoder(source: source, heads: heads)
-            let after = try BertEncoder(source: source, heads: heads, overrides: attacked.mapValues(\.values))
-            kept = FunctionKept(reference: ProbeSentences.uncasedBERT.map(before.embed), attacked: ProbeSentences.uncasedBERT.map(after.embed))
+        if let probe = FunctionProbe.recognize(names: source.tensors.map(\.name), bertHeads: ModelConfig.load(near: model)?.heads,
+                                               llama: Bench.llamaConfig(near: model, quiet: output.quiet)) {
+            do {
+                kept = FunctionKept(reference: try probe.outputs(of: source), attacked: try probe.outputs(of: source, overrides: attacked.mapValues(\.values)))
+            } catch {
+                Console.note("function kept not measured: \(error)", quiet: output.quiet)
+            }
         }
         if output.json {
             struct Result: Encodable {
@@ -93,7 +98,10 @@ struct Attack: AsyncParsableCommand {
         } else {
             Console.out("\(specs): attacked \(attacked.count) tensors of \(model) in \(String(format: "%.1f", Date().timeIntervalSince(start))) s → \(out)")
             Console.out(String(format: "  relative error over 2-D float tensors ‖W′−W‖/‖W‖ = %.4f", damage))
-            if let kept {
+            if let kept, let top1 = kept.top1Agreement {
+                Console.out(String(format: "  function kept: last-position logits cosine vs the input model min %.5f, mean %.5f (%d token sequences); top-1 next token unchanged at %.1f%% of positions",
+                                   kept.minCosine, kept.meanCosine, kept.sentences, 100 * top1))
+            } else if let kept {
                 Console.out(String(format: "  function kept: sentence-embedding cosine vs the input model min %.5f, mean %.5f (%d probe sentences)",
                                    kept.minCosine, kept.meanCosine, kept.sentences))
             }

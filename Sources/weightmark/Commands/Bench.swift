@@ -2,6 +2,7 @@ import Alignment
 import ArgumentParser
 import Attacks
 import Foundation
+import Inference
 import LinearAlgebra
 import Robustness
 import TensorIO
@@ -19,8 +20,10 @@ struct Bench: AsyncParsableCommand {
         threshold drawn). Points run two at a time. Families (default grid): \(SweepFamily.defaults.map(\.name).joined(separator: ", ")), and \
         function-preserving (head permutation; for Llama models also FFN unit rescaling and residual rotation; \
         heads from config.json next to MODEL). Informed detection aligns the suspect first, as `detect --reference` \
-        does. For BERT models every point also reports the function kept: min and mean cosine of 12 probe sentences' \
-        embeddings (a forward pass in Swift) against the marked model's, plotted against Z in function.svg. \
+        does. For BERT and Llama models every point also reports the function kept, by a forward pass in Swift \
+        against the marked model: min and mean cosine of 12 probe sentences' embeddings (BERT), or of the \
+        last-position logits of 8 fixed token sequences plus the share of unchanged top-1 next tokens (Llama, \
+        config.json next to MODEL); plotted against Z in function.svg. \
         --families narrows it (comma-separated names or prefixes); --quick runs one point per family.
 
         --collusion measures traitor tracing instead: personal copies of 1,000 registered recipients \
@@ -79,6 +82,7 @@ struct Bench: AsyncParsableCommand {
         let original = input.model
         if collusion { return try runCollusion(original: original, key: key) }
         let config = ModelConfig.load(near: model)
+        let llama = Self.llamaConfig(near: model, quiet: output.quiet)
         var grid = SweepFamily.defaults
             + SweepFamily.derivatives(layout: TransformerLayout.recognize(names: original.tensors.map(\.name), config: config))
         if let families {
@@ -108,7 +112,8 @@ struct Bench: AsyncParsableCommand {
             var detect = DetectOptions()
             detect.alpha = alpha
             let runner = try SweepRunner(original: original, marked: try SafetensorsModel(path: markedPath), key: key,
-                                         options: detect, delta: plan.delta, config: config)
+                                         options: detect, delta: plan.delta, config: config, llama: llama)
+            if let failure = runner.functionProbeFailure { Console.note("function kept not measured: \(failure)", quiet: output.quiet) }
             let total = grid.reduce(0) { $0 + $1.points.count }
             let bar = ProgressBar(total: total, label: "bench \(s.rawValue)", enabled: !output.quiet)
             let points = try await runner.run(grid) { p, _, _ in bar.advance(detail: p.label) }
@@ -120,6 +125,7 @@ struct Bench: AsyncParsableCommand {
                 String(format: "strength: δ = %.2e per marked tensor (target blind Z 20), %d tensors marked", plan.delta, plan.entries.count),
                 "detected = rigorous p-value bound ≤ \(String(format: "%.0e", alpha)); damage = ‖W′−W‖/‖W‖ vs the marked weights",
                 "merge partner: synthetic independent model with matched per-row statistics",
+                Self.functionNote(runner.functionProbe),
                 "BLAS: \(BLASInfo.current)",
                 "command: weightmark bench \(CommandLine.arguments.dropFirst(2).joined(separator: " "))",
             ]
@@ -128,7 +134,8 @@ struct Bench: AsyncParsableCommand {
             try write(SweepRendering.csv(points), to: "\(out)/results\(suffix).csv")
             try write(SweepRendering.svg(points, families: grid, alpha: alpha, title: title), to: "\(out)/plots\(suffix).svg")
             if points.contains(where: { $0.functionMinCosine != nil }) {
-                try write(SweepRendering.functionSVG(points, alpha: alpha, title: title + ": function kept vs Z"), to: "\(out)/function\(suffix).svg")
+                try write(SweepRendering.functionSVG(points, alpha: alpha, title: title + ": function kept vs Z",
+                                                     measure: runner.functionProbe?.measure ?? "probe outputs"), to: "\(out)/function\(suffix).svg")
             }
             if !output.json {
                 Console.out("\n\(title)")
@@ -142,6 +149,25 @@ struct Bench: AsyncParsableCommand {
             let suffixes = shapings.count > 1 ? shapings.map { "-\($0.rawValue)" } : [""]
             let files = suffixes.flatMap { ["results\($0).md", "results\($0).csv", "plots\($0).svg"] } + ["results.json"]
             Console.out("\nwrote \(files.map { "\(out)/\($0)" }.joined(separator: ", "))")
+        }
+    }
+
+    /// The Llama forward pass's config.json next to `model`; nil (with a note on stderr) when it cannot drive it.
+    static func llamaConfig(near model: String, quiet: Bool) -> LlamaConfig? {
+        do {
+            return try LlamaConfig.load(near: model)
+        } catch {
+            Console.note("function kept not measured: \(error)", quiet: quiet)
+            return nil
+        }
+    }
+
+    static func functionNote(_ probe: FunctionProbe?) -> String {
+        switch probe {
+        case let probe?:
+            "function kept: min / mean cosine of the \(probe.measure) with the marked model's (a forward pass in Swift)"
+                + (probe.isCausal ? "; top-1 = share of the probe positions whose most likely next token is unchanged" : "")
+        case nil: "function kept: not measured (no BERT or Llama forward pass for this model)"
         }
     }
 
