@@ -1,30 +1,46 @@
 import TensorIO
 
 /// A suspect seen through an alignment: the tensors the alignment rewrote come from memory (row-major floats, in the
-/// reference's shape), every other tensor straight from the suspect, read in place when the suspect allows it.
+/// reference's shape) or are gathered on demand from the suspect's rows and columns (permutations, rescalings and
+/// merges, see `TensorGather`); every other tensor comes straight from the suspect, read in place when it allows it.
 public final class AlignedTensors: RowBlockDecodable, @unchecked Sendable {
-    // Immutable after init: `base` is only read, `overrides` is never mutated.
+    // Immutable after init: `base` is only read, `overrides` and `gathers` are never mutated.
     public let base: any TensorSource
+    /// Rewritten tensors held as floats.
     public let overrides: [String: (shape: [Int], values: [Float])]
+    /// Rewritten tensors gathered from the suspect when read.
+    public let gathers: [String: TensorGather]
 
-    public init(base: any TensorSource, overrides: [String: (shape: [Int], values: [Float])]) {
+    public init(base: any TensorSource, overrides: [String: (shape: [Int], values: [Float])], gathers: [String: TensorGather] = [:]) {
+        precondition(Set(overrides.keys).isDisjoint(with: gathers.keys), "a tensor is either held or gathered")
         self.base = base
         self.overrides = overrides
+        self.gathers = gathers
     }
 
     public var path: String { base.path }
+
+    /// Names of the tensors the alignment rewrote.
+    public var rewrittenNames: Set<String> { Set(overrides.keys).union(gathers.keys) }
 
     public var sourceTensors: [SourceTensor] { base.sourceTensors.map { override($0) } }
 
     public func sourceTensor(named name: String) -> SourceTensor? { base.sourceTensor(named: name).map(override) }
 
     private func override(_ t: SourceTensor) -> SourceTensor {
-        guard let o = overrides[t.name] else { return t }
-        return SourceTensor(name: t.name, shape: o.shape, storage: "F32", isFloating: true)
+        if let o = overrides[t.name] { return SourceTensor(name: t.name, shape: o.shape, storage: "F32", isFloating: true) }
+        if let g = gathers[t.name] { return SourceTensor(name: t.name, shape: g.shape, storage: "F32", isFloating: true) }
+        return t
     }
 
     public func decodeFloats(named name: String) throws -> [Float] {
         if let o = overrides[name] { return o.values }
+        if let g = gathers[name] {
+            return try [Float](unsafeUninitializedCapacity: g.shape[0] * g.shape[1]) { buffer, count in
+                try decodeRows(named: name, rows: 0..<g.shape[0], into: buffer)
+                count = g.shape[0] * g.shape[1]
+            }
+        }
         return try base.decodeFloats(named: name)
     }
 
@@ -39,6 +55,24 @@ public final class AlignedTensors: RowBlockDecodable, @unchecked Sendable {
             }
             return
         }
+        if let g = gathers[name] {
+            if base is any RowBlockDecodable {
+                try g.decodeRows(rows, into: out) { range, buffer in try decodeBaseRows(named: name, rows: range, into: buffer) }
+            } else {
+                // Decoded once for the whole call rather than once per gathered row.
+                let all = try base.decodeFloats(named: name), n = g.sourceColumns
+                try all.withUnsafeBufferPointer { src in
+                    try g.decodeRows(rows, into: out) { range, buffer in
+                        _ = buffer.initialize(from: src[(range.lowerBound * n)..<(range.upperBound * n)])
+                    }
+                }
+            }
+            return
+        }
+        try decodeBaseRows(named: name, rows: rows, into: out)
+    }
+
+    private func decodeBaseRows(named name: String, rows: Range<Int>, into out: UnsafeMutableBufferPointer<Float>) throws {
         if let rowSource = base as? any RowBlockDecodable {
             try rowSource.decodeRows(named: name, rows: rows, into: out)
             return
@@ -57,6 +91,7 @@ public final class AlignedTensors: RowBlockDecodable, @unchecked Sendable {
                 try body(UnsafeRawBufferPointer(rebasing: raw[(rows.lowerBound * n * 4)..<(rows.upperBound * n * 4)]), .f32)
             }
         }
+        if gathers[name] != nil { return nil }
         if let rowSource = base as? any RowBlockDecodable {
             return try rowSource.withStoredRows(named: name, rows: rows, body)
         }

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import LinearAlgebra
 import TensorIO
@@ -11,8 +12,11 @@ public struct AlignOptions: Sendable {
     public var identityCosine: Float = 0.4
     /// Per-unit scales within this of 1 are left alone (estimation noise, not a rescaling).
     public var scaleTolerance: Float = 0.01
-    /// Unit features wider than this are compared through a fixed random sketch of this many columns.
-    public var sketchColumns = 256
+    /// Unit features (rows of up and gate, columns of down) no wider than this are compared whole.
+    public var exactFeatureLimit = 512
+    /// Wider ones are compared through a fixed sparse random sketch of this many columns first, and of 4× as many
+    /// when the narrow sketch's matches leave doubt; matches are verified on full rows either way.
+    public var sketchColumns = 64
     public init() {}
 }
 
@@ -36,6 +40,11 @@ public enum ModelAligner {
                     AlignmentReport(layout: nil, changed: false, notes: ["alignment: no BERT or Llama tensor names in the reference; nothing aligned"],
                                     rotation: nil, layers: [], seconds: Date().timeIntervalSince(start)))
         }
+        // One BLAS thread, and our own two-way parallelism over row blocks and tensors: OpenBLAS's threads wait for
+        // each other by spinning, which on a shared machine made the similarity products 1.5× slower than one thread.
+        let previousThreads = BLASInfo.current.threadCount
+        _ = BLASInfo.setThreadCount(1)
+        defer { if let previousThreads { _ = BLASInfo.setThreadCount(previousThreads) } }
         let ws = Workspace(suspect: suspect, reference: reference)
         var notes: [String] = []
         var rotation: RotationFinding?
@@ -59,29 +68,73 @@ public enum ModelAligner {
         for (name, m) in ws.overrides {
             overrides[name] = (reference.sourceTensor(named: name)?.shape.count == 1 ? [m.count] : [m.rows, m.cols], m.storage)
         }
-        let report = AlignmentReport(layout: layout.family.rawValue, changed: !overrides.isEmpty, notes: notes, rotation: rotation,
-                                     layers: findings, seconds: Date().timeIntervalSince(start))
-        return (AlignedTensors(base: suspect, overrides: overrides), report)
+        let report = AlignmentReport(layout: layout.family.rawValue, changed: !overrides.isEmpty || !ws.gathers.isEmpty, notes: notes,
+                                     rotation: rotation, layers: findings, seconds: Date().timeIntervalSince(start))
+        return (AlignedTensors(base: suspect, overrides: overrides, gathers: ws.gathers), report)
     }
 
     /// Suspect tensors as aligned so far, and the reference.
     final class Workspace {
         let suspect: any TensorSource
         let reference: any TensorSource
+        /// Rewritten suspect tensors held as floats (after a rotation, or 1-D biases).
         var overrides: [String: Matrix] = [:]
-        init(suspect: any TensorSource, reference: any TensorSource) { self.suspect = suspect; self.reference = reference }
+        /// Rewritten suspect tensors described by where their rows or columns come from in the suspect.
+        var gathers: [String: TensorGather] = [:]
+        let suspectRows: any RowBlockDecodable
+        let referenceRows: any RowBlockDecodable
+        init(suspect: any TensorSource, reference: any TensorSource) {
+            self.suspect = suspect; self.reference = reference
+            suspectRows = DecodedRows.rowBlocks(of: suspect)
+            referenceRows = DecodedRows.rowBlocks(of: reference)
+        }
 
         func shape(suspect name: String) -> [Int]? {
             if let o = overrides[name] { return [o.rows, o.cols] }
+            if let g = gathers[name] { return g.shape }
             return suspect.sourceTensor(named: name).flatMap { $0.isFloating ? $0.shape : nil }
         }
         func shape(reference name: String) -> [Int]? { reference.sourceTensor(named: name).flatMap { $0.isFloating ? $0.shape : nil } }
 
         func s(_ name: String) throws -> Matrix {
             if let o = overrides[name] { return o }
+            if let g = gathers[name] { return g.applied(to: try Self.matrix(suspect, name)) }
             return try Self.matrix(suspect, name)
         }
+
+        /// Records the rewrite of `name`: as a gather over the suspect when the suspect's tensor is untouched so far,
+        /// else as the floats `applied()` (the gather applied to the tensor as aligned so far).
+        func set(_ name: String, _ m: Matrix) { gathers[name] = nil; overrides[name] = m }
+
+        func store(_ name: String, _ gather: TensorGather, applied: () -> Matrix) {
+            if overrides[name] == nil && gathers[name] == nil {
+                gathers[name] = gather
+            } else {
+                let m = applied()
+                gathers[name] = nil
+                overrides[name] = m
+            }
+        }
         func r(_ name: String) throws -> Matrix { try Self.matrix(reference, name) }
+
+        /// Several matrices decoded two at a time (nil names give nil): (name, from the reference?) each.
+        func matrices(_ wanted: [(String?, Bool)]) throws -> [Matrix?] {
+            let results = Locked([Result<Matrix?, Error>](repeating: .success(nil), count: wanted.count))
+            // Each iteration decodes one tensor into its own result slot; the sources' decoding is thread-safe (the
+            // detector reads tensors of one source concurrently) and the workspace's dictionaries are only read here.
+            nonisolated(unsafe) let this = self
+            let next = Locked(0)
+            DispatchQueue.concurrentPerform(iterations: min(2, wanted.count)) { _ in
+                while true {
+                    let k = next.withLock { n -> Int in defer { n += 1 }; return n }
+                    guard k < wanted.count else { return }
+                    guard let name = wanted[k].0 else { continue }
+                    let r = Result { try wanted[k].1 ? this.r(name) : this.s(name) }.map { Optional($0) }
+                    results.withLock { $0[k] = r }
+                }
+            }
+            return try results.withLock { try $0.map { try $0.get() } }
+        }
         static func matrix(_ source: any TensorSource, _ name: String) throws -> Matrix {
             guard let t = source.sourceTensor(named: name) else { throw TensorIOError.tensorNotFound(name: name, path: source.path) }
             let values = try source.decodeFloats(named: name)
@@ -99,33 +152,36 @@ public enum ModelAligner {
             notes.append("residual rotation not checked: the embedding is missing or shaped differently in the suspect")
             return nil
         }
-        let es = try ws.s(e), er = try ws.r(e)
-        let d = es.cols
-        // Cheap check on ≤ 512 evenly spaced rows.
-        let stride = max(1, es.rows / 512)
+        let d = se[1]
+        // Cheap check on ≤ 512 evenly spaced rows, read alone.
+        let stride = max(1, se[0] / 512)
         var cosSum = 0.0, count = 0
-        for i in Swift.stride(from: 0, to: es.rows, by: stride) {
-            cosSum += Double(cosine(es.storage, i * d, er.storage, i * d, d)); count += 1
+        var a = [Float](repeating: 0, count: d), b = a
+        for i in Swift.stride(from: 0, to: se[0], by: stride) {
+            try a.withUnsafeMutableBufferPointer { try ws.readSuspect(e, rows: i..<(i + 1), into: $0) }
+            try b.withUnsafeMutableBufferPointer { try ws.readReference(e, rows: i..<(i + 1), into: $0) }
+            cosSum += Double(cosine(a, 0, b, 0, d)); count += 1
         }
         let meanCos = cosSum / Double(max(1, count))
         if meanCos >= Double(options.identityCosine) {
+            let fit = PairStatistics.relativeResidual([try ws.statistics(e, along: .rows, groupSize: 1)])
             // Norm weights may be fused without a rotation (also function-preserving).
             let rescaled = try unfuseNorms(ws, layout, d, options)
-            return RotationFinding(found: false, embeddingCosine: meanCos, distanceFromIdentity: 0, fitResidual: relativeResidual([(es, er)]),
-                                   columnsRescaled: rescaled)
+            return RotationFinding(found: false, embeddingCosine: meanCos, distanceFromIdentity: 0, fitResidual: fit, columnsRescaled: rescaled)
         }
+        let es = try ws.s(e), er = try ws.r(e)
         // Orthogonal Procrustes: Q = argmin ‖E_r Q − E_s‖ over orthogonal Q = U Vᵀ, with E_rᵀ E_s = U Σ Vᵀ.
         let m = BLAS.matmul(er, es, transA: .transposed)
         let (u, _, vt) = try LAPACK.svd(m)
         let q = BLAS.matmul(u, vt)
-        ws.overrides[e] = BLAS.matmul(es, q, transB: .transposed)
+        ws.set(e, BLAS.matmul(es, q, transB: .transposed))
         func rotate(reading name: String?) throws {
             guard let name, let sh = ws.shape(suspect: name), sh.count == 2, sh[1] == d else { return }
-            ws.overrides[name] = BLAS.matmul(try ws.s(name), q, transB: .transposed)
+            ws.set(name, BLAS.matmul(try ws.s(name), q, transB: .transposed))
         }
         func rotate(writing name: String?) throws {
             guard let name, let sh = ws.shape(suspect: name), sh.count == 2, sh[0] == d else { return }
-            ws.overrides[name] = BLAS.matmul(q, try ws.s(name))
+            ws.set(name, BLAS.matmul(q, try ws.s(name)))
         }
         for l in layout.layers {
             for n in [l.query, l.key, l.value, l.gate, l.up] { try rotate(reading: n) }
@@ -191,7 +247,7 @@ public enum ModelAligner {
             for name in apply.compactMap({ $0 }) {
                 guard var w = try? ws.s(name), w.cols == d else { continue }
                 for i in 0..<w.rows { for j in 0..<d { w.storage[i * d + j] /= scale[j] } }
-                ws.overrides[name] = w
+                ws.set(name, w)
             }
         }
         for l in layout.layers {
@@ -207,33 +263,50 @@ public enum ModelAligner {
     static func alignHeads(_ ws: Workspace, _ l: TransformerLayout.Layer, heads h: Int, kvHeads hk: Int,
                            _ options: AlignOptions, _ notes: inout [String]) throws -> GroupFinding? {
         let names = [l.query, l.key, l.value, l.attentionOutput]
-        guard names.allSatisfy({ ws.shape(suspect: $0) != nil && ws.shape(suspect: $0) == ws.shape(reference: $0) }) else {
+        guard names.allSatisfy({ ws.shape(suspect: $0) != nil && ws.shape(suspect: $0) == ws.shape(reference: $0) }),
+              let sq = ws.shape(suspect: l.query), let sk = ws.shape(suspect: l.key), let so = ws.shape(suspect: l.attentionOutput),
+              sq.count == 2, sk.count == 2, so.count == 2 else {
             notes.append("layer \(l.index): attention heads not aligned (q/k/v/o shaped differently from the reference)")
             return nil
         }
-        let qs = try ws.s(l.query), ks = try ws.s(l.key), vs = try ws.s(l.value), os = try ws.s(l.attentionOutput)
-        let qr = try ws.r(l.query), kr = try ws.r(l.key), vr = try ws.r(l.value), or = try ws.r(l.attentionOutput)
-        guard h > 0, hk > 0, h % hk == 0, qs.rows % h == 0, ks.rows == qs.rows / h * hk, os.cols == qs.rows else {
-            notes.append("layer \(l.index): attention heads not aligned (\(h) heads, \(hk) key/value heads do not fit q \(qs.rows) rows, k \(ks.rows) rows)")
+        guard h > 0, hk > 0, h % hk == 0, sq[0] % h == 0, sk[0] == sq[0] / h * hk, so[1] == sq[0] else {
+            notes.append("layer \(l.index): attention heads not aligned (\(h) heads, \(hk) key/value heads do not fit q \(sq[0]) rows, k \(sk[0]) rows)")
             return nil
         }
-        let hd = qs.rows / h, d = qs.cols, group = h / hk
-        let ots = os.transposed, otr = or.transposed   // head blocks of o's columns become row blocks
-        let block = hd * d
-        func bc(_ a: Matrix, _ i: Int, _ b: Matrix, _ j: Int) -> Float { cosine(a.storage, i * block, b.storage, j * block, block) }
-        let before = relativeResidual([(qs, qr), (ks, kr), (vs, vr), (os, or)])
-        // Already aligned: every head's blocks agree with the same-index reference head.
-        let identity = (0..<h).allSatisfy { bc(qs, $0, qr, $0) >= options.identityCosine && bc(ots, $0, otr, $0) >= options.identityCosine }
-            && (0..<hk).allSatisfy { bc(ks, $0, kr, $0) >= options.identityCosine && bc(vs, $0, vr, $0) >= options.identityCosine }
-        if identity {
+        let hd = sq[0] / h, group = h / hk
+        // Already aligned: every head's blocks agree with the same-index reference head. Head 0's q block, read alone,
+        // rules that out when it is already below the threshold (a permuted layer); otherwise one streamed pass gathers
+        // the per-head inner products of q/k/v row blocks and o column blocks.
+        var qa0 = [Float](repeating: 0, count: hd * sq[1]), qb0 = qa0
+        try qa0.withUnsafeMutableBufferPointer { try ws.readSuspect(l.query, rows: 0..<hd, into: $0) }
+        try qb0.withUnsafeMutableBufferPointer { try ws.readReference(l.query, rows: 0..<hd, into: $0) }
+        var streamedBefore: Double?
+        var identity = false
+        if cosine(qa0, 0, qb0, 0, qa0.count) >= options.identityCosine {
+            let qStats = try ws.statistics(l.query, along: .rows, groupSize: hd), kStats = try ws.statistics(l.key, along: .rows, groupSize: hd)
+            let vStats = try ws.statistics(l.value, along: .rows, groupSize: hd)
+            let oStats = try ws.statistics(l.attentionOutput, along: .columns, groupSize: hd)
+            streamedBefore = PairStatistics.relativeResidual([qStats, kStats, vStats, oStats])
+            identity = (0..<h).allSatisfy { qStats.cosine($0) >= options.identityCosine && oStats.cosine($0) >= options.identityCosine }
+                && (0..<hk).allSatisfy { kStats.cosine($0) >= options.identityCosine && vStats.cosine($0) >= options.identityCosine }
+        }
+        if identity, let before = streamedBefore {
             return GroupFinding(kind: "heads", unit: "head", suspectUnits: h, referenceUnits: h, moved: 0, rescaled: 0, signFlips: 0, dropped: 0,
                                 duplicated: 0, extra: 0, ambiguous: [], ambiguousCount: 0, residualBefore: before, residualAfter: before, identityByCheck: true)
         }
+        let decoded = try ws.matrices(names.map { ($0, false) } + names.map { ($0, true) }).map { $0! }
+        let (qs, ks, vs, os) = (decoded[0], decoded[1], decoded[2], decoded[3])
+        let (qr, kr, vr, or) = (decoded[4], decoded[5], decoded[6], decoded[7])
+        let before = streamedBefore ?? relativeResidual([(qs, qr), (ks, kr), (vs, vr), (os, or)])
+        // Cosines of every suspect head block with every reference head block, one matrix product per projection
+        // (o's head blocks are column blocks: gathered head-major first, which keeps each block's elements paired).
+        let cq = blockCosines(qs, qr, blocks: h), ck = blockCosines(ks, kr, blocks: hk), cv = blockCosines(vs, vr, blocks: hk)
+        let co = blockCosines(headMajor(os, heads: h), headMajor(or, heads: h), blocks: h)
         // Key/value groups first (k and v, plus q and o when every head is its own group), then q heads within groups.
         var g = [Float](repeating: 0, count: hk * hk)
         for a in 0..<hk { for b in 0..<hk {
-            var s = bc(ks, a, kr, b) + bc(vs, a, vr, b)
-            if group == 1 { s += bc(qs, a, qr, b) + bc(ots, a, otr, b) }
+            var s = ck[a * hk + b] + cv[a * hk + b]
+            if group == 1 { s += cq[a * h + b] + co[a * h + b] }
             g[a * hk + b] = s
         } }
         let kvMatch = LinearAssignment.maximize(g, rows: hk, cols: hk)
@@ -246,7 +319,8 @@ public enum ModelAligner {
             let sg = kvOf[rg]
             var sim = [Float](repeating: 0, count: group * group)
             for a in 0..<group { for b in 0..<group {
-                sim[a * group + b] = bc(qs, sg * group + a, qr, rg * group + b) + bc(ots, sg * group + a, otr, rg * group + b)
+                let i = sg * group + a, j = rg * group + b
+                sim[a * group + b] = cq[i * h + j] + co[i * h + j]
             } }
             let match = group == 1 ? [0] : LinearAssignment.maximize(sim, rows: group, cols: group).map { $0! }
             for (a, b) in match.enumerated() { qOf[rg * group + b] = sg * group + a }
@@ -259,7 +333,7 @@ public enum ModelAligner {
         }
         let moved = (0..<h).filter { qOf[$0] != $0 }.count
         // Confident: the chosen heads' q and o blocks agree with the reference as well as the identity check asks.
-        let meanChosen = (0..<h).reduce(Float(0)) { $0 + bc(qs, qOf[$1], qr, $1) + bc(ots, qOf[$1], otr, $1) } / Float(2 * h)
+        let meanChosen = (0..<h).reduce(Float(0)) { $0 + cq[qOf[$1] * h + $1] + co[qOf[$1] * h + $1] } / Float(2 * h)
         guard meanChosen >= options.identityCosine else {
             return GroupFinding(kind: "heads", unit: "head", suspectUnits: h, referenceUnits: h, moved: 0, rescaled: 0, signFlips: 0, dropped: 0,
                                 duplicated: 0, extra: 0, ambiguous: [], ambiguousCount: 0, residualBefore: before, residualAfter: before,
@@ -270,31 +344,72 @@ public enum ModelAligner {
                                 duplicated: 0, extra: 0, ambiguous: Array(ambiguous.prefix(16)), ambiguousCount: ambiguous.count,
                                 residualBefore: before, residualAfter: before, identityByCheck: false)
         }
-        func permuteRowBlocks(_ m: Matrix, _ of: [Int], _ rowsPerBlock: Int) -> Matrix {
-            var out = m
-            let w = rowsPerBlock * m.cols
-            for (dst, src) in of.enumerated() {
-                out.storage.replaceSubrange((dst * w)..<((dst + 1) * w), with: m.storage[(src * w)..<((src + 1) * w)])
-            }
-            return out
+        // Row j of a block-permuted matrix is row of[j / hd]·hd + j % hd of the suspect's.
+        func blockSources(_ of: [Int]) -> [Int] { (0..<(of.count * hd)).map { of[$0 / hd] * hd + $0 % hd } }
+        func rowGather(_ m: Matrix, _ of: [Int]) -> TensorGather {
+            TensorGather(shape: [m.rows, m.cols], sourceColumns: m.cols, sources: .rows(blockSources(of), divisors: nil))
         }
-        let qa = permuteRowBlocks(qs, qOf, hd), ka = permuteRowBlocks(ks, kvOf, hd), va = permuteRowBlocks(vs, kvOf, hd)
-        let oa = permuteRowBlocks(ots, qOf, hd).transposed
-        let after = relativeResidual([(qa, qr), (ka, kr), (va, vr), (oa, or)])
+        let qg = rowGather(qs, qOf), kg = rowGather(ks, kvOf), vg = rowGather(vs, kvOf)
+        let og = TensorGather(shape: [os.rows, os.cols], sourceColumns: os.cols, sources: .columns(blockSources(qOf).map { [(column: $0, factor: Float(1))] }))
+        let after = relativeResidual([(qg, qs, qr), (kg, ks, kr), (vg, vs, vr), (og, os, or)])
         guard after < before else {
             return GroupFinding(kind: "heads", unit: "head", suspectUnits: h, referenceUnits: h, moved: 0, rescaled: 0, signFlips: 0, dropped: 0,
                                 duplicated: 0, extra: 0, ambiguous: [], ambiguousCount: 0, residualBefore: before, residualAfter: before,
                                 identityByCheck: false, leftAsStored: true)
         }
-        ws.overrides[l.query] = qa; ws.overrides[l.key] = ka; ws.overrides[l.value] = va; ws.overrides[l.attentionOutput] = oa
+        ws.store(l.query, qg) { qg.applied(to: qs) }; ws.store(l.key, kg) { kg.applied(to: ks) }
+        ws.store(l.value, vg) { vg.applied(to: vs) }; ws.store(l.attentionOutput, og) { og.applied(to: os) }
         for (bias, of) in [(l.queryBias, qOf), (l.keyBias, kvOf), (l.valueBias, kvOf)] {
             guard let bias, let b = try? ws.s(bias), b.count == of.count * hd else { continue }
-            ws.overrides[bias] = permuteRowBlocks(Matrix(rows: b.count, cols: 1, storage: b.storage), of, hd)
+            ws.set(bias, Matrix(rows: 1, cols: b.count, storage: blockSources(of).map { b.storage[$0] }))
         }
-        _ = d
         return GroupFinding(kind: "heads", unit: "head", suspectUnits: h, referenceUnits: h, moved: moved, rescaled: 0, signFlips: 0, dropped: 0,
                             duplicated: 0, extra: 0, ambiguous: Array(ambiguous.prefix(16)), ambiguousCount: ambiguous.count,
                             residualBefore: before, residualAfter: after, identityByCheck: false)
+    }
+
+    /// Cosine of suspect block a with reference block b (blocks × blocks, row-major), where block a is the a-th of
+    /// `blocks` equal consecutive slices of the matrix's storage: one matrix product.
+    static func blockCosines(_ s: Matrix, _ r: Matrix, blocks: Int) -> [Float] {
+        let width = s.count / blocks
+        precondition(width * blocks == s.count && s.count == r.count)
+        var gram = [Float](repeating: 0, count: blocks * blocks)
+        s.storage.withUnsafeBufferPointer { ps in
+            r.storage.withUnsafeBufferPointer { pr in
+                gram.withUnsafeMutableBufferPointer { pg in
+                    BLAS.gemm(m: blocks, n: blocks, k: width, a: ps.baseAddress!, lda: width, b: pr.baseAddress!, ldb: width,
+                              transB: .transposed, c: pg.baseAddress!, ldc: blocks)
+                }
+            }
+        }
+        func norms(_ m: Matrix) -> [Double] {
+            m.storage.withUnsafeBufferPointer { p in
+                (0..<blocks).map { a in
+                    let x = UnsafeBufferPointer(rebasing: p[(a * width)..<((a + 1) * width)])
+                    return BLAS.dot(x, x).squareRoot()
+                }
+            }
+        }
+        let ns = norms(s), nr = norms(r)
+        for a in 0..<blocks { for b in 0..<blocks {
+            gram[a * blocks + b] = ns[a] > 0 && nr[b] > 0 ? Float(Double(gram[a * blocks + b]) / (ns[a] * nr[b])) : 0
+        } }
+        return gram
+    }
+
+    /// o (d × heads·hd) with each head's column block gathered into one contiguous d × hd slice, head after head.
+    static func headMajor(_ m: Matrix, heads h: Int) -> Matrix {
+        let hd = m.cols / h, d = m.rows
+        var out = Matrix(rows: h, cols: d * hd)
+        out.storage.withUnsafeMutableBufferPointer { o in
+            m.storage.withUnsafeBufferPointer { s in
+                for a in 0..<h { for r in 0..<d {
+                    let dst = a * d * hd + r * hd, src = r * m.cols + a * hd
+                    for t in 0..<hd { o[dst + t] = s[src + t] }
+                } }
+            }
+        }
+        return out
     }
 
     // MARK: - FFN hidden units
@@ -302,67 +417,19 @@ public enum ModelAligner {
     static func alignFFN(_ ws: Workspace, _ l: TransformerLayout.Layer, _ activation: TransformerLayout.Activation,
                          _ options: AlignOptions, _ notes: inout [String]) throws -> GroupFinding? {
         guard let su = ws.shape(suspect: l.up), let ru = ws.shape(reference: l.up), let sd = ws.shape(suspect: l.down),
-              let rd = ws.shape(reference: l.down), su[1] == ru[1], sd[0] == rd[0], sd[1] == su[0], rd[1] == ru[0],
+              let rd = ws.shape(reference: l.down), su.count == 2, ru.count == 2, sd.count == 2, rd.count == 2,
+              su[1] == ru[1], sd[0] == rd[0], sd[1] == su[0], rd[1] == ru[0],
               l.gate.map({ ws.shape(suspect: $0) == su && ws.shape(reference: $0) == ru }) ?? true else {
             notes.append("layer \(l.index): FFN not aligned (up/gate/down missing or inconsistent in the suspect)")
             return nil
         }
-        let ns = su[0], nr = ru[0], d = su[1]
-        let ups = try ws.s(l.up), upr = try ws.r(l.up)
-        let gates = try l.gate.map { try ws.s($0) }, gater = try l.gate.map { try ws.r($0) }
-        let downs = try ws.s(l.down), downr = try ws.r(l.down)
-        let dts = downs.transposed, dtr = downr.transposed            // units as rows (n×d_out)
-        let dOut = dts.cols
+        let ns = su[0], nr = ru[0], d = su[1], dOut = sd[0]
         let scalable = activation != .gelu
-        let before: Double? = ns == nr ? relativeResidual([(ups, upr), (downs, downr)] + (gates.map { [($0, gater!)] } ?? [])) : nil
-        let nf: Float = gates == nil ? 2 : 3
-
-        // Similarity of suspect unit i and reference unit j from the unit's input row(s) and output column.
-        func pairSimilarity(_ i: Int, _ j: Int) -> Float {
-            let cu = cosine(ups.storage, i * d, upr.storage, j * d, d), cd = cosine(dts.storage, i * dOut, dtr.storage, j * dOut, dOut)
-            let cg = gates.map { cosine($0.storage, i * d, gater!.storage, j * d, d) } ?? 0
-            return activation == .swiglu ? cg + abs(cu + cd) : cg + cu + cd
-        }
-
-        var match = [Int?](repeating: nil, count: ns)             // suspect unit → reference unit
-        var sim: [Float] = []                                     // ns×nr when searched
-        var identityByCheck = false
-        if ns == nr, (0..<ns).allSatisfy({ pairSimilarity($0, $0) >= options.identityCosine * nf }) {
-            identityByCheck = true
-            for i in 0..<ns { match[i] = i }
-        } else {
-            // Full search: cosine matrices of (sketched) unit features, combined as in pairSimilarity.
-            let sketch = d > 2 * options.sketchColumns || dOut > 2 * options.sketchColumns
-            func features(_ m: Matrix) -> Matrix {
-                var f = sketch && m.cols > options.sketchColumns ? BLAS.matmul(m, sketchMatrix(rows: m.cols, cols: options.sketchColumns)) : m
-                normalizeRows(&f)
-                return f
-            }
-            let cu = BLAS.matmul(features(ups), features(upr), transB: .transposed)
-            let cd = BLAS.matmul(features(dts), features(dtr), transB: .transposed)
-            sim = cu.storage
-            if activation == .swiglu {
-                for k in sim.indices { sim[k] = abs(sim[k] + cd.storage[k]) }
-            } else {
-                for k in sim.indices { sim[k] += cd.storage[k] }
-            }
-            if let gates, let gater {
-                let cg = BLAS.matmul(features(gates), features(gater), transB: .transposed)
-                for k in sim.indices { sim[k] += cg.storage[k] }
-            }
-            match = LinearAssignment.maximize(sim, rows: ns, cols: nr)
-            // With fewer suspect units than reference units, a forced match to an unrelated unit (a suspect unit whose
-            // real counterpart is taken, as a duplicate's is) is no match: that reference unit counts as dropped. With
-            // equal counts every unit keeps its match (a permutation; noise only weakens the similarities).
-            if ns < nr { for i in 0..<ns { if let j = match[i], sim[i * nr + j] < 0.5 * nf { match[i] = nil } } }
-        }
+        let nf: Float = l.gate == nil ? 2 : 3
 
         // Per-unit scale from the up path, c = ⟨up_s, up_r⟩ / ‖up_r‖² (SwiGLU: any sign; ReLU: positive only).
-        func rawScale(_ i: Int, _ j: Int) -> Float {
-            guard scalable else { return 1 }
-            var dot = 0.0, nn = 0.0
-            for k in 0..<d { dot += Double(ups.storage[i * d + k]) * Double(upr.storage[j * d + k]); nn += Double(upr.storage[j * d + k]) * Double(upr.storage[j * d + k]) }
-            guard nn > 0 else { return 1 }
+        func fittedScale(dot: Double, referenceSquares nn: Double) -> Float {
+            guard scalable, nn > 0 else { return 1 }
             let c = Float(dot / nn)
             if (activation == .relu && c <= 0) || abs(c) < 1e-6 { return 1 }
             return c
@@ -371,12 +438,153 @@ public enum ModelAligner {
         // out (exactly), otherwise none (estimation noise of an unscaled layer is left alone).
         // Quantization noise moves a fitted scale by ~damage/√d (≈ 0.02 for int2 at d = 384); a rescaling attack moves
         // most units far more, so "clearly" means: a sign flip, or ≥ 5% of the units off by more than 0.1.
-        let fitted = (0..<ns).compactMap { i in match[i].map { rawScale(i, $0) } }
-        let layerScaled = scalable && (fitted.contains { $0 < 0 } || fitted.filter { abs($0 - 1) > 0.1 }.count >= max(1, ns / 20))
+        func isScaled(_ fitted: [Float]) -> Bool {
+            scalable && (fitted.contains { $0 < 0 } || fitted.filter { abs($0 - 1) > 0.1 }.count >= max(1, ns / 20))
+        }
+
+        // Already aligned? One streamed pass: each unit's up row, gate row and down column against the same-index
+        // reference unit, without decoding whole matrices. An unscaled aligned layer ends here.
+        var before: Double?
+        var identityByCheck = false
+        // A few units read alone can already rule the identity out: with |cos(down)| ≤ 1 the identity check's
+        // similarity of unit i is at most cos(gate) + |cos(up)| + 1, so one sampled unit below the threshold settles it
+        // (a permuted layer) without the streamed pass.
+        func identityRuledOut() throws -> Bool {
+            var a = [Float](repeating: 0, count: d), b = a
+            func rowCosine(_ name: String, _ i: Int) throws -> Float {
+                try a.withUnsafeMutableBufferPointer { try ws.readSuspect(name, rows: i..<(i + 1), into: $0) }
+                try b.withUnsafeMutableBufferPointer { try ws.readReference(name, rows: i..<(i + 1), into: $0) }
+                return cosine(a, 0, b, 0, d)
+            }
+            for i in stride(from: 0, to: ns, by: max(1, ns / 16)) {
+                let cu = try rowCosine(l.up, i), cg = try l.gate.map { try rowCosine($0, i) } ?? 0
+                if (activation == .swiglu ? cg + abs(cu) : cg + cu) + 1 < options.identityCosine * nf { return true }
+            }
+            return false
+        }
+        if ns == nr, try !identityRuledOut() {
+            let up = try ws.statistics(l.up, along: .rows, groupSize: 1)
+            let down = try ws.statistics(l.down, along: .columns, groupSize: 1)
+            let gate = try l.gate.map { try ws.statistics($0, along: .rows, groupSize: 1) }
+            before = PairStatistics.relativeResidual([up, down] + (gate.map { [$0] } ?? []))
+            identityByCheck = (0..<ns).allSatisfy { i in
+                let cu = up.cosine(i), cd = down.cosine(i), cg = gate?.cosine(i) ?? 0
+                return (activation == .swiglu ? cg + abs(cu + cd) : cg + cu + cd) >= options.identityCosine * nf
+            }
+            if identityByCheck && !isScaled((0..<ns).map { fittedScale(dot: up.dot[$0], referenceSquares: up.referenceSquares[$0]) }) {
+                return GroupFinding(kind: "ffn", unit: "unit", suspectUnits: ns, referenceUnits: nr, moved: 0, rescaled: 0, signFlips: 0,
+                                    dropped: 0, duplicated: 0, extra: 0, ambiguous: [], ambiguousCount: 0, residualBefore: before,
+                                    residualAfter: before!, identityByCheck: true)
+            }
+        }
+
+        let decoded = try ws.matrices([l.up, l.gate, l.down].map { ($0, false) } + [l.up, l.gate, l.down].map { ($0, true) })
+        let ups = decoded[0]!, gates = decoded[1], downs = decoded[2]!, upr = decoded[3]!, gater = decoded[4], downr = decoded[5]!
+        if ns == nr && before == nil { before = relativeResidual([(ups, upr), (downs, downr)] + (gates.map { [($0, gater!)] } ?? [])) }
+
+        var match = [Int?](repeating: nil, count: ns)             // suspect unit → reference unit
+        // When searched: per suspect unit, the similarity of its match (on full rows), its margin over the runner-up
+        // (on the compared features), and its best reference unit with that similarity (on full rows).
+        var searched = false
+        var chosen = [Float](repeating: 0, count: ns), margin = [Float](repeating: .infinity, count: ns)
+        var best = [(unit: Int, similarity: Float)](repeating: (0, 0), count: ns)
+        if identityByCheck {
+            for i in 0..<ns { match[i] = i }
+        } else {
+            searched = true
+            // Similarity on full rows: cosines of the up rows, gate rows and down columns, one sweep over down's rows.
+            func exactSimilarities(_ pairs: [(Int, Int)]) -> [Float] {
+                var dot = [Double](repeating: 0, count: pairs.count), ss = dot, rr = dot
+                let pi = pairs.map(\.0), pj = pairs.map(\.1)
+                downs.storage.withUnsafeBufferPointer { s in
+                    downr.storage.withUnsafeBufferPointer { r in
+                        dot.withUnsafeMutableBufferPointer { dp in ss.withUnsafeMutableBufferPointer { sp in rr.withUnsafeMutableBufferPointer { rp in
+                            pi.withUnsafeBufferPointer { ip in pj.withUnsafeBufferPointer { jp in
+                                for row in 0..<dOut {
+                                    let sRow = s.baseAddress! + row * ns, rRow = r.baseAddress! + row * nr
+                                    for p in 0..<ip.count {
+                                        let a = Double(sRow[ip[p]]), b = Double(rRow[jp[p]])
+                                        dp[p] += a * b; sp[p] += a * a; rp[p] += b * b
+                                    }
+                                }
+                            } }
+                        } } }
+                    }
+                }
+                return pairs.enumerated().map { p, pair in
+                    let (i, j) = pair
+                    let cu = cosine(ups.storage, i * d, upr.storage, j * d, d)
+                    let cd = ss[p] > 0 && rr[p] > 0 ? Float(dot[p] / (ss[p] * rr[p]).squareRoot()) : 0
+                    let cg = gates.map { cosine($0.storage, i * d, gater!.storage, j * d, d) } ?? 0
+                    return activation == .swiglu ? cg + abs(cu + cd) : cg + cu + cd
+                }
+            }
+            // Cosine matrices of unit features, combined as in the identity check. Wide features go through a fixed
+            // count sketch (rows of up/gate and columns of down sketched in place, no transposes): a narrow one first;
+            // when its matches leave doubt (more than 1% ambiguous, or not confident on full rows), a 4× wider one.
+            var width = options.sketchColumns
+            while true {
+                let sketch = d > options.exactFeatureLimit || dOut > options.exactFeatureLimit
+                let rowSketch = sketch && d > width ? CountSketch(inputs: d, outputs: width) : nil
+                let columnSketch = sketch && dOut > width ? CountSketch(inputs: dOut, outputs: width) : nil
+                func rowFeatures(_ m: Matrix) -> Matrix {
+                    var f = rowSketch.map { $0.sketchingRows(of: m) } ?? m
+                    normalizeRows(&f)
+                    return f
+                }
+                func columnFeatures(_ m: Matrix) -> Matrix {
+                    var f = columnSketch.map { $0.sketchingColumns(of: m) } ?? m.transposed
+                    normalizeRows(&f)
+                    return f
+                }
+                // cos(up) + cos(down) as one product of concatenated features; then |·| for SwiGLU, then + cos(gate).
+                let (sim, arg, top, second) = unitSimilarities(
+                    side(by: rowFeatures(ups), columnFeatures(downs)), side(by: rowFeatures(upr), columnFeatures(downr)),
+                    absolute: activation == .swiglu, plus: gates.map { rowFeatures($0) }, gater.map { rowFeatures($0) })
+                // Every row's best column distinct: that is the optimal assignment (what LinearAssignment returns).
+                if ns <= nr, Set(arg).count == ns {
+                    match = arg.map { Optional($0) }
+                } else {
+                    match = LinearAssignment.maximize(sim, rows: ns, cols: nr)
+                }
+                let pairs = (0..<ns).compactMap { i in match[i].map { (i, $0) } }
+                let verified = sketch ? exactSimilarities(pairs) : pairs.map { sim[$0.0 * nr + $0.1] }
+                for (p, (i, j)) in pairs.enumerated() {
+                    chosen[i] = verified[p]
+                    margin[i] = sim[i * nr + j] - (j == arg[i] ? second[i] : top[i])
+                }
+                // With fewer suspect units than reference units, a forced match to an unrelated unit (a suspect unit
+                // whose real counterpart is taken, as a duplicate's is) is no match: that reference unit counts as
+                // dropped. With equal counts every unit keeps its match (a permutation; noise only weakens similarities).
+                if ns < nr { for i in 0..<ns where match[i] != nil && chosen[i] < 0.5 * nf { match[i] = nil } }
+                for i in 0..<ns where match[i] == nil { best[i] = (arg[i], top[i]) }
+                let unmatched = (0..<ns).filter { match[$0] == nil }
+                if sketch && !unmatched.isEmpty {
+                    for (i, s) in zip(unmatched, exactSimilarities(unmatched.map { ($0, arg[$0]) })) { best[i].similarity = s }
+                }
+                let kept = pairs.filter { match[$0.0] != nil }
+                let doubtful = kept.filter { chosen[$0.0] < 0.3 * nf || margin[$0.0] < 0.05 * nf }.count
+                let confident = !kept.isEmpty && kept.reduce(Float(0)) { $0 + chosen[$1.0] } / Float(kept.count) >= options.identityCosine * nf
+                if !sketch || width >= 4 * options.sketchColumns || (confident && doubtful * 100 <= ns) { break }
+                width *= 4
+            }
+        }
+
+        func rawScale(_ i: Int, _ j: Int) -> Float {
+            guard scalable else { return 1 }
+            return ups.storage.withUnsafeBufferPointer { s in
+                upr.storage.withUnsafeBufferPointer { r in
+                    let x = UnsafeBufferPointer(rebasing: s[(i * d)..<((i + 1) * d)]), y = UnsafeBufferPointer(rebasing: r[(j * d)..<((j + 1) * d)])
+                    return fittedScale(dot: BLAS.dot(x, y), referenceSquares: BLAS.dot(y, y))
+                }
+            }
+        }
+        let layerScaled = isScaled((0..<ns).compactMap { i in match[i].map { rawScale(i, $0) } })
         func scale(_ i: Int, _ j: Int) -> Float { layerScaled ? rawScale(i, j) : 1 }
 
-        var upa = Matrix(rows: nr, cols: d), dta = Matrix(rows: nr, cols: dOut)
-        var gatea = gates.map { _ in Matrix(rows: nr, cols: d) }
+        // Where each reference unit comes from: up row ÷ c, gate row, down column × c (plus merged duplicates).
+        var rowSources = [Int?](repeating: nil, count: nr), divisors = [Float](repeating: 1, count: nr)
+        var columnSources = [[(column: Int, factor: Float)]](repeating: [], count: nr)
         let biass = try l.upBias.flatMap { ws.shape(suspect: $0) == [ns] ? try ws.s($0) : nil }
         var biasa = [Float](repeating: 0, count: nr)
         var moved = 0, rescaled = 0, flips = 0, duplicated = 0, extra = 0
@@ -388,34 +596,31 @@ public enum ModelAligner {
             if i != j { moved += 1 }
             let c = scale(i, j)
             if abs(c - 1) > options.scaleTolerance { rescaled += 1; if c < 0 { flips += 1 } }
-            for k in 0..<d { upa.storage[j * d + k] = ups.storage[i * d + k] / c }
-            for k in 0..<dOut { dta.storage[j * dOut + k] = dts.storage[i * dOut + k] * c }
-            if let gates { for k in 0..<d { gatea!.storage[j * d + k] = gates.storage[i * d + k] } }
+            rowSources[j] = i; divisors[j] = c
+            columnSources[j] = [(i, c)]
             if let biass { biasa[j] = biass.storage[i] / c }
-            if !sim.isEmpty {
-                let chosen = sim[i * nr + j]
-                var runnerUp = -Float.infinity
-                for jj in 0..<nr where jj != j { runnerUp = max(runnerUp, sim[i * nr + jj]) }
-                if chosen < 0.3 * nf || chosen - runnerUp < 0.05 * nf { ambiguous.append(j) }
-            }
+            if searched && (chosen[i] < 0.3 * nf || margin[i] < 0.05 * nf) { ambiguous.append(j) }
         }
         // Suspect units beyond the reference's count: a duplicate (same input row, output column split) is merged into
         // the unit it copies; anything else is left out.
         for i in 0..<ns where match[i] == nil {
-            var best = -Float.infinity, arg = 0
-            for j in 0..<nr where sim[i * nr + j] > best { best = sim[i * nr + j]; arg = j }
-            guard best >= 0.6 * nf, assigned[arg] else { extra += 1; continue }
-            let c = scale(i, arg)
-            for k in 0..<dOut { dta.storage[arg * dOut + k] += dts.storage[i * dOut + k] * c }
+            let arg = best[i].unit
+            guard best[i].similarity >= 0.6 * nf, assigned[arg] else { extra += 1; continue }
+            columnSources[arg].append((i, scale(i, arg)))
             duplicated += 1
         }
         let dropped = assigned.filter { !$0 }.count
         var changed = moved > 0 || rescaled > 0 || dropped > 0 || duplicated > 0 || extra > 0 || ns != nr
-        let downa = dta.transposed
-        let after = changed ? relativeResidual([(upa, upr), (downa, downr)] + (gatea.map { [($0, gater!)] } ?? [])) : (before ?? 0)
+        let upGather = TensorGather(shape: [nr, d], sourceColumns: d, sources: .rows(rowSources, divisors: divisors))
+        let gateGather = TensorGather(shape: [nr, d], sourceColumns: d, sources: .rows(rowSources, divisors: nil))
+        let downGather = TensorGather(shape: [dOut, nr], sourceColumns: ns, sources: .columns(columnSources))
+        var after = before ?? 0
+        if changed {
+            after = relativeResidual([(upGather, ups, upr), (downGather, downs, downr)] + (gates.map { [(gateGather, $0, gater!)] } ?? []))
+        }
         // A search result is used only when it is a confident match (mean matched similarity as high as the identity
         // check asks of an aligned copy) that fits the reference better than the suspect as stored.
-        let matchedSims = (0..<ns).compactMap { i in match[i].map { sim.isEmpty ? options.identityCosine * nf : sim[i * nr + $0] } }
+        let matchedSims = (0..<ns).compactMap { i in match[i].map { _ in searched ? chosen[i] : options.identityCosine * nf } }
         let confident = !matchedSims.isEmpty && matchedSims.reduce(0, +) / Float(matchedSims.count) >= options.identityCosine * nf
         if changed && ((!identityByCheck && !confident) || (before.map { after >= $0 } ?? false)) {
             changed = false
@@ -424,14 +629,78 @@ public enum ModelAligner {
                                 residualAfter: before ?? after, identityByCheck: false, leftAsStored: true)
         }
         if changed {
-            ws.overrides[l.up] = upa
-            ws.overrides[l.down] = downa
-            if let g = l.gate, let gatea { ws.overrides[g] = gatea }
-            if let b = l.upBias, biass != nil { ws.overrides[b] = Matrix(rows: 1, cols: nr, storage: biasa) }
+            ws.store(l.up, upGather) { upGather.applied(to: ups) }
+            ws.store(l.down, downGather) { downGather.applied(to: downs) }
+            if let g = l.gate, let gates { ws.store(g, gateGather) { gateGather.applied(to: gates) } }
+            if let b = l.upBias, biass != nil { ws.set(b, Matrix(rows: 1, cols: nr, storage: biasa)) }
         }
         return GroupFinding(kind: "ffn", unit: "unit", suspectUnits: ns, referenceUnits: nr, moved: moved, rescaled: rescaled, signFlips: flips,
                             dropped: dropped, duplicated: duplicated, extra: extra, ambiguous: Array(ambiguous.prefix(16)),
                             ambiguousCount: ambiguous.count, residualBefore: before, residualAfter: after, identityByCheck: identityByCheck)
+    }
+
+    /// [a | b]: the rows of `a` and `b` side by side.
+    static func side(by a: Matrix, _ b: Matrix) -> Matrix {
+        precondition(a.rows == b.rows)
+        var out = Matrix(rows: a.rows, cols: a.cols + b.cols)
+        for i in 0..<a.rows {
+            out.storage.replaceSubrange((i * out.cols)..<(i * out.cols + a.cols), with: a.storage[(i * a.cols)..<((i + 1) * a.cols)])
+            out.storage.replaceSubrange((i * out.cols + a.cols)..<((i + 1) * out.cols), with: b.storage[(i * b.cols)..<((i + 1) * b.cols)])
+        }
+        return out
+    }
+
+    /// S = a·bᵀ (|a·bᵀ| when `absolute`) + ga·gbᵀ, computed in blocks of rows, with each row's best column (the first
+    /// maximum) and its two largest values taken while the block is in cache.
+    static func unitSimilarities(_ a: Matrix, _ b: Matrix, absolute: Bool, plus ga: Matrix?, _ gb: Matrix?)
+        -> (values: [Float], best: [Int], top: [Float], second: [Float]) {
+        precondition(a.cols == b.cols && (ga?.cols ?? 0) == (gb?.cols ?? 0) && (ga?.rows ?? a.rows) == a.rows && (gb?.rows ?? b.rows) == b.rows)
+        let ns = a.rows, nr = b.rows
+        var best = [Int](repeating: 0, count: ns), top = [Float](repeating: 0, count: ns), second = top
+        guard ns > 0, nr > 0 else { return ([], best, top, second) }
+        let block = max(1, min(ns, (1 << 19) / nr))
+        var sim = [Float](repeating: 0, count: ns * nr)
+        let blocks = (ns + block - 1) / block
+        sim.withUnsafeMutableBufferPointer { c in
+          best.withUnsafeMutableBufferPointer { bestOut in
+            top.withUnsafeMutableBufferPointer { topOut in
+              second.withUnsafeMutableBufferPointer { secondOut in
+            a.storage.withUnsafeBufferPointer { pa in
+                b.storage.withUnsafeBufferPointer { pb in
+                    // Blocks write disjoint rows of the output buffers; the inputs are only read.
+                    nonisolated(unsafe) let (c, bestOut, topOut, secondOut, pa, pb) = (c, bestOut, topOut, secondOut, pa, pb)
+                    DispatchQueue.concurrentPerform(iterations: blocks) { index in
+                        let start = index * block
+                        let m = min(block, ns - start), out = c.baseAddress! + start * nr
+                        if a.cols > 0 {
+                            BLAS.gemm(m: m, n: nr, k: a.cols, a: pa.baseAddress! + start * a.cols, lda: a.cols, b: pb.baseAddress!, ldb: b.cols,
+                                      transB: .transposed, c: out, ldc: nr)
+                        }
+                        if absolute { for k in 0..<(m * nr) { out[k] = abs(out[k]) } }
+                        if let ga, let gb, ga.cols > 0 {
+                            ga.storage.withUnsafeBufferPointer { qa in
+                                gb.storage.withUnsafeBufferPointer { qb in
+                                    BLAS.gemm(m: m, n: nr, k: ga.cols, a: qa.baseAddress! + start * ga.cols, lda: ga.cols, b: qb.baseAddress!,
+                                              ldb: gb.cols, transB: .transposed, beta: 1, c: out, ldc: nr)
+                                }
+                            }
+                        }
+                        for i in 0..<m {
+                            var t = -Float.infinity, s2 = -Float.infinity, arg = 0
+                            for j in 0..<nr {
+                                let x = out[i * nr + j]
+                                if x > t { s2 = t; t = x; arg = j } else if x > s2 { s2 = x }
+                            }
+                            bestOut[start + i] = arg; topOut[start + i] = t; secondOut[start + i] = s2
+                        }
+                    }
+                }
+            }
+              }
+            }
+          }
+        }
+        return (sim, best, top, second)
     }
 
     // MARK: - Helpers
@@ -459,19 +728,34 @@ public enum ModelAligner {
         }
     }
 
-    /// A fixed Gaussian sketch (the same for every run; no key involved).
-    static func sketchMatrix(rows: Int, cols: Int) -> Matrix {
-        var rng = SplitMix64(seed: 0xA11C_5EED ^ UInt64(rows))
-        return Matrix(rows: rows, cols: cols, storage: (0..<(rows * cols)).map { _ in rng.nextGaussian() })
+    /// sqrt(Σ‖G − R‖² / Σ‖R‖²) over gathered matrices G (gather, suspect matrix, reference), without holding G.
+    static func relativeResidual(_ gathered: [(TensorGather, Matrix, Matrix)]) -> Double {
+        var num = 0.0, den = 0.0
+        for (g, s, r) in gathered {
+            let (a, b) = g.residualSums(from: s, against: r)
+            num += a; den += b
+        }
+        return den > 0 ? (num / den).squareRoot() : 0
     }
 
-    /// sqrt(Σ‖S − R‖² / Σ‖R‖²) over same-shaped pairs.
+    /// sqrt(Σ‖S − R‖² / Σ‖R‖²) over same-shaped pairs, accumulated in double precision. Differences are taken in
+    /// single precision, exact when the two values are within a factor 2 of each other (Sterbenz), so a close fit is
+    /// measured exactly.
     static func relativeResidual(_ pairs: [(Matrix, Matrix)]) -> Double {
         var num = 0.0, den = 0.0
+        var diff = [Float](repeating: 0, count: 4096)
         for (s, r) in pairs where s.count == r.count {
-            for k in 0..<s.count {
-                let x = Double(s.storage[k]) - Double(r.storage[k])
-                num += x * x; den += Double(r.storage[k]) * Double(r.storage[k])
+            s.storage.withUnsafeBufferPointer { ps in
+                r.storage.withUnsafeBufferPointer { pr in
+                    diff.withUnsafeMutableBufferPointer { pd in
+                        for start in stride(from: 0, to: s.count, by: pd.count) {
+                            let n = min(pd.count, s.count - start)
+                            for k in 0..<n { pd[k] = ps[start + k] - pr[start + k] }
+                            let d = UnsafeBufferPointer(rebasing: pd[0..<n]), y = UnsafeBufferPointer(rebasing: pr[start..<(start + n)])
+                            num += BLAS.dot(d, d); den += BLAS.dot(y, y)
+                        }
+                    }
+                }
             }
         }
         return den > 0 ? (num / den).squareRoot() : 0

@@ -114,37 +114,45 @@ public struct TileCarriers: Sendable {
 
 /// Rows of one m×n format-v2 pattern, produced block after block (the marking core asks for L2-sized row blocks).
 ///
-/// Tile (i, j) of P is `(U_r S_ij) U_cᵀ`. The left factors `U_r S_ij` of the current tile row are derived once
-/// (S_ij from the keystream, then a 128×32×32 product) and kept while the row blocks inside that tile row are
-/// filled, each with one k×c×32 product per column tile.
+/// Tile (i, j) of P is `(U_r S_ij) U_cᵀ`. The left factors of the current tile row, `L = U_r [S_i0 S_i1 …]`
+/// (r × rank·J row-major: row ρ holds `(U_r S_ij)[ρ]` for j = 0, 1, …), are derived once in one product and kept
+/// while the row blocks inside that tile row are filled. When every column tile is full (n a multiple of 128),
+/// k rows of L read as k·J rows of `rank` are exactly the rows the k×n block needs, one `U ᵀ` each: the block is
+/// one k·J×128 product into contiguous memory, by the rank-32 pattern kernel format v1 uses. Otherwise each column
+/// tile is one k×c×rank product.
 struct TilePatternRows {
     let tiles: TileCarriers
     let m: Int, n: Int
     private var tileRow = -1
-    /// `U_r S_ij` for every column tile j of `tileRow`: tile j at offset j·size·rank, r×rank row-major.
+    /// `U_r [S_i0 S_i1 …]` for `tileRow`: r × (rank · column tiles), row-major.
     private var left: [Float] = []
+    /// `Uᵀ` packed for the pattern kernel (full column tiles only).
+    private let packedU: [Float]?
 
     init(tiles: TileCarriers, rows m: Int, cols n: Int) {
         self.tiles = tiles
         self.m = m
         self.n = n
+        packedU = n % TileCarriers.size == 0 ? RankProjection.packForPattern(tiles.carrier(TileCarriers.size)) : nil
     }
 
     private mutating func prepare(tileRow i: Int) {
         guard i != tileRow else { return }
         let (g, a) = (TileCarriers.size, TileCarriers.rank)
         let r = TileCarriers.extent(i, of: m)
-        let columnTiles = TileCarriers.tiles(n)
-        if left.count < columnTiles * g * a { left = [Float](repeating: 0, count: columnTiles * g * a) }
-        let ur = tiles.carrier(r)
+        let columnTiles = TileCarriers.tiles(n), width = columnTiles * a
+        // [S_i0 S_i1 …]: rank × rank·J, row q of S_ij at columns j·rank ..< (j+1)·rank.
+        var band = [Float](repeating: 0, count: a * width)
         for j in 0..<columnTiles {
             let s = tiles.pattern(row: i, column: j)
-            ur.storage.withUnsafeBufferPointer { us in
-                s.withUnsafeBufferPointer { ss in
-                    left.withUnsafeMutableBufferPointer { ls in
-                        BLAS.gemm(m: r, n: a, k: a, a: us.baseAddress!, lda: a, b: ss.baseAddress!, ldb: a,
-                                  c: ls.baseAddress! + j * g * a, ldc: a)
-                    }
+            for q in 0..<a { for c in 0..<a { band[q * width + j * a + c] = s[q * a + c] } }
+        }
+        if left.count < g * width { left = [Float](repeating: 0, count: g * width) }
+        tiles.carrier(r).storage.withUnsafeBufferPointer { us in
+            band.withUnsafeBufferPointer { bs in
+                left.withUnsafeMutableBufferPointer { ls in
+                    BLAS.gemm(m: r, n: width, k: a, a: us.baseAddress!, lda: a, b: bs.baseAddress!, ldb: width,
+                              c: ls.baseAddress!, ldc: width)
                 }
             }
         }
@@ -154,6 +162,7 @@ struct TilePatternRows {
     /// Writes rows `rows` of P (row-major, leading dimension n) into `out`.
     mutating func fill(rows: Range<Int>, into out: UnsafeMutablePointer<Float>) {
         let (g, a) = (TileCarriers.size, TileCarriers.rank)
+        let columnTiles = TileCarriers.tiles(n), width = columnTiles * a
         var row = rows.lowerBound
         while row < rows.upperBound {
             let i = row / g
@@ -161,14 +170,19 @@ struct TilePatternRows {
             let end = min(rows.upperBound, tileStart + TileCarriers.extent(i, of: m))
             let k = end - row
             prepare(tileRow: i)
-            for j in 0..<TileCarriers.tiles(n) {
-                let c = TileCarriers.extent(j, of: n)
-                // out[row..<end, j-th tile columns] = (U_r S_ij)[row − tileStart ..< end − tileStart] · U_cᵀ
-                tiles.carrier(c).storage.withUnsafeBufferPointer { uc in
-                    left.withUnsafeBufferPointer { ls in
-                        BLAS.gemm(m: k, n: c, k: a, a: ls.baseAddress! + j * g * a + (row - tileStart) * a, lda: a,
-                                  b: uc.baseAddress!, ldb: a, transB: .transposed,
-                                  c: out + (row - rows.lowerBound) * n + j * g, ldc: n)
+            let dst = out + (row - rows.lowerBound) * n
+            left.withUnsafeBufferPointer { ls in
+                let src = ls.baseAddress! + (row - tileStart) * width
+                if let packedU {
+                    packedU.withUnsafeBufferPointer { weightmark_pattern32(RankProjection.level, src, k * columnTiles, $0.baseAddress, g, dst) }
+                    return
+                }
+                for j in 0..<columnTiles {
+                    let c = TileCarriers.extent(j, of: n)
+                    // out[row..<end, j-th tile columns] = (U_r S_ij)[row − tileStart ..< end − tileStart] · U_cᵀ
+                    tiles.carrier(c).storage.withUnsafeBufferPointer { uc in
+                        BLAS.gemm(m: k, n: c, k: a, a: src + j * a, lda: width, b: uc.baseAddress!, ldb: a, transB: .transposed,
+                                  c: dst + j * g, ldc: n)
                     }
                 }
             }

@@ -214,3 +214,44 @@ struct RankProjectionTests {
         #expect(aligned.tensors.map(\.norm) == odd.tensors.map(\.norm))
     }
 }
+
+@Suite("Format v2 pattern rows")
+struct TilePatternRowsTests {
+    /// The pattern the marking core adds, filled in uneven row blocks, equals `U_r S_ij U_cᵀ` computed tile by tile in
+    /// double precision: on the one-product path (width a multiple of 128) and on the per-tile path (an edge column
+    /// tile), with edge row tiles and blocks that cross tile rows.
+    @Test("filled in uneven blocks, the pattern equals U_r S_ij U_cᵀ tile by tile", arguments: [(300, 384), (256, 200), (128, 128), (77, 1000)])
+    func matchesTileByTile(_ m: Int, _ n: Int) throws {
+        let tiles = try TileCarriers(secret: (0..<32).map { UInt8(truncatingIfNeeded: $0 &* 29 &+ 3) })
+        var filled = [Float](repeating: .nan, count: m * n)
+        var rows = TilePatternRows(tiles: tiles, rows: m, cols: n)
+        var start = 0, step = 7
+        while start < m {
+            let end = min(m, start + step)
+            filled.withUnsafeMutableBufferPointer { rows.fill(rows: start..<end, into: $0.baseAddress! + start * n) }
+            start = end
+            step = step * 3 % 151 + 1
+        }
+        let allFilled = filled.allSatisfy { $0.isFinite }
+        #expect(allFilled, "some weights were not filled")
+        let g = TileCarriers.size, a = TileCarriers.rank
+        var worst = 0.0
+        for i in 0..<TileCarriers.tiles(m) {
+            for j in 0..<TileCarriers.tiles(n) {
+                let r = TileCarriers.extent(i, of: m), c = TileCarriers.extent(j, of: n)
+                let s = tiles.pattern(row: i, column: j), ur = tiles.carrier(r), uc = tiles.carrier(c)
+                // T = S U_cᵀ (rank × c), then each weight is U_r[x] · T[:, y].
+                var t = [Double](repeating: 0, count: a * c)
+                for p in 0..<a { for y in 0..<c { for q in 0..<a { t[p * c + y] += Double(s[p * a + q]) * Double(uc[y, q]) } } }
+                for x in 0..<r {
+                    for y in 0..<c {
+                        var v = 0.0
+                        for p in 0..<a { v += Double(ur[x, p]) * t[p * c + y] }
+                        worst = max(worst, abs(v - Double(filled[(i * g + x) * n + j * g + y])))
+                    }
+                }
+            }
+        }
+        #expect(worst <= 1e-5, "max |difference| \(worst)")
+    }
+}

@@ -66,17 +66,19 @@ struct Align: AsyncParsableCommand {
         let (aligned, report) = try ModelAligner.align(suspect: input.model, reference: referenceModel, options: options) {
             Console.note("aligning: \($0)", quiet: output.quiet)
         }
+        let rewritten = aligned.rewrittenNames
         try ModelWriter.write(like: input.model, to: out, overwrite: force) { t in
-            guard let o = aligned.overrides[t.name] else { return nil }
+            guard rewritten.contains(t.name), let shape = aligned.sourceTensor(named: t.name)?.shape else { return nil }
+            let values = try aligned.decodeFloats(named: t.name)
             let dtype = t.dtype.isSupportedFloat ? t.dtype : .f32
-            return OutputTensor(name: t.name, dtype: dtype, shape: t.shape.count == 1 ? [o.values.count] : o.shape,
-                                bytes: FloatConversion.encode(o.values, as: dtype))
+            return OutputTensor(name: t.name, dtype: dtype, shape: t.shape.count == 1 ? [values.count] : shape,
+                                bytes: FloatConversion.encode(values, as: dtype))
         }
         if output.json {
             struct Result: Encodable { var suspect: String; var reference: String; var output: String; var alignment: AlignmentReport }
             Console.out(try Console.json(Result(suspect: suspect, reference: reference, output: out, alignment: report)))
         } else {
-            Console.out("aligned \(suspect) to \(reference) → \(out) (\(report.layout ?? "layout not recognized"), \(aligned.overrides.count) tensors rewritten, \(String(format: "%.1f", report.seconds)) s)")
+            Console.out("aligned \(suspect) to \(reference) → \(out) (\(report.layout ?? "layout not recognized"), \(rewritten.count) tensors rewritten, \(String(format: "%.1f", report.seconds)) s)")
             for line in report.summaryLines { Console.out("  " + line) }
         }
     }
