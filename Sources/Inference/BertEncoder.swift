@@ -104,36 +104,9 @@ public struct BertEncoder: Sendable {
         }
         layerNorm(&x, embeddingNorm)
         let hd = d / heads
-        let scale = 1 / Float(hd).squareRoot()
         for layer in layers {
             let q = linear(x, layer.query, layer.queryBias), k = linear(x, layer.key, layer.keyBias), v = linear(x, layer.value, layer.valueBias)
-            var context = Matrix(rows: n, cols: d)
-            var scores = [Float](repeating: 0, count: n * n)
-            for h in 0..<heads {
-                q.storage.withUnsafeBufferPointer { pq in
-                    k.storage.withUnsafeBufferPointer { pk in
-                        scores.withUnsafeMutableBufferPointer { ps in
-                            BLAS.gemm(m: n, n: n, k: hd, alpha: scale, a: pq.baseAddress! + h * hd, lda: d,
-                                      b: pk.baseAddress! + h * hd, ldb: d, transB: .transposed, c: ps.baseAddress!, ldc: n)
-                        }
-                    }
-                }
-                for i in 0..<n {
-                    var m = -Float.infinity
-                    for j in 0..<n { m = max(m, scores[i * n + j]) }
-                    var s: Float = 0
-                    for j in 0..<n { let e = Foundation.exp(scores[i * n + j] - m); scores[i * n + j] = e; s += e }
-                    for j in 0..<n { scores[i * n + j] /= s }
-                }
-                scores.withUnsafeBufferPointer { ps in
-                    v.storage.withUnsafeBufferPointer { pv in
-                        context.storage.withUnsafeMutableBufferPointer { pc in
-                            BLAS.gemm(m: n, n: hd, k: n, a: ps.baseAddress!, lda: n, b: pv.baseAddress! + h * hd, ldb: d,
-                                      c: pc.baseAddress! + h * hd, ldc: d)
-                        }
-                    }
-                }
-            }
+            let context = Attention.context(q: q, k: k, v: v, heads: heads, kvHeads: heads, headDim: hd, causal: false)
             var attended = linear(context, layer.attentionOutput, layer.attentionOutputBias)
             for i in 0..<attended.count { attended.storage[i] += x.storage[i] }
             layerNorm(&attended, layer.attentionNorm)

@@ -138,7 +138,6 @@ public struct LlamaDecoder: Sendable {
     public func logits(tokens: [Int]) -> Matrix {
         let n = tokens.count, d = hidden, hd = headDim
         let (heads, kvHeads) = (config.heads, config.kvHeads)
-        let (qDim, kvDim) = (heads * hd, kvHeads * hd)
         precondition(n > 0, "logits: an empty token sequence")
         var x = Matrix(rows: n, cols: d)
         for (t, id) in tokens.enumerated() {
@@ -168,45 +167,13 @@ public struct LlamaDecoder: Sendable {
                 }
             }
         }
-        let scale = 1 / Float(hd).squareRoot()
-        let group = heads / kvHeads
-        var scores = [Float](repeating: 0, count: n * n)
         for layer in layers {
             var h = Self.rmsNormalized(x, layer.inputNorm, epsilon: config.rmsNormEpsilon)
             var q = Self.linear(h, layer.query, layer.queryBias), k = Self.linear(h, layer.key, layer.keyBias)
             let v = Self.linear(h, layer.value, layer.valueBias)
             rotate(&q, heads: heads)
             rotate(&k, heads: kvHeads)
-            var context = Matrix(rows: n, cols: qDim)
-            for head in 0..<heads {
-                let kv = head / group
-                q.storage.withUnsafeBufferPointer { pq in
-                    k.storage.withUnsafeBufferPointer { pk in
-                        scores.withUnsafeMutableBufferPointer { ps in
-                            BLAS.gemm(m: n, n: n, k: hd, alpha: scale, a: pq.baseAddress! + head * hd, lda: qDim,
-                                      b: pk.baseAddress! + kv * hd, ldb: kvDim, transB: .transposed, c: ps.baseAddress!, ldc: n)
-                        }
-                    }
-                }
-                // Causal softmax: row i over keys 0…i; later keys get weight 0.
-                for i in 0..<n {
-                    var m = -Float.infinity
-                    for j in 0...i { m = max(m, scores[i * n + j]) }
-                    var sum = 0.0
-                    for j in 0...i { let e = Foundation.exp(scores[i * n + j] - m); scores[i * n + j] = e; sum += Double(e) }
-                    let inverse = Float(1 / sum)
-                    for j in 0...i { scores[i * n + j] *= inverse }
-                    for j in (i + 1)..<n { scores[i * n + j] = 0 }
-                }
-                scores.withUnsafeBufferPointer { ps in
-                    v.storage.withUnsafeBufferPointer { pv in
-                        context.storage.withUnsafeMutableBufferPointer { pc in
-                            BLAS.gemm(m: n, n: hd, k: n, a: ps.baseAddress!, lda: n, b: pv.baseAddress! + kv * hd, ldb: kvDim,
-                                      c: pc.baseAddress! + head * hd, ldc: qDim)
-                        }
-                    }
-                }
-            }
+            let context = Attention.context(q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: hd, causal: true)
             let attended = Self.linear(context, layer.output, layer.outputBias)
             for i in 0..<x.count { x.storage[i] += attended.storage[i] }
             h = Self.rmsNormalized(x, layer.postAttentionNorm, epsilon: config.rmsNormEpsilon)
