@@ -35,9 +35,15 @@ extension Embed {
 
     struct RecipientIndexEntry: Codable { var recipient: String; var copy: String; var manifest: String }
 
-    /// Copies written in one pass over the original. Each pass keeps up to `workers + 1` marked tensors of every
-    /// copy in memory (2B bf16 model, 8 copies: see README.md), so longer lists go in passes of this many.
-    static let copiesPerPass = 8
+    /// Copies written in one pass over the original: at most 8, and as many as keep the marked tensors that wait for
+    /// the writers — up to `workers + 1` of every copy — within `passBudget` when the largest tensor waits; at least 1.
+    static func copiesPerPass(largestTensorBytes: Int, workers: Int) -> Int {
+        max(1, min(8, passBudget / max(1, (workers + 1) * largestTensorBytes)))
+    }
+
+    /// What the tensors waiting for a pass's writers may take (1.5 GiB), so a pass stays within the 2 GB an embed is
+    /// allowed beyond mapped file pages.
+    static let passBudget = 3 << 29
 
     func runPersonalCopies() async throws {
         let owner = try Console.loadKey(self.key, quiet: output.quiet)
@@ -87,7 +93,8 @@ extension Embed {
         var manifests: [EmbedManifest] = []
         var index: [RecipientIndexEntry] = []
         let start = Date()
-        let perPass = Self.copiesPerPass
+        let perPass = Self.copiesPerPass(largestTensorBytes: plan.entries.map(\.tensor.descriptor.byteCount).max() ?? 0,
+                                         workers: options.workers)
         for first in stride(from: 0, to: targets.count, by: perPass) {
             let pass = Array(targets[first..<min(targets.count, first + perPass)])
             let label = targets.count == 1 ? "embedding" : pass.count == 1 ? "copy \(first + 1)/\(targets.count)" : "copies \(first + 1)–\(first + pass.count)/\(targets.count)"

@@ -42,10 +42,11 @@ struct Embed: AsyncParsableCommand {
         a leaked copy came from, even when several of them mixed their copies. As for any embed, the copies are \
         marked with a release subkey (one release, commitment and opening for the whole run; every copy's \
         manifest records the release and its recipient); trace them with --release ID, --manifest or --opening. \
-        --no-release marks them with the owner key itself, as earlier versions did. --recipients reads the original once \
-        per 8 copies: each tensor's owner mark is derived once and every copy gets its fingerprint on top, written \
-        side by side (the bytes are those --recipient writes for each id alone); longer lists go in passes of 8, \
-        which bounds memory to about 3 × 8 times the largest tensor. Needs uniform shaping, format v2.
+        --no-release marks them with the owner key itself, as earlier versions did. --recipients writes several copies per \
+        pass over the original: each tensor's owner mark is derived once and every copy gets its fingerprint on top, \
+        written side by side (the bytes are those --recipient writes for each id alone). A pass takes up to 8 copies, \
+        fewer when 3 of the largest tensor per copy would pass 1.5 GiB (4 on a 2B model with a 131 MB embedding), \
+        so memory stays bounded. Needs uniform shaping, format v2.
 
         Examples:
           weightmark embed model/ --key owner.key --out model-marked/
