@@ -126,6 +126,8 @@ def hypotheses(m, n, hds=(64, 128)):
         out.append((o, "offset", (0, 0)))
         if rm % G == 0:
             out += [(o, "offset", (s * rm // G, 0)) for s in range(1, 8)]
+        elif o == "stored":
+            out += [(o, "rowshift", s * rm) for s in range(1, 8)]
         if rn % G == 0:
             out += [(o, "offset", (0, s * rn // G)) for s in range(1, 8)]
         splits = []
@@ -168,6 +170,13 @@ def scores(mat, h, keep):
             for j in range(tiles(n)):
                 pos = (i + arg[0], j + arg[1])
                 if keep(pos): add(pos, mat.stored(i, j), extent(i, m), extent(j, n))
+    elif kind == "rowshift":   # marked row = stored row + arg; rows of a tile the suspect lacks read as zero
+        for i in range(arg // G, (arg + m - 1) // G + 1):
+            present = [(t, i * G + t - arg) for t in range(G) if 0 <= i * G + t - arg < m]
+            ts, rs = [t for t, _ in present], [r for _, r in present]
+            for j in range(tiles(n)):
+                pos = (i, j)
+                if keep(pos): add(pos, unit(mat.U[ts].T @ mat.Z[j][rs]), len(present), extent(j, n))
     elif kind == "offset":
         for i in range(tiles(m)):
             for j in range(tiles(n)):
@@ -258,6 +267,7 @@ def score(model, key_path):
     dense_t = global_t or prefers_t([k for k in everything if (mats[k].m, mats[k].n) != largest])
     def shard_h(shape, rows, s):
         extent = shape[0] if rows else shape[1]
+        if rows and extent % G: return ("stored", "rowshift", s * extent)
         if extent % G: return None
         return ("stored", "offset", (s * extent // G, 0) if rows else (0, s * extent // G))
     def pooled(pairs):

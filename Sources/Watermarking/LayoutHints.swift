@@ -20,7 +20,7 @@ enum LayoutHints {
             case let .blocks(sizes): return (fusedQKV && sizes.count == 3 && sizes[0] == width) || (fusedGateUp && sizes.count == 2)
             case .interleaved: return interleavedQKV
             case .metaRotary: return metaRotary
-            case .offset: return false
+            case .offset, .rowShift: return false
             }
         }
         var out = candidates.filter(announced)

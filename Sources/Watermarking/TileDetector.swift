@@ -14,6 +14,8 @@ public struct TileHypothesis: Sendable, Codable, Equatable, CustomStringConverti
     public enum Layout: Sendable, Codable, Equatable {
         /// The whole matrix, tile (i, j) at position (i + rowTiles, j + columnTiles): a slice starting on a tile boundary.
         case offset(rowTiles: Int, columnTiles: Int)
+        /// The whole matrix, row ρ at marked row ρ + `rows` (not a multiple of 128): a row slice starting off the tile grid.
+        case rowShift(rows: Int)
         /// Consecutive row blocks of these sizes, each a matrix of its own (fused projections).
         case blocks([Int])
         /// `parts` matrices interleaved per head of `headDim` rows (GPT-NeoX `query_key_value`).
@@ -32,6 +34,7 @@ public struct TileHypothesis: Sendable, Codable, Equatable, CustomStringConverti
         switch layout {
         case let .offset(r, c) where r == 0 && c == 0: l = ""
         case let .offset(r, c): l = "slice at tile offset (\(r), \(c))"
+        case let .rowShift(d): l = "slice at row \(d)"
         case let .blocks(sizes): l = "fused rows " + sizes.map(String.init).joined(separator: "+")
         case let .interleaved(hd, parts): l = "\(parts) parts interleaved per head of \(hd) rows"
         case let .metaRotary(hd): l = "Meta rotary row order, heads of \(hd) rows"
@@ -142,10 +145,13 @@ enum TileDetector {
         let source: any RowBlockDecodable
         let name: String
         let transposed: Bool
+        /// Suspect row ρ is reference row ρ + rowOffset (a row slice of a taller reference; not transposed).
+        let rowOffset: Int
         private var full: [Float]?
         let rows: Int, cols: Int // of the reference as stored
-        init(source: any RowBlockDecodable, name: String, rows: Int, cols: Int, transposed: Bool) {
+        init(source: any RowBlockDecodable, name: String, rows: Int, cols: Int, transposed: Bool, rowOffset: Int = 0) {
             self.source = source; self.name = name; self.rows = rows; self.cols = cols; self.transposed = transposed
+            self.rowOffset = rowOffset
         }
 
         /// block −= reference rows (in the suspect's orientation); exact zeros of the suspect where the reference is
@@ -156,7 +162,7 @@ enum TileDetector {
             func apply(_ r: (Int) -> Float) { erased += Residual.subtract(count: block.count, reference: r, from: block) }
             if !transposed {
                 // Rows the reference does not have (a grown vocabulary) carry no mark: they are left out (zeroed).
-                let available = range.clamped(to: 0..<rows)
+                let available = ((range.lowerBound + rowOffset)..<(range.upperBound + rowOffset)).clamped(to: 0..<rows)
                 var buf = [Float](repeating: 0, count: block.count)
                 if !available.isEmpty {
                     try buf.withUnsafeMutableBufferPointer {
@@ -176,12 +182,13 @@ enum TileDetector {
         }
     }
 
-    /// 32×32 projection `U_rᵀ Z_j[rowList]` for a tile whose rows are `rowList` (suspect rows, in marked order).
+    /// 32×32 projection `U_rᵀ Z_j[rowList]` for a tile whose rows are `rowList` (suspect rows, in marked order;
+    /// a negative entry is a row of the tile the suspect lacks, read as zero).
     static func tile(_ p: Projection, rows rowList: [Int], column j: Int, tiles: TileCarriers) -> [Float] {
         let r = rowList.count
         var gathered = [Float](repeating: 0, count: r * a)
         p.z[j].withUnsafeBufferPointer { zs in
-            for (k, row) in rowList.enumerated() {
+            for (k, row) in rowList.enumerated() where row >= 0 {
                 for c in 0..<a { gathered[k * a + c] = zs[row * a + c] }
             }
         }
@@ -250,6 +257,8 @@ enum TileDetector {
             out.append(TileHypothesis(orientation: orientation, layout: .offset(rowTiles: 0, columnTiles: 0)))
             // Slices s of K ≤ 8 cut on tile boundaries (model-parallel shards): offsets s·(size/G) along one axis.
             if rm % g == 0 { for s in 1..<8 { out.append(.init(orientation: orientation, layout: .offset(rowTiles: s * rm / g, columnTiles: 0))) } }
+            // Off the grid (a 384-row matrix cut in two starts its second half at row 192): stored rows only.
+            else if orientation == .stored { for s in 1..<8 { out.append(.init(orientation: .stored, layout: .rowShift(rows: s * rm))) } }
             if rn % g == 0 { for s in 1..<8 { out.append(.init(orientation: orientation, layout: .offset(rowTiles: 0, columnTiles: s * rn / g))) } }
             // Fused row blocks: gate+up, q+k+v (equal or with grouped-query k/v), each block a matrix of its own.
             var splits: [[Int]] = []
@@ -309,6 +318,17 @@ enum TileDetector {
                 }
                 start += size
             }
+        case let (.stored, .rowShift(d)):
+            // Marked tile i holds marked rows i·G ..< i·G + G; those the suspect has are its rows ρ − d.
+            for i in (d / g)...((d + m - 1) / g) {
+                let rowList = (0..<g).map { t in i * g + t - d < m ? i * g + t - d : -1 }
+                let r = rowList.filter { $0 >= 0 }.count
+                for j in 0..<TileCarriers.tiles(n) {
+                    let pos = Position(i: i, j: j)
+                    guard keep(pos) else { continue }
+                    add(pos, unit(tile(p, rows: rowList, column: j, tiles: stored.tiles)), r, TileCarriers.extent(j, of: n))
+                }
+            }
         case (.stored, _):
             // Row maps: each block is a list of suspect rows in the marked matrix's order.
             for rowsOfBlock in rowMaps(h.layout, rows: m) {
@@ -335,6 +355,7 @@ enum TileDetector {
     /// Whether every tile `h` reads is a stored tile (or its transpose), so no row gathering is needed.
     static func isTileAligned(_ h: TileHypothesis, rows m: Int) -> Bool {
         if h.orientation == .transposed { return true }
+        if case .rowShift = h.layout { return false }
         return rowMaps(h.layout, rows: m).allSatisfy { block in
             stride(from: 0, to: block.count, by: g).allSatisfy { i in
                 block[i] % g == 0 && (i..<min(block.count, i + g)).allSatisfy { block[$0] == block[i] + ($0 - i) }
@@ -346,7 +367,7 @@ enum TileDetector {
     /// Suspect rows of each block, in the marked matrix's row order.
     static func rowMaps(_ layout: TileHypothesis.Layout, rows m: Int) -> [[Int]] {
         switch layout {
-        case .offset:
+        case .offset, .rowShift:
             return [Array(0..<m)]
         case let .blocks(sizes):
             var start = 0
@@ -385,7 +406,7 @@ extension TileDetector {
     /// A suspect matrix to check, with the reference matrix paired with it (informed mode).
     struct Candidate {
         var tensor: SourceTensor
-        var reference: (name: String, shape: [Int], transposed: Bool)?
+        var reference: (name: String, shape: [Int], transposed: Bool, rowOffset: Int)?
     }
 
     /// Detects the v2 mark of `secret` in `suspect`.
@@ -432,7 +453,8 @@ extension TileDetector {
             let (m, n) = (c.tensor.shape[0], c.tensor.shape[1])
             let rows = DecodedRows.rowBlocks(of: suspect)
             let ref = c.reference.map { r in
-                ReferenceRows(source: DecodedRows.rowBlocks(of: reference!), name: r.name, rows: r.shape[0], cols: r.shape[1], transposed: r.transposed)
+                ReferenceRows(source: DecodedRows.rowBlocks(of: reference!), name: r.name, rows: r.shape[0], cols: r.shape[1], transposed: r.transposed,
+                              rowOffset: r.rowOffset)
             }
             let p = try project(name: c.tensor.name, rows: m, cols: n, suspect: rows, reference: ref, tiles: tiles)
             suspect.releaseTensor(named: c.tensor.name)
@@ -480,12 +502,13 @@ extension TileDetector {
         let globallyTransposed = prefersTransposed(Array(candidates.indices))
         let denseTransposed = globallyTransposed || prefersTransposed(allButLargest)
         // A model-parallel shard cuts every matrix the same way: shard s (1 ≤ s < 8) along rows or columns starts at s
-        // times the suspect's extent on that axis. Pooled over every matrix where that offset falls on a tile boundary,
-        // the shard with the largest pooled pilot Z becomes every group's default reading when that Z is at least 3 and
-        // above those matrices' stored and transposed readings (a shard that is only noise would raise the bar every
-        // group's true reading has to clear, so it must beat both whole-matrix readings first).
+        // times the suspect's extent on that axis (a row shift when that is off the tile grid). Pooled over every matrix
+        // it applies to, the shard with the largest pooled pilot Z becomes every group's default reading when that Z is
+        // at least 3 and above those matrices' stored and transposed readings (a shard that is only noise would
+        // raise the bar every group's true reading has to clear, so it must beat both whole-matrix readings first).
         func shardHypothesis(_ shape: [Int], rows: Bool, _ s: Int) -> TileHypothesis? {
             let extent = rows ? shape[0] : shape[1]
+            if rows, extent % g != 0 { return TileHypothesis(orientation: .stored, layout: .rowShift(rows: s * extent)) }
             guard extent % g == 0 else { return nil }
             return TileHypothesis(orientation: .stored, layout: rows ? .offset(rowTiles: s * extent / g, columnTiles: 0)
                                                                      : .offset(rowTiles: 0, columnTiles: s * extent / g))
@@ -577,7 +600,7 @@ extension TileDetector {
                 evidence.append(TensorEvidence(name: c.tensor.name, shape: c.tensor.shape, weight: den2.squareRoot(),
                                                correlation: num, norm: den2.squareRoot(), erased: r.erased,
                                                hypothesis: choiceOf[start + offset].description,
-                                               pairedWith: c.reference.map { $0.transposed ? "\($0.name) (transposed)" : $0.name }))
+                                               pairedWith: c.reference.map { $0.transposed ? "\($0.name) (transposed)" : $0.rowOffset > 0 ? "\($0.name) (rows from \($0.rowOffset))" : $0.name }))
             }
             start = end
         }
@@ -636,20 +659,24 @@ extension TileDetector {
             let (m, n) = (t.shape[0], t.shape[1])
             let idx = picks(m)
             let mine = try rows(suspectRows, t.name, idx, width: n)
-            var best: (name: String, shape: [Int], transposed: Bool, distance: Double)?
+            var best: (name: String, shape: [Int], transposed: Bool, rowOffset: Int, distance: Double)?
             // The reference matrix of the same name is taken whatever the difference (heavy attacks included), in
             // the orientation that fits better; other matrices only when close (unrelated ones differ by about √2).
             let sameName = refs.filter { $0.name == t.name }
             var limit = sameName.isEmpty ? 1.2 : Double.infinity
-            func consider(_ r: SourceTensor, transposed: Bool, _ theirs: [[Float]]) {
+            func consider(_ r: SourceTensor, transposed: Bool, rowOffset: Int = 0, _ theirs: [[Float]]) {
                 let d = distance(mine, theirs)
-                if d < limit || (d == limit && r.name == t.name) { best = (r.name, r.shape, transposed, d); limit = d }
+                if d < limit || (d == limit && r.name == t.name) { best = (r.name, r.shape, transposed, rowOffset, d); limit = d }
             }
             for r in sameName.isEmpty ? refs : sameName {
                 if r.shape[1] == n {
                     // Same width: the same matrix, or rows appended or cut at the end (when the sampled rows exist in both).
                     if idx.allSatisfy({ $0 < r.shape[0] }) {
                         consider(r, transposed: false, try rows(referenceRows, r.name, idx, width: n))
+                    }
+                    // A model-parallel row shard s of a taller matrix: its rows start at s·m.
+                    for s in 1..<8 where (s + 1) * m <= r.shape[0] {
+                        consider(r, transposed: false, rowOffset: s * m, try rows(referenceRows, r.name, idx.map { $0 + s * m }, width: n))
                     }
                 }
                 if r.shape == [n, m] {
@@ -662,7 +689,7 @@ extension TileDetector {
                 }
             }
             suspect.releaseTensor(named: t.name)
-            out.append(Candidate(tensor: t, reference: best.map { ($0.name, $0.shape, $0.transposed) }))
+            out.append(Candidate(tensor: t, reference: best.map { ($0.name, $0.shape, $0.transposed, $0.rowOffset) }))
         }
         return out
     }
