@@ -88,7 +88,7 @@ let package = Package(
         .testTarget(name: "AttacksTests", dependencies: ["Attacks", "Conversion", "Robustness", "Watermarking", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),
         .testTarget(name: "ContainersTests", dependencies: ["weightmark", "TensorIO", "WeightMarkTestSupport"]),
         .testTarget(name: "EvidenceTests", dependencies: ["Evidence", "weightmark", "Watermarking", "TensorIO", "WeightMarkTestSupport"]),
-        .testTarget(name: "ScanTests", dependencies: ["weightmark", "Scanning", "TensorIO", "WeightMarkTestSupport"],
+        .testTarget(name: "ScanTests", dependencies: ["weightmark", "Scanning", "Watermarking", "TensorIO", "WeightMarkTestSupport"],
                     exclude: ["dask_scan.py"]),
         .testTarget(name: "WeightMarkCLITests", dependencies: ["weightmark", "TensorIO", "Conversion", "WeightMarkTestSupport"],
                     exclude: ["Help", "Golden"]),

@@ -495,8 +495,8 @@ extension TileDetector {
         let transposedIdentity = TileHypothesis(orientation: .transposed, layout: .offset(rowTiles: 0, columnTiles: 0))
         // Orientation is a property of the framework that saved the model: when the pilots of all matrices — or of
         // all but the largest group, since frameworks that store dense kernels transposed (Flax, Keras, GPT-2's
-        // Conv1D) keep the embedding as it is — prefer "transposed" by 3, transposition becomes the default.
-        func prefersTransposed(_ indices: [Int]) -> Bool { pilotZ(indices, transposedIdentity) > pilotZ(indices, .identity) + 3 }
+        // Conv1D) keep the embedding as it is — prefer "transposed" by 1.5, transposition becomes the default.
+        func prefersTransposed(_ indices: [Int]) -> Bool { pilotZ(indices, transposedIdentity) > pilotZ(indices, .identity) + 1.5 }
         let largest = groups.max { a, b in a.value.count * a.key.reduce(1, *) < b.value.count * b.key.reduce(1, *) }?.key
         let allButLargest = candidates.indices.filter { candidates[$0].tensor.shape != largest }
         let globallyTransposed = prefersTransposed(Array(candidates.indices))
