@@ -261,7 +261,7 @@ def score(model, key_path):
     groups = {}
     for k, mat in enumerate(mats): groups.setdefault((mat.m, mat.n), []).append(k)
     largest = max(groups, key=lambda s: len(groups[s]) * s[0] * s[1])
-    prefers_t = lambda idx: pilot_z(idx, T) > pilot_z(idx, I) + 1.5
+    prefers_t = lambda idx: pilot_z(idx, T) > pilot_z(idx, I) + 3
     everything = list(range(len(mats)))
     global_t = prefers_t(everything)
     dense_t = global_t or prefers_t([k for k in everything if (mats[k].m, mats[k].n) != largest])

@@ -38,7 +38,9 @@ public struct ScanOptions: Sendable {
     public init() {}
 
     /// Tests per key paid for in a model: (sample, full) × formats.
-    func testsPerKey(stages: Int, triesV1: Bool) -> Int { stages * (triesV1 ? 2 : 1) }
+    /// Stages × formats, and with a sample one more: the v2 sample is read as stored transposed too (its pilots can
+    /// be too few to tell a transposed copy).
+    func testsPerKey(stages: Int, triesV1: Bool) -> Int { stages * (triesV1 ? 2 : 1) + (stages == 2 ? 1 : 0) }
 
     public var threshold: ScanThreshold {
         ScanThreshold(alpha: alpha, models: familyModels, keys: keys.count, testsPerKey: testsPerKey(stages: 2, triesV1: formats == .auto))
@@ -378,7 +380,9 @@ public final class ModelScanner: @unchecked Sendable {
                     detectOptions.format = format
                     detectOptions.alpha = options.alpha
                     if let workers = options.workers { detectOptions.workers = workers }
-                    func test(_ view: ScanView, stage: String) throws -> Bool {
+                    func test(_ view: ScanView, stage: String, readTransposed: Bool = false) throws -> Bool {
+                        var detectOptions = detectOptions
+                        detectOptions.readTransposed = readTransposed
                         let report = try Detector.detect(suspect: view, reference: nil, key: key, options: detectOptions)
                         // Z to 6 decimals: v2 pools tile positions in hash-table order, which differs between processes
                         // and moves the last bits; rounded, every shard and rerun reports the same record.
@@ -393,7 +397,14 @@ public final class ModelScanner: @unchecked Sendable {
                         return true
                     }
                     if try test(sampleView, stage: stages == 2 ? "sample" : "full") { break formatLoop }
-                    if stages == 2, let last = rec.scores.last, last.z >= options.escalateZ {
+                    guard stages == 2 else { continue }
+                    var sampleZ = rec.scores.last?.z ?? 0
+                    // A sample's pilots may be too few to tell a copy stored transposed: v2 reads it so as well.
+                    if format == .v2 {
+                        if try test(sampleView, stage: "sample, read transposed", readTransposed: true) { break formatLoop }
+                        sampleZ = max(sampleZ, rec.scores.last?.z ?? 0)
+                    }
+                    if sampleZ >= options.escalateZ {
                         if try test(fullView, stage: "full") { break formatLoop }
                     }
                 }

@@ -15,6 +15,9 @@ public struct DetectOptions: Sendable {
     public var part: ReportPart?
     /// Which formats to look for: both by default (the bound pays a factor 2).
     public var format = DetectFormat.auto
+    /// Format v2: read the model as stored transposed, as when its pilots prefer that by 3 (docs/FORMAT.md, step 4).
+    /// `scan` also tries this on samples too small for their pilots to decide, and pays for the extra test.
+    public var readTransposed = false
     public init() {}
 }
 

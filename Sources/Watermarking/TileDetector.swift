@@ -495,11 +495,11 @@ extension TileDetector {
         let transposedIdentity = TileHypothesis(orientation: .transposed, layout: .offset(rowTiles: 0, columnTiles: 0))
         // Orientation is a property of the framework that saved the model: when the pilots of all matrices — or of
         // all but the largest group, since frameworks that store dense kernels transposed (Flax, Keras, GPT-2's
-        // Conv1D) keep the embedding as it is — prefer "transposed" by 1.5, transposition becomes the default.
-        func prefersTransposed(_ indices: [Int]) -> Bool { pilotZ(indices, transposedIdentity) > pilotZ(indices, .identity) + 1.5 }
+        // Conv1D) keep the embedding as it is — prefer "transposed" by 3, transposition becomes the default.
+        func prefersTransposed(_ indices: [Int]) -> Bool { pilotZ(indices, transposedIdentity) > pilotZ(indices, .identity) + 3 }
         let largest = groups.max { a, b in a.value.count * a.key.reduce(1, *) < b.value.count * b.key.reduce(1, *) }?.key
         let allButLargest = candidates.indices.filter { candidates[$0].tensor.shape != largest }
-        let globallyTransposed = prefersTransposed(Array(candidates.indices))
+        let globallyTransposed = options.readTransposed || prefersTransposed(Array(candidates.indices))
         let denseTransposed = globallyTransposed || prefersTransposed(allButLargest)
         // A model-parallel shard cuts every matrix the same way: shard s (1 ≤ s < 8) along rows or columns starts at s
         // times the suspect's extent on that axis (a row shift when that is off the tile grid). Pooled over every matrix

@@ -51,9 +51,8 @@ struct ScanTreeTests {
         for d in ["hub", "wild/pt", "misc", "archives", "stage"] { try fm.createDirectory(atPath: root + "/" + d, withIntermediateDirectories: true) }
         let original = ((Fixtures.miniLM ?? "") as NSString).deletingLastPathComponent
         let keyA = work + "/a.key", keyB = work + "/b.key", keyC = work + "/c.key"
-        // Fixed keys, so the tree (and which matrices the path-keyed sample reads) is the same in every run: with a
-        // random key the sample of the renamed and transposed copy is misread now and then (README.md, "Sweeping
-        // storage for leaks": 2 of 30 random keys), and a suite must not fail by chance.
+        // Fixed keys, so the tree (and what the path-keyed sample reads) is the same in every run. These keys made
+        // the renamed, transposed copy's sample read as stored before scan also read v2 samples transposed.
         for (n, k) in [keyA, keyB, keyC].enumerated() {
             try WatermarkKey(secret: (0..<32).map { UInt8(truncatingIfNeeded: $0 * 37 + 11 * n + 1) }).save(to: k)
         }

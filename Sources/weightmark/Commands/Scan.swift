@@ -20,9 +20,11 @@ struct Scan: AsyncParsableCommand {
         least 65,536 elements. Stage 2 runs blind detection (format v2, name-free; v1 too where names exist, with \
         --formats auto) on a sample of the matrices, chosen from a hash of the model's path (never the key) and \
         sized so that a model marked at embed's default strength (blind Z 20 over the whole model, \
-        --expected-z) is expected to clear the threshold by 2.5; a sample Z between 3 and the threshold reads the \
-        whole model. Family-wise threshold: a hit needs exp(−z²/2) · models · keys · tests ≤ --alpha \
-        (Bonferroni; models = --family-models, tests = stages × formats of that model), stated in the trailer.
+        --expected-z) is expected to clear the threshold by 2.5; v2 also reads the sample as stored transposed (a sample's \
+        pilots may be too few to tell), and a sample Z between 3 and the threshold reads the whole model. \
+        Family-wise threshold: a hit needs exp(−z²/2) · models · keys · tests ≤ --alpha (Bonferroni; models = \
+        --family-models, tests = stages × formats of that model, plus the transposed sample reading), stated in \
+        the trailer.
 
         Output (stdout): JSON lines only. One record per model: path, format, bytes, bytesRead, status \
         (ok | skipped | error | timeout; "could not read" is never reported as clean), hits (keyId, z, p, \
