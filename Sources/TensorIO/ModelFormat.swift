@@ -101,7 +101,10 @@ public enum ModelFormat: Sendable, Equatable {
         if b.count >= 8, Array(b[4..<8]) == Array("TFL3".utf8) {
             return .unsupported(description: "a TensorFlow Lite flatbuffer", hint: "")
         }
-        if b.count >= 2, b[0] == 0x80, (2...5).contains(b[1]) {
+        // PROTO 2–5, then an opcode a pickled object starts with: FRAME (protocol 4+), EMPTY_DICT/LIST/TUPLE, MARK,
+        // GLOBAL (an OrderedDict state dict), a string or a small int. Two bytes alone match 1 random file in 16,384.
+        if b.count >= 3, b[0] == 0x80, (2...5).contains(b[1]),
+           [0x95, 0x7D, 0x5D, 0x29, 0x28, 0x63, 0x8C, 0x58, 0x4B, 0x4A, 0x4D, 0x4E, 0x88, 0x89].contains(b[2]) {
             return .unsupported(description: "a bare Python pickle, not a torch.save zip checkpoint", hint: "re-save the state dict with torch.save or as safetensors")
         }
         // ONNX ModelProto: field 1 (ir_version, varint) first, then producer_name / graph / opset fields.

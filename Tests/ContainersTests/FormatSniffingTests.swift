@@ -31,6 +31,21 @@ struct FormatSniffingTests {
         }
     }
 
+    @Test("pickles are told from random bytes that start with a PROTO opcode: protocol 2–5 pickles of a dict, list, OrderedDict")
+    func pickleSniffing() {
+        func format(_ bytes: [UInt8]) -> String {
+            bytes.withUnsafeBytes { ModelFormat.detect(prefix: $0).name }
+        }
+        for pickle: [UInt8] in [[0x80, 0x02, 0x7D, 0x71, 0x00, 0x2E], [0x80, 0x04, 0x95, 0x10, 0, 0, 0, 0, 0, 0, 0], [0x80, 0x03, 0x5D, 0x2E],
+                                [0x80, 0x02, 0x63] + Array("collections\nOrderedDict\n".utf8), [0x80, 0x05, 0x95, 0x20, 0, 0, 0, 0, 0, 0, 0]] {
+            #expect(format(pickle).contains("bare Python pickle"), "\(pickle.prefix(4))")
+        }
+        // What random bytes beginning 0x80 0x02 look like (1 file in 16,384 of a scan's junk): not a model.
+        for third: UInt8 in [0x00, 0x01, 0x2E, 0xFF, 0x41] {
+            #expect(!format([0x80, 0x02, third] + [UInt8](repeating: 0x33, count: 61)).contains("pickle"))
+        }
+    }
+
     @Test("a TensorFlow SavedModel folder is named as such")
     func savedModel() throws {
         let dir = Fixtures.temporaryDirectory("sniff")
