@@ -110,12 +110,7 @@ public struct ModelConfig: Sendable, Equatable {
     /// Reads config.json from `path` when it is a folder, or from the folder holding the file `path`; nil when there
     /// is none or it is not a JSON object.
     public static func load(near path: String) -> ModelConfig? {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { return nil }
-        let folder = isDir.boolValue ? path : (path as NSString).deletingLastPathComponent
-        let file = (folder.isEmpty ? "." : folder) + "/config.json"
-        guard let data = FileManager.default.contents(atPath: file),
-              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+        guard let file = ShippedConfig.sidecar("config.json", near: path), let object = ShippedConfig.jsonObject(at: file) else { return nil }
         let heads = object["num_attention_heads"] as? Int
         return ModelConfig(heads: heads, kvHeads: (object["num_key_value_heads"] as? Int) ?? heads,
                            hiddenAct: (object["hidden_act"] as? String) ?? (object["hidden_activation"] as? String))

@@ -1,4 +1,5 @@
 import Foundation
+import TensorIO
 
 /// What the Llama forward pass needs from a model's Hugging Face `config.json`, with the defaults of
 /// `transformers`' `LlamaConfig` for the fields a checkpoint may leave out.
@@ -41,12 +42,8 @@ public struct LlamaConfig: Sendable, Equatable, Codable {
     /// - Returns: nil when there is no config.json or it describes another model type.
     /// - Throws: `LoadError` when it is a Llama config the forward pass cannot follow (the message names the field).
     public static func load(near path: String) throws -> LlamaConfig? {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return nil }
-        let folder = isDirectory.boolValue ? path : (path as NSString).deletingLastPathComponent
-        let file = (folder.isEmpty ? "." : folder) + "/config.json"
-        guard let data = FileManager.default.contents(atPath: file) else { return nil }
-        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { throw LoadError.unreadable(path: file) }
+        guard let file = ShippedConfig.sidecar("config.json", near: path) else { return nil }
+        guard let object = ShippedConfig.jsonObject(at: file) else { throw LoadError.unreadable(path: file) }
         return try parse(object, path: file)
     }
 
