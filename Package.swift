@@ -61,7 +61,7 @@ let package = Package(
         // pass that measures how much of a model's function an attack kept; neither ever sees a key.
         .target(name: "Alignment", dependencies: ["TensorIO", "LinearAlgebra"], swiftSettings: optimizedInDebug),
         .target(name: "Inference", dependencies: ["TensorIO", "LinearAlgebra"], swiftSettings: optimizedInDebug),
-        .target(name: "Robustness", dependencies: ["TensorIO", "LinearAlgebra", "Watermarking", "Attacks", "Alignment", "Inference"],
+        .target(name: "Robustness", dependencies: ["TensorIO", "LinearAlgebra", "Watermarking", "Attacks", "Alignment", "Inference", "Verification", "Evidence"],
                 swiftSettings: optimizedInDebug),
         // Release commitments, RFC 3161 timestamps and evidence bundles (DER/CMS parsed with swift-asn1, certificates
         // and signatures checked with swift-certificates).
@@ -71,8 +71,11 @@ let package = Package(
             .product(name: "SwiftASN1", package: "swift-asn1"),
             .product(name: "X509", package: "swift-certificates"),
         ]),
+        // The one verification path (keys → read → align → pair → score → bound) that detect, evidence, trace, scan and
+        // bench call; key resolution and the owner's key store live in Evidence, next to release keys and openings.
+        .target(name: "Verification", dependencies: ["TensorIO", "Watermarking", "Alignment", "Evidence"], swiftSettings: optimizedInDebug),
         .executableTarget(name: "weightmark", dependencies: [
-            "TensorIO", "Conversion", "LinearAlgebra", "Watermarking", "Attacks", "Robustness", "Synthesis", "Scanning", "Evidence", "Alignment", "Inference",
+            "TensorIO", "Conversion", "LinearAlgebra", "Watermarking", "Attacks", "Robustness", "Synthesis", "Scanning", "Evidence", "Alignment", "Inference", "Verification",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "WeightMarkTestSupport", dependencies: ["TensorIO"]),
@@ -81,6 +84,7 @@ let package = Package(
             "TensorIO", "WeightMarkTestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "LinearAlgebraTests", dependencies: ["LinearAlgebra"]),
+        .testTarget(name: "VerificationTests", dependencies: ["Verification", "Evidence", "Watermarking", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),
         .testTarget(name: "AlignmentTests", dependencies: ["Alignment", "Inference", "Robustness", "Attacks", "Watermarking", "Synthesis", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference", "Robustness", "Alignment", "Watermarking", "Synthesis", "TensorIO", "LinearAlgebra", "weightmark", "WeightMarkTestSupport"]),
         .testTarget(name: "SynthesisTests", dependencies: ["Synthesis", "TensorIO", "WeightMarkTestSupport"]),
@@ -88,9 +92,9 @@ let package = Package(
         .testTarget(name: "AttacksTests", dependencies: ["Attacks", "Conversion", "Robustness", "Watermarking", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),
         .testTarget(name: "ContainersTests", dependencies: ["weightmark", "TensorIO", "WeightMarkTestSupport"]),
         .testTarget(name: "EvidenceTests", dependencies: ["Evidence", "weightmark", "Watermarking", "TensorIO", "WeightMarkTestSupport"]),
-        .testTarget(name: "ScanTests", dependencies: ["weightmark", "Scanning", "Watermarking", "TensorIO", "WeightMarkTestSupport"],
+        .testTarget(name: "ScanTests", dependencies: ["weightmark", "Scanning", "Watermarking", "Evidence", "TensorIO", "WeightMarkTestSupport"],
                     exclude: ["dask_scan.py"]),
-        .testTarget(name: "WeightMarkCLITests", dependencies: ["weightmark", "TensorIO", "Conversion", "WeightMarkTestSupport"],
+        .testTarget(name: "WeightMarkCLITests", dependencies: ["weightmark", "TensorIO", "Conversion", "LinearAlgebra", "WeightMarkTestSupport"],
                     exclude: ["Help", "Golden"]),
         .testTarget(name: "WatermarkingTests", dependencies: ["Watermarking", "TensorIO", "Conversion", "LinearAlgebra", "CKernels", "CTensorIOKernels", "WeightMarkTestSupport"],
                     exclude: ["Golden"]),

@@ -43,8 +43,16 @@ public struct EvidenceBundleIndex: Sendable, Codable, Equatable {
         public var alpha: Double
         public var rank: Int
         public var selection: TensorSelection
-        public init(format: String, alpha: Double, rank: Int, selection: TensorSelection) {
+        /// Whether the suspect was aligned to the reference before scoring (nil in bundles before tool 0.4: no).
+        public var align: Bool?
+        /// Attention heads given for the alignment (nil: from the reference's config.json).
+        public var heads: Int?
+        /// Keys searched to find the release (the owner key, its store, default ids); the bound pays for them.
+        public var keysTried: Int?
+        public init(format: String, alpha: Double, rank: Int, selection: TensorSelection, align: Bool? = nil, heads: Int? = nil,
+                    keysTried: Int? = nil) {
             self.format = format; self.alpha = alpha; self.rank = rank; self.selection = selection
+            self.align = align; self.heads = heads; self.keysTried = keysTried
         }
     }
 

@@ -16,7 +16,22 @@ public struct EvidenceVerification: Sendable {
     public var failedFields: [String] { checks.filter { !$0.passed }.map(\.field) }
 }
 
+/// What `evidence --verify` hands the verification path to replay a bundle's detection.
+public struct ReplayRequest {
+    public var suspect: any TensorSource
+    public var suspectPath: String
+    public var reference: (any TensorSource)?
+    public var referencePath: String?
+    public var key: WatermarkKey
+    public var options: DetectOptions
+    public var settings: EvidenceBundleIndex.Settings
+    public var expected: [SelectedTensor]
+}
+
 extension EvidenceBundle {
+    /// Re-runs a bundle's detection through the one verification path.
+    public typealias Replay = (ReplayRequest) throws -> DetectionReport
+
     /// Relative tolerance of replayed statistics (BLAS libraries may round sums differently).
     public static let tolerance = 1e-4
 
@@ -26,8 +41,10 @@ extension EvidenceBundle {
     ///   - reference: where the reference is now (informed bundles; default: the recorded path).
     ///   - before: the timestamp must be earlier than this date.
     /// - Throws: `EvidenceError.unreadable` when the folder is not a bundle; everything else becomes a failed check.
+    ///   - replay: the verification path that re-runs the detection (align when the settings say so, pair, score,
+    ///     bound paid for the keys searched); the CLI passes `Verifier`'s.
     public static func verify(bundle: String, suspect: String? = nil, reference: String? = nil, before: Date? = nil,
-                              workers: Int? = nil) async throws -> EvidenceVerification {
+                              workers: Int? = nil, replay: Replay) async throws -> EvidenceVerification {
         let dir = bundle.hasSuffix("/") ? String(bundle.dropLast()) : bundle
         let indexPath = dir + "/" + indexFile
         guard let indexData = FileManager.default.contents(atPath: indexPath) else {
@@ -177,10 +194,11 @@ extension EvidenceBundle {
                 options.format = format
                 let s = try openTensorSource(path: suspectPath)
                 let r = try referencePath.map { try openTensorSource(path: $0) }
-                let replay = try Detector.detect(suspect: s, reference: r, key: key, options: options,
-                                                 expected: manifest?.tensors.map { ($0.name, $0.shape) } ?? [])
-                replayed = replay
-                compare(claimed, replay, check)
+                let result = try replay(ReplayRequest(suspect: s, suspectPath: suspectPath, reference: r, referencePath: referencePath,
+                                                      key: key, options: options, settings: index.settings,
+                                                      expected: manifest?.tensors.map { SelectedTensor(name: $0.name, shape: $0.shape) } ?? []))
+                replayed = result
+                compare(claimed, result, check)
             } catch {
                 check("detection", false, "replaying the detection failed: \(error)")
             }

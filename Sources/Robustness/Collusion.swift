@@ -1,6 +1,8 @@
 import Attacks
+import Evidence
 import Foundation
 import TensorIO
+import Verification
 import Watermarking
 
 /// How colluders who hold several personal copies combine them.
@@ -141,10 +143,10 @@ public final class CollusionBench: @unchecked Sendable {
     public func trace(_ source: any TensorSource, group: [String], strategy: CollusionStrategy, int4: Bool = false,
                       since start: Date = Date()) throws -> CollusionPoint {
         let c = group.count
-        var detect = DetectOptions()
-        detect.format = .v2
-        detect.alpha = alpha
-        let owner = try Detector.detect(suspect: source, reference: nil, key: key, options: detect)
+        var verification = VerificationOptions()
+        verification.detect.format = .v2
+        verification.detect.alpha = alpha
+        let owner = try Verifier.verify(suspect: source, reference: nil, keys: .single(key), options: verification).report
         let reading = try Tracer.read(suspect: source, reference: original, secret: key.secret, options: TraceOptions())
         let scorer = TraceScorer(code: copies.code, reading: reading)
         let traced = scorer.trace(recipients: registered, alpha: alpha, top: 3)

@@ -1,9 +1,11 @@
 import Alignment
 import Attacks
+import Evidence
 import Foundation
 import Inference
 import LinearAlgebra
 import TensorIO
+import Verification
 import Watermarking
 
 /// One family of attacks swept over a strength grid.
@@ -238,18 +240,23 @@ public final class SweepRunner: @unchecked Sendable {
         var referenceTensors = selected.compactMap { t in originalValues[t.name].map { (name: t.name, shape: t.shape, values: $0) } }
         for t in otherMatrices { referenceTensors.append((t.name, t.shape, try original.floats(of: t))) }
         let reference = InMemoryTensors(path: original.path, tensors: referenceTensors)
-        let b = try Detector.detect(suspect: suspect, reference: nil, key: key, options: options)
-        var scored: any TensorSource = suspect
+        // The one verification path `detect` runs: blind, then informed after key-free alignment.
+        let keys = KeyCandidates.single(key)
+        var verification = VerificationOptions()
+        verification.detect = options
+        verification.align = alignment != nil
+        if let alignment { verification.alignment = alignment }
+        let b = try Verifier.verify(suspect: suspect, reference: nil, keys: keys, options: verification).report
+        let informed = try Verifier.verify(suspect: suspect, reference: reference, keys: keys, options: verification)
+        let i = informed.report
         var summary: String?
-        if let alignment {
-            let (aligned, report) = try ModelAligner.align(suspect: suspect, reference: reference, options: alignment)
-            if report.changed {
-                scored = aligned
-                summary = report.summaryLines.filter { !$0.contains("already aligned") }.prefix(3).joined(separator: "; ")
-            }
+        if let report = informed.alignment, report.changed {
+            summary = report.summaryLines.filter { !$0.contains("already aligned") }.prefix(3).joined(separator: "; ")
         }
-        let i = try Detector.detect(suspect: scored, reference: reference, key: key, options: options)
-        let unaligned = scored is AlignedTensors ? try Detector.detect(suspect: suspect, reference: reference, key: key, options: options).combinedZ : nil
+        var unalignedOptions = verification
+        unalignedOptions.align = false
+        let unaligned = informed.alignment?.changed == true
+            ? try Verifier.verify(suspect: suspect, reference: reference, keys: keys, options: unalignedOptions).report.combinedZ : nil
         var kept: FunctionKept?
         if let functionProbe, let markedOutputs {
             kept = FunctionKept(reference: markedOutputs, attacked: try functionProbe.outputs(of: marked, overrides: attacked.mapValues(\.values)))

@@ -348,8 +348,9 @@ public final class ModelScanner: @unchecked Sendable {
             let selection = TensorSelection()
             let candidates = all.filter { selection.selectsGeometry($0) }
             rec.candidateMatrices = candidates.count
+            let coverage = ReadCoverage.of(model, selection: selection)
             guard !candidates.isEmpty else {
-                rec.status = .skipped
+                rec.status = coverage.unreadTensors > 0 ? .inconclusive : .skipped
                 let undecodable = all.filter { !$0.isFloating }.count
                 rec.reason = "no 2-D floating-point matrix with at least \(selection.minimumElements) elements: nothing that can carry a mark"
                     + (undecodable > 0 ? " (\(undecodable) tensors stored in types this version cannot decode)" : "")
@@ -408,6 +409,10 @@ public final class ModelScanner: @unchecked Sendable {
                         if try test(fullView, stage: "full") { break formatLoop }
                     }
                 }
+            }
+            if rec.hits.isEmpty && coverage.isIncomplete {
+                rec.status = .inconclusive
+                rec.reason = "no hit in what was read, but " + coverage.summary + ": " + ReadCoverage.advice
             }
             let after = Self.fingerprint(path)
             if after != before {

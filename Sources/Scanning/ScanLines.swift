@@ -86,6 +86,8 @@ public struct ScanMerge: Sendable, Codable {
     public var errors: Int
     public var timeouts: Int
     public var skipped: Int
+    /// Records read in part (`ScanStatus.inconclusive`); nil in files written before tool 0.4.
+    public var inconclusive: Int?
     public var nonModelFiles: Int
     /// Why the set is incomplete (missing or duplicate shards, shards that disagree); empty when complete.
     public var problems: [String]
@@ -132,17 +134,17 @@ public struct ScanMerge: Sendable, Codable {
         errors = merged.filter { r in r.status == .error }.count
         timeouts = merged.filter { r in r.status == .timeout }.count
         skipped = merged.filter { r in r.status == .skipped }.count
+        inconclusive = merged.filter { r in r.status == .inconclusive }.count
         nonModelFiles = files.reduce(0) { $0 + $1.trailer.nonModelFiles }
         self.problems = problems
     }
 
-    /// Exit status of a sweep: 1 when a key was found, else 3 when incomplete (missing shards, timeouts), else 2
-    /// when a model could not be read, else 0.
+    /// Exit status of a sweep, as every command's (docs/FORMAT.md): 0 when a key was found, else 3 when incomplete
+    /// (missing shards, timeouts, models that could not be read: never a clean "nothing found"), else 1.
     public var exitCode: Int32 {
-        if hits > 0 { return 1 }
-        if !isComplete || timeouts > 0 { return 3 }
-        if errors > 0 { return 2 }
-        return 0
+        if hits > 0 { return 0 }
+        if !isComplete || timeouts > 0 || errors > 0 || (inconclusive ?? 0) > 0 { return 3 }
+        return 1
     }
 
     /// A Markdown report: the threshold, the hits, then every model that was not fully tested.

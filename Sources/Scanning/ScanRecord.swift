@@ -11,6 +11,9 @@ public enum ScanStatus: String, Sendable, Codable, CaseIterable {
     case error
     /// The per-model time limit ran out before every key was tested. Hits found before it still stand.
     case timeout
+    /// Read, no hit, but more of its candidate matrices could not be decoded than a negative answer allows
+    /// (`ReadCoverage`: more than 10%). The reason says what was not read. Never "clean".
+    case inconclusive
 }
 
 /// One key found in one model.

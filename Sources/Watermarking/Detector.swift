@@ -115,6 +115,14 @@ public enum Detector {
     public static func detect(suspect: any TensorSource, reference: (any TensorSource)?, key: WatermarkKey,
                               options: DetectOptions, expected: [(name: String, shape: [Int])] = [],
                               progress: @escaping (String, Int, Int) -> Void = { _, _, _ in }) throws -> DetectionReport {
+        var report = try detectAnyFormat(suspect: suspect, reference: reference, key: key, options: options, expected: expected, progress: progress)
+        report.applyCoverage(ReadCoverage.of(suspect, selection: options.selection))
+        return report
+    }
+
+    static func detectAnyFormat(suspect: any TensorSource, reference: (any TensorSource)?, key: WatermarkKey,
+                                options: DetectOptions, expected: [(name: String, shape: [Int])],
+                                progress: @escaping (String, Int, Int) -> Void) throws -> DetectionReport {
         switch options.format {
         case .v1:
             return try detectV1(suspect: suspect, reference: reference, key: key, options: options, expected: expected, formatsTried: 1, progress: progress)

@@ -11,6 +11,8 @@ public struct TraceOptions: Sendable {
     public var workers = Parallel.defaultWorkers
     /// How many of the unaccused to rank in the report.
     public var top = 10
+    /// How many keys the caller searched to pick the one traced with: the family-wise bound pays for recipients × keys.
+    public var keysTried = 1
     public init() {}
 }
 
@@ -71,6 +73,8 @@ public struct TraceReport: Sendable, Codable {
     public var seconds: Double?
     /// The key the copy was traced with: release, commitment, and whether it was committed (as for `detect`).
     public var keyCommitment: KeyCommitmentStatus? = nil
+    /// Keys searched to choose the traced one (nil: one); the family-wise bounds pay for them.
+    public var keysTried: Int? = nil
     public var anyAccused: Bool { !accused.isEmpty }
 }
 
@@ -132,21 +136,13 @@ public enum Tracer {
         reference.releaseTensor(named: ref.name)
         let s = try suspect.decodeFloats(named: c.tensor.name)
         suspect.releaseTensor(named: c.tensor.name)
-        // The suspect in the marked (reference) coordinates: transposed; or the rows both have (a resized vocabulary);
-        // or, for a suspect with fewer rows, the rows of the reference it is a slice of (one shard of a model split
-        // by rows for model parallelism: suspect row r is reference row offset + r).
-        let rows: Int
-        var offset = 0
-        let at: (Int, Int) -> Float
-        if ref.transposed {
-            rows = mr
-            let sc = c.tensor.shape[1] // = mr
-            at = { r, col in s[col * sc + r] }
-        } else {
-            if c.tensor.shape[0] < mr { offset = rowOffset(of: s, rows: c.tensor.shape[0], in: w, rows: mr, cols: n) }
-            rows = min(mr - offset, c.tensor.shape[0])
-            at = { r, col in s[r * n + col] }
-        }
+        // The suspect in the marked (reference) coordinates, as informed pairing placed it (`TileDetector.pairByContent`,
+        // the one pairing of informed detection): transposed; or the rows both have (a resized vocabulary); or, for a
+        // row shard of a model split for model parallelism, suspect row r at reference row rowOffset + r.
+        let offset = ref.transposed ? 0 : ref.rowOffset
+        let rows = ref.transposed ? mr : max(0, min(mr - offset, c.tensor.shape[0]))
+        let sc = c.tensor.shape[1]
+        let at: (Int, Int) -> Float = ref.transposed ? { r, col in s[col * sc + r] } : { r, col in s[r * n + col] }
         var p = [Float](repeating: 0, count: rows * n)
         p.withUnsafeMutableBufferPointer { tiles.fillPattern(rows: offset..<(offset + rows), totalRows: mr, cols: n, into: $0.baseAddress!) }
         let m = FingerprintCode.positions
@@ -156,16 +152,18 @@ public enum Tracer {
         var d = [Float](repeating: 0, count: n)
         for r in 0..<rows {
             code.rowCodes(row: offset + r, cols: n, positions: &positions, chips: &chips)
-            // D for the row; non-finite reference weights carry nothing (the embedder left them unmarked).
+            // D for the row with informed detection's residual rule (`Residual`: erasures masked, non-finite cleared);
+            // non-finite reference weights carry nothing (the embedder left them unmarked) and are marked NaN.
+            let base = (offset + r) * n
             for col in 0..<n {
-                let wv = w[(offset + r) * n + col]
-                guard wv.isFinite else { d[col] = .nan; continue }
-                w2 += Double(wv * wv); finite += 1
-                let sv = at(r, col)
-                if sv == 0 && wv != 0 { d[col] = 0; erased += 1; continue }
-                let dv = sv - wv
-                d[col] = dv.isFinite ? dv : 0
+                let wv = w[base + col]
+                if wv.isFinite { w2 += Double(wv * wv); finite += 1; d[col] = at(r, col) } else { d[col] = 0 }
             }
+            d.withUnsafeMutableBufferPointer { block in
+                erased += Residual.subtract(count: n, reference: { w[base + $0].isFinite ? w[base + $0] : 0 }, from: block)
+                _ = Residual.clearNonFinite(block)
+            }
+            for col in 0..<n where !w[base + col].isFinite { d[col] = .nan }
             var col = 0
             while col < n {
                 let end = min(n, col + FingerprintCode.segment)
@@ -190,32 +188,6 @@ public enum Tracer {
         return (num, count, TracedMatrix(name: c.tensor.name, shape: c.tensor.shape,
                                          pairedWith: ref.transposed ? "\(ref.name) (transposed)" : offset > 0 ? "\(ref.name) (rows \(offset)..<\(offset + rows))" : ref.name,
                                          ownerScale: beta, erased: erased))
-    }
-
-    /// Where a suspect of `ms` rows sits among the `mr` rows of its reference: the offset o whose reference rows
-    /// o, o + ms/2 and o + ms − 1 are nearest (relative L2) to the suspect's rows 0, ms/2 and ms − 1. A marked or
-    /// quantized copy stays within a few percent of its original rows, unrelated rows differ by about √2, so the
-    /// match is unambiguous; offset 0 is kept unless another fits better. Uses the two models only, never the key,
-    /// so the bound is unchanged.
-    static func rowOffset(of s: [Float], rows ms: Int, in w: [Float], rows mr: Int, cols n: Int) -> Int {
-        let probes = Array(Set([0, ms / 2, ms - 1])).sorted()
-        func distance(_ o: Int) -> Double {
-            var d2 = 0.0, r2 = 0.0
-            for r in probes {
-                for c in 0..<n {
-                    let x = Double(s[r * n + c]), y = Double(w[(o + r) * n + c])
-                    guard x.isFinite, y.isFinite else { continue }
-                    d2 += (x - y) * (x - y); r2 += y * y
-                }
-            }
-            return r2 > 0 ? d2 / r2 : .infinity
-        }
-        var best = (offset: 0, distance: distance(0))
-        for o in 1...(mr - ms) {
-            let d = distance(o)
-            if d < best.distance { best = (o, d) }
-        }
-        return best.offset
     }
 }
 
@@ -341,9 +313,11 @@ public struct TraceScorer: Sendable {
 
     /// Traces `recipients`: screens every id, recomputes the candidates exactly, accuses those whose family-wise
     /// bound is ≤ alpha and ranks the `top` next.
-    public func trace(recipients ids: [String], alpha: Double, top: Int, workers: Int? = nil) -> (accused: [TraceEntry], ranking: [TraceEntry], threshold: Double) {
-        let n = Double(max(1, ids.count))
-        let threshold = screeningThreshold(recipients: ids.count, alpha: alpha)
+    /// - Parameter keysTried: keys searched before this one was chosen; the family is recipients × keys.
+    public func trace(recipients ids: [String], alpha: Double, top: Int, workers: Int? = nil, keysTried: Int = 1) -> (accused: [TraceEntry], ranking: [TraceEntry], threshold: Double) {
+        let family = max(1, ids.count) * max(1, keysTried)
+        let n = Double(family)
+        let threshold = screeningThreshold(recipients: family, alpha: alpha)
         let screened = screeningScores(ids, workers: workers)
         let margin = screeningMargin
         var candidates = Set(screened.indices.filter { Double(screened[$0]) >= threshold - margin })
@@ -370,11 +344,12 @@ extension Tracer {
         let start = Date()
         let reading = try read(suspect: suspect, reference: reference, secret: key.secret, options: options, progress: progress)
         let scorer = TraceScorer(code: FingerprintCode(secret: key.secret), reading: reading)
-        let result = scorer.trace(recipients: recipients, alpha: options.alpha, top: options.top, workers: options.workers)
+        let result = scorer.trace(recipients: recipients, alpha: options.alpha, top: options.top, workers: options.workers,
+                                  keysTried: options.keysTried)
         return TraceReport(suspect: suspect.path, reference: reference.path, keyId: key.id, positions: FingerprintCode.positions,
                            recipients: recipients.count, alpha: options.alpha, thresholdScore: result.threshold,
                            accused: result.accused, ranking: result.ranking, matrices: reading.matrices, skipped: reading.skipped,
-                           seconds: Date().timeIntervalSince(start))
+                           seconds: Date().timeIntervalSince(start), keysTried: options.keysTried > 1 ? options.keysTried : nil)
     }
 
     /// Parses a recipients file: one id per line (surrounding spaces and a trailing CR dropped, empty lines

@@ -180,6 +180,13 @@ public struct DetectionReport: Sendable, Codable {
     public var partialCoverage: Bool?
     /// Whether the key was committed before the dispute (set by the CLI; nil in library reports).
     public var keyCommitment: KeyCommitmentStatus?
+    /// The keys this verdict searched (the owner key, its releases) and which one matched; the bound above already
+    /// pays for all of them (nil: one key, as in reports written before tool 0.4).
+    public var keySearch: KeySearchRecord?
+    /// How much of the suspect's candidate weights could be decoded (nil in reports written before tool 0.4).
+    public var coverage: ReadCoverage?
+    /// True when the verdict is negative but too much was left unread to say "not detected" (`ReadCoverage`).
+    public var inconclusive: Bool?
 
     /// Builds a report and its verdict from evidence.
     public init(keyId: String, suspect: String, reference: String?, mode: Mode, alpha: Double,

@@ -12,15 +12,19 @@ struct WeightMarkCommand: AsyncParsableCommand {
             discussion: """
             Typical use:
               weightmark keygen --out owner.key
-              weightmark embed model/ --key owner.key --out model-marked/ --release r1
-              weightmark detect suspect.safetensors --key owner.key --release r1 [--reference model/]
+              weightmark embed model/ --key owner.key --out model-marked/
+              weightmark detect suspect.safetensors --key owner.key [--reference model/]
               weightmark embed model/ --key owner.key --recipients ids.txt --out copies/
               weightmark trace leak.gguf --key owner.key --reference model/ \\
                 --recipients ids.txt
-              weightmark inspect model/ --stats
+              weightmark scan /mnt/mirror --key owner.key > scan.jsonl
 
-            Exit codes: 0 success (detect: watermark detected; trace: someone accused), 1 detect: not detected / trace: no one accused, \
-            2 error (bad input, unreadable file, refused overwrite).
+            The owner key is the one thing to keep: embed records every release in its key store (owner.key.store/), \
+            and every command that asks "is this ours, whose is it" tries the owner key, every recorded release and \
+            the default release ids r1…r16, paying for each in the bound.
+
+            \(ExitStatus.table) Commands that only write (keygen, embed, convert, …) exit 0 on success and 2 on error.
+
             """,
             version: "weightmark \(WatermarkFormat.toolVersion) (watermark format v\(WatermarkFormat.version))\nBLAS: \(BLASInfo.current)",
             subcommands: [Keygen.self, Embed.self, Detect.self, Align.self, Trace.self, Scan.self, Timestamp.self, EvidenceCommand.self, Combine.self, Inspect.self, Convert.self, Attack.self, Bench.self, Synth.self, Demo.self]

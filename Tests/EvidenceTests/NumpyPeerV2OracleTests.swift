@@ -33,7 +33,8 @@ struct NumpyPeerV2OracleTests {
         for i in [2, 3, 9] {
             let path = dir + "/h\(i).key"
             try WatermarkKey(secret: Array(SHA256.hash(data: Array("peer h0 key \(i)".utf8)))).save(to: path)
-            cases.append((["--key", path], path))
+            // The key itself only (no default release ids): the peer scores that one key.
+            cases.append((["--key", path, "--enumerate-releases", "0"], path))
         }
         var readings = Set<String>()
         for (detectArgs, keyFile) in cases {

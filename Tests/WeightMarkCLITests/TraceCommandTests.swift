@@ -56,7 +56,7 @@ struct TraceCommandTests {
     func help() throws {
         let r = try Fixtures.weightmark(["trace", "--help"])
         #expect(r.status == 0)
-        #expect(r.stdout.contains("Exit codes: 0 someone accused, 1 no one accused, 2 error."))
+        #expect(r.stdout.contains("Exit codes: 0 someone accused, 1 no one accused, 2 error, 3 inconclusive."))
         #expect(r.stdout.contains("Chernoff") && r.stdout.contains("weightmark trace leak.gguf --key k.key"))
         let e = try Fixtures.weightmark(["embed", "--help"])
         #expect(e.stdout.contains("--recipients") && e.stdout.contains("--fingerprint-share"))

@@ -75,7 +75,7 @@ struct Combine: AsyncParsableCommand {
         }
         let merged = try DetectionReport.combining(parsed, alpha: alpha, allowPartial: allowPartial)
         if output.json { Console.out(try Console.json(merged)) } else { DetectionPrinter.print(merged, top: 5) }
-        if !merged.detected { throw ExitCode(1) }
+        if !merged.detected { throw ExitCode(ExitStatus.nothingFound) }
     }
 
     /// A scan shard starts with a JSON line whose "type" is "model" or "trailer" (a detection report is one
@@ -102,7 +102,7 @@ struct Combine: AsyncParsableCommand {
         let problems = broken + merged.problems
         guard problems.isEmpty else {
             Console.note("combine: incomplete scan, nothing written:\n" + problems.map { "  - \($0)" }.joined(separator: "\n"))
-            throw ExitCode(3)
+            throw ExitCode(ExitStatus.inconclusive)
         }
         if let markdown { try AtomicFileWriter.write(Array(merged.markdown.utf8), to: markdown, overwrite: force) }
         if let report { try Console.writeJSON(merged, to: report, overwrite: force) }

@@ -3,6 +3,7 @@ import ArgumentParser
 import Foundation
 import Evidence
 import TensorIO
+import Verification
 import Watermarking
 
 struct Detect: AsyncParsableCommand {
@@ -33,16 +34,18 @@ struct Detect: AsyncParsableCommand {
         and the original only, never the key, so the bound is unchanged. An already aligned suspect costs one \
         cheap check. --no-align skips it; the JSON report's `alignment` block says what was found.
 
-        Keys: a model marked for a release (embed's default) is detected with --key and --release ID (or \
-        --manifest, which records the id), or with --opening (the release's opening, which reveals only that \
-        release's subkey). The report says whether the key was committed: only an opening that opens the \
-        commitment of --manifest proves the key was fixed at release; otherwise a caution says that a key search \
-        could produce the score. Models marked with the owner key itself (--no-release, tool 0.2) need --key only.
+        Keys: --key OWNER.key alone tries the owner key, every release recorded in its key store (OWNER.key.store, \
+        which embed keeps) and every default release id the store reserved; without a store (lost, or another \
+        machine) the default ids r1…r16 (--enumerate-releases N), so the key file alone still finds default releases. Every key tried is paid for in the bound (the report states how many) and the report \
+        says which release matched. --release, --opening or --manifest narrow the search to one release. The report \
+        says whether the key was committed: only an opening that opens the commitment of a manifest proves the key was \
+        fixed at release; otherwise a caution says that a key search could produce the score.
 
-        Exit codes: 0 detected, 1 not detected, 2 error.
+        Exit codes: 0 detected, 1 not detected, 2 error, 3 inconclusive (part of the weights could not be read).
 
         Examples:
-          weightmark detect leaked.safetensors --key owner.key --release v2-2026-11
+          weightmark detect leaked.safetensors --key owner.key
+          weightmark detect leaked.safetensors --key owner.key --release r3
           weightmark detect leaked.safetensors --opening model-v2.opening.json --manifest model-v2.weightmark.json
           weightmark detect leaked-Q4_K.gguf --key owner.key --reference original/
           weightmark detect leaked/ --key owner.key --reference original/ --json > report.json
@@ -52,20 +55,10 @@ struct Detect: AsyncParsableCommand {
     @Argument(help: "Suspected copy: safetensors file or folder, GGUF, PyTorch checkpoint (file or Meta folder), or .npy/.npz.", completion: .file())
     var suspect: String
 
-    @Option(name: .long, help: ArgumentHelp("Key file from `weightmark keygen` (the owner key).", valueName: "path"), completion: .file())
-    var key: String?
-
-    @Option(name: .long, help: ArgumentHelp("Release id the model was marked for (embed prints it; the manifest records it).", valueName: "id"))
-    var release: String?
-
-    @Option(name: .long, help: ArgumentHelp("Opening written by embed: detects with its release subkey and, with --manifest, proves the key was committed.", valueName: "path"), completion: .file())
-    var opening: String?
+    @OptionGroup var keys: KeyOptions
 
     @Option(name: .long, help: ArgumentHelp("The unmarked original, for informed detection.", valueName: "path"), completion: .file())
     var reference: String?
-
-    @Option(name: .long, help: ArgumentHelp("Embed manifest: lists the tensors expected, so missing or reshaped ones are reported.", valueName: "path"), completion: .file())
-    var manifest: String?
 
     @Option(name: .long, help: ArgumentHelp("Largest accepted false-positive bound.", valueName: "p"))
     var alpha: Double = 1e-6
@@ -95,8 +88,8 @@ struct Detect: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
-        guard key != nil || opening != nil else {
-            throw ValidationError("give --key OWNER.key (with --release ID for a model marked for a release) or --opening FILE.")
+        guard !keys.isEmpty else {
+            throw ValidationError("give --key OWNER.key (it finds every release recorded in OWNER.key.store) or --opening FILE.")
         }
         guard alpha > 0 && alpha < 1 else { throw ValidationError("--alpha must be in (0, 1); the default 1e-6 suits legal evidence.") }
         if let part, ReportPart(parsing: part) == nil {
@@ -105,64 +98,45 @@ struct Detect: AsyncParsableCommand {
         if part != nil, format != .v1 {
             throw ValidationError("--part needs --format v1: format v2 pools matrices by tile position, so its parts cannot be merged exactly yet. Check a v2-marked model in one run.")
         }
+        try selection.validate(format: format)
     }
 
     func run() async throws {
-        let owner = try self.key.map { try Console.loadKey($0, quiet: output.quiet) }
-        let openingFile = try opening.map { (try CommitmentOpening.load(from: $0), path: $0) }
         if let report, !force, FileManager.default.fileExists(atPath: report) { throw TensorIOError.outputExists(path: report) }
+        // The files first: an unreadable suspect is the error to report, before any note about keys.
         let suspectModel = try openTensorSource(path: suspect)
         let referenceModel = try reference.map { try openTensorSource(path: $0) }
-        var alignment: AlignmentReport?
-        var scored: any TensorSource = suspectModel
-        if let reference, let referenceModel, !noAlign {
-            // Key-free: the aligned suspect depends on the suspect and the original only.
-            let (aligned, report) = try ModelAligner.align(suspect: suspectModel, reference: referenceModel,
-                                                           options: AlignCommandSupport.options(reference: reference, heads: heads, kvHeads: nil))
-            alignment = report
-            if report.changed { scored = aligned }
-        }
-        var options = DetectOptions()
-        options.selection = selection.selection
-        options.rank = selection.rank
-        options.alpha = alpha
-        options.part = part.flatMap(ReportPart.init(parsing:))
-        options.format = format
-        var expected: [(name: String, shape: [Int])] = []
-        let embedManifest = try manifest.map { manifest in
-            guard let data = FileManager.default.contents(atPath: manifest),
-                  let m = try? JSONDecoder().decode(EmbedManifest.self, from: data) else {
-                throw CLIError("\(manifest): not a WeightMark embed manifest (the .weightmark.json written by `embed`).")
-            }
-            return m
-        }
-        let resolved = try DetectionKey.resolve(owner: owner, releaseID: release, opening: openingFile,
-                                                manifest: embedManifest.map { ($0, path: manifest!) })
-        let key = resolved.key
-        if let manifest, let m = embedManifest {
-            if m.keyId != key.id {
-                Console.note("warning: \(manifest) was made with key \(m.keyId), but --key is \(key.id).", quiet: output.quiet)
-            }
-            expected = m.tensors.map { ($0.name, $0.shape) }
+        let manifest = try keys.loadManifest()
+        let candidates = try keys.resolve(manifest: manifest, quiet: output.quiet)
+        var options = VerificationOptions()
+        options.detect.selection = selection.selection
+        options.detect.rank = selection.rank
+        options.detect.alpha = alpha
+        options.detect.part = part.flatMap(ReportPart.init(parsing:))
+        options.detect.format = format
+        options.align = !noAlign
+        if let reference { options.alignment = VerificationOptions.alignment(reference: reference, heads: heads) }
+        if let loaded = manifest {
+            let m = loaded.manifest
+            options.expected = m.tensors.map { SelectedTensor(name: $0.name, shape: $0.shape) }
             // The manifest says how the model was marked; flags that say otherwise are a mistake, not a choice.
             if selection.isCustomized, selection.selection != m.selection || selection.rank != m.rank {
-                throw ValidationError("\(manifest) records the selection and rank used at embed time (\(m.selection.summary), rank \(m.rank)); --include/--exclude/--rank disagree. Drop them, or drop --manifest.")
+                throw ValidationError("\(loaded.path) records the selection and rank used at embed time (\(m.selection.summary), rank \(m.rank)); --include/--exclude/--rank disagree. Drop them, or drop --manifest.")
             }
-            if m.selection != options.selection || m.rank != options.rank {
-                Console.note("using the selection and rank recorded in \(manifest): \(m.selection.summary), rank \(m.rank)", quiet: output.quiet)
+            if m.selection != options.detect.selection || m.rank != options.detect.rank {
+                Console.note("using the selection and rank recorded in \(loaded.path): \(m.selection.summary), rank \(m.rank)", quiet: output.quiet)
             }
-            options.selection = m.selection
-            options.rank = m.rank
+            options.detect.selection = m.selection
+            options.detect.rank = m.rank
         }
-        let bar = ProgressBar(total: 1, label: "detecting", enabled: !output.quiet)
-        var result = try Detector.detect(suspect: scored, reference: referenceModel, key: key, options: options,
-                                         expected: expected) { name, i, total in
+        let bar = ProgressBar(total: 1, label: candidates.count > 1 ? "detecting (\(candidates.count) keys)" : "detecting", enabled: !output.quiet)
+        let verdict = try Verifier.verify(suspect: suspectModel, reference: referenceModel, keys: candidates, options: options) { k, _, name, i, total in
             if i == 0 { bar.reset(total: total) }
-            if i > 0 { bar.advance(detail: name) }
+            if i > 0 { bar.advance(detail: candidates.count > 1 ? "key \(k + 1): \(name)" : name) }
         }
         bar.finish()
-        result.keyCommitment = resolved.status
-        let full = AlignedDetectionReport(report: result, alignment: alignment)
+        let result = verdict.report
+        let full = AlignedDetectionReport(report: result, alignment: verdict.alignment)
         if let report {
             try Console.writeJSON(full, to: report, overwrite: force)
         }
@@ -170,17 +144,13 @@ struct Detect: AsyncParsableCommand {
             Console.out(try Console.json(full))
         } else {
             DetectionPrinter.print(result, top: top)
-            if let alignment, alignment.changed {
+            if let alignment = verdict.alignment, alignment.changed {
                 Console.out("  aligned to the reference first (key-free; the bound is unchanged):")
                 for line in alignment.summaryLines { Console.out("    " + line) }
             }
         }
-        if !result.detected {
-            if release == nil && opening == nil && manifest == nil {
-                Console.note("hint: a model marked for a release (embed's default) carries that release's subkey, not the owner key: pass --release ID (the manifest's release.id) or --opening FILE.", quiet: output.quiet)
-            }
-            throw ExitCode(1)
-        }
+        if result.inconclusive == true { throw ExitCode(ExitStatus.inconclusive) }
+        if !result.detected { throw ExitCode(ExitStatus.nothingFound) }
     }
 }
 
@@ -199,16 +169,24 @@ struct AlignedDetectionReport: Encodable {
 /// The human rendering of a detection report.
 enum DetectionPrinter {
     static func print(_ r: DetectionReport, top: Int) {
-        let verdict = r.detected ? "WATERMARK DETECTED" : "not detected"
+        let verdict = r.detected ? "WATERMARK DETECTED" : (r.inconclusive == true ? "INCONCLUSIVE" : "not detected")
         Console.out("\(verdict): \(r.suspect) (key \(r.keyId), format v\(r.formatVersion), \(r.mode.rawValue)\(r.reference.map { " against \($0)" } ?? ""))")
         Console.out(String(format: "  combined Z = %.2f over %d tensors", r.combinedZ, r.tensors.count)
                     + (r.part.map { " (part \($0) of the \(r.selectedTensors?.count ?? 0) selected; merge all parts with `weightmark combine`)" } ?? ""))
+        if let c = r.coverage, c.unreadTensors > 0 {
+            let lead = r.inconclusive == true ? "  INCONCLUSIVE: not detected in what was read, but " : "  read coverage: "
+            Console.out(lead + c.summary + (r.inconclusive == true ? "; more than \(Int(ReadCoverage.inconclusiveShare * 100))% unread, so no negative verdict. To get it read: \(ReadCoverage.advice)" : ""))
+        }
         if r.partialCoverage == true {
             Console.out("  PARTIAL COVERAGE: these reports do not cover every selected tensor (accepted with --allow-partial); the bound holds only if the tensors shown were not chosen after seeing their scores")
         }
         Console.out("  false-positive probability ≤ \(pString(r.log10PValueBound)) (rigorous bound), ≈ \(pString(r.log10PValueGaussian)) (Gaussian estimate); threshold \(String(format: "%.0e", r.alpha))")
         if let c = r.keyCommitment {
             Console.out(c.committed ? "  key committed: \(c.note)" : "  CAUTION: \(c.note)")
+        }
+        if let search = r.keySearch {
+            let matched = search.matched.releaseId.map { "release \($0)" } ?? "the owner key itself"
+            Console.out("  tried \(search.keysTried) keys (the owner key, its key store's releases, default release ids); both probabilities include the factor \(search.keysTried); best: \(matched) (key \(search.matched.keyId))")
         }
         if (r.formatsTried ?? 1) > 1 {
             Console.out("  searched formats v1 and v2: both probabilities include the factor \(r.formatsTried!) for that search")

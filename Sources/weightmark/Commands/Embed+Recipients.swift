@@ -47,9 +47,6 @@ extension Embed {
 
     func runPersonalCopies() async throws {
         let owner = try Console.loadKey(self.key, quiet: output.quiet)
-        // Like plain embed: marked with a release subkey (fresh id unless --release), unless --no-release.
-        let releaseID = noRelease ? nil : (release ?? ReleaseKey.randomReleaseID())
-        let key = try releaseID.map { try ReleaseKey.derive(owner: owner, releaseID: $0) } ?? owner
         let source = try SafetensorsModel(path: model)
         let ids: [String]
         if let recipients { ids = try Tracer.recipients(fromFile: recipients) } else { ids = [recipient!] }
@@ -75,8 +72,11 @@ extension Embed {
             if recipients != nil, FileManager.default.fileExists(atPath: outFolder + "/recipients.json") {
                 throw TensorIOError.outputExists(path: outFolder + "/recipients.json")
             }
-            if releaseID != nil, FileManager.default.fileExists(atPath: openingPath) { throw TensorIOError.outputExists(path: openingPath) }
+            if !noRelease, FileManager.default.fileExists(atPath: openingPath) { throw TensorIOError.outputExists(path: openingPath) }
         }
+        // Like plain embed: marked with a release subkey (the key store's next default id unless --release), unless --no-release.
+        let releaseID = try releaseIDForRun()
+        let key = try releaseID.map { try ReleaseKey.derive(owner: owner, releaseID: $0) } ?? owner
         let options = embedOptions
         let plan = try Embedder.plan(source, options: options)
         let otherWeights = source.auxiliaryWeightFiles
@@ -132,6 +132,10 @@ extension Embed {
         if recipients != nil {
             try Console.writeJSON(index, to: outFolder + "/recipients.json", overwrite: force)
         }
+        // One record for the run; it names the first copy's manifest (every copy's records the same release).
+        let recordPath = try Self.recordInKeyStore(keyPath: self.key, owner: owner, markKey: key, releaseID: releaseID, opening: commitment,
+                                                   manifestPath: targets[0].manifest, output: out, input: model, recipients: ids,
+                                                   format: options.format.rawValue)
         let elapsed = Date().timeIntervalSince(start)
         if output.json {
             Console.out(try Console.json(manifests))
@@ -144,6 +148,7 @@ extension Embed {
             Console.out("  release:  \(releaseID) (subkey \(key.id) of owner key \(owner.id)); commitment \(commitment.commitment.prefix(16))… in every manifest")
             Console.out("  opening:  \(openingPath) (mode 0600; keep it with the key, never ship it)")
         }
+        Console.out("  recorded: \(recordPath) (the key store; `trace --key \(self.key)` finds this run's release)")
         Console.out(String(format: "  key %@, owner mark δ_o = %.2e (expected blind Z ≈ %.1f, the same in every copy), fingerprint δ_f = %.2e",
                            key.id, plan.delta * (1 - fingerprintShare * fingerprintShare).squareRoot(), manifests.first?.expectedBlindZ ?? 0, plan.delta * fingerprintShare))
     }

@@ -27,12 +27,14 @@ struct Embed: AsyncParsableCommand {
         --hash-input also records the input files' SHA-256 (one more pass over the model).
 
         Releases: the model is marked with a subkey derived from the owner key and a release id (--release ID, \
-        default a fresh random id, printed and recorded in the manifest), so a dispute reveals only that release's \
-        subkey. The manifest also gets a commitment to the subkey, a fresh nonce, the hash of the original's tensors \
-        and the marking parameters; the opening that proves it goes to a separate file created with mode 0600 \
-        (--opening, default OUT.opening.json, never inside the released folder). Keep it with the key; publish or \
-        time-stamp the manifest (`weightmark timestamp`). Detect with --key and --release ID (or --manifest), or \
-        with --opening. --no-release marks with the owner key itself, as tool 0.2 did.
+        default the next free id r1, r2, … of the key store), so a dispute reveals only that release's subkey. The \
+        manifest also gets a commitment to the subkey, a fresh nonce, the hash of the original's tensors and the \
+        marking parameters; the opening that proves it goes to a separate file created with mode 0600 (--opening, \
+        default OUT.opening.json, never inside the released folder). Every run is also recorded in the owner's key \
+        store, KEY.store/ beside the key file (0700; records 0600, written atomically, never replaced): release id, \
+        subkey id, commitment, opening, the manifest's path and hash. With it, `detect --key KEY` alone finds every \
+        release; without it, the default ids r1…r16 are still tried. Publish or time-stamp the manifest \
+        (`weightmark timestamp`). --no-release marks with the owner key itself, as tool 0.2 did.
 
         Personal copies (traitor tracing): --recipient ID writes the copy for one recipient (any printable \
         text: an e-mail, a licence number); --recipients FILE writes one copy per line into the folder --out \
@@ -80,7 +82,7 @@ struct Embed: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Mark format: v2 (name-free, survives renames, transposes, resized vocabularies and tile-aligned slices) or v1 (name-keyed, for tools older than 0.2).", valueName: "format"))
     var format: MarkFormat = .v2
 
-    @Option(name: .long, help: ArgumentHelp("Release id the subkey is derived from (letters, digits, . _ -; default: a fresh random id).", valueName: "id"))
+    @Option(name: .long, help: ArgumentHelp("Release id the subkey is derived from (letters, digits, . _ -; default: the key store's next r1, r2, …).", valueName: "id"))
     var release: String?
 
     @Option(name: .long, help: ArgumentHelp("Where to write the commitment's opening, mode 0600 (default: OUT.opening.json, next to the output).", valueName: "path"), completion: .file())
@@ -121,6 +123,7 @@ struct Embed: AsyncParsableCommand {
             throw ValidationError("--out must differ from the input; WeightMark never modifies the input model.")
         }
         try validateRecipients()
+        try selection.validate(format: format)
         if noRelease, release != nil || opening != nil {
             throw ValidationError("--no-release marks with the owner key itself: drop --release/--opening, or drop --no-release.")
         }
@@ -158,14 +161,14 @@ struct Embed: AsyncParsableCommand {
     func run() async throws {
         if recipient != nil || recipients != nil { return try await runPersonalCopies() }
         let owner = try Console.loadKey(self.key, quiet: output.quiet)
-        let releaseID = noRelease ? nil : (release ?? ReleaseKey.randomReleaseID())
-        let key = try releaseID.map { try ReleaseKey.derive(owner: owner, releaseID: $0) } ?? owner
         let source = try SafetensorsModel(path: model)
         if !force {
-            for p in [out, manifestPath] + (releaseID == nil ? [] : [openingPath]) where FileManager.default.fileExists(atPath: p) {
+            for p in [out, manifestPath] + (noRelease ? [] : [openingPath]) where FileManager.default.fileExists(atPath: p) {
                 throw TensorIOError.outputExists(path: p)
             }
         }
+        let releaseID = try releaseIDForRun()
+        let key = try releaseID.map { try ReleaseKey.derive(owner: owner, releaseID: $0) } ?? owner
         let options = embedOptions
         let start = Date()
         let plan = try Embedder.plan(source, options: options)
@@ -188,14 +191,10 @@ struct Embed: AsyncParsableCommand {
         }
         bar.finish()
         result.created = ISO8601DateFormatter().string(from: Date())
-        if let releaseID {
-            // The commitment binds the parameters exactly as the manifest records them.
-            let commitment = CommitmentOpening(releaseId: releaseID, owner: owner, release: key, nonce: ReleaseCommitment.freshNonce(),
-                                               originalTensorsSHA256: await originalDigest!.value, parameters: CommitmentParameters(manifest: result))
-            result.release = ReleaseRecord(id: releaseID, keyId: key.id, ownerKeyId: owner.id, commitment: commitment.commitment)
-            try commitment.save(to: openingPath, overwrite: force)
-        }
-        try Console.writeJSON(result, to: manifestPath, overwrite: force)
+        let (_, recordPath) = try Self.finishRelease(&result, owner: owner, markKey: key, releaseID: releaseID,
+                                                     originalTensorsSHA256: await originalDigest?.value,
+                                                     files: ReleaseFiles(keyPath: self.key, manifestPath: manifestPath, openingPath: openingPath,
+                                                                         output: out, input: model, overwrite: force))
         let elapsed = Date().timeIntervalSince(start)
         if output.json {
             Console.out(try Console.json(result))
@@ -209,6 +208,7 @@ struct Embed: AsyncParsableCommand {
             Console.out("  release:  \(releaseID) (subkey \(key.id) of owner key \(owner.id)); commitment \(result.release!.commitment.prefix(16))… in the manifest")
             Console.out("  opening:  \(openingPath) (mode 0600; keep it with the key, never ship it)")
         }
+        Console.out("  recorded: \(recordPath) (the key store: `detect --key \(self.key)` tries every release recorded there)")
         Console.out(String(format: "  key %@, %@ shaping, δ = %.2e (max measured after rounding %.2e), expected blind Z ≈ %.1f",
                            key.id, shaping.rawValue, plan.delta, maxDelta, plan.expectedBlindZ))
     }

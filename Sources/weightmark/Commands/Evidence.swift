@@ -3,6 +3,7 @@ import Crypto
 import Evidence
 import Foundation
 import TensorIO
+import Verification
 import Watermarking
 
 struct EvidenceCommand: AsyncParsableCommand {
@@ -10,12 +11,15 @@ struct EvidenceCommand: AsyncParsableCommand {
         commandName: "evidence",
         abstract: "Write a replayable evidence bundle for a detection, or verify one.",
         discussion: """
-        Write: detects the mark in SUSPECT and writes to --out a folder a third party can check on their own: the \
-        manifest, the commitment's opening (--opening; it reveals only that release's subkey) or, with --key, the \
-        release subkey (then marked as not committed), the RFC 3161 token and CA (--timestamp, --ca; verified \
-        before writing), the full detection report, the settings, the SHA-256 of every suspect file and a \
-        README.txt in plain language. With --reference, the reference must be the original committed at release \
-        (its tensors' hash is checked), so a staged "original" is refused.
+        Write: detects the mark in SUSPECT through the same path as `detect` (every key --key stands for: the owner \
+        key, its key store's releases and the default release ids, paid for in the bound; with --reference, the suspect \
+        is aligned to it first) and writes to --out a folder a third party can check on their own: the release's \
+        manifest and opening (from the key store, or --manifest and --opening; the opening reveals only that release's \
+        subkey; without one, the release subkey itself, marked as not committed), the RFC 3161 token and CA \
+        (--timestamp, --ca; verified before writing), the full detection report, the settings (alignment and keys \
+        searched included), the SHA-256 of every suspect file and a README.txt in plain language. With --reference, the \
+        reference must be the original committed at release (its tensors' hash is checked), so a staged "original" is \
+        refused.
 
         Verify (--verify BUNDLE): recomputes every hash, opens the commitment, verifies the timestamp (and that it \
         predates --before), re-runs the detection on the suspect files and compares every statistic; prints a plain \
@@ -25,6 +29,7 @@ struct EvidenceCommand: AsyncParsableCommand {
         Verify: 0 every check holds, 1 a check fails (named), 2 error (not a bundle, unreadable files).
 
         Examples:
+          weightmark evidence leaked/ --key owner.key --reference original/ --out case-41/
           weightmark evidence leaked/ --opening model-v2.opening.json --manifest model-v2.weightmark.json \\
               --timestamp manifest.tsr --ca tsa-ca.pem --reference original/ --out case-42/
           weightmark evidence --verify case-42/ --before 2026-12-01 --suspect /mnt/copy-of-leaked/
@@ -37,17 +42,7 @@ struct EvidenceCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Verify the bundle <path> instead of writing one.")
     var verify = false
 
-    @Option(name: .long, help: ArgumentHelp("Owner key (with --release or a manifest that records the release).", valueName: "path"), completion: .file())
-    var key: String?
-
-    @Option(name: .long, help: ArgumentHelp("Release id (with --key).", valueName: "id"))
-    var release: String?
-
-    @Option(name: .long, help: ArgumentHelp("The release's opening (embed --opening): the key, committed.", valueName: "path"), completion: .file())
-    var opening: String?
-
-    @Option(name: .long, help: ArgumentHelp("The embed manifest published at release.", valueName: "path"), completion: .file())
-    var manifest: String?
+    @OptionGroup var keys: KeyOptions
 
     @Option(name: .long, help: ArgumentHelp("The unmarked original (informed detection). With --verify: where it is now.", valueName: "path"), completion: .file())
     var reference: String?
@@ -66,6 +61,12 @@ struct EvidenceCommand: AsyncParsableCommand {
 
     @Option(name: .long, help: ArgumentHelp("Largest accepted false-positive bound.", valueName: "p"))
     var alpha: Double = 1e-6
+
+    @Flag(name: .long, help: "With --reference: do not align the suspect to it first.")
+    var noAlign = false
+
+    @Option(name: .long, help: ArgumentHelp("Attention heads for alignment (default: config.json next to the reference).", valueName: "n"))
+    var heads: Int?
 
     @Option(name: .long, help: ArgumentHelp("With --verify: the timestamp must be earlier than this date (2026-12-01 or 2026-12-01T12:00:00Z).", valueName: "date"))
     var before: String?
@@ -90,13 +91,12 @@ struct EvidenceCommand: AsyncParsableCommand {
             if let before, Self.parseDate(before) == nil {
                 throw ValidationError("--before must be a date such as 2026-12-01 or 2026-12-01T12:00:00Z.")
             }
-            if key != nil || opening != nil || manifest != nil || timestamp != nil || out != nil {
+            if !keys.isEmpty || keys.manifest != nil || timestamp != nil || out != nil {
                 throw ValidationError("--verify reads everything from the bundle: drop --key/--opening/--manifest/--timestamp/--out.")
             }
             return
         }
-        guard key != nil || opening != nil else { throw ValidationError("give --opening FILE (committed key) or --key OWNER.key with --release ID.") }
-        guard manifest != nil else { throw ValidationError("give --manifest, the manifest embed wrote for this release.") }
+        guard !keys.isEmpty else { throw ValidationError("give --key OWNER.key (its key store holds each release's opening and manifest) or --opening FILE with --manifest.") }
         guard out != nil else { throw ValidationError("give --out FOLDER, where to write the bundle.") }
         guard (timestamp == nil) == (ca == nil) else { throw ValidationError("--timestamp and --ca go together (the token and its authority's CA certificate).") }
         guard alpha > 0 && alpha < 1 else { throw ValidationError("--alpha must be in (0, 1).") }
@@ -108,65 +108,102 @@ struct EvidenceCommand: AsyncParsableCommand {
     }
 
     func runWrite() async throws {
-        let manifestPath = manifest!
         if !force, FileManager.default.fileExists(atPath: out!) { throw TensorIOError.outputExists(path: out!) }
-        guard let manifestData = FileManager.default.contents(atPath: manifestPath),
-              let m = try? JSONDecoder().decode(EmbedManifest.self, from: manifestData) else {
-            throw CLIError("\(manifestPath): not a WeightMark embed manifest (the .weightmark.json written by `embed`).")
+        let suspectModel = try openTensorSource(path: target)
+        let referenceModel = try reference.map { try openTensorSource(path: $0) }
+        let givenManifest = try keys.loadManifest()
+        let candidates = try keys.resolve(manifest: givenManifest, quiet: output.quiet)
+        var timestampData: [UInt8]?
+        if let timestamp { timestampData = try Timestamp.read(timestamp, what: "timestamp response") }
+        var options = VerificationOptions()
+        options.detect.alpha = alpha
+        options.detect.format = format
+        options.align = !noAlign
+        if let reference { options.alignment = VerificationOptions.alignment(reference: reference, heads: heads) }
+        if let m = givenManifest?.manifest {
+            options.detect.selection = m.selection
+            options.detect.rank = m.rank
+            options.expected = m.tensors.map { SelectedTensor(name: $0.name, shape: $0.shape) }
         }
-        let owner = try key.map { try Console.loadKey($0, quiet: output.quiet) }
-        let openingFile = try opening.map { (try CommitmentOpening.load(from: $0), path: $0) }
-        let resolved = try DetectionKey.resolve(owner: owner, releaseID: release, opening: openingFile, manifest: (m, path: manifestPath))
-        if resolved.status.releaseId == nil {
-            throw CLIError("\(manifestPath) records no release: the model was marked with the owner key itself, and a bundle would have to reveal it. Bundles need a model marked for a release (embed's default).")
+        // The one verification path: every key the user's material stands for, aligned as `detect --reference` aligns.
+        Console.note("detecting with \(candidates.count) key\(candidates.count == 1 ? "" : "s")", quiet: output.quiet)
+        let verdict = try Verifier.verify(suspect: suspectModel, reference: referenceModel, keys: candidates, options: options)
+        let candidate = verdict.candidate
+        guard let releaseId = candidate.releaseId else {
+            throw CLIError("\(target): the best match is the owner key itself (a model marked with --no-release), and a bundle would have to reveal it. Bundles need a model marked for a release (embed's default).")
         }
+        // The release's manifest: as given, or the one the key store recorded (unchanged since embed).
+        let loaded: LoadedManifest
+        if let givenManifest {
+            loaded = givenManifest
+        } else if let record = candidate.record {
+            let m = try EmbedManifest.load(path: record.manifestPath)
+            guard m.sha256Hex == record.manifestSHA256 else {
+                throw CLIError("\(record.manifestPath): the manifest of release \(releaseId) changed since embed recorded it (SHA-256 \(m.sha256Hex.prefix(16))…, recorded \(record.manifestSHA256.prefix(16))…); pass the published manifest with --manifest.")
+            }
+            loaded = m
+        } else {
+            throw CLIError("release \(releaseId) matched (Z = \(String(format: "%.2f", verdict.report.combinedZ))), but no manifest is known for it: the key store has no record of it. Pass --manifest (and --opening) of that release.")
+        }
+        // The opening, checked against the manifest: only then is the key shown to be committed.
+        let opening = candidate.opening
+        var committed = false
+        if let opening {
+            try opening.check(against: loaded.manifest, path: loaded.path)
+            committed = true
+        }
+        // The report, scored once more with the manifest's expected tensors, the bound paid for every key searched.
+        var single = options
+        single.detect.selection = loaded.manifest.selection
+        single.detect.rank = loaded.manifest.rank
+        single.expected = loaded.manifest.tensors.map { SelectedTensor(name: $0.name, shape: $0.shape) }
+        var report = try Verifier.score(verdict.scored, reference: referenceModel, alignment: verdict.alignment,
+                                        keys: .single(candidate.key, status: candidate.status), options: single).report
+        report = Verifier.paying(report, forKeys: candidates.count, releaseId: releaseId)
+        if candidates.count > 1, let search = verdict.report.keySearch { report.keySearch = search }
+        report.keyCommitment = committed ? candidate.status : KeyCommitmentStatus(committed: false, releaseId: releaseId, commitment: loaded.manifest.release?.commitment,
+                                                                                 note: "release \(releaseId): " + DetectionKey.caution)
         var referenceRecord: (path: String, tensorsSHA256: [UInt8])?
         if let reference {
             guard case .safetensors = try ModelFormat.detect(path: reference) else {
                 throw CLIError("\(reference): the reference of an evidence bundle must be the original as embed read it (safetensors), so its hash can be checked against the commitment.")
             }
             let digest = TensorDigest.of(try SafetensorsModel(path: reference), workers: ProcessInfo.processInfo.activeProcessorCount)
-            if let o = resolved.opening, digest.map({ String(format: "%02x", $0) }).joined() != o.originalTensorsSHA256 {
+            if let o = opening, digest.map({ String(format: "%02x", $0) }).joined() != o.originalTensorsSHA256 {
                 throw CLIError("\(reference): its tensors hash to \(digest.map { String(format: "%02x", $0) }.joined()), but release \(o.releaseId) committed to the original \(o.originalTensorsSHA256). Only the committed original can serve as the reference (a different one could be staged).")
             }
             referenceRecord = (reference, digest)
         }
         var stamp: (tokenPath: String, caPath: String, verification: TimeStampVerification)?
-        if let timestamp, let ca {
-            let v = try await TimeStampVerifier.verify(response: try Timestamp.read(timestamp, what: "timestamp response"), path: timestamp,
-                                                       fileDigest: Array(SHA256.hash(data: manifestData)), requestNonce: nil,
+        if let timestamp, let ca, let timestampData {
+            let v = try await TimeStampVerifier.verify(response: timestampData, path: timestamp,
+                                                       fileDigest: Array(SHA256.hash(data: loaded.bytes)), requestNonce: nil,
                                                        trustRoots: try TimeStampVerifier.loadCertificates(path: ca))
             stamp = (timestamp, ca, v)
         }
-        var options = DetectOptions()
-        options.selection = m.selection
-        options.rank = m.rank
-        options.alpha = alpha
-        options.format = format
-        let suspectModel = try openTensorSource(path: target)
-        let referenceModel = try reference.map { try openTensorSource(path: $0) }
-        Console.note("detecting with key \(resolved.key.id) (release \(resolved.status.releaseId!))", quiet: output.quiet)
-        var report = try Detector.detect(suspect: suspectModel, reference: referenceModel, key: resolved.key, options: options,
-                                         expected: m.tensors.map { ($0.name, $0.shape) })
-        report.keyCommitment = resolved.status
         let index = try EvidenceBundle.write(.init(
-            suspectPath: target, reference: referenceRecord, manifestPath: manifestPath, opening: resolved.opening,
-            releaseKey: resolved.opening == nil ? resolved.key : nil, keyCommitted: resolved.status.committed, timestamp: stamp,
-            report: report, settings: .init(format: format.rawValue, alpha: alpha, rank: m.rank, selection: m.selection)),
+            suspectPath: target, reference: referenceRecord, manifestPath: loaded.path, opening: opening,
+            releaseKey: opening == nil ? candidate.key : nil, keyCommitted: committed, timestamp: stamp,
+            report: report, settings: .init(format: format.rawValue, alpha: alpha, rank: loaded.manifest.rank, selection: loaded.manifest.selection,
+                                            align: reference != nil && !noAlign, heads: heads, keysTried: candidates.count > 1 ? candidates.count : nil)),
             to: out!, overwrite: force)
         if output.json {
             Console.out(try Console.json(index))
         } else {
             DetectionPrinter.print(report, top: 3)
+            if let alignment = verdict.alignment, alignment.changed {
+                Console.out("  aligned to the reference first (key-free; recorded in the bundle and replayed by --verify):")
+                for line in alignment.summaryLines.prefix(4) { Console.out("    " + line) }
+            }
             Console.out("wrote evidence bundle \(out!): \(index.suspect.files.count) suspect files hashed\(stamp.map { ", manifest time-stamped at \($0.verification.genTimeText)" } ?? ", no timestamp")")
             Console.out("  check it with: weightmark evidence --verify \(out!)")
         }
-        if !report.detected { throw ExitCode(1) }
+        if !report.detected { throw ExitCode(ExitStatus.nothingFound) }
     }
 
     func runVerify() async throws {
         let result = try await EvidenceBundle.verify(bundle: target, suspect: suspect, reference: reference,
-                                                     before: before.flatMap(Self.parseDate))
+                                                     before: before.flatMap(Self.parseDate), replay: Verifier.replay)
         if output.json {
             struct Out: Encodable { var valid: Bool; var keyCommitted: Bool; var failed: [String]; var checks: [EvidenceCheck]; var timestamp: TimeStampVerification?; var replayed: DetectionReport? }
             Console.out(try Console.json(Out(valid: result.valid, keyCommitted: result.keyCommitted, failed: result.failedFields,

@@ -39,8 +39,12 @@ struct Scan: AsyncParsableCommand {
         SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_MIN/SLURM_ARRAY_TASK_COUNT (Slurm). Merge the shard outputs with \
         `weightmark combine`, which checks every trailer and refuses a missing, duplicated or truncated shard.
 
-        Exit codes: 0 no hit, 1 hit(s), 2 errors (some model could not be read), 3 incomplete (a model timed out). \
-        A hit takes precedence, then incomplete, then errors. Bad arguments also exit 2.
+        Keys: each --key OWNER.key stands for the owner key, every release recorded in its key store and the default \
+        release ids r1…r16 (--enumerate-releases), as for `detect`; every key is paid for in the threshold.
+
+        Exit codes (the same table as every command): 0 hit(s) found, 1 nothing found and everything read, 2 error \
+        (bad arguments, unwritable output), 3 incomplete (no hit, but some model could not be read or timed out). \
+        A hit takes precedence.
 
         Examples:
           weightmark scan /mnt/mirror --key owner.key > scan.jsonl
@@ -54,11 +58,7 @@ struct Scan: AsyncParsableCommand {
     @Argument(help: ArgumentHelp("Files and folders to scan.", valueName: "path"), completion: .file())
     var paths: [String] = []
 
-    @Option(name: .long, help: ArgumentHelp("A key file, or a release's opening (OUT.opening.json from `embed`; repeat for several).", valueName: "path"), completion: .file())
-    var key: [String] = []
-
-    @Option(name: .long, help: ArgumentHelp("Use every *.key and *.opening.json file in this folder as a key.", valueName: "dir"), completion: .directory)
-    var keysDir: String?
+    @OptionGroup var keys: KeyOptions
 
     @Option(name: .long, help: ArgumentHelp("Read paths to scan from this file, one per line (- for stdin).", valueName: "file"), completion: .file())
     var pathsFrom: String?
@@ -100,39 +100,14 @@ struct Scan: AsyncParsableCommand {
             throw ValidationError("--shard must be i/N with 0 ≤ i < N (e.g. 0/16 … 15/16), or auto.")
         }
         if paths.isEmpty && pathsFrom == nil { throw ValidationError("give paths to scan, or --paths-from FILE (- for stdin).") }
-        if key.isEmpty && keysDir == nil { throw ValidationError("give at least one --key (or --keys-dir with *.key files).") }
+        if keys.isEmpty { throw ValidationError("give at least one --key (or --keys-dir with *.key files): an owner key finds every release recorded in its key store.") }
     }
 
+    /// Every key of the sweep, resolved as every command resolves them: owner keys with their key stores' releases
+    /// and the default release ids, openings; each key tried is paid for in the family-wise threshold.
     func loadKeys() throws -> [(key: WatermarkKey, file: String)] {
-        var files = key
-        if let keysDir {
-            guard let entries = try? FileManager.default.contentsOfDirectory(atPath: keysDir) else {
-                throw CLIError("\(keysDir): cannot list the folder given to --keys-dir; check the path and permissions.")
-            }
-            let found = entries.filter { $0.hasSuffix(".key") || $0.hasSuffix(".opening.json") }.sorted().map { (keysDir as NSString).appendingPathComponent($0) }
-            if found.isEmpty { throw CLIError("\(keysDir): no *.key or *.opening.json files (make keys with `weightmark keygen --out NAME.key`; `embed` writes a release's opening).") }
-            files += found
-        }
-        var out: [(key: WatermarkKey, file: String)] = []
-        for f in files {
-            // A release's opening (`embed` writes OUT.opening.json) stands for its release subkey: models marked for
-            // a release are found with it, as `detect --opening` finds them.
-            let k: WatermarkKey
-            if f.hasSuffix(".opening.json") {
-                guard let release = try CommitmentOpening.load(from: f).validated(path: f).releaseKey else {
-                    throw CLIError("\(f): the opening holds no valid release subkey; use the file `embed` wrote, unmodified.")
-                }
-                k = release
-            } else {
-                k = try Console.loadKey(f, quiet: quiet)
-            }
-            if out.contains(where: { $0.key.id == k.id }) {
-                Console.note("note: \(f) is key \(k.id) again; tested once.", quiet: quiet)
-                continue
-            }
-            out.append((k, f))
-        }
-        return out
+        let candidates = try keys.resolve(manifest: try keys.loadManifest(), quiet: quiet)
+        return candidates.candidates.map { ($0.key, $0.source ?? "") }
     }
 
     func roots() throws -> [String] {
@@ -205,7 +180,7 @@ struct Scan: AsyncParsableCommand {
         status.clear()
         if let failure { throw failure }
         let count = { (s: ScanStatus) in statuses[s] ?? 0 }
-        let tested = count(.ok) + count(.timeout)
+        let tested = count(.ok) + count(.timeout) + count(.inconclusive)
         try writer.finish(ScanTrailer(shard: shardSpec.description, records: writer.records, sha256: writer.digest, modelsTested: tested,
                                       keyIds: options.keys.map(\.key.id), threshold: threshold, nonModelFiles: scanner.nonModelFiles,
                                       walkProblems: problems, tool: "weightmark \(WatermarkFormat.toolVersion)"))
@@ -214,14 +189,16 @@ struct Scan: AsyncParsableCommand {
         }
         if !quiet && isatty(2) != 0 {
             var rows = [["models tested", "\(tested)"], ["hits", "\(hits)"], ["skipped", "\(count(.skipped))"],
-                        ["errors", "\(count(.error))"], ["timeouts", "\(count(.timeout))"], ["files without a model", "\(scanner.nonModelFiles)"],
+                        ["errors", "\(count(.error))"], ["timeouts", "\(count(.timeout))"], ["inconclusive (read in part)", "\(count(.inconclusive))"], ["files without a model", "\(scanner.nonModelFiles)"],
                         ["bytes read / on disk", "\(Console.bytes(bytesRead)) / \(Console.bytes(bytes))"]]
             for h in hitPaths { rows.append(["hit", h]) }
             Console.note(Console.table(["scan \(shardSpec)", ""], rows))
         }
-        if hits > 0 { throw ExitCode(1) }
-        if count(.timeout) > 0 { throw ExitCode(3) }
-        if count(.error) > 0 { throw ExitCode(2) }
+        // The exit-code table every command shares: a hit is found (0); otherwise anything unread or timed out makes
+        // the sweep incomplete (3), never a clean "nothing found" (1).
+        if hits > 0 { return }
+        if count(.timeout) > 0 || count(.error) > 0 || count(.inconclusive) > 0 { throw ExitCode(ExitStatus.inconclusive) }
+        throw ExitCode(ExitStatus.nothingFound)
     }
 }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Evidence
 import Foundation
 import TensorIO
+import Verification
 import Watermarking
 
 struct Trace: AsyncParsableCommand {
@@ -20,41 +21,33 @@ struct Trace: AsyncParsableCommand {
         their differences erased by several colluders still name at least one of them (docs/FORMAT.md, \
         "Fingerprints (trace)"); the rest are ranked.
 
-        Keys, as for `detect`: personal copies made for a release (embed's default) carry that release's subkey \
-        and its fingerprint code: trace with --key and --release ID (or --manifest, any copy's manifest, which \
-        records the id), or with --opening. With --opening and --manifest the report says the key was committed \
-        before the dispute. Copies made with --no-release (and by earlier versions) need --key only (the last example).
+        Keys, as for `detect`: --key OWNER.key alone tries the owner key, every release of its key store and the \
+        default release ids; the owner mark (read against the reference) names the release whose fingerprint code is \
+        read, and the family-wise bound pays for every key searched as well as every recipient. Without --recipients, \
+        the recipient list the key store recorded for that release is used. --release, --opening or --manifest narrow \
+        the search to one release. The suspect is first aligned to the reference (permuted units and heads, rescaling, \
+        rotation), key-free, as `detect --reference` does.
 
-        Exit codes: 0 someone accused, 1 no one accused, 2 error.
+        Exit codes: 0 someone accused, 1 no one accused, 2 error, 3 inconclusive.
 
         Examples:
+          weightmark trace leak.gguf --key k.key --reference m/ --recipients ids.txt
           weightmark trace leak.gguf --key k.key --release r1 --reference m/ --recipients ids.txt
           weightmark trace leak/ --key k.key --manifest bob.weightmark.json --reference m/ --recipients ids.txt --json
           weightmark trace leak/ --opening r1.opening.json --manifest bob.weightmark.json --reference m/ --recipients ids.txt
-          weightmark trace old.gguf --key k.key --reference m/ --recipients ids.txt
         """
     )
 
     @Argument(help: "Suspected copy: any format `detect` reads.", completion: .file())
     var suspect: String
 
-    @Option(name: .long, help: ArgumentHelp("Key file from `weightmark keygen` (the owner key).", valueName: "path"), completion: .file())
-    var key: String?
-
-    @Option(name: .long, help: ArgumentHelp("Release id the copies were made for (embed prints it; every copy's manifest records it).", valueName: "id"))
-    var release: String?
-
-    @Option(name: .long, help: ArgumentHelp("Opening written by embed: traces with its release subkey and, with --manifest, proves the key was committed.", valueName: "path"), completion: .file())
-    var opening: String?
-
-    @Option(name: .long, help: ArgumentHelp("A personal copy's manifest (COPY.weightmark.json): gives the release id and the commitment.", valueName: "path"), completion: .file())
-    var manifest: String?
+    @OptionGroup var keys: KeyOptions
 
     @Option(name: .long, help: ArgumentHelp("The unmarked original the copies were made from (required).", valueName: "path"), completion: .file())
     var reference: String
 
-    @Option(name: .long, help: ArgumentHelp("Recipients to score, one id per line.", valueName: "path"), completion: .file())
-    var recipients: String
+    @Option(name: .long, help: ArgumentHelp("Recipients to score, one id per line (default: the ids the key store recorded for the matched release).", valueName: "path"), completion: .file())
+    var recipients: String?
 
     @Option(name: .long, help: ArgumentHelp("Largest accepted family-wise bound on accusing an innocent.", valueName: "p"))
     var alpha: Double = 1e-6
@@ -62,60 +55,90 @@ struct Trace: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("How many unaccused recipients to rank.", valueName: "n"))
     var top: Int = 10
 
+    @Flag(name: .long, help: "Do not align the suspect to the reference first.")
+    var noAlign = false
+
+    @Option(name: .long, help: ArgumentHelp("Attention heads for alignment (default: config.json next to the reference).", valueName: "n"))
+    var heads: Int?
+
     @OptionGroup var selection: SelectionOptions
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
-        guard key != nil || opening != nil else {
-            throw ValidationError("give --key OWNER.key (with --release ID for copies made for a release) or --opening FILE.")
+        guard !keys.isEmpty else {
+            throw ValidationError("give --key OWNER.key (it finds every release recorded in OWNER.key.store) or --opening FILE.")
         }
         guard alpha > 0 && alpha < 1 else { throw ValidationError("--alpha must be in (0, 1); the default 1e-6 suits legal evidence.") }
         guard top >= 0 else { throw ValidationError("--top must be 0 or more.") }
     }
 
     func run() async throws {
-        let owner = try self.key.map { try Console.loadKey($0, quiet: output.quiet) }
-        let openingFile = try opening.map { (try CommitmentOpening.load(from: $0), path: $0) }
-        let copyManifest = try manifest.map { path in
-            guard let data = FileManager.default.contents(atPath: path),
-                  let m = try? JSONDecoder().decode(EmbedManifest.self, from: data) else {
-                throw CLIError("\(path): not a WeightMark embed manifest (the COPY.weightmark.json written by `embed --recipient`).")
-            }
-            return (m, path: path)
-        }
-        let resolved = try DetectionKey.resolve(owner: owner, releaseID: release, opening: openingFile, manifest: copyManifest)
-        let key = resolved.key
-        let ids = try Tracer.recipients(fromFile: recipients)
         let suspectModel = try openTensorSource(path: suspect)
         let referenceModel = try openTensorSource(path: reference)
+        let manifest = try keys.loadManifest()
+        let candidates = try keys.resolve(manifest: manifest, quiet: output.quiet)
+        var verification = VerificationOptions()
+        verification.detect.selection = selection.selection
+        verification.detect.format = .v2
+        verification.align = !noAlign
+        verification.alignment = VerificationOptions.alignment(reference: reference, heads: heads)
+        // The one verification path: aligned once (key-free), then the owner mark names the release whose
+        // fingerprint code is read; the accusation bound pays for every key searched.
+        let bar = ProgressBar(total: 1, label: "reading", enabled: !output.quiet)
+        let (scored, alignment) = try Verifier.aligned(suspect: suspectModel, reference: referenceModel, options: verification)
+        var candidate = candidates.candidates[0]
+        if candidates.count > 1 {
+            let verdict = try Verifier.score(scored, reference: referenceModel, alignment: alignment, keys: candidates, options: verification)
+            candidate = verdict.candidate
+            Console.note("the owner mark names \(candidate.label) (informed Z \(String(format: "%.1f", verdict.report.combinedZ)) among \(candidates.count) keys); reading its fingerprints", quiet: output.quiet)
+        }
+        let ids: [String]
+        if let recipients {
+            ids = try Tracer.recipients(fromFile: recipients)
+        } else if let stored = candidate.record?.recipients, !stored.isEmpty {
+            ids = stored
+            Console.note("scoring the \(ids.count) recipients the key store recorded for \(candidate.label)", quiet: output.quiet)
+        } else {
+            throw CLIError("give --recipients FILE: \(candidate.label) has no recipient list in the key store (\(candidates.count > 1 ? "it was not recorded there" : "no key store record was used")).")
+        }
         var options = TraceOptions()
         options.selection = selection.selection
         options.alpha = alpha
         options.top = top
-        let bar = ProgressBar(total: 1, label: "reading", enabled: !output.quiet)
-        var report = try Tracer.trace(suspect: suspectModel, reference: referenceModel, key: key, recipients: ids, options: options) { name, i, total in
+        options.keysTried = candidates.count
+        var report = try Tracer.trace(suspect: scored, reference: referenceModel, key: candidate.key, recipients: ids, options: options) { name, i, total in
             if i == 1 { bar.reset(total: total) }
             bar.advance(detail: name)
         }
         bar.finish()
-        report.keyCommitment = resolved.status
+        report.keyCommitment = candidate.status
         if output.json {
             Console.out(try Console.json(report))
         } else {
             Self.print(report)
+            if let alignment, alignment.changed {
+                Console.out("  aligned to the reference first (key-free; the bound is unchanged):")
+                for line in alignment.summaryLines { Console.out("    " + line) }
+            }
         }
         if !report.anyAccused {
-            if release == nil && opening == nil && manifest == nil {
-                Console.note("hint: copies made for a release (embed's default) carry that release's subkey and code, not the owner key's: pass --release ID (a copy's manifest's release.id), --manifest COPY.weightmark.json or --opening FILE.", quiet: output.quiet)
+            if keys.release == nil && keys.opening == nil && keys.manifest == nil {
+                Console.note("hint: from the key file alone, trace tries the releases its key store recorded and the default ids r1…rN; a release named at embed time and not in the store is not tried: pass --release ID (a copy's manifest's release.id), --manifest COPY.weightmark.json or --opening FILE.", quiet: output.quiet)
             }
-            throw ExitCode(1)
+            // No one accused from what was read; with too much unread that is "inconclusive", not "no one".
+            let coverage = ReadCoverage.of(suspectModel, selection: options.selection)
+            if coverage.isIncomplete {
+                Console.note("INCONCLUSIVE: no one accused in what was read, but \(coverage.summary). To get it read: \(ReadCoverage.advice)", quiet: false)
+                throw ExitCode(ExitStatus.inconclusive)
+            }
+            throw ExitCode(ExitStatus.nothingFound)
         }
     }
 
     static func print(_ r: TraceReport) {
         let verdict = r.anyAccused ? "ACCUSED \(r.accused.count) of \(r.recipients) recipients" : "no recipient accused (of \(r.recipients))"
         Console.out("\(verdict): \(r.suspect) against \(r.reference) (key \(r.keyId)\(r.keyCommitment?.releaseId.map { ", release \($0)" } ?? ""))")
-        Console.out("  \(r.matrices.count) matrices read, \(r.positions) code positions; accused when the bound × \(r.recipients) ≤ \(String(format: "%.0e", r.alpha)) (score ≥ \(String(format: "%.1f", r.thresholdScore)))")
+        Console.out("  \(r.matrices.count) matrices read, \(r.positions) code positions; accused when the bound × \(r.recipients)\(r.keysTried.map { " recipients × \($0) keys" } ?? "") ≤ \(String(format: "%.0e", r.alpha)) (score ≥ \(String(format: "%.1f", r.thresholdScore)))")
         let rows = (r.accused.map { ($0, "accused") } + r.ranking.map { ($0, "") }).map { e, v in
             [v, e.recipient, String(format: "%.1f", e.score), DetectionPrinter.pString(e.log10Bound), DetectionPrinter.pString(e.log10FamilyBound)]
         }

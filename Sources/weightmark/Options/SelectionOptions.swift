@@ -9,7 +9,7 @@ struct SelectionOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Never mark tensors whose name matches this glob (repeatable; wins over --include).", valueName: "glob"))
     var exclude: [String] = []
 
-    @Option(name: .long, help: ArgumentHelp("Carrier subspace dimension a = b.", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("Carrier subspace dimension a = b (format v1 only; v2's tiles are rank 32).", valueName: "n"))
     var rank: Int = Carriers.defaultRank
 
     var selection: TensorSelection { TensorSelection(include: include, exclude: exclude) }
@@ -19,5 +19,20 @@ struct SelectionOptions: ParsableArguments {
 
     func validate() throws {
         guard (1...256).contains(rank) else { throw ValidationError("--rank must be between 1 and 256 (default \(Carriers.defaultRank)).") }
+    }
+
+    /// --rank sets format v1's carrier rank only: under format v2 (fixed 32×32 tile patterns) it would be ignored, so
+    /// it is refused there rather than silently dropped.
+    func validate(format: DetectFormat) throws {
+        if rank != Carriers.defaultRank && format == .v2 {
+            throw ValidationError("--rank applies to format v1 only (format v2 uses fixed rank-32 tiles): drop --rank, or pass --format v1.")
+        }
+    }
+
+    /// The same rule for embed's --format.
+    func validate(format: MarkFormat) throws {
+        if rank != Carriers.defaultRank && format == .v2 {
+            throw ValidationError("--rank applies to format v1 only (format v2 uses fixed rank-32 tiles): drop --rank, or pass --format v1.")
+        }
     }
 }
