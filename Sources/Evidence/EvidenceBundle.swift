@@ -7,7 +7,10 @@ import X509
 /// The index of an evidence bundle (`bundle.json`): what was detected, with which key and settings, in which files.
 public struct EvidenceBundleIndex: Sendable, Codable, Equatable {
     public static let formatName = "weightmark-evidence"
-    public static let fileVersion = 1
+    /// 2 (tool 0.4): `files` binds every other file of the bundle and `indexSHA256` the index itself. Version 1
+    /// bundles still verify, with the coverage they had.
+    public static let fileVersion = 2
+    public static let readableVersions = 1...2
 
     public struct Suspect: Sendable, Codable, Equatable {
         /// The path given to `evidence` (replay looks there unless `--suspect` says otherwise).
@@ -74,6 +77,10 @@ public struct EvidenceBundleIndex: Sendable, Codable, Equatable {
     public var timestamp: Timestamp?
     public var settings: Settings
     public var report: String
+    /// SHA-256 of every other file in the bundle folder, by name (version 2).
+    public var files: [String: String]? = nil
+    /// SHA-256 of this index as written with this field absent (version 2); the file must be exactly that encoding.
+    public var indexSHA256: String? = nil
 }
 
 /// One check of `evidence --verify`.
@@ -186,11 +193,20 @@ public enum EvidenceBundle {
                 timestamp: inputs.timestamp.map { .init(token: tokenFile, tokenSHA256: stampHashes.0, ca: caFile, caSHA256: stampHashes.1,
                                                         genTime: $0.verification.genTimeText) },
                 settings: inputs.settings, report: reportFile)
-            try put(indexFile, try json(index))
             try put(readmeFile, Array(readme(index, report: inputs.report).utf8))
+            // Every file written so far is bound by its hash; the index by its own (docs/FORMAT.md, "Evidence bundles").
+            var covered: [String: String] = [:]
+            for name in try fm.contentsOfDirectory(atPath: staging) {
+                guard let bytes = fm.contents(atPath: staging + "/" + name) else { throw EvidenceError.unreadable(path: staging + "/" + name, reason: "cannot read back") }
+                covered[name] = SHA256.hash(data: bytes).hexString
+            }
+            var sealed = index
+            sealed.files = covered
+            sealed.indexSHA256 = SHA256.hash(data: try json(sealed)).hexString
+            try put(indexFile, try json(sealed))
             if overwrite && fm.fileExists(atPath: target) { try fm.removeItem(atPath: target) }
             try fm.moveItem(atPath: staging, toPath: target)
-            return index
+            return sealed
         } catch {
             try? fm.removeItem(atPath: staging)
             throw error

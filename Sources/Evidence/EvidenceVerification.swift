@@ -54,12 +54,13 @@ extension EvidenceBundle {
         do { index = try JSONDecoder().decode(EvidenceBundleIndex.self, from: indexData) } catch {
             throw EvidenceError.unreadable(path: indexPath, reason: "not a WeightMark evidence index (\(error))")
         }
-        guard index.format == EvidenceBundleIndex.formatName, index.version == EvidenceBundleIndex.fileVersion else {
-            throw EvidenceError.unreadable(path: indexPath, reason: "format \(index.format) version \(index.version) is not one this tool reads (\(EvidenceBundleIndex.formatName) \(EvidenceBundleIndex.fileVersion))")
+        guard index.format == EvidenceBundleIndex.formatName, EvidenceBundleIndex.readableVersions.contains(index.version) else {
+            throw EvidenceError.unreadable(path: indexPath, reason: "format \(index.format) version \(index.version) is not one this tool reads (\(EvidenceBundleIndex.formatName) \(EvidenceBundleIndex.readableVersions))")
         }
         var checks: [EvidenceCheck] = []
         func check(_ field: String, _ ok: Bool, _ detail: String) { checks.append(EvidenceCheck(field: field, passed: ok, detail: detail)) }
         func file(_ name: String) -> [UInt8]? { FileManager.default.contents(atPath: dir + "/" + name).map(Array.init) }
+        coverage(of: dir, index: index, indexBytes: Array(indexData), check)
 
         // The manifest, as published (and time-stamped).
         let manifestBytes = file(index.manifest)
@@ -206,6 +207,35 @@ extension EvidenceBundle {
         return EvidenceVerification(index: index, checks: checks, claimed: claimed, replayed: replayed, timestamp: stamp, keyCommitted: committed)
     }
 
+    /// Version 2: the index is exactly the encoding its `indexSHA256` was computed from, and every other file in the
+    /// folder is listed in `files` with its hash; each failure names the file.
+    static func coverage(of dir: String, index: EvidenceBundleIndex, indexBytes: [UInt8], _ check: (String, Bool, String) -> Void) {
+        guard index.version >= 2 else {
+            check("coverage", true, "a version-1 bundle (before tool 0.4): its files other than the manifest, the timestamp and the suspect's are not bound by hashes; every number is still recomputed")
+            return
+        }
+        var unsealed = index
+        unsealed.indexSHA256 = nil
+        let expected = (try? json(unsealed)).map { SHA256.hash(data: $0).hexString }
+        let exact = (try? json(index)) == indexBytes
+        check(indexFile, index.indexSHA256 != nil && expected == index.indexSHA256 && exact,
+              index.indexSHA256 == nil ? "\(indexFile) has no indexSHA256"
+              : !exact ? "\(indexFile) is not byte for byte the encoding it was sealed as: it was edited"
+              : expected == index.indexSHA256 ? "\(indexFile) hashes to its recorded indexSHA256" : "\(indexFile)'s content hashes to \(expected ?? "?"), not to its indexSHA256 \(index.indexSHA256!): it was edited")
+        let listed = index.files ?? [:]
+        if listed.isEmpty { check("files", false, "\(indexFile) lists no files") }
+        let present = Set((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [])
+        for (name, hash) in listed.sorted(by: { $0.key < $1.key }) {
+            guard !name.contains("/"), name != indexFile else { check(name, false, "\(indexFile) lists \"\(name)\", which is not a file of the bundle"); continue }
+            guard let bytes = FileManager.default.contents(atPath: dir + "/" + name) else { check(name, false, "\(name) is listed in \(indexFile) but missing"); continue }
+            let h = SHA256.hash(data: bytes).hexString
+            check(name, h == hash, h == hash ? "\(name) has the recorded SHA-256" : "\(name) hashes to \(h), not the recorded \(hash): it was altered")
+        }
+        for name in present.subtracting(listed.keys).subtracting([indexFile]).sorted() {
+            check(name, false, "\(name) is in the bundle folder but not listed in \(indexFile): it was added after the bundle was written")
+        }
+    }
+
     static func close(_ a: Double, _ b: Double) -> Bool { abs(a - b) <= tolerance * max(1, abs(a), abs(b)) }
 
     /// Compares the claimed report with the replayed one, statistic by statistic.
@@ -218,6 +248,10 @@ extension EvidenceBundle {
               String(format: "claimed log10 p ≤ %.4f, recomputed %.4f", claimed.log10PValueBound, replay.log10PValueBound))
         check("detected", claimed.detected == replay.detected, "claimed \(claimed.detected ? "detected" : "not detected"), recomputed \(replay.detected ? "detected" : "not detected")")
         check("tileStatistics", claimed.tileStatistics == replay.tileStatistics, "pilot and scored tile positions")
+        check("mode", claimed.mode == replay.mode, "\(claimed.mode.rawValue) claimed, \(replay.mode.rawValue) replayed")
+        check("keysTried", (claimed.keySearch?.keysTried ?? 1) == (replay.keySearch?.keysTried ?? 1),
+              "the bound pays for \(claimed.keySearch?.keysTried ?? 1) keys claimed, \(replay.keySearch?.keysTried ?? 1) replayed")
+        check("formatsTried", (claimed.formatsTried ?? 1) == (replay.formatsTried ?? 1), "formats searched: \(claimed.formatsTried ?? 1) claimed, \(replay.formatsTried ?? 1) replayed")
         let byName = Dictionary(replay.tensors.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var bad: [String] = []
         for t in claimed.tensors {

@@ -234,3 +234,45 @@ struct EvidenceCommandTests {
         #expect(e.status == 0 && folded(e.stdout).contains("Verify: 0 every check holds, 1 a check fails (named), 2 error"), "\(e.stdout)")
     }
 }
+
+@Suite("Evidence bundles: every file bound by a hash")
+struct EvidenceCoverageTests {
+    var f: EvidenceFixture { get throws { try EvidenceFixture.shared.get() } }
+
+    /// Replaces one letter or digit near the middle of `path` by another of the same kind (the file stays well formed).
+    static func alterOneCharacter(_ path: String) {
+        var bytes = Array(FileManager.default.contents(atPath: path)!)
+        var i = bytes.count / 2
+        while i < bytes.count, !(bytes[i] >= 0x30 && bytes[i] <= 0x39 || bytes[i] >= 0x61 && bytes[i] <= 0x7A) { i += 1 }
+        if i == bytes.count { i = bytes.count / 2; bytes[i] ^= 0x01 } else {
+            bytes[i] = bytes[i] <= 0x39 ? (bytes[i] == 0x39 ? 0x30 : bytes[i] + 1) : (bytes[i] == 0x7A ? 0x61 : bytes[i] + 1)
+        }
+        Fixtures.write(bytes, to: path)
+    }
+
+    @Test("one character altered in any file of a real bundle (the index's unchecked `created` too), or a file added: verification fails, naming the file")
+    func everyFile() throws {
+        let f = try f
+        let names = try FileManager.default.contentsOfDirectory(atPath: f.bundle).sorted()
+        #expect(Set(names).isSuperset(of: ["bundle.json", "manifest.json", "opening.json", "report.json", "README.txt", "timestamp.tsr", "tsa-ca.pem"]), "\(names)")
+        for name in names + ["added"] {
+            let b = try f.copyOfBundle("file-" + name)
+            if name == "added" {
+                Fixtures.write(Array("a note slipped in later\n".utf8), to: b + "/NOTES.txt")
+            } else if name == "bundle.json" {
+                // `created` is shown to readers but recomputed by nothing: only the index's own hash covers it.
+                let created = jsonString(b + "/bundle.json", "created")
+                try edit(b + "/bundle.json", created, created.replacingOccurrences(of: "T", with: "T0").dropLast(2) + "Z")
+            } else {
+                Self.alterOneCharacter(b + "/" + name)
+            }
+            let expected = name == "added" ? "NOTES.txt" : name
+            let r = try Fixtures.weightmark(["evidence", "--verify", b, "--json"])
+            #expect(r.status == 1, "\(name): exit \(r.status) \(r.stderr)")
+            let failed = r.stdout.components(separatedBy: "\"failed\" : [").last?.components(separatedBy: "]").first ?? ""
+            #expect(failed.contains("\"\(expected)\""), "\(name): failed checks \(failed)")
+        }
+        // The untouched bundle still verifies.
+        #expect(try Fixtures.weightmark(["evidence", "--verify", f.bundle]).status == 0)
+    }
+}
