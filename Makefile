@@ -24,7 +24,13 @@ $(LLAMA_STAMP): scripts/requirements-llama.txt | $(PY)
 	PYTHON=$(PY) bash scripts/install-llama-oracle.sh
 	@touch $(LLAMA_STAMP)
 
-venv: $(PY) $(LLAMA_STAMP)
+# The hub quantizers' own libraries (MLX, bitsandbytes through transformers, torch's CPU wheel), pinned.
+HUB_STAMP := $(VENV)/.hub-oracles
+$(HUB_STAMP): scripts/requirements-hub.txt | $(PY)
+	$(PY) -m pip install -q --disable-pip-version-check -r scripts/requirements-hub.txt
+	@touch $(HUB_STAMP)
+
+venv: $(PY) $(LLAMA_STAMP) $(HUB_STAMP)
 
 # The model needs pip only (a bare venv inside the script), so `make demo` does not wait for the oracle venv.
 $(MODEL):

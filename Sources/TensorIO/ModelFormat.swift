@@ -143,7 +143,9 @@ public func openTensorSource(path: String) throws -> any TensorSource {
     case .safetensors:
         // A Hugging Face folder holding only pytorch_model.bin (no safetensors): read that checkpoint.
         if let single = ModelFormat.singlePyTorchFile(inFolder: path) { return try openTensorSource(path: single) }
-        return try SafetensorsModel(path: path)
+        let model = try SafetensorsModel(path: path)
+        // Weights stored by a hub quantizer (MLX, bitsandbytes, FP8) are read as the matrices they stand for.
+        return try QuantizedSafetensors.wrapIfQuantized(model) ?? model
     case let .unsupported(description, hint):
         if description.hasPrefix("a bare Python pickle") { try PickleScan.refuseIfUnsafe(path: path) }
         throw TensorIOError.unsupportedFormat(path: path, format: description, hint: hint)

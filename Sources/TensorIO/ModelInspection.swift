@@ -92,6 +92,13 @@ extension ModelInspection {
             layout = np.container == .npz ? "NumPy archive (\(np.arrays.filter { $0.entry?.method == .deflated }.count) of \(np.arrays.count) members deflated)" : "single NumPy array"
             files = [(np.path as NSString).lastPathComponent]
             fileBytes = np.mapping.size
+        case let q as QuantizedSafetensors:
+            let base = try ModelInspection(q.base, statistics: false)
+            format = "safetensors, quantized"
+            layout = base.layout + "; read through the quantizer: " + q.quantizedSummary.sorted { $0.key < $1.key }.map { "\($0.value) × \($0.key)" }.joined(separator: ", ")
+            files = base.files
+            fileBytes = base.fileBytes
+            metadata = base.metadata
         default:
             format = "\(type(of: source))"
             layout = ""

@@ -2,6 +2,7 @@ import Alignment
 import ArgumentParser
 import Foundation
 import TensorIO
+import Verification
 
 struct Align: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -62,7 +63,7 @@ struct Align: AsyncParsableCommand {
         if FileManager.default.fileExists(atPath: out) && !force { throw TensorIOError.outputExists(path: out) }
         let input = try RewritableModel(path: suspect, quiet: output.quiet)
         let referenceModel = try openTensorSource(path: reference)
-        let options = AlignCommandSupport.options(reference: reference, heads: heads, kvHeads: kvHeads)
+        let options = VerificationOptions.alignment(reference: reference, heads: heads, kvHeads: kvHeads)
         let (aligned, report) = try ModelAligner.align(suspect: input.model, reference: referenceModel, options: options) {
             Console.note("aligning: \($0)", quiet: output.quiet)
         }
@@ -81,17 +82,5 @@ struct Align: AsyncParsableCommand {
             Console.out("aligned \(suspect) to \(reference) → \(out) (\(report.layout ?? "layout not recognized"), \(rewritten.count) tensors rewritten, \(String(format: "%.1f", report.seconds)) s)")
             for line in report.summaryLines { Console.out("  " + line) }
         }
-    }
-}
-
-/// Shared between `align` and `detect --reference`.
-enum AlignCommandSupport {
-    static func options(reference: String, heads: Int?, kvHeads: Int?) -> AlignOptions {
-        var options = AlignOptions()
-        var config = ModelConfig.load(near: reference) ?? ModelConfig()
-        if let heads { config.heads = heads; config.kvHeads = kvHeads ?? heads }
-        if let kvHeads { config.kvHeads = kvHeads }
-        options.config = config
-        return options
     }
 }

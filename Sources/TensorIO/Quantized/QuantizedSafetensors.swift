@@ -1,0 +1,285 @@
+import Foundation
+
+/// A safetensors model whose linear weights are stored by a hub quantizer, seen as the float matrices they stand for
+/// (docs/QUANTIZED.md). Recognized by content — the component tensors each library writes next to a weight —
+/// with config.json's quantization settings where the content alone is ambiguous, never by file name:
+///
+/// - **MLX affine** (`mlx_lm.convert -q`): `X.weight` U32 `[out, in·bits/32]` (a little-endian bit stream per row),
+///   `X.scales` and `X.biases` `[out, in/group]`; w = scale·q + bias. Bits 2, 3, 4, 5, 6, 8; group 32, 64, 128;
+///   per-layer overrides in config.json's `quantization`.
+/// - **bitsandbytes 4-bit** (NF4/FP4, double quantization too): `X.weight` U8 (two codes a byte, the even element in
+///   the high nibble), `X.weight.absmax`, `X.weight.quant_map`, `X.weight.quant_state.bitsandbytes__nf4|fp4` (JSON
+///   bytes: shape, block size, nested block size and offset), with `X.weight.nested_absmax` and
+///   `X.weight.nested_quant_map` when double-quantized; w = quant_map[q]·absmax[block].
+/// - **bitsandbytes LLM.int8**: `X.weight` I8 `[out, in]` and `X.SCB` F32 `[out]`; w = q·SCB[row]/127.
+/// - **FP8 E4M3** with `X.weight_scale_inv` blocks (DeepSeek/Qwen FP8: w = fp8·scale_inv of its block) or
+///   `X.weight_scale` per tensor or per row (compressed-tensors float-quantized: w = fp8·scale), or alone.
+///
+/// Component tensors are hidden; everything else passes through unchanged.
+public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
+    public let base: SafetensorsModel
+    public var path: String { base.path }
+    public let sourceTensors: [SourceTensor]
+    private let logical: [String: Logical]
+    private let byName: [String: Int]
+
+    enum Scheme: Sendable {
+        case mlxAffine(bits: Int, group: Int)
+        case bnb4(blocksize: Int, nestedBlocksize: Int?, nestedOffset: Float)
+        case int8Rows
+        case fp8(scaleBlock: (rows: Int, cols: Int)?)
+    }
+
+    struct Logical: @unchecked Sendable {
+        var name: String
+        var shape: [Int]
+        var storage: String
+        var scheme: Scheme
+        var parts: [String: ModelTensor]
+    }
+
+    private init(base: SafetensorsModel, logical: [String: Logical]) {
+        self.base = base
+        self.logical = logical
+        let hidden = Set(logical.values.flatMap { $0.parts.values.map(\.name) })
+        var list: [SourceTensor] = []
+        for t in base.tensors {
+            if let l = logical[t.name] {
+                list.append(SourceTensor(name: l.name, shape: l.shape, storage: l.storage, isFloating: true))
+            } else if !hidden.contains(t.name) {
+                list.append(SourceTensor(name: t.name, shape: t.shape, storage: t.dtype.rawValue, isFloating: t.dtype.isSupportedFloat))
+            }
+        }
+        sourceTensors = list
+        byName = Dictionary(list.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    public func sourceTensor(named name: String) -> SourceTensor? { byName[name].map { sourceTensors[$0] } }
+
+    public func releaseTensor(named name: String) {
+        if let l = logical[name] { for p in l.parts.values { base.release(p) } } else { base.releaseTensor(named: name) }
+    }
+
+    public func decodeFloats(named name: String) throws -> [Float] {
+        guard let l = logical[name] else { return try base.decodeFloats(named: name) }
+        switch l.scheme {
+        case let .mlxAffine(bits, group): return try decodeMLX(l, bits: bits, group: group)
+        case let .bnb4(blocksize, nested, offset): return try decodeBnb4(l, blocksize: blocksize, nestedBlocksize: nested, nestedOffset: offset)
+        case .int8Rows: return try decodeInt8(l)
+        case let .fp8(block): return try decodeFP8(l, block: block)
+        }
+    }
+
+    /// How many tensors it read through a quantizer, by storage (for `inspect`).
+    public var quantizedSummary: [String: Int] {
+        Dictionary(grouping: logical.values, by: \.storage).mapValues(\.count)
+    }
+
+    // MARK: Recognition
+
+    /// The model seen through its quantizer, or nil when no weight is stored by a recognized one.
+    /// - Throws: `TensorIOError.invalidTensor` when a recognized layout has inconsistent shapes.
+    public static func wrapIfQuantized(_ model: SafetensorsModel) throws -> QuantizedSafetensors? {
+        let names = Dictionary(model.tensors.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let config = ShippedConfig.sidecar("config.json", near: model.path).flatMap { ShippedConfig.jsonObject(at: $0, maximumBytes: 16 << 20) }
+        let mlxConfig = (config?["quantization"] as? [String: Any]) ?? (config?["quantization_config"] as? [String: Any])
+        var logical: [String: Logical] = [:]
+        for t in model.tensors where t.name.hasSuffix(".weight") {
+            let prefix = String(t.name.dropLast(".weight".count))
+            if t.dtype == .u32, t.shape.count == 2, let scales = names[prefix + ".scales"], let biases = names[prefix + ".biases"] {
+                let (bits, group) = try mlxParameters(weight: t, scales: scales, biases: biases, module: prefix, config: mlxConfig)
+                logical[t.name] = Logical(name: t.name, shape: [t.shape[0], scales.shape[1] * group], storage: "MLX affine q\(bits) g\(group)",
+                                          scheme: .mlxAffine(bits: bits, group: group), parts: ["weight": t, "scales": scales, "biases": biases])
+            } else if t.dtype == .u8, let state = names[t.name + ".quant_state.bitsandbytes__nf4"] ?? names[t.name + ".quant_state.bitsandbytes__fp4"] {
+                logical[t.name] = try bnb4(weight: t, state: state, names: names, model: model)
+            } else if t.dtype == .i8, t.shape.count == 2, let scb = names[prefix + ".SCB"] {
+                guard scb.shape.reduce(1, *) == t.shape[0], scb.dtype.isSupportedFloat else {
+                    throw TensorIOError.invalidTensor(name: scb.name, reason: "LLM.int8 row scales must hold one float per row of \(t.name) (\(t.shape[0])), found \(scb.shape) \(scb.dtype.rawValue)")
+                }
+                logical[t.name] = Logical(name: t.name, shape: t.shape, storage: "bitsandbytes LLM.int8", scheme: .int8Rows, parts: ["weight": t, "scb": scb])
+            } else if t.dtype == .f8E4M3, t.shape.count == 2 {
+                logical[t.name] = try fp8(weight: t, names: names, config: config)
+            }
+        }
+        return logical.isEmpty ? nil : QuantizedSafetensors(base: model, logical: logical)
+    }
+
+    static func mlxParameters(weight: ModelTensor, scales: ModelTensor, biases: ModelTensor, module: String,
+                              config: [String: Any]?) throws -> (bits: Int, group: Int) {
+        let rows = weight.shape[0], packed = weight.shape[1], groups = scales.shape.count == 2 ? scales.shape[1] : 0
+        guard scales.shape == [rows, groups], biases.shape == scales.shape, groups > 0, scales.dtype.isSupportedFloat, biases.dtype.isSupportedFloat else {
+            throw TensorIOError.invalidTensor(name: weight.name, reason: "MLX affine scales \(scales.shape) and biases \(biases.shape) must both be [\(rows), groups] floats")
+        }
+        func fits(_ bits: Int, _ group: Int) -> Bool {
+            let (cols, o) = groups.multipliedReportingOverflow(by: group)
+            return !o && [2, 3, 4, 5, 6, 8].contains(bits) && packed * 32 == cols * bits
+        }
+        // config.json: a per-module override ("model.layers.0.mlp.up_proj": {...}), else the model-wide setting.
+        var candidates: [(Int, Int)] = []
+        for entry in [config?[module] as? [String: Any], config] {
+            if let e = entry, let b = e["bits"] as? Int, let g = e["group_size"] as? Int { candidates.append((b, g)) }
+        }
+        // Without a config (or one that does not fit): MLX's default group 64 first, then 32 and 128.
+        for g in [64, 32, 128] where (packed * 32) % (groups * g) == 0 { candidates.append(((packed * 32) / (groups * g), g)) }
+        guard let found = candidates.first(where: { fits($0.0, $0.1) }) else {
+            throw TensorIOError.invalidTensor(name: weight.name, reason: "MLX affine: \(packed) packed words and \(groups) groups a row fit no bit width 2–8 with group 32, 64 or 128")
+        }
+        return (found.0, found.1)
+    }
+
+    static func bnb4(weight: ModelTensor, state: ModelTensor, names: [String: ModelTensor], model: SafetensorsModel) throws -> Logical {
+        let json = model.withBytes(of: state) { Data($0) }
+        guard let object = try? JSONSerialization.jsonObject(with: json) as? [String: Any],
+              let shape = object["shape"] as? [Int], shape.count == 2, shape.allSatisfy({ $0 > 0 }),
+              let blocksize = object["blocksize"] as? Int, blocksize > 0, blocksize <= 1 << 20 else {
+            throw TensorIOError.invalidTensor(name: state.name, reason: "the bitsandbytes quant state is not JSON with a 2-D shape and a block size")
+        }
+        let (count, overflow) = shape[0].multipliedReportingOverflow(by: shape[1])
+        guard !overflow, weight.shape.reduce(1, *) * 2 == count + (count & 1) else {
+            throw TensorIOError.invalidTensor(name: weight.name, reason: "holds \(weight.shape.reduce(1, *)) bytes, not the \((count + 1) / 2) that 4-bit codes of \(shape) need")
+        }
+        guard let absmax = names[weight.name + ".absmax"], let map = names[weight.name + ".quant_map"], map.shape.reduce(1, *) == 16, map.dtype.isSupportedFloat else {
+            throw TensorIOError.invalidTensor(name: weight.name, reason: "a bitsandbytes 4-bit weight needs .absmax and a 16-entry float .quant_map")
+        }
+        let blocks = (count + blocksize - 1) / blocksize
+        guard absmax.shape.reduce(1, *) == blocks else {
+            throw TensorIOError.invalidTensor(name: absmax.name, reason: "has \(absmax.shape.reduce(1, *)) entries, not one per block of \(blocksize) (\(blocks))")
+        }
+        var parts = ["weight": weight, "absmax": absmax, "map": map]
+        var nested: Int?
+        var offset: Float = 0
+        let double = absmax.dtype == .u8
+        if double {
+            guard let nb = object["nested_blocksize"] as? Int, nb > 0, let nAbs = names[weight.name + ".nested_absmax"],
+                  let nMap = names[weight.name + ".nested_quant_map"], nMap.shape.reduce(1, *) == 256, nAbs.dtype.isSupportedFloat,
+                  nAbs.shape.reduce(1, *) == (blocks + nb - 1) / nb else {
+                throw TensorIOError.invalidTensor(name: weight.name, reason: "double-quantized (U8 absmax) without a consistent nested_blocksize, .nested_absmax and 256-entry .nested_quant_map")
+            }
+            nested = nb
+            offset = Float((object["nested_offset"] as? Double) ?? 0)
+            parts["nestedAbsmax"] = nAbs
+            parts["nestedMap"] = nMap
+        } else if !absmax.dtype.isSupportedFloat {
+            throw TensorIOError.invalidTensor(name: absmax.name, reason: "absmax stored as \(absmax.dtype.rawValue), neither float nor U8 (double quantization)")
+        }
+        let type = ((object["quant_type"] as? String) ?? (state.name.hasSuffix("nf4") ? "nf4" : "fp4")).uppercased()
+        return Logical(name: weight.name, shape: shape, storage: "bitsandbytes \(type)\(double ? " (double-quantized)" : "") block \(blocksize)",
+                       scheme: .bnb4(blocksize: blocksize, nestedBlocksize: nested, nestedOffset: offset), parts: parts)
+    }
+
+    static func fp8(weight: ModelTensor, names: [String: ModelTensor], config: [String: Any]?) throws -> Logical {
+        let prefix = String(weight.name.dropLast(".weight".count))
+        let rows = weight.shape[0], cols = weight.shape[1]
+        if let inv = names[prefix + ".weight_scale_inv"] {
+            guard inv.shape.count == 2, inv.shape[0] > 0, inv.shape[1] > 0, inv.dtype.isSupportedFloat else {
+                throw TensorIOError.invalidTensor(name: inv.name, reason: "FP8 block scales must be a 2-D float grid, found \(inv.shape) \(inv.dtype.rawValue)")
+            }
+            let configured = ((config?["quantization_config"] as? [String: Any])?["weight_block_size"] as? [Int]).flatMap { $0.count == 2 ? ($0[0], $0[1]) : nil }
+            let block = configured ?? ((rows + inv.shape[0] - 1) / inv.shape[0], (cols + inv.shape[1] - 1) / inv.shape[1])
+            guard block.0 > 0, block.1 > 0, (rows + block.0 - 1) / block.0 == inv.shape[0], (cols + block.1 - 1) / block.1 == inv.shape[1] else {
+                throw TensorIOError.invalidTensor(name: inv.name, reason: "a \(inv.shape) grid of scales does not tile \(weight.shape) in \(block.0)×\(block.1) blocks")
+            }
+            return Logical(name: weight.name, shape: weight.shape, storage: "FP8 E4M3 block \(block.0)×\(block.1)", scheme: .fp8(scaleBlock: (block.0, block.1)),
+                           parts: ["weight": weight, "scale": inv])
+        }
+        if let s = names[prefix + ".weight_scale"] {
+            let n = s.shape.reduce(1, *)
+            guard s.dtype.isSupportedFloat, n == 1 || n == rows else {
+                throw TensorIOError.invalidTensor(name: s.name, reason: "FP8 scales must be one per tensor or one per row (\(rows)), found \(s.shape)")
+            }
+            return Logical(name: weight.name, shape: weight.shape, storage: n == 1 ? "FP8 E4M3 per tensor" : "FP8 E4M3 per channel",
+                           scheme: .fp8(scaleBlock: n == 1 ? (rows, cols) : (1, cols)), parts: ["weight": weight, "scale": s])
+        }
+        return Logical(name: weight.name, shape: weight.shape, storage: "FP8 E4M3", scheme: .fp8(scaleBlock: nil), parts: ["weight": weight])
+    }
+
+    // MARK: Decoding
+
+    private func floats(_ l: Logical, _ part: String) throws -> [Float] { try base.floats(of: l.parts[part]!) }
+
+    private func decodeMLX(_ l: Logical, bits: Int, group: Int) throws -> [Float] {
+        let rows = l.shape[0], cols = l.shape[1], words = l.parts["weight"]!.shape[1], groups = cols / group
+        let scales = try floats(l, "scales"), biases = try floats(l, "biases")
+        var out = [Float](repeating: 0, count: rows * cols)
+        let mask = UInt64((1 << bits) - 1)
+        base.withBytes(of: l.parts["weight"]!) { raw in
+            out.withUnsafeMutableBufferPointer { o in
+                for r in 0..<rows {
+                    let row = r * words * 4
+                    func word(_ w: Int) -> UInt64 {
+                        guard w < words else { return 0 }
+                        let p = row + w * 4
+                        return UInt64(raw[p]) | UInt64(raw[p + 1]) << 8 | UInt64(raw[p + 2]) << 16 | UInt64(raw[p + 3]) << 24
+                    }
+                    for c in 0..<cols {
+                        let bit = c * bits, w = bit >> 5, shift = bit & 31
+                        let q = Float(((word(w) | word(w + 1) << 32) >> UInt64(shift)) & mask)
+                        let g = r * groups + c / group
+                        o[r * cols + c] = scales[g] * q + biases[g]
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    private func decodeBnb4(_ l: Logical, blocksize: Int, nestedBlocksize: Int?, nestedOffset: Float) throws -> [Float] {
+        let count = l.shape[0] * l.shape[1]
+        let map = try floats(l, "map")
+        var absmax: [Float]
+        if let nb = nestedBlocksize {
+            let nestedMap = try floats(l, "nestedMap"), nestedAbs = try floats(l, "nestedAbsmax")
+            let codes = base.withBytes(of: l.parts["absmax"]!) { Array($0) }
+            absmax = codes.enumerated().map { i, q in nestedMap[Int(q)] * nestedAbs[i / nb] + nestedOffset }
+        } else {
+            absmax = try floats(l, "absmax")
+        }
+        var out = [Float](repeating: 0, count: count)
+        base.withBytes(of: l.parts["weight"]!) { raw in
+            for e in 0..<count {
+                let byte = raw[e >> 1]
+                let q = (e & 1) == 0 ? Int(byte >> 4) : Int(byte & 0x0F)
+                out[e] = map[q] * absmax[e / blocksize]
+            }
+        }
+        return out
+    }
+
+    private func decodeInt8(_ l: Logical) throws -> [Float] {
+        let rows = l.shape[0], cols = l.shape[1]
+        let scb = try floats(l, "scb")
+        var out = [Float](repeating: 0, count: rows * cols)
+        base.withBytes(of: l.parts["weight"]!) { raw in
+            for r in 0..<rows {
+                let s = scb[r] / 127
+                for c in 0..<cols { out[r * cols + c] = Float(Int8(bitPattern: raw[r * cols + c])) * s }
+            }
+        }
+        return out
+    }
+
+    /// E4M3 "fn" (no infinities; S.1111.111 is NaN): bias 7, subnormals below exponent 1.
+    static let e4m3: [Float] = (0..<256).map { b in
+        let sign: Float = b & 0x80 != 0 ? -1 : 1
+        let e = (b >> 3) & 0x0F, m = b & 0x07
+        if e == 0x0F && m == 0x07 { return .nan }
+        if e == 0 { return sign * Float(m) / 8 * pow(2, -6) }
+        return sign * (1 + Float(m) / 8) * pow(2, Float(e - 7))
+    }
+
+    private func decodeFP8(_ l: Logical, block: (rows: Int, cols: Int)?) throws -> [Float] {
+        let rows = l.shape[0], cols = l.shape[1]
+        let scale = l.parts["scale"] == nil ? [Float(1)] : try floats(l, "scale")
+        let gridCols = block.map { (cols + $0.cols - 1) / $0.cols } ?? 1
+        var out = [Float](repeating: 0, count: rows * cols)
+        base.withBytes(of: l.parts["weight"]!) { raw in
+            for r in 0..<rows {
+                for c in 0..<cols {
+                    let s = block.map { scale[(r / $0.rows) * gridCols + c / $0.cols] } ?? 1
+                    out[r * cols + c] = Self.e4m3[Int(raw[r * cols + c])] * s
+                }
+            }
+        }
+        return out
+    }
+}
