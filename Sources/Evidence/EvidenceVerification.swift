@@ -43,8 +43,9 @@ extension EvidenceBundle {
     /// - Throws: `EvidenceError.unreadable` when the folder is not a bundle; everything else becomes a failed check.
     ///   - replay: the verification path that re-runs the detection (align when the settings say so, pair, score,
     ///     bound paid for the keys searched); the CLI passes `Verifier`'s.
+    ///   - alpha: the threshold the verdict is computed at: the verifier's (default 1e-6), never the bundle's.
     public static func verify(bundle: String, suspect: String? = nil, reference: String? = nil, before: Date? = nil,
-                              workers: Int? = nil, replay: Replay) async throws -> EvidenceVerification {
+                              workers: Int? = nil, alpha: Double = 1e-6, replay: Replay) async throws -> EvidenceVerification {
         let dir = bundle.hasSuffix("/") ? String(bundle.dropLast()) : bundle
         let indexPath = dir + "/" + indexFile
         guard let indexData = FileManager.default.contents(atPath: indexPath) else {
@@ -187,7 +188,8 @@ extension EvidenceBundle {
                 var options = DetectOptions()
                 options.selection = index.settings.selection
                 options.rank = index.settings.rank
-                options.alpha = index.settings.alpha
+                // The verdict at the verifier's threshold; the author's (settings.alpha) only says what was claimed.
+                options.alpha = alpha
                 if let workers { options.workers = workers }
                 guard let format = DetectFormat(rawValue: index.settings.format) else {
                     throw EvidenceError.invalidField(path: indexPath, field: "settings.format", reason: "unknown format \(index.settings.format)")
@@ -246,7 +248,7 @@ extension EvidenceBundle {
               String(format: "claimed Z = %.6f, recomputed %.6f", claimed.combinedZ, replay.combinedZ))
         check("log10PValueBound", close(claimed.log10PValueBound, replay.log10PValueBound),
               String(format: "claimed log10 p ≤ %.4f, recomputed %.4f", claimed.log10PValueBound, replay.log10PValueBound))
-        check("detected", claimed.detected == replay.detected, "claimed \(claimed.detected ? "detected" : "not detected"), recomputed \(replay.detected ? "detected" : "not detected")")
+        check("detected", claimed.detected == replay.detected, "claimed \(claimed.detected ? "detected" : "not detected") at the author's threshold \(String(format: "%.0e", claimed.alpha)), recomputed \(replay.detected ? "detected" : "not detected") at the verifier's \(String(format: "%.0e", replay.alpha))")
         check("tileStatistics", claimed.tileStatistics == replay.tileStatistics, "pilot and scored tile positions")
         check("mode", claimed.mode == replay.mode, "\(claimed.mode.rawValue) claimed, \(replay.mode.rawValue) replayed")
         check("keysTried", (claimed.keySearch?.keysTried ?? 1) == (replay.keySearch?.keysTried ?? 1),

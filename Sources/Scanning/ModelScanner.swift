@@ -206,6 +206,18 @@ public final class ModelScanner: @unchecked Sendable {
 
     static func shellQuoted(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
 
+    /// A zip member name as an `unzip` pattern that matches exactly that member: wildcard characters escaped, and a
+    /// leading "-" written as "[-]" so it cannot be read as an option.
+    static func unzipPattern(_ name: String) -> String {
+        var out = ""
+        for (i, c) in name.enumerated() {
+            if i == 0 && c == "-" { out += "[-]"; continue }
+            if "*?[]\\".contains(c) { out += "\\" }
+            out.append(c)
+        }
+        return out
+    }
+
     func scanArchive(path: String, label: String, relativePath: String, depth: Int, isTar: Bool, size: Int) -> [ScanRecord] {
         let kind = isTar ? "tar" : "ZIP"
         guard depth < options.maxArchiveDepth else {
@@ -228,8 +240,10 @@ public final class ModelScanner: @unchecked Sendable {
                 let tmp = try materialize()
                 defer { try? FileManager.default.removeItem(atPath: tmp) }
                 let extractCommand = depth == 0
-                    ? (isTar ? "tar -xOf \(Self.shellQuoted(path)) \(Self.shellQuoted(name)) > member"
-                             : "unzip -p \(Self.shellQuoted(path)) \(Self.shellQuoted(name)) > member")
+                    // Every argument quoted; tar's options ended with `--` and wildcards off, unzip's pattern escaped, so
+                    // a hostile member name is only ever a name (no option, no glob).
+                    ? (isTar ? "tar --no-wildcards -xOf \(Self.shellQuoted(path)) -- \(Self.shellQuoted(name)) > member"
+                             : "unzip -p -- \(Self.shellQuoted(path)) \(Self.shellQuoted(Self.unzipPattern(name))) > member")
                     : "extract \(memberLabel) to member"
                 out += scanFile(path: tmp, label: memberLabel, relativePath: relativePath + "!" + name, depth: depth + 1,
                                 recheck: { detect in "\(extractCommand) && \(detect)" })

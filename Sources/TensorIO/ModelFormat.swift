@@ -42,6 +42,19 @@ public enum ModelFormat: Sendable, Equatable {
             throw TensorIOError.cannotOpen(path: path, reason: "no such file or directory")
         }
         if isDir.boolValue { return detectFolder(path) }
+        // A FIFO, socket or device would block or never end: refused before it is opened.
+        var st = stat()
+        if stat(path, &st) == 0, (st.st_mode & S_IFMT) != S_IFREG {
+            let kind: String
+            switch st.st_mode & S_IFMT {
+            case S_IFIFO: kind = "a FIFO (named pipe)"
+            case S_IFCHR: kind = "a character device"
+            case S_IFBLK: kind = "a block device"
+            case S_IFSOCK: kind = "a socket"
+            default: kind = "not a regular file"
+            }
+            throw TensorIOError.cannotOpen(path: path, reason: "\(kind), not a model file: give the path of a regular file or folder")
+        }
         guard let h = FileHandle(forReadingAtPath: path) else { throw TensorIOError.cannotOpen(path: path, reason: "unreadable") }
         let head = [UInt8](h.readData(ofLength: 64))
         try? h.close()

@@ -228,6 +228,7 @@ public struct DetectionReport: Sendable, Codable {
     public static func combining(_ reports: [DetectionReport], alpha: Double? = nil, allowPartial: Bool = false) throws -> DetectionReport {
         guard let first = reports.first else { throw WatermarkError.incompatibleReports(reason: "no reports given") }
         var seen = Set<String>()
+        var partsSeen = Set<Int>()
         var tensors: [TensorEvidence] = []
         var skipped: [SkippedTensor] = []
         var problems: [String] = []
@@ -255,6 +256,17 @@ public struct DetectionReport: Sendable, Codable {
             if r.selectedTensors.map(Set.init) != declared {
                 problems.append("\(which) declares another set of selected tensors than report 1 (reports of separate files rather than `detect --part i/N` runs over one model)")
             }
+            if let part = r.part {
+                guard part.count >= 1, part.count <= 1 << 20, (0..<part.count).contains(part.index) else {
+                    throw WatermarkError.incompatibleReports(reason: "\(which) claims part \(part.index) of \(part.count), which does not exist (parts are 0…N−1 of N ≥ 1)")
+                }
+                guard part.count == (first.part?.count ?? part.count) else {
+                    throw WatermarkError.incompatibleReports(reason: "\(which) is part \(part) but report 1 is part \(first.part.map { "\($0)" } ?? "(none)"): parts of different splits")
+                }
+                guard partsSeen.insert(part.index).inserted else {
+                    throw WatermarkError.incompatibleReports(reason: "part \(part.index) of \(part.count) appears twice (\(which))")
+                }
+            }
             for t in r.tensors {
                 guard t.shape.count == 2, t.shape[0] > 0, t.shape[1] > 0,
                       case let (mn, overflow) = t.shape[0].multipliedReportingOverflow(by: t.shape[1]), !overflow else {
@@ -264,8 +276,11 @@ public struct DetectionReport: Sendable, Codable {
                 guard abs(t.weight - weight) <= 1e-9 * weight else {
                     throw WatermarkError.incompatibleReports(reason: "tensor \"\(t.name)\" in \(which) claims weight \(t.weight), but its shape \(t.shape) gives sqrt(m·n) = \(weight); weights are fixed by shapes")
                 }
-                guard t.correlation.isFinite, t.norm.isFinite, t.norm >= 0 else {
-                    throw WatermarkError.incompatibleReports(reason: "tensor \"\(t.name)\" in \(which) has a non-finite correlation or norm")
+                // A norm is ‖Y‖ of a real matrix: positive and far from the float limits; anything else (1e308, 1e-300,
+                // zero) is not a detector's output and would overflow the combined score.
+                guard t.correlation.isFinite, t.norm.isFinite, t.norm > 1e-30, t.norm < 1e30, abs(t.correlation) < 1e30,
+                      (t.correlation / t.norm).isFinite else {
+                    throw WatermarkError.incompatibleReports(reason: "tensor \"\(t.name)\" in \(which) has a non-finite, zero or out-of-range correlation or norm (\(t.correlation), \(t.norm)): not a detector's output")
                 }
                 if let declared, !declared.contains(SelectedTensor(name: t.name, shape: t.shape)) {
                     problems.append("tensor \"\(t.name)\" \(t.shape) in \(which) is not in the declared selection")

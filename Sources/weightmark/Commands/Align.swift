@@ -60,6 +60,7 @@ struct Align: AsyncParsableCommand {
     }
 
     func run() async throws {
+        try OutputPaths.refuseOverlap(output: out, inputs: [suspect, reference])
         if FileManager.default.fileExists(atPath: out) && !force { throw TensorIOError.outputExists(path: out) }
         let input = try RewritableModel(path: suspect, quiet: output.quiet)
         let referenceModel = try openTensorSource(path: reference)

@@ -62,6 +62,7 @@ struct Attack: AsyncParsableCommand {
         do { chain = try AttackCatalog.chain(attack) } catch { throw ValidationError("--attack: \(error)") }
         let input = try RewritableModel(path: model, quiet: output.quiet)
         let source = input.model
+        try OutputPaths.refuseOverlap(output: out, inputs: [model ?? "", reference ?? ""])
         if FileManager.default.fileExists(atPath: out) && !force { throw TensorIOError.outputExists(path: out) }
         let delta = try Embedder.plan(source, options: EmbedOptions()).delta // re-marking attacks use the shipped format (v2)
         let originalInput = try reference.map { try RewritableModel(path: $0, quiet: output.quiet) }

@@ -71,6 +71,7 @@ struct Bench: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
+        try OutputPaths.refuseOverlap(output: out, inputs: [model])
         guard fingerprintShare > 0, fingerprintShare <= 0.8 else {
             throw ValidationError("--fingerprint-share must be in (0, 0.8] (default \(defaultFingerprintShare)).")
         }

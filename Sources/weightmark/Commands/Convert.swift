@@ -40,6 +40,7 @@ struct Convert: AsyncParsableCommand {
 
     func run() async throws {
         let source = try SafetensorsModel(path: model)
+        try OutputPaths.refuseOverlap(output: out, inputs: [model])
         if FileManager.default.fileExists(atPath: out) && !force { throw TensorIOError.outputExists(path: out) }
         let ggmlType = type.type
         let start = Date()

@@ -119,9 +119,8 @@ struct Embed: AsyncParsableCommand {
         guard targetZ > 0, targetZ.isFinite else { throw ValidationError("--target-z must be positive (default 20).") }
         let o = out.hasSuffix("/") ? String(out.dropLast()) : out
         let m = model.hasSuffix("/") ? String(model.dropLast()) : model
-        guard URL(fileURLWithPath: o).standardizedFileURL != URL(fileURLWithPath: m).standardizedFileURL else {
-            throw ValidationError("--out must differ from the input; WeightMark never modifies the input model.")
-        }
+        _ = m
+        try OutputPaths.refuseOverlap(output: o, inputs: [model, key])
         try validateRecipients()
         try selection.validate(format: format)
         if noRelease, release != nil || opening != nil {
@@ -166,6 +165,9 @@ struct Embed: AsyncParsableCommand {
             for p in [out, manifestPath] + (noRelease ? [] : [openingPath]) where FileManager.default.fileExists(atPath: p) {
                 throw TensorIOError.outputExists(path: p)
             }
+        } else if FileManager.default.fileExists(atPath: out), (try? EmbedManifest.load(path: manifestPath)) == nil {
+            // --force replaces an earlier embed's output (its manifest says so), never anything else.
+            throw CLIError("\(out) exists and is not an earlier output of embed (no readable manifest \(manifestPath)): --force only replaces what embed wrote. Remove it yourself or choose another --out.")
         }
         let releaseID = try releaseIDForRun()
         let key = try releaseID.map { try ReleaseKey.derive(owner: owner, releaseID: $0) } ?? owner

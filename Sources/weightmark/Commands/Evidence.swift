@@ -59,7 +59,7 @@ struct EvidenceCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Mark formats to look for: auto, v1 or v2.", valueName: "format"))
     var format: DetectFormat = .auto
 
-    @Option(name: .long, help: ArgumentHelp("Largest accepted false-positive bound.", valueName: "p"))
+    @Option(name: .long, help: ArgumentHelp("Largest accepted false-positive bound. With --verify: the threshold the verdict is recomputed at, whatever the bundle's author chose.", valueName: "p"))
     var alpha: Double = 1e-6
 
     @Flag(name: .long, help: "With --reference: do not align the suspect to it first.")
@@ -108,6 +108,7 @@ struct EvidenceCommand: AsyncParsableCommand {
     }
 
     func runWrite() async throws {
+        try OutputPaths.refuseOverlap(output: out!, inputs: [target, reference ?? ""] + keys.key + [keys.opening ?? "", keys.manifest ?? ""])
         if !force, FileManager.default.fileExists(atPath: out!) { throw TensorIOError.outputExists(path: out!) }
         let suspectModel = try openTensorSource(path: target)
         let referenceModel = try reference.map { try openTensorSource(path: $0) }
@@ -203,7 +204,7 @@ struct EvidenceCommand: AsyncParsableCommand {
 
     func runVerify() async throws {
         let result = try await EvidenceBundle.verify(bundle: target, suspect: suspect, reference: reference,
-                                                     before: before.flatMap(Self.parseDate), replay: Verifier.replay)
+                                                     before: before.flatMap(Self.parseDate), alpha: alpha, replay: Verifier.replay)
         if output.json {
             struct Out: Encodable { var valid: Bool; var keyCommitted: Bool; var failed: [String]; var checks: [EvidenceCheck]; var timestamp: TimeStampVerification?; var replayed: DetectionReport? }
             Console.out(try Console.json(Out(valid: result.valid, keyCommitted: result.keyCommitted, failed: result.failedFields,

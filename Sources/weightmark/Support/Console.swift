@@ -4,11 +4,25 @@ import Watermarking
 
 /// Human output on stdout, progress and notes on stderr.
 enum Console {
-    static func out(_ line: String = "") { print(line) }
+    static func out(_ line: String = "") { print(printable(line)) }
 
     static func note(_ line: String, quiet: Bool = false) {
         guard !quiet else { return }
-        FileHandle.standardError.write(Data((line + "\n").utf8))
+        FileHandle.standardError.write(Data((printable(line) + "\n").utf8))
+    }
+
+    /// `text` with every control character but newline and tab written as `\xNN` (`\u{NNNN}` for C1): a file name
+    /// can hold an escape sequence (a forged terminal title, a carriage return that overwrites a line), and what we
+    /// print for a person must show it, never obey it. (The progress bar's own `\r` goes through another path.)
+    static func printable(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: { ($0.value < 0x20 && $0 != "\n" && $0 != "\t") || (0x7F...0x9F).contains($0.value) }) else { return text }
+        var out = ""
+        for s in text.unicodeScalars {
+            if s.value < 0x20 && s != "\n" && s != "\t" || s.value == 0x7F { out += String(format: "\\x%02X", s.value) }
+            else if (0x80...0x9F).contains(s.value) { out += String(format: "\\u{%04X}", s.value) }
+            else { out.unicodeScalars.append(s) }
+        }
+        return out
     }
 
     /// Pretty JSON with sorted keys, for `--json`.

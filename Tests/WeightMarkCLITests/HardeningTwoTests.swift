@@ -1,0 +1,165 @@
+import Foundation
+import Testing
+import TensorIO
+import WeightMarkTestSupport
+
+/// Regressions for [hardening-2], each rebuilt from its reproduction and run through the real executable.
+@Suite("Hardening, round two")
+struct HardeningTwoTests {
+    /// 7.7M weights: embed's default strength is detected blind (expected Z ≈ 13).
+    static let blindShapes: [(String, [Int])] = [
+        ("layers.0.attn.q_proj.weight", [768, 768]), ("layers.0.mlp.up_proj.weight", [1536, 768]),
+        ("layers.0.mlp.down_proj.weight", [768, 1536]), ("layers.1.mlp.up_proj.weight", [1536, 768]),
+        ("layers.1.mlp.down_proj.weight", [768, 1536]), ("layers.2.mlp.up_proj.weight", [1536, 768]),
+        ("layers.2.mlp.down_proj.weight", [768, 1536]),
+    ]
+
+    @Test("an output that is, contains or lies inside the input is refused, with or without --force; --force replaces only an earlier embed's output")
+    func outputsNeverOverlapInputs() throws {
+        let dir = Fixtures.temporaryDirectory("h2-paths")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let parent = dir + "/parent"
+        try FileManager.default.createDirectory(atPath: parent + "/model", withIntermediateDirectories: true)
+        try Fixtures.writeSmallModel(to: parent + "/model/model.safetensors")
+        #expect(try Fixtures.weightmark(["keygen", "--out", dir + "/k.key", "--quiet"]).status == 0)
+        let before = FileManager.default.contents(atPath: parent + "/model/model.safetensors")
+        for (out, force) in [(parent, true), (parent, false), (parent + "/model/marked", false), (parent + "/model", true), (parent + "/./model/", true)] {
+            let r = try Fixtures.weightmark(["embed", parent + "/model", "--key", dir + "/k.key", "--out", out, "--quiet"] + (force ? ["--force"] : []))
+            #expect(r.status == 2 && r.stderr.contains("input"), "--out \(out): \(r.status) \(r.stderr)")
+        }
+        // A symbolic link to the parent is the parent.
+        try FileManager.default.createSymbolicLink(atPath: dir + "/alias", withDestinationPath: parent)
+        let viaLink = try Fixtures.weightmark(["embed", parent + "/model", "--key", dir + "/k.key", "--out", dir + "/alias", "--force", "--quiet"])
+        #expect(viaLink.status == 2, "\(viaLink.stderr)")
+        #expect(FileManager.default.contents(atPath: parent + "/model/model.safetensors") == before, "the input is untouched")
+        for command in [["attack", parent + "/model", "--out", parent, "--attack", "noise:sigma=0.1"], ["convert", parent + "/model", "--to", "gguf", "--out", parent + "/model/x.gguf"]] {
+            let r = try Fixtures.weightmark(command + ["--force", "--quiet"])
+            #expect(r.status == 2 && r.stderr.contains("input"), "\(command[0]): \(r.stderr)")
+        }
+        // --force over something embed did not write (no manifest beside it) is refused; the file stays.
+        Fixtures.write(Array("my notes".utf8), to: dir + "/notes.safetensors")
+        let notMine = try Fixtures.weightmark(["embed", parent + "/model", "--key", dir + "/k.key", "--out", dir + "/notes.safetensors", "--force", "--quiet"])
+        #expect(notMine.status == 2 && notMine.stderr.contains("not an earlier output of embed"), "\(notMine.stderr)")
+        #expect(FileManager.default.contents(atPath: dir + "/notes.safetensors") == Data("my notes".utf8))
+        // An earlier embed's output is replaced.
+        #expect(try Fixtures.weightmark(["embed", parent + "/model", "--key", dir + "/k.key", "--out", dir + "/marked", "--quiet"]).status == 0)
+        #expect(try Fixtures.weightmark(["embed", parent + "/model", "--key", dir + "/k.key", "--out", dir + "/marked", "--force", "--quiet"]).status == 0)
+    }
+
+    @Test("scan's recheck lines for archive members, pasted into a shell, run nothing a hostile member name says and re-detect the member")
+    func recheckLinesAreInert() throws {
+        let python = try #require(Fixtures.python, "no Python oracle: run `make venv` or set WEIGHTMARK_PYTHON")
+        let dir = Fixtures.temporaryDirectory("h2-recheck")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Fixtures.writeSmallModel(to: dir + "/model.safetensors", shapes: Self.blindShapes)
+        #expect(try Fixtures.weightmark(["keygen", "--out", dir + "/k.key", "--quiet"]).status == 0)
+        #expect(try Fixtures.weightmark(["embed", dir + "/model.safetensors", "--key", dir + "/k.key", "--out", dir + "/marked.safetensors", "--quiet"]).status == 0)
+        let tree = dir + "/tree"
+        try FileManager.default.createDirectory(atPath: tree, withIntermediateDirectories: true)
+        let hostile = "--checkpoint-action=exec=touch PWNED"
+        _ = try Fixtures.run(python, ["-c", """
+            import sys, tarfile, zipfile
+            src, tree, hostile = sys.argv[1], sys.argv[2], sys.argv[3]
+            t = tarfile.open(tree + "/a.tar", "w")
+            t.add(src, arcname=hostile)
+            t.close()
+            z = zipfile.ZipFile(tree + "/b.zip", "w")
+            z.writestr("-x m[1].bin", open(src, "rb").read())
+            z.writestr("-x m1.bin", b"not a model")
+            z.close()
+            """, dir + "/marked.safetensors", tree, hostile])
+        let scan = try Fixtures.weightmark(["scan", tree, "--key", dir + "/k.key", "--quiet"])
+        #expect(scan.status == 0, "\(scan.stderr)")
+        var rechecks: [String] = []
+        for line in scan.stdout.split(separator: "\n") {
+            guard let r = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], let hits = r["hits"] as? [[String: Any]] else { continue }
+            rechecks += hits.compactMap { $0["recheck"] as? String }
+        }
+        #expect(rechecks.count == 2, "a hit in each archive: \(scan.stdout)")
+        for line in rechecks {
+            let work = Fixtures.temporaryDirectory("h2-paste")
+            defer { try? FileManager.default.removeItem(atPath: work) }
+            let binary = (Fixtures.weightmarkExecutable as NSString).deletingLastPathComponent
+            var env = ProcessInfo.processInfo.environment
+            env["PATH"] = binary + ":" + (env["PATH"] ?? "/usr/bin:/bin")
+            let r = try Fixtures.runProcess("/bin/sh", ["-c", "cd '\(work)' && " + line], environment: env)
+            #expect(r.status == 0, "\(line): \(r.stdout)\(r.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: work + "/PWNED") && !FileManager.default.fileExists(atPath: dir + "/PWNED"), "\(line) ran the member name")
+        }
+    }
+
+    @Test("evidence --verify computes the verdict at the verifier's threshold: a bundle whose author chose --alpha 0.9 is not valid evidence of detection")
+    func verifierControlsAlpha() throws {
+        let dir = Fixtures.temporaryDirectory("h2-alpha")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Fixtures.writeSmallModel(to: dir + "/model.safetensors")
+        // A fixed key, so the score is the same in every run: the small model's blind Z is far below the 1e-6 threshold.
+        let golden = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("Golden/personal-copies.json"))) as? [String: Any]
+        try (try #require(golden?["keyFile"] as? String)).write(toFile: dir + "/k.key", atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: dir + "/k.key")
+        #expect(try Fixtures.weightmark(["embed", dir + "/model.safetensors", "--key", dir + "/k.key", "--out", dir + "/marked.safetensors", "--quiet"]).status == 0)
+        let w = try Fixtures.weightmark(["evidence", dir + "/marked.safetensors", "--opening", dir + "/marked.safetensors.opening.json",
+                                         "--manifest", dir + "/marked.safetensors.weightmark.json", "--alpha", "0.9", "--out", dir + "/case", "--quiet"])
+        try #require(w.stdout.contains("WATERMARK DETECTED"), "at the author's 0.9 the weak score is 'detected': \(w.stdout)")
+        let v = try Fixtures.weightmark(["evidence", "--verify", dir + "/case", "--json"])
+        #expect(v.status == 1 && v.stdout.contains("\"detected\""), "the verifier's 1e-6 does not detect it: \(v.stdout)")
+        // A verifier who accepts 0.9 too gets a valid bundle: the threshold is the verifier's choice, not the author's.
+        #expect(try Fixtures.weightmark(["evidence", "--verify", dir + "/case", "--alpha", "0.9"]).status == 0)
+    }
+
+    @Test("combine refuses statistics no detector writes (1e308, 1e-300, zero norms) and impossible parts, without a crash")
+    func combineRefusesImpossibleReports() throws {
+        let dir = Fixtures.temporaryDirectory("h2-combine")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Fixtures.writeSmallModel(to: dir + "/model.safetensors")
+        #expect(try Fixtures.weightmark(["keygen", "--out", dir + "/k.key", "--quiet"]).status == 0)
+        for i in 0..<2 {
+            _ = try Fixtures.weightmark(["detect", dir + "/model.safetensors", "--key", dir + "/k.key", "--format", "v1", "--part", "\(i)/2",
+                                         "--enumerate-releases", "0", "--report", dir + "/p\(i).json", "--quiet"])
+        }
+        let text = try String(contentsOfFile: dir + "/p0.json", encoding: .utf8)
+        func variant(_ name: String, _ edit: (String) -> String) -> String {
+            let path = dir + "/" + name + ".json"
+            Fixtures.write(Array(edit(text).utf8), to: path)
+            return path
+        }
+        func replaceFirst(_ s: String, _ pattern: String, _ with: String) -> String {
+            guard let r = s.range(of: pattern, options: .regularExpression) else { return s }
+            return s.replacingCharacters(in: r, with: with)
+        }
+        let cases = [
+            variant("huge", { replaceFirst($0, "\"correlation\" : [-0-9.e]+", "\"correlation\" : 1e308") }),
+            variant("tiny", { replaceFirst($0, "\"norm\" : [-0-9.e]+", "\"norm\" : 1e-300") }),
+            variant("zero", { replaceFirst($0, "\"norm\" : [-0-9.e]+", "\"norm\" : 0") }),
+            variant("part7of0", { replaceFirst($0, "\"count\" : 2", "\"count\" : 0").replacingOccurrences(of: "\"index\" : 0", with: "\"index\" : 7") }),
+        ]
+        for c in cases {
+            let r = try Fixtures.weightmark(["combine", c, dir + "/p1.json"])
+            #expect(r.status == 2 && r.stderr.split(separator: "\n").count == 1, "\(c): \(r.status) \(r.stderr)")
+        }
+        let twice = try Fixtures.weightmark(["combine", dir + "/p0.json", dir + "/p0.json"])
+        #expect(twice.status == 2, "\(twice.stderr)")
+    }
+
+    @Test("a FIFO is refused before it is opened (no hang); control characters in file names are escaped in what scan prints")
+    func fifosAndControlCharacters() throws {
+        let dir = Fixtures.temporaryDirectory("h2-fifo")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(mkfifo(dir + "/pipe.safetensors", 0o600) == 0)
+        #expect(try Fixtures.weightmark(["keygen", "--out", dir + "/k.key", "--quiet"]).status == 0)
+        for command in [["detect", dir + "/pipe.safetensors", "--key", dir + "/k.key"], ["inspect", dir + "/pipe.safetensors"]] {
+            let r = try Fixtures.weightmark(command)
+            #expect(r.status == 2 && r.stderr.contains("FIFO"), "\(command[0]): \(r.stderr)")
+        }
+        // A marked model whose file name carries an escape sequence and a carriage return.
+        try Fixtures.writeSmallModel(to: dir + "/model.safetensors", shapes: Self.blindShapes)
+        #expect(try Fixtures.weightmark(["embed", dir + "/model.safetensors", "--key", dir + "/k.key", "--out", dir + "/marked.safetensors", "--quiet"]).status == 0)
+        let tree = dir + "/tree"
+        try FileManager.default.createDirectory(atPath: tree, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: dir + "/marked.safetensors", toPath: tree + "/evil\u{1B}]0;owned\u{07}\rHIT fake.safetensors")
+        let scan = try Fixtures.weightmark(["scan", tree, "--key", dir + "/k.key"])
+        #expect(scan.status == 0, "\(scan.stderr)")
+        #expect(!scan.stderr.contains("\u{1B}]0;") && !scan.stderr.contains("\r") && scan.stderr.contains("\\x1B]0;owned\\x07\\x0DHIT"), "\(scan.stderr.debugDescription)")
+    }
+}
