@@ -264,7 +264,7 @@ public struct DetectionReport: Sendable, Codable {
                     throw WatermarkError.incompatibleReports(reason: "\(which) is part \(part) but report 1 is part \(first.part.map { "\($0)" } ?? "(none)"): parts of different splits")
                 }
                 guard partsSeen.insert(part.index).inserted else {
-                    throw WatermarkError.incompatibleReports(reason: "part \(part.index) of \(part.count) appears twice (\(which))")
+                    throw WatermarkError.incompatibleReports(reason: "part \(part.index) of \(part.count) appears twice (\(which)): combine takes reports of disjoint parts")
                 }
             }
             for t in r.tensors {

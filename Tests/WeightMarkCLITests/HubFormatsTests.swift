@@ -49,6 +49,8 @@ struct HubFormatsTests {
         }
         _ = try Fixtures.run(python, [oracle, "mlx", dir + "/marked", dir + "/marked-mlx8", "8", "64"])
         _ = try Fixtures.run(python, [oracle, "bnb8", dir + "/marked", dir + "/marked-bnb8"])
+        for kind in ["gptq", "awq", "ct"] { _ = try Fixtures.run(python, [oracle, kind, dir + "/marked", dir + "/marked-" + kind]) }
+        _ = try Fixtures.run(python, [oracle, "ct", dir + "/original", dir + "/original-ct"])
         return Work(dir: dir, key: key, other: other)
     }
 
@@ -60,7 +62,8 @@ struct HubFormatsTests {
 
     @Test("each format is read in full and detected blind (≥ 0.85× the GGUF type of its bit width) and informed; another key is not detected; inspect names the format and bits",
           arguments: [("mlx4", "Q4_0", "MLX affine q4 g64"), ("mlx8", "Q8_0", "MLX affine q8 g64"),
-                      ("bnb4", "Q4_0", "bitsandbytes NF4 (double-quantized) block 64"), ("bnb8", "Q8_0", "bitsandbytes LLM.int8")])
+                      ("bnb4", "Q4_0", "bitsandbytes NF4 (double-quantized) block 64"), ("bnb8", "Q8_0", "bitsandbytes LLM.int8"),
+                      ("gptq", "Q4_0", "GPTQ int4"), ("awq", "Q4_0", "AWQ int4 g128"), ("ct", "Q4_0", "compressed-tensors pack-quantized int4 g128")])
     func detected(format: String, gguf: String, storage: String) throws {
         let w = try Self.work.get()
         let path = w.dir + "/marked-" + format
@@ -80,7 +83,7 @@ struct HubFormatsTests {
         #expect(inspect.status == 0 && inspect.stdout.contains(storage), "\(inspect.stdout.prefix(1500))")
     }
 
-    @Test("the unmarked original, quantized by the same libraries, is not detected", arguments: ["mlx4", "bnb4"])
+    @Test("the unmarked original, quantized by the same libraries, is not detected", arguments: ["mlx4", "bnb4", "ct"])
     func unmarked(format: String) throws {
         let w = try Self.work.get()
         let r = try Self.detect(w.dir + "/original-" + format, key: w.key)
@@ -96,5 +99,18 @@ struct HubFormatsTests {
         let model = try openTensorSource(path: w.dir + "/marked-mlx4")
         let ours = Array(try model.decodeFloats(named: name).prefix(64))
         #expect(ours.count == 64 && zip(ours, theirs).allSatisfy { abs($0 - $1) <= 1e-6 * max(1, abs($1)) }, "ours \(ours.prefix(4)) theirs \(theirs.prefix(4))")
+    }
+
+    @Test("GPTQ, AWQ and compressed-tensors decoding equals what the format stands for (the quantizer's own values; the library's decompress for compressed-tensors)",
+          arguments: ["gptq", "awq", "ct"])
+    func packedDecodingMatches(kind: String) throws {
+        let w = try Self.work.get()
+        let python = try #require(Fixtures.python)
+        let name = "model.layers.1.mlp.up_proj.weight"
+        let theirs = try JSONDecoder().decode([Float].self, from: Data(try Fixtures.run(python, [Self.oracle, "dequant-ref", kind, w.dir + "/marked", w.dir + "/marked-" + kind, name]).utf8))
+        let model = try openTensorSource(path: w.dir + "/marked-" + kind)
+        #expect(model.sourceTensor(named: name)?.shape == [1536, 512])
+        let ours = Array(try model.decodeFloats(named: name).prefix(64))
+        #expect(ours.count == 64 && zip(ours, theirs).allSatisfy { abs($0 - $1) <= 1e-3 * max(1e-3, abs($1)) }, "ours \(ours.prefix(6)) theirs \(theirs.prefix(6))")
     }
 }

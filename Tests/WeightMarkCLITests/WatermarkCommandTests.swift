@@ -97,7 +97,7 @@ struct WatermarkCommandTests {
             (["embed", dir + "/broken.safetensors", "--key", dir + "/owner.key", "--out", dir + "/o3.safetensors"], "broken.safetensors"),
             (["embed", dir + "/nope.safetensors", "--key", dir + "/owner.key", "--out", dir + "/o4.safetensors"], "nope.safetensors"),
             (["embed", dir + "/model.safetensors", "--key", dir + "/owner.key", "--out", dir + "/existing.safetensors"], "existing.safetensors"),
-            (["embed", dir + "/model.safetensors", "--key", dir + "/owner.key", "--out", dir + "/model.safetensors"], "differ from the input"),
+            (["embed", dir + "/model.safetensors", "--key", dir + "/owner.key", "--out", dir + "/model.safetensors"], "is the input"),
             (["embed", dir + "/model.safetensors", "--key", dir + "/owner.key", "--out", dir + "/o5.safetensors", "--strength", "2"], "--strength"),
             (["detect", dir + "/model.safetensors", "--key", dir + "/bad.key"], "bad.key"),
             (["detect", dir + "/broken.safetensors", "--key", dir + "/owner.key"], "broken.safetensors"),

@@ -28,6 +28,13 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
         case bnb4(blocksize: Int, nestedBlocksize: Int?, nestedOffset: Float)
         case int8Rows
         case fp8(scaleBlock: (rows: Int, cols: Int)?)
+        /// GPTQ (`qweight` [in·bits/32, out] packed along in; `qzeros` [groups, out·bits/32]; `g_idx`); `zeroPlusOne`:
+        /// the stored zero is z − 1 (checkpoint_format "gptq"), not z ("gptq_v2").
+        case gptq(bits: Int, zeroPlusOne: Bool)
+        /// AWQ "gemm" (`qweight` [in, out/8], nibble order 0 2 4 6 1 3 5 7; `qzeros` [in/group, out/8]).
+        case awq(group: Int)
+        /// compressed-tensors pack-quantized (`weight_packed` [out, in·bits/32], stored unsigned = signed + 2^(bits−1)).
+        case packQuantized(bits: Int, group: Int)
     }
 
     struct Logical: @unchecked Sendable {
@@ -42,9 +49,12 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
         self.base = base
         self.logical = logical
         let hidden = Set(logical.values.flatMap { $0.parts.values.map(\.name) })
+        // Each logical matrix is listed where its packed weight stands in the file.
+        var anchored: [String: Logical] = [:]
+        for l in logical.values { if let a = l.parts["weight"] ?? l.parts["qweight"] ?? l.parts["packed"] { anchored[a.name] = l } }
         var list: [SourceTensor] = []
         for t in base.tensors {
-            if let l = logical[t.name] {
+            if let l = anchored[t.name] {
                 list.append(SourceTensor(name: l.name, shape: l.shape, storage: l.storage, isFloating: true))
             } else if !hidden.contains(t.name) {
                 list.append(SourceTensor(name: t.name, shape: t.shape, storage: t.dtype.rawValue, isFloating: t.dtype.isSupportedFloat))
@@ -67,6 +77,9 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
         case let .bnb4(blocksize, nested, offset): return try decodeBnb4(l, blocksize: blocksize, nestedBlocksize: nested, nestedOffset: offset)
         case .int8Rows: return try decodeInt8(l)
         case let .fp8(block): return try decodeFP8(l, block: block)
+        case let .gptq(bits, plusOne): return try decodeGPTQ(l, bits: bits, zeroPlusOne: plusOne)
+        case let .awq(group): return try decodeAWQ(l, group: group)
+        case let .packQuantized(bits, group): return try decodePackQuantized(l, bits: bits, group: group)
         }
     }
 
@@ -84,6 +97,20 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
         let config = ShippedConfig.sidecar("config.json", near: model.path).flatMap { ShippedConfig.jsonObject(at: $0, maximumBytes: 16 << 20) }
         let mlxConfig = (config?["quantization"] as? [String: Any]) ?? (config?["quantization_config"] as? [String: Any])
         var logical: [String: Logical] = [:]
+        let hfQuant = config?["quantization_config"] as? [String: Any]
+        for t in model.tensors where t.name.hasSuffix(".qweight") && t.dtype == .i32 && t.shape.count == 2 {
+            let prefix = String(t.name.dropLast(".qweight".count))
+            guard let zeros = names[prefix + ".qzeros"], let scales = names[prefix + ".scales"] else { continue }
+            let l = try packedInt(qweight: t, zeros: zeros, scales: scales, gIdx: names[prefix + ".g_idx"], prefix: prefix, config: hfQuant)
+            logical[l.name] = l
+        }
+        for t in model.tensors where t.name.hasSuffix(".weight_packed") && t.dtype == .i32 && t.shape.count == 2 {
+            let prefix = String(t.name.dropLast(".weight_packed".count))
+            guard let scale = names[prefix + ".weight_scale"] else { continue }
+            let l = try packQuantized(packed: t, scale: scale, shape: names[prefix + ".weight_shape"], zero: names[prefix + ".weight_zero_point"],
+                                      prefix: prefix, model: model)
+            logical[l.name] = l
+        }
         for t in model.tensors where t.name.hasSuffix(".weight") {
             let prefix = String(t.name.dropLast(".weight".count))
             if t.dtype == .u32, t.shape.count == 2, let scales = names[prefix + ".scales"], let biases = names[prefix + ".biases"] {
@@ -193,6 +220,64 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
         return Logical(name: weight.name, shape: weight.shape, storage: "FP8 E4M3", scheme: .fp8(scaleBlock: nil), parts: ["weight": weight])
     }
 
+    static func packedInt(qweight: ModelTensor, zeros: ModelTensor, scales: ModelTensor, gIdx: ModelTensor?, prefix: String,
+                          config: [String: Any]?) throws -> Logical {
+        let method = (config?["quant_method"] as? String)?.lowercased()
+        guard scales.shape.count == 2, scales.dtype.isSupportedFloat, zeros.dtype == .i32, zeros.shape.count == 2 else {
+            throw TensorIOError.invalidTensor(name: qweight.name, reason: "packed-integer weight without 2-D float scales and I32 zeros")
+        }
+        let out = scales.shape[1], groups = scales.shape[0]
+        if method == "awq" || (gIdx == nil && qweight.shape[1] * 8 == out && method != "gptq") {
+            // AWQ gemm: qweight [in, out/8].
+            let inFeatures = qweight.shape[0]
+            guard qweight.shape[1] * 8 == out, groups > 0, inFeatures % groups == 0, zeros.shape == [groups, out / 8] else {
+                throw TensorIOError.invalidTensor(name: qweight.name, reason: "AWQ: qweight \(qweight.shape), qzeros \(zeros.shape), scales \(scales.shape) do not fit [in, out/8], [in/group, out/8], [in/group, out]")
+            }
+            return Logical(name: prefix + ".weight", shape: [out, inFeatures], storage: "AWQ int4 g\(inFeatures / groups)", scheme: .awq(group: inFeatures / groups),
+                           parts: ["qweight": qweight, "zeros": zeros, "scales": scales])
+        }
+        // GPTQ: qweight [in·bits/32, out]; bits from config or from g_idx's length.
+        let inFeatures = gIdx.map { $0.shape.reduce(1, *) } ?? 0
+        let configured = config?["bits"] as? Int
+        let bits = configured ?? (inFeatures > 0 && (qweight.shape[0] * 32) % inFeatures == 0 ? qweight.shape[0] * 32 / inFeatures : 4)
+        guard [2, 4, 8].contains(bits), qweight.shape[1] == out, let g = gIdx, g.dtype == .i32, qweight.shape[0] * 32 == inFeatures * bits,
+              zeros.shape == [groups, out * bits / 32] else {
+            throw TensorIOError.invalidTensor(name: qweight.name, reason: "GPTQ: qweight \(qweight.shape), qzeros \(zeros.shape), scales \(scales.shape), g_idx \(gIdx?.shape ?? []) do not fit \(bits)-bit packing (2, 4 and 8 bits are read; 3-bit is not)")
+        }
+        let v2 = ((config?["checkpoint_format"] as? String) ?? "gptq").lowercased() == "gptq_v2"
+        return Logical(name: prefix + ".weight", shape: [out, inFeatures], storage: "GPTQ int\(bits)\(v2 ? " (v2 zeros)" : "")", scheme: .gptq(bits: bits, zeroPlusOne: !v2),
+                       parts: ["qweight": qweight, "zeros": zeros, "scales": scales, "gidx": g])
+    }
+
+    static func packQuantized(packed: ModelTensor, scale: ModelTensor, shape: ModelTensor?, zero: ModelTensor?, prefix: String,
+                              model: SafetensorsModel) throws -> Logical {
+        let rows = packed.shape[0]
+        var cols = 0
+        if let shape, shape.shape.reduce(1, *) == 2, [.i32, .i64].contains(shape.dtype) {
+            let dims: [Int] = model.withBytes(of: shape) { raw in
+                shape.dtype == .i64 ? (0..<2).map { Int(raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self).littleEndian) }
+                                    : (0..<2).map { Int(raw.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self).littleEndian) } }
+            guard dims[0] == rows, dims[1] > 0 else {
+                throw TensorIOError.invalidTensor(name: shape.name, reason: "weight_shape \(dims) does not match \(rows) packed rows")
+            }
+            cols = dims[1]
+        }
+        guard scale.shape.count == 2, scale.shape[0] == rows, scale.dtype.isSupportedFloat, scale.shape[1] > 0 else {
+            throw TensorIOError.invalidTensor(name: scale.name, reason: "weight_scale must be [\(rows), groups] floats, found \(scale.shape)")
+        }
+        if cols == 0 { cols = packed.shape[1] * 8 }
+        let bits = [4, 8].first { (cols * $0 + 31) / 32 == packed.shape[1] } ?? 0
+        guard bits > 0, cols % scale.shape[1] == 0 || scale.shape[1] == 1 else {
+            throw TensorIOError.invalidTensor(name: packed.name, reason: "\(packed.shape[1]) packed words a row fit neither 4 nor 8 bits for \(cols) columns")
+        }
+        if zero != nil {
+            throw TensorIOError.invalidTensor(name: packed.name, reason: "asymmetric pack-quantized weights (weight_zero_point) are not read yet")
+        }
+        let group = scale.shape[1] == 1 ? cols : cols / scale.shape[1]
+        return Logical(name: prefix + ".weight", shape: [rows, cols], storage: "compressed-tensors pack-quantized int\(bits) g\(group)",
+                       scheme: .packQuantized(bits: bits, group: group), parts: ["packed": packed, "scale": scale])
+    }
+
     // MARK: Decoding
 
     private func floats(_ l: Logical, _ part: String) throws -> [Float] { try base.floats(of: l.parts[part]!) }
@@ -243,6 +328,63 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
             }
         }
         return out
+    }
+
+    private func int32s(_ t: ModelTensor) -> [UInt32] {
+        base.withBytes(of: t) { raw in (0..<(raw.count / 4)).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self).littleEndian } }
+    }
+
+    private func decodeGPTQ(_ l: Logical, bits: Int, zeroPlusOne: Bool) throws -> [Float] {
+        let out = l.shape[0], inFeatures = l.shape[1], perWord = 32 / bits, mask = UInt32((1 << bits) - 1)
+        let q = int32s(l.parts["qweight"]!), z = int32s(l.parts["zeros"]!), scales = try floats(l, "scales")
+        let g = int32s(l.parts["gidx"]!).map { Int(Int32(bitPattern: $0)) }
+        let groups = l.parts["scales"]!.shape[0], zeroWords = l.parts["zeros"]!.shape[1]
+        var w = [Float](repeating: 0, count: out * inFeatures)
+        for k in 0..<inFeatures {
+            let group = g[k]
+            guard (0..<groups).contains(group) else { throw TensorIOError.invalidTensor(name: l.parts["gidx"]!.name, reason: "g_idx[\(k)] = \(group) is not a group (0…\(groups - 1))") }
+            let row = (k / perWord) * out, shift = UInt32((k % perWord) * bits)
+            for n in 0..<out {
+                let code = Float((q[row + n] >> shift) & mask)
+                let zw = z[group * zeroWords + n / perWord], zero = Float((zw >> UInt32((n % perWord) * bits)) & mask) + (zeroPlusOne ? 1 : 0)
+                w[n * inFeatures + k] = scales[group * out + n] * (code - zero)
+            }
+        }
+        return w
+    }
+
+    /// AWQ's nibble i of a word holds column 8c + order[i].
+    static let awqOrder = [0, 2, 4, 6, 1, 3, 5, 7]
+
+    private func decodeAWQ(_ l: Logical, group: Int) throws -> [Float] {
+        let out = l.shape[0], inFeatures = l.shape[1], words = out / 8
+        let q = int32s(l.parts["qweight"]!), z = int32s(l.parts["zeros"]!), scales = try floats(l, "scales")
+        var w = [Float](repeating: 0, count: out * inFeatures)
+        for k in 0..<inFeatures {
+            let g = k / group
+            for c in 0..<words {
+                let qw = q[k * words + c], zw = z[g * words + c]
+                for i in 0..<8 {
+                    let n = 8 * c + Self.awqOrder[i], shift = UInt32(4 * i)
+                    w[n * inFeatures + k] = (Float((qw >> shift) & 0xF) - Float((zw >> shift) & 0xF)) * scales[g * out + n]
+                }
+            }
+        }
+        return w
+    }
+
+    private func decodePackQuantized(_ l: Logical, bits: Int, group: Int) throws -> [Float] {
+        let rows = l.shape[0], cols = l.shape[1], words = l.parts["packed"]!.shape[1], perWord = 32 / bits
+        let mask = UInt32((1 << bits) - 1), offset = Float(1 << (bits - 1))
+        let p = int32s(l.parts["packed"]!), scale = try floats(l, "scale"), groups = l.parts["scale"]!.shape[1]
+        var w = [Float](repeating: 0, count: rows * cols)
+        for r in 0..<rows {
+            for c in 0..<cols {
+                let code = Float((p[r * words + c / perWord] >> UInt32((c % perWord) * bits)) & mask)
+                w[r * cols + c] = (code - offset) * scale[r * groups + min(groups - 1, c / group)]
+            }
+        }
+        return w
     }
 
     private func decodeInt8(_ l: Logical) throws -> [Float] {
