@@ -162,4 +162,49 @@ struct HardeningTwoTests {
         #expect(scan.status == 0, "\(scan.stderr)")
         #expect(!scan.stderr.contains("\u{1B}]0;") && !scan.stderr.contains("\r") && scan.stderr.contains("\\x1B]0;owned\\x07\\x0DHIT"), "\(scan.stderr.debugDescription)")
     }
+
+    @Test("under a 4 GB address-space cap, a deflate-bomb .npz and a zero-stride PyTorch tensor get exit 2 and one line from detect and inspect --stats; scan records them as errors and still reports the marked model next to them")
+    func bombsAndStrides() throws {
+        let python = try #require(Fixtures.python, "no Python oracle: run `make venv` or set WEIGHTMARK_PYTHON")
+        let dir = Fixtures.temporaryDirectory("h2-bombs")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tree = dir + "/tree"
+        try FileManager.default.createDirectory(atPath: tree, withIntermediateDirectories: true)
+        // 1.25 GiB of zeros in a 1.3 MB .npz member (the cap leaves 1 GiB to inflate), and a 2^40-element view of a
+        // 65,536-float storage (strides 0) in a 260 KB .pth.
+        _ = try Fixtures.run(python, ["-c", """
+            import sys, zipfile, numpy as np, torch
+            tree = sys.argv[1]
+            with zipfile.ZipFile(tree + "/bomb.npz", "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as z:
+                with z.open("w.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (20480, 16384)})
+                    chunk = bytes(1 << 24)
+                    for _ in range(80):
+                        f.write(chunk)
+            torch.save({"w": torch.zeros(65536).as_strided((1 << 20, 1 << 20), (0, 0))}, tree + "/stride0.pth")
+            """, tree])
+        try Fixtures.writeSmallModel(to: dir + "/model.safetensors", shapes: Self.blindShapes)
+        #expect(try Fixtures.weightmark(["keygen", "--out", dir + "/k.key", "--quiet"]).status == 0)
+        #expect(try Fixtures.weightmark(["embed", dir + "/model.safetensors", "--key", dir + "/k.key", "--out", tree + "/marked.safetensors", "--quiet"]).status == 0)
+        func capped(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+            let quoted = ([Fixtures.weightmarkExecutable] + arguments).map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
+            return try Fixtures.runProcess("/bin/sh", ["-c", "ulimit -v 4194304 && exec " + quoted])
+        }
+        for file in ["bomb.npz", "stride0.pth"] {
+            for command in [["detect", tree + "/" + file, "--key", dir + "/k.key"], ["inspect", tree + "/" + file, "--stats"]] {
+                let r = try capped(command)
+                #expect(r.status == 2 && r.stderr.split(separator: "\n").count == 1, "\(command): \(r.status) \(r.stderr)")
+            }
+        }
+        let scan = try capped(["scan", tree, "--key", dir + "/k.key", "--quiet"])
+        #expect(scan.status == 0, "a hit is found despite the bad files: \(scan.stderr)")
+        var statuses: [String: String] = [:]
+        for line in scan.stdout.split(separator: "\n") {
+            if let r = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], let path = r["path"] as? String {
+                statuses[(path as NSString).lastPathComponent] = (r["hits"] as? [Any]).map { $0.isEmpty ? r["status"] as? String ?? "" : "hit" }
+            }
+        }
+        #expect(statuses == ["bomb.npz": "error", "stride0.pth": "error", "marked.safetensors": "hit"], "\(statuses)")
+        #expect(scan.stdout.contains("\"trailer\"") || scan.stdout.split(separator: "\n").last?.contains("modelsTested") == true, "the trailer is written")
+    }
 }

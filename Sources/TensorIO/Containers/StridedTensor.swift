@@ -45,6 +45,12 @@ public struct StridedTensor: Sendable, Equatable {
             guard last < storageElements else {
                 throw .init(name, "shape \(shape), strides \(strides) and offset \(storageOffset) reach element \(last), but the storage holds \(storageElements)")
             }
+            // A view can only show more elements than its storage holds by repeating them (a zero or overlapping
+            // stride, as `expand` makes): a state dict has no such tensor, and reading one would allocate its whole
+            // count (2^40 floats from a 260 KB file). Refused before anything is allocated.
+            guard count <= storageElements else {
+                throw .init(name, "shape \(shape) with strides \(strides) shows \(count) elements from a storage of \(storageElements): a zero or overlapping stride repeats elements; save the tensor with .contiguous() (or .clone()) first")
+            }
         }
         return StridedTensor(name: name, dtype: dtype, shape: shape, strides: strides, storageOffset: storageOffset, elementCount: count)
     }

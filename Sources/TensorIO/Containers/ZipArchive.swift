@@ -1,4 +1,5 @@
 import CZlib
+import Foundation
 
 /// A memory-mapped ZIP archive: its checked central directory, stored members read in place, deflated
 /// members inflated into exactly their declared size.
@@ -67,7 +68,22 @@ public final class ZipArchive: @unchecked Sendable {
 
     /// Raw-deflate decompression into a buffer of exactly `expectedSize` bytes: output beyond it, or a stream
     /// that ends early or is corrupt, is an error (memory is bounded by the declared, already checked size).
+    /// The most a member may inflate to in memory: a quarter of the memory this process may use (physical memory, or
+    /// the address-space limit when one is set). Above it a member is refused before anything is allocated — a deflate
+    /// bomb (8 MB that claims 8 GiB), or a member too large to read inflated — so a sweep records an error and goes on.
+    public static let inflationBudget: Int = {
+        var limit = Int(ProcessInfo.processInfo.physicalMemory)
+        var rl = rlimit()
+        if getrlimit(Int32(RLIMIT_AS.rawValue), &rl) == 0, rl.rlim_cur < UInt64(Int.max) {
+            limit = min(limit, Int(rl.rlim_cur))
+        }
+        return max(64 << 20, limit / 4)
+    }()
+
     static func inflate(_ input: UnsafeRawBufferPointer, expectedSize: Int, name: String) throws(ZipFormatError) -> [UInt8] {
+        guard expectedSize <= inflationBudget else {
+            throw .inflateFailed(name: name, reason: "it declares \(expectedSize) bytes uncompressed, more than the \(inflationBudget) bytes this process inflates in memory (a quarter of the memory it may use): a deflate bomb, or a member to store uncompressed")
+        }
         let (out, status) = try inflate(input, capacity: expectedSize + 1, name: name)
         guard status == Z_STREAM_END else {
             if out.count > expectedSize {
