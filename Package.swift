@@ -55,7 +55,7 @@ let package = Package(
         .target(name: "Synthesis", dependencies: ["TensorIO"], swiftSettings: optimizedInDebug),
         // `weightmark scan`: walking trees, grouping files into models, triage and sharded JSON-lines output.
         .target(name: "Scanning", dependencies: [
-            "TensorIO", "Watermarking", .product(name: "Crypto", package: "swift-crypto"),
+            "TensorIO", "CTensorIOKernels", "Watermarking", .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: optimizedInDebug),
         // Key-free alignment of a suspect to the reference (permutations, rescalings, rotations), and the BERT forward
         // pass that measures how much of a model's function an attack kept; neither ever sees a key.

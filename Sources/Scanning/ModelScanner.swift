@@ -1,3 +1,4 @@
+import CTensorIOKernels
 import Crypto
 import Foundation
 import Glibc
@@ -54,6 +55,8 @@ public final class ModelScanner: @unchecked Sendable {
     public let options: ScanOptions
     public let shard: ScanShard
     private var scratch: String?
+    /// Scratch member files and their slots in the interrupt-cleanup table (`weightmark_register_temporary`).
+    private var memberSlots: [String: Int32] = [:]
 
     public init(options: ScanOptions, shard: ScanShard) {
         self.options = options
@@ -170,6 +173,8 @@ public final class ModelScanner: @unchecked Sendable {
             throw TensorIOError.cannotOpen(path: base, reason: "cannot create a scratch folder for archive members: \(String(cString: strerror(errno)))")
         }
         scratch = String(cString: p)
+        // Removed (once emptied) if the sweep is interrupted.
+        _ = weightmark_register_temporary(scratch!)
         return scratch!
     }
 
@@ -179,6 +184,7 @@ public final class ModelScanner: @unchecked Sendable {
         let path = dir + "/member-\(UUID().uuidString)"
         let out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard out >= 0 else { throw TensorIOError.cannotOpen(path: path, reason: String(cString: strerror(errno))) }
+        memberSlots[path] = weightmark_register_temporary(path)
         defer { close(out) }
         func write(_ chunk: UnsafeRawBufferPointer) throws {
             var done = 0
@@ -238,7 +244,10 @@ public final class ModelScanner: @unchecked Sendable {
             }
             do {
                 let tmp = try materialize()
-                defer { try? FileManager.default.removeItem(atPath: tmp) }
+                defer {
+                    try? FileManager.default.removeItem(atPath: tmp)
+                    if let slot = memberSlots.removeValue(forKey: tmp) { weightmark_unregister_temporary(slot) }
+                }
                 let extractCommand = depth == 0
                     // Every argument quoted; tar's options ended with `--` and wildcards off, unzip's pattern escaped, so
                     // a hostile member name is only ever a name (no option, no glob).

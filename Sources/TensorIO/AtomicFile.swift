@@ -46,6 +46,8 @@ public final class AtomicFileWriter {
         }
         self.fd = fd
         temporaryPath = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        // Removed if the process is interrupted before commit (SIGINT/SIGTERM/SIGHUP).
+        cleanupSlot = weightmark_register_temporary(temporaryPath)
         if unbuffered, weightmark_set_direct_io(fd, 1) == 0 {
             direct = DirectWriter(fd: fd, path: destination)
         } else {
@@ -54,6 +56,7 @@ public final class AtomicFileWriter {
     }
 
     private var direct: DirectWriter?
+    private var cleanupSlot: Int32 = -1
 
     deinit {
         if !finished {
@@ -63,6 +66,7 @@ public final class AtomicFileWriter {
             if fd >= 0 { close(fd) }
             unlink(temporaryPath)
         }
+        weightmark_unregister_temporary(cleanupSlot)
     }
 
     static func directory(of path: String) -> String {
@@ -160,6 +164,8 @@ public final class AtomicFileWriter {
             unlink(temporaryPath)
         }
         finished = true
+        weightmark_unregister_temporary(cleanupSlot)
+        cleanupSlot = -1
         AtomicFileWriter.syncDirectory(AtomicFileWriter.directory(of: destination))
     }
 

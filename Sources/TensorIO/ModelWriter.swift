@@ -1,3 +1,4 @@
+import CTensorIOKernels
 import Foundation
 
 /// Writes models in the same layout as a source model: a file stays a file, a folder stays a folder
@@ -80,13 +81,19 @@ public enum ModelWriter {
             throw TensorIOError.writeFailed(path: destination, reason: "cannot create \(staging): \(error.localizedDescription)")
         }
         var committed = false
-        defer { if !committed { try? fm.removeItem(atPath: staging) } }
+        // The staging folder and everything written into it are removed if the process is interrupted.
+        var slots = [weightmark_register_temporary(staging)]
+        defer {
+            if !committed { try? fm.removeItem(atPath: staging) }
+            for s in slots { weightmark_unregister_temporary(s) }
+        }
         var weightMap: [JSONMember] = []
         var totalSize = 0
         for shard in shards {
             try SafetensorsWriter.write(shard.tensors, metadata: shard.metadata,
                                         to: "\(staging)/\(shard.fileName)", overwrite: false,
                                         observer: observer.map { o in { o(shard.fileName, $0) } })
+            slots.append(weightmark_register_temporary("\(staging)/\(shard.fileName)"))
             for t in shard.tensors {
                 weightMap.append(JSONMember(key: t.name, value: .string(shard.fileName)))
                 totalSize += t.byteCount
@@ -98,6 +105,7 @@ public enum ModelWriter {
             weightMap.sort { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
             let text = prettyIndex(metadata: meta, weightMap: weightMap)
             try AtomicFileWriter.write(Array(text.utf8), to: "\(staging)/\(SafetensorsModel.indexFileName)", overwrite: false)
+            slots.append(weightmark_register_temporary("\(staging)/\(SafetensorsModel.indexFileName)"))
         }
         if let sourceFolder {
             for name in auxiliaryFiles {
@@ -105,6 +113,8 @@ public enum ModelWriter {
                 let folder = (target as NSString).deletingLastPathComponent
                 if folder != staging { try? fm.createDirectory(atPath: folder, withIntermediateDirectories: true) }
                 try copyFile((sourceFolder as NSString).appendingPathComponent(name), to: target)
+                slots.append(weightmark_register_temporary(target))
+                if folder != staging { slots.append(weightmark_register_temporary(folder)) }
             }
         }
         if fm.fileExists(atPath: destination) {

@@ -207,4 +207,36 @@ struct HardeningTwoTests {
         #expect(statuses == ["bomb.npz": "error", "stride0.pth": "error", "marked.safetensors": "hit"], "\(statuses)")
         #expect(scan.stdout.contains("\"trailer\"") || scan.stdout.split(separator: "\n").last?.contains("modelsTested") == true, "the trailer is written")
     }
+
+    @Test("SIGTERM and SIGINT during embed leave no temporary output behind, and the exit status says the signal")
+    func interruptedEmbedCleansUp() throws {
+        let dir = Fixtures.temporaryDirectory("h2-signal")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(try Fixtures.weightmark(["synth", "--params", "30M", "--hidden", "512", "--ffn", "1536", "--vocab", "4096", "--layers", "8",
+                                         "--dtype", "f32", "--out", dir + "/model", "--quiet"]).status == 0)
+        #expect(try Fixtures.weightmark(["keygen", "--out", dir + "/k.key", "--quiet"]).status == 0)
+        for (n, sig) in [SIGTERM, SIGINT].enumerated() {
+            let out = dir + "/out\(n)"
+            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: Fixtures.weightmarkExecutable)
+            p.arguments = ["embed", dir + "/model", "--key", dir + "/k.key", "--out", out + "/marked", "--no-release", "--quiet"]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            // Interrupt once the temporary output exists (embed writes .NAME.tmp-XXXXXX next to its output).
+            var sawTemporary = false
+            let deadline = Date().addingTimeInterval(60)
+            while p.isRunning && Date() < deadline {
+                let names = (try? FileManager.default.subpathsOfDirectory(atPath: out)) ?? []
+                if names.contains(where: { $0.contains(".tmp-") }) { sawTemporary = true; kill(p.processIdentifier, sig); break }
+                usleep(2000)
+            }
+            p.waitUntilExit()
+            try #require(sawTemporary, "embed finished before its temporary file was seen; nothing was tested")
+            #expect(p.terminationReason == .uncaughtSignal && p.terminationStatus == sig, "\(p.terminationReason) \(p.terminationStatus)")
+            let left = ((try? FileManager.default.subpathsOfDirectory(atPath: out)) ?? []).filter { $0.contains(".tmp-") }
+            #expect(left.isEmpty, "left behind after signal \(sig): \(left)")
+        }
+    }
 }

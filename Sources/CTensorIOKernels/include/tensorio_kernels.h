@@ -15,6 +15,12 @@ int weightmark_vector_level(void);
 /// so the disk works while the producer computes instead of all at fsync. No-op elsewhere; returns 0 or -1.
 int weightmark_start_writeback(int fd, int64_t offset, int64_t length);
 
+/// Registers a temporary file or (empty) scratch folder to remove if the process gets SIGINT, SIGTERM or SIGHUP
+/// (installs the handler on first use; signals already ignored stay ignored). Returns a slot for
+/// `weightmark_unregister_temporary`, or -1 when the table is full or the path too long (then it is not removed).
+int weightmark_register_temporary(const char *path);
+void weightmark_unregister_temporary(int slot);
+
 /// Turns direct I/O (Linux O_DIRECT: DMA from user buffers, no page-cache copy) on or off for `fd`.
 /// Returns 0, or -1 where unsupported (other systems, some filesystems).
 int weightmark_set_direct_io(int fd, int on);
