@@ -6,13 +6,8 @@ import WeightMarkTestSupport
 /// Regressions for [hardening-2], each rebuilt from its reproduction and run through the real executable.
 @Suite("Hardening, round two")
 struct HardeningTwoTests {
-    /// 7.7M weights: embed's default strength is detected blind (expected Z ≈ 13).
-    static let blindShapes: [(String, [Int])] = [
-        ("layers.0.attn.q_proj.weight", [768, 768]), ("layers.0.mlp.up_proj.weight", [1536, 768]),
-        ("layers.0.mlp.down_proj.weight", [768, 1536]), ("layers.1.mlp.up_proj.weight", [1536, 768]),
-        ("layers.1.mlp.down_proj.weight", [768, 1536]), ("layers.2.mlp.up_proj.weight", [1536, 768]),
-        ("layers.2.mlp.down_proj.weight", [768, 1536]),
-    ]
+    /// The owner-key tests' 7.7M-weight model: embed's default strength is detected blind (expected Z ≈ 13).
+    static var blindShapes: [(String, [Int])] { OwnerKeyTests.blindShapes }
 
     @Test("an output that is, contains or lies inside the input is refused, with or without --force; --force replaces only an earlier embed's output")
     func outputsNeverOverlapInputs() throws {

@@ -46,10 +46,14 @@ public struct StridedTensor: Sendable, Equatable {
                 throw .init(name, "shape \(shape), strides \(strides) and offset \(storageOffset) reach element \(last), but the storage holds \(storageElements)")
             }
             // A view can only show more elements than its storage holds by repeating them (a zero or overlapping
-            // stride, as `expand` makes): a state dict has no such tensor, and reading one would allocate its whole
-            // count (2^40 floats from a 260 KB file). Refused before anything is allocated.
-            guard count <= storageElements else {
-                throw .init(name, "shape \(shape) with strides \(strides) shows \(count) elements from a storage of \(storageElements): a zero or overlapping stride repeats elements; save the tensor with .contiguous() (or .clone()) first")
+            // stride, as `expand` makes). Such a view is read as what it is (broadcast) while its floats fit the
+            // memory budget (a quarter of what the process may use); beyond it (2^40 floats from a 260 KB file) it is
+            // refused before anything is allocated.
+            if count > storageElements {
+                let (floatBytes, o) = count.multipliedReportingOverflow(by: 4)
+                guard !o, floatBytes <= ZipArchive.inflationBudget else {
+                    throw .init(name, "shape \(shape) with strides \(strides) shows \(count) elements from a storage of \(storageElements) (a zero or overlapping stride repeats them), more than the \(ZipArchive.inflationBudget) bytes this process reads into memory; save the tensor with .contiguous() (or .clone()) first")
+                }
             }
         }
         return StridedTensor(name: name, dtype: dtype, shape: shape, strides: strides, storageOffset: storageOffset, elementCount: count)
