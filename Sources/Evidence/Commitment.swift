@@ -181,6 +181,7 @@ public struct CommitmentOpening: Sendable, Codable, Equatable {
                 ? "cannot read the opening file (permissions?)" : "no such opening file (embed writes it next to the manifest, OUT.opening.json)")
         }
         let o: CommitmentOpening
+        if let d = StrictJSON.duplicateKey(in: data) { throw TensorIOError.duplicateJSONKey(path: path, key: d.key, offset: d.offset) }
         do { o = try JSONDecoder().decode(CommitmentOpening.self, from: data) } catch {
             throw EvidenceError.unreadable(path: path, reason: "not a WeightMark opening file (the .opening.json written by `embed`)")
         }

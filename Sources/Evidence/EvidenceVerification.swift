@@ -52,6 +52,7 @@ extension EvidenceBundle {
             throw EvidenceError.unreadable(path: dir, reason: "not an evidence bundle (no readable \(indexFile); write one with `weightmark evidence SUSPECT … --out FOLDER`)")
         }
         let index: EvidenceBundleIndex
+        if let d = StrictJSON.duplicateKey(in: indexData) { throw TensorIOError.duplicateJSONKey(path: indexPath, key: d.key, offset: d.offset) }
         do { index = try JSONDecoder().decode(EvidenceBundleIndex.self, from: indexData) } catch {
             throw EvidenceError.unreadable(path: indexPath, reason: "not a WeightMark evidence index (\(error))")
         }
@@ -62,6 +63,12 @@ extension EvidenceBundle {
         func check(_ field: String, _ ok: Bool, _ detail: String) { checks.append(EvidenceCheck(field: field, passed: ok, detail: detail)) }
         func file(_ name: String) -> [UInt8]? { FileManager.default.contents(atPath: dir + "/" + name).map(Array.init) }
         coverage(of: dir, index: index, indexBytes: Array(indexData), check)
+        // Every JSON file of the bundle is read one way only.
+        for name in [index.manifest, index.opening, index.releaseKey, index.report].compactMap({ $0 }) {
+            if let data = FileManager.default.contents(atPath: dir + "/" + name), let d = StrictJSON.duplicateKey(in: data) {
+                check(name, false, "\(name) repeats the key \"\(d.key)\" in one object (byte \(d.offset)): JSON readers disagree on which value counts")
+            }
+        }
 
         // The manifest, as published (and time-stamped).
         let manifestBytes = file(index.manifest)

@@ -186,6 +186,7 @@ public struct KeyStore: Sendable {
         for name in names.sorted() where name.hasSuffix(".json") && !name.hasPrefix(".") {
             let file = recordsFolder + "/" + name
             guard let data = FileManager.default.contents(atPath: file) else { bad.append((file, "cannot be read")); continue }
+            if let d = StrictJSON.duplicateKey(in: data) { bad.append((file, "the key \"\(d.key)\" appears twice in one object (byte \(d.offset))")); continue }
             do {
                 let r = try JSONDecoder().decode(KeyStoreRecord.self, from: data)
                 guard r.format == KeyStoreRecord.formatName, r.version == KeyStoreRecord.fileVersion else {

@@ -311,3 +311,4 @@ func firstInvalidUTF8Index(_ bytes: UnsafeRawBufferPointer) -> Int? {
     }
     return nil
 }
+

@@ -22,9 +22,13 @@ public enum TensorIOError: Error, Sendable, CustomStringConvertible {
     case invalidMetaCheckpoint(path: String, reason: String)
     case unsupportedFormat(path: String, format: String, hint: String)
     case notSafetensors(path: String, format: ModelFormat)
+    /// A JSON object repeats a key (readers disagree on which value counts).
+    case duplicateJSONKey(path: String, key: String, offset: Int)
 
     public var description: String {
         switch self {
+        case let .duplicateJSONKey(path, key, offset):
+            return "\(path): the key \"\(key)\" appears twice in one JSON object (byte \(offset)); JSON readers disagree on which value counts, so the file is refused. Write it again with the tool that made it."
         case let .invalidSafetensors(path, reason):
             return "\(path): not a valid safetensors file: \(reason). Re-export or re-download the file; WeightMark rejects what the reference safetensors reader rejects."
         case let .cannotOpen(path, reason):

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import TensorIO
 
 /// A manifest as read from its file, with the SHA-256 of the exact bytes (what a timestamp or a key store record
 /// binds).
@@ -18,6 +19,7 @@ extension EmbedManifest {
             throw WatermarkError.invalidManifest(path: path, reason: FileManager.default.fileExists(atPath: path)
                 ? "the file cannot be read (permissions?)" : "no such file (embed writes OUT.weightmark.json next to the output)")
         }
+        if let d = StrictJSON.duplicateKey(in: data) { throw TensorIOError.duplicateJSONKey(path: path, key: d.key, offset: d.offset) }
         do {
             let m = try JSONDecoder().decode(EmbedManifest.self, from: data)
             return LoadedManifest(manifest: m, path: path, bytes: Array(data))

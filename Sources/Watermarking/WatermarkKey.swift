@@ -73,6 +73,7 @@ public struct WatermarkKey: Sendable {
             throw WatermarkError.invalidKey(path: path, reason: "cannot read the file (permissions?)")
         }
         let c: FileContents
+        if let d = StrictJSON.duplicateKey(in: data) { throw TensorIOError.duplicateJSONKey(path: path, key: d.key, offset: d.offset) }
         do {
             c = try JSONDecoder().decode(FileContents.self, from: data)
         } catch {

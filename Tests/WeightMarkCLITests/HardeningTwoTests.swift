@@ -234,4 +234,31 @@ struct HardeningTwoTests {
             #expect(left.isEmpty, "left behind after signal \(sig): \(left)")
         }
     }
+
+    @Test("JSON with a repeated key is refused wherever WeightMark reads JSON (key files, manifests, reports), naming the key")
+    func duplicateKeysRefused() throws {
+        let dir = Fixtures.temporaryDirectory("h2-dupkeys")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Fixtures.writeSmallModel(to: dir + "/model.safetensors")
+        #expect(try Fixtures.weightmark(["keygen", "--out", dir + "/k.key", "--quiet"]).status == 0)
+        #expect(try Fixtures.weightmark(["embed", dir + "/model.safetensors", "--key", dir + "/k.key", "--out", dir + "/m.safetensors", "--quiet"]).status == 0)
+        // A second "secret" before the closing brace: Foundation would keep one value, Python's json the last.
+        var key = try String(contentsOfFile: dir + "/k.key", encoding: .utf8)
+        key = key.replacingOccurrences(of: "\n}", with: ",\n  \"secret\": \"" + String(repeating: "ab", count: 32) + "\"\n}")
+        Fixtures.write(Array(key.utf8), to: dir + "/dup.key")
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: dir + "/dup.key")
+        let d = try Fixtures.weightmark(["detect", dir + "/m.safetensors", "--key", dir + "/dup.key"])
+        #expect(d.status == 2 && d.stderr.contains("\"secret\" appears twice"), "\(d.stderr)")
+        var manifest = try String(contentsOfFile: dir + "/m.safetensors.weightmark.json", encoding: .utf8)
+        manifest = manifest.replacingOccurrences(of: "\n}", with: ",\n  \"keyId\" : \"0000000000000000\"\n}")
+        Fixtures.write(Array(manifest.utf8), to: dir + "/dup.weightmark.json")
+        let m = try Fixtures.weightmark(["detect", dir + "/m.safetensors", "--key", dir + "/k.key", "--manifest", dir + "/dup.weightmark.json"])
+        #expect(m.status == 2 && m.stderr.contains("\"keyId\" appears twice"), "\(m.stderr)")
+        _ = try Fixtures.weightmark(["detect", dir + "/m.safetensors", "--key", dir + "/k.key", "--format", "v1", "--part", "0/1", "--report", dir + "/r.json", "--quiet"])
+        var report = try String(contentsOfFile: dir + "/r.json", encoding: .utf8)
+        report = report.replacingOccurrences(of: "\n}", with: ",\n  \"detected\" : true\n}")
+        Fixtures.write(Array(report.utf8), to: dir + "/dup.json")
+        let c = try Fixtures.weightmark(["combine", dir + "/dup.json"])
+        #expect(c.status == 2 && c.stderr.contains("\"detected\" appears twice"), "\(c.stderr)")
+    }
 }

@@ -69,6 +69,7 @@ struct Combine: AsyncParsableCommand {
             guard let data = FileManager.default.contents(atPath: path) else {
                 throw WatermarkError.invalidReport(path: path, reason: "cannot read the file")
             }
+            if let d = StrictJSON.duplicateKey(in: data) { throw TensorIOError.duplicateJSONKey(path: path, key: d.key, offset: d.offset) }
             do { return try JSONDecoder().decode(DetectionReport.self, from: data) } catch {
                 throw WatermarkError.invalidReport(path: path, reason: "expected the JSON written by `weightmark detect --json`")
             }
