@@ -71,7 +71,17 @@ public final class ZipArchive: @unchecked Sendable {
     /// The most a member may inflate to in memory: a quarter of the memory this process may use (physical memory, or
     /// the address-space limit when one is set). Above it a member is refused before anything is allocated — a deflate
     /// bomb (8 MB that claims 8 GiB), or a member too large to read inflated — so a sweep records an error and goes on.
-    public static let inflationBudget: Int = {
+    public static var inflationBudget: Int { budgetLock.withLock { budgetLimit.map { min($0, memoryBudget) } ?? memoryBudget } }
+
+    /// Lowers the budget for this process (scan: a sweep reads many files it knows nothing about; it keeps its peak
+    /// memory small and reports a larger deflated member as an error to check with `detect` alone).
+    public static func limitInflation(to bytes: Int) { budgetLock.withLock { budgetLimit = max(1 << 20, bytes) } }
+
+    private static let budgetLock = NSLock()
+    /// Set by `limitInflation`; read and written under `budgetLock`.
+    nonisolated(unsafe) private static var budgetLimit: Int?
+
+    private static let memoryBudget: Int = {
         var limit = Int(ProcessInfo.processInfo.physicalMemory)
         var rl = rlimit()
         if getrlimit(Int32(RLIMIT_AS.rawValue), &rl) == 0, rl.rlim_cur < UInt64(Int.max) {

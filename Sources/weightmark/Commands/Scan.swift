@@ -126,6 +126,9 @@ struct Scan: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // A sweep inflates at most 512 MiB per deflated member in memory (peak RSS stays small on hostile trees);
+        // a larger one is an error record to check with `weightmark detect` alone.
+        ZipArchive.limitInflation(to: 512 << 20)
         let shardSpec: ScanShard
         if shard == "auto" { shardSpec = try ScanShard.fromEnvironment(ProcessInfo.processInfo.environment) }
         else { shardSpec = shard.flatMap(ScanShard.init(parsing:)) ?? .whole }
