@@ -153,15 +153,19 @@ struct EvidenceCommand: AsyncParsableCommand {
             try opening.check(against: loaded.manifest, path: loaded.path)
             committed = true
         }
-        // The report, scored once more with the manifest's expected tensors, the bound paid for every key searched.
-        var single = options
-        single.detect.selection = loaded.manifest.selection
-        single.detect.rank = loaded.manifest.rank
-        single.expected = loaded.manifest.tensors.map { SelectedTensor(name: $0.name, shape: $0.shape) }
-        var report = try Verifier.score(verdict.scored, reference: referenceModel, alignment: verdict.alignment,
+        // The report: with --manifest the search already scored with the manifest's selection and tensors; a manifest
+        // found in the key store only now, so the matched key is scored once more with it (bound paid for every key).
+        var report = verdict.report
+        if givenManifest == nil {
+            var single = options
+            single.detect.selection = loaded.manifest.selection
+            single.detect.rank = loaded.manifest.rank
+            single.expected = loaded.manifest.tensors.map { SelectedTensor(name: $0.name, shape: $0.shape) }
+            report = try Verifier.score(verdict.scored, reference: referenceModel, alignment: verdict.alignment,
                                         keys: .single(candidate.key, status: candidate.status), options: single).report
-        report = Verifier.paying(report, forKeys: candidates.count, releaseId: releaseId)
-        if candidates.count > 1, let search = verdict.report.keySearch { report.keySearch = search }
+            report = Verifier.paying(report, forKeys: candidates.count, releaseId: releaseId)
+            if candidates.count > 1, let search = verdict.report.keySearch { report.keySearch = search }
+        }
         report.keyCommitment = committed ? candidate.status : KeyCommitmentStatus(committed: false, releaseId: releaseId, commitment: loaded.manifest.release?.commitment,
                                                                                  note: "release \(releaseId): " + DetectionKey.caution)
         var referenceRecord: (path: String, tensorsSHA256: [UInt8])?
