@@ -214,8 +214,16 @@ struct RankProjectionTests {
         let aligned = try Detector.detect(suspect: SafetensorsModel(path: dir + "/a.safetensors"), reference: nil, key: key, options: DetectOptions())
         let odd = try Detector.detect(suspect: SafetensorsModel(path: dir + "/b.safetensors"), reference: nil, key: key, options: DetectOptions())
         #expect(aligned.tensors.count == 4)
-        #expect(aligned.tensors.map(\.correlation) == odd.tensors.map(\.correlation))
-        #expect(aligned.tensors.map(\.norm) == odd.tensors.map(\.norm))
+        // The same up to float rounding, not bit for bit: rows read in place go through WeightMark's bf16 kernel,
+        // decoded rows through BLAS's sgemm, whose summation order depends on the CPU's kernel (AVX-512 machines
+        // differ in the 7th digit). The verdict and every statistic agree to 1e-6 relative.
+        func close(_ a: [Double], _ b: [Double]) -> Bool {
+            a.count == b.count && zip(a, b).allSatisfy { abs($0 - $1) <= 1e-6 * max(1, abs($0)) }
+        }
+        #expect(close(aligned.tensors.map(\.correlation), odd.tensors.map(\.correlation)),
+                "\(aligned.tensors.map(\.correlation)) vs \(odd.tensors.map(\.correlation))")
+        #expect(close(aligned.tensors.map(\.norm), odd.tensors.map(\.norm)))
+        #expect(aligned.detected == odd.detected)
     }
 }
 
