@@ -61,6 +61,8 @@ let package = Package(
         // pass that measures how much of a model's function an attack kept; neither ever sees a key.
         .target(name: "Alignment", dependencies: ["TensorIO", "LinearAlgebra"], swiftSettings: optimizedInDebug),
         .target(name: "Inference", dependencies: ["TensorIO", "LinearAlgebra"], swiftSettings: optimizedInDebug),
+        // The passive lineage test (no mark, no key): does a suspect's feed-forward structure come from the reference's?
+        .target(name: "Lineage", dependencies: ["TensorIO", "LinearAlgebra", "Alignment"], swiftSettings: optimizedInDebug),
         .target(name: "Robustness", dependencies: ["TensorIO", "LinearAlgebra", "Watermarking", "Attacks", "Alignment", "Inference", "Verification", "Evidence"],
                 swiftSettings: optimizedInDebug),
         // Release commitments, RFC 3161 timestamps and evidence bundles (DER/CMS parsed with swift-asn1, certificates
@@ -75,7 +77,7 @@ let package = Package(
         // bench call; key resolution and the owner's key store live in Evidence, next to release keys and openings.
         .target(name: "Verification", dependencies: ["TensorIO", "Watermarking", "Alignment", "Evidence"], swiftSettings: optimizedInDebug),
         .executableTarget(name: "weightmark", dependencies: [
-            "TensorIO", "Conversion", "LinearAlgebra", "Watermarking", "Attacks", "Robustness", "Synthesis", "Scanning", "Evidence", "Alignment", "Inference", "Verification",
+            "TensorIO", "Conversion", "LinearAlgebra", "Watermarking", "Attacks", "Robustness", "Synthesis", "Scanning", "Evidence", "Alignment", "Inference", "Verification", "Lineage",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "WeightMarkTestSupport", dependencies: ["TensorIO"]),
@@ -87,6 +89,7 @@ let package = Package(
         .testTarget(name: "VerificationTests", dependencies: ["Verification", "Evidence", "Watermarking", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),
         .testTarget(name: "AlignmentTests", dependencies: ["Alignment", "Inference", "Robustness", "Attacks", "Watermarking", "Synthesis", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference", "Robustness", "Alignment", "Watermarking", "Synthesis", "TensorIO", "LinearAlgebra", "weightmark", "WeightMarkTestSupport"]),
+        .testTarget(name: "LineageTests", dependencies: ["Lineage", "Alignment", "TensorIO", "LinearAlgebra", "weightmark", "WeightMarkTestSupport"]),
         .testTarget(name: "SynthesisTests", dependencies: ["Synthesis", "TensorIO", "WeightMarkTestSupport"]),
         .testTarget(name: "GGUFTests", dependencies: ["TensorIO", "Conversion", "Watermarking", "WeightMarkTestSupport"]),
         .testTarget(name: "AttacksTests", dependencies: ["Attacks", "Conversion", "Robustness", "Watermarking", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),

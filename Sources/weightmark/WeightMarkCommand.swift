@@ -27,7 +27,7 @@ struct WeightMarkCommand: AsyncParsableCommand {
 
             """,
             version: "weightmark \(WatermarkFormat.toolVersion) (watermark format v\(WatermarkFormat.version))\nBLAS: \(BLASInfo.current)",
-            subcommands: [Keygen.self, Embed.self, Detect.self, Align.self, Trace.self, Scan.self, Timestamp.self, EvidenceCommand.self, Combine.self, Inspect.self, Convert.self, Attack.self, Bench.self, Synth.self, Demo.self]
+            subcommands: [Keygen.self, Embed.self, Detect.self, Align.self, LineageCommand.self, Trace.self, Scan.self, Timestamp.self, EvidenceCommand.self, Combine.self, Inspect.self, Convert.self, Attack.self, Bench.self, Synth.self, Demo.self]
         )
     }
 

@@ -1,6 +1,7 @@
 import Alignment
 import ArgumentParser
 import Foundation
+import Lineage
 import Evidence
 import TensorIO
 import Verification
@@ -75,6 +76,9 @@ struct Detect: AsyncParsableCommand {
     @Flag(name: .long, help: "With --reference: do not align the suspect to it first.")
     var noAlign = false
 
+    @Flag(name: .long, help: "With --reference: skip the passive lineage test that runs next to the mark's.")
+    var noLineage = false
+
     @Option(name: .long, help: ArgumentHelp("Attention heads for alignment (default: config.json next to the reference).", valueName: "n"))
     var heads: Int?
 
@@ -136,7 +140,18 @@ struct Detect: AsyncParsableCommand {
         }
         bar.finish()
         let result = verdict.report
-        let full = AlignedDetectionReport(report: result, alignment: verdict.alignment)
+        // A second, independent line of evidence: the passive lineage test, which reads no key and no mark.
+        var lineage: LineageReport?
+        if let referenceModel, !noLineage {
+            do {
+                lineage = try LineageTest.run(suspect: suspectModel, reference: referenceModel, config: ModelConfig.load(near: reference!)) {
+                    Console.note("lineage: \($0)", quiet: output.quiet)
+                }
+            } catch {
+                Console.note("lineage test not run: \(error)", quiet: output.quiet)
+            }
+        }
+        let full = AlignedDetectionReport(report: result, alignment: verdict.alignment, lineage: lineage)
         if let report {
             try Console.writeJSON(full, to: report, overwrite: force)
         }
@@ -148,6 +163,10 @@ struct Detect: AsyncParsableCommand {
                 Console.out("  aligned to the reference first (key-free; the bound is unchanged):")
                 for line in alignment.summaryLines { Console.out("    " + line) }
             }
+            if let lineage {
+                Console.out("  lineage without the mark (independent evidence, `weightmark lineage`):")
+                for line in LineageText.lines(lineage) { Console.out("    " + line) }
+            }
         }
         if result.inconclusive == true { throw ExitCode(ExitStatus.inconclusive) }
         if !result.detected { throw ExitCode(ExitStatus.nothingFound) }
@@ -158,11 +177,13 @@ struct Detect: AsyncParsableCommand {
 struct AlignedDetectionReport: Encodable {
     var report: DetectionReport
     var alignment: AlignmentReport?
-    enum Keys: String, CodingKey { case alignment }
+    var lineage: LineageReport?
+    enum Keys: String, CodingKey { case alignment, lineage }
     func encode(to encoder: any Encoder) throws {
         try report.encode(to: encoder)
         var c = encoder.container(keyedBy: Keys.self)
         try c.encodeIfPresent(alignment, forKey: .alignment)
+        try c.encodeIfPresent(lineage, forKey: .lineage)
     }
 }
 
