@@ -77,10 +77,25 @@ public struct EvidenceBundleIndex: Sendable, Codable, Equatable {
     public var timestamp: Timestamp?
     public var settings: Settings
     public var report: String
+    /// The passive lineage test's verdict on the same pair (informed bundles): its full report is `lineage.json`.
+    public var lineage: LineageClaim? = nil
     /// SHA-256 of every other file in the bundle folder, by name (version 2).
     public var files: [String: String]? = nil
     /// SHA-256 of this index as written with this field absent (version 2); the file must be exactly that encoding.
     public var indexSHA256: String? = nil
+}
+
+/// What a bundle claims of the lineage test (docs/LINEAGE.md), replayed by `evidence --verify` from the suspect and
+/// the reference; the whole report is the bundle's `lineage.json`.
+public struct LineageClaim: Sendable, Codable, Equatable {
+    public var file: String
+    public var verdict: String
+    public var log10PExact: Double
+    public var log10PRobust: Double
+    public var pairsTried: Int
+    public init(file: String = EvidenceBundle.lineageFile, verdict: String, log10PExact: Double, log10PRobust: Double, pairsTried: Int) {
+        self.file = file; self.verdict = verdict; self.log10PExact = log10PExact; self.log10PRobust = log10PRobust; self.pairsTried = pairsTried
+    }
 }
 
 /// One check of `evidence --verify`.
@@ -100,6 +115,7 @@ public enum EvidenceBundle {
     public static let caFile = "tsa-ca.pem"
     public static let reportFile = "report.json"
     public static let readmeFile = "README.txt"
+    public static let lineageFile = "lineage.json"
 
     /// SHA-256 of every regular file of `path` (a file, or a folder walked recursively), sorted by relative path.
     public static func fileDigests(of path: String) throws -> [FileDigest] {
@@ -141,13 +157,15 @@ public enum EvidenceBundle {
         public var timestamp: (tokenPath: String, caPath: String, verification: TimeStampVerification)?
         public var report: DetectionReport
         public var settings: EvidenceBundleIndex.Settings
+        /// The lineage test's claim and its full report (JSON bytes), when it ran.
+        public var lineage: (claim: LineageClaim, reportJSON: [UInt8])?
         public init(suspectPath: String, reference: (path: String, tensorsSHA256: [UInt8])?, manifestPath: String,
                     opening: CommitmentOpening?, releaseKey: WatermarkKey?, keyCommitted: Bool,
                     timestamp: (tokenPath: String, caPath: String, verification: TimeStampVerification)?,
-                    report: DetectionReport, settings: EvidenceBundleIndex.Settings) {
+                    report: DetectionReport, settings: EvidenceBundleIndex.Settings, lineage: (claim: LineageClaim, reportJSON: [UInt8])? = nil) {
             self.suspectPath = suspectPath; self.reference = reference; self.manifestPath = manifestPath; self.opening = opening
             self.releaseKey = releaseKey; self.keyCommitted = keyCommitted; self.timestamp = timestamp; self.report = report
-            self.settings = settings
+            self.settings = settings; self.lineage = lineage
         }
     }
 
@@ -178,7 +196,8 @@ public enum EvidenceBundle {
                 stampHashes = (SHA256.hash(data: token).hexString, SHA256.hash(data: ca).hexString)
             }
             try put(reportFile, try json(inputs.report))
-            let index = EvidenceBundleIndex(
+            if let l = inputs.lineage { try put(lineageFile, l.reportJSON) }
+            var index = EvidenceBundleIndex(
                 format: EvidenceBundleIndex.formatName, version: EvidenceBundleIndex.fileVersion,
                 tool: "weightmark \(WatermarkFormat.toolVersion)", markFormatVersion: inputs.report.formatVersion,
                 created: ISO8601DateFormatter().string(from: Date()),
@@ -193,6 +212,7 @@ public enum EvidenceBundle {
                 timestamp: inputs.timestamp.map { .init(token: tokenFile, tokenSHA256: stampHashes.0, ca: caFile, caSHA256: stampHashes.1,
                                                         genTime: $0.verification.genTimeText) },
                 settings: inputs.settings, report: reportFile)
+            index.lineage = inputs.lineage?.claim
             try put(readmeFile, Array(readme(index, report: inputs.report).utf8))
             // Every file written so far is bound by its hash; the index by its own (docs/FORMAT.md, "Evidence bundles").
             var covered: [String: String] = [:]

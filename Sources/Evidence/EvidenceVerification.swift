@@ -9,6 +9,8 @@ public struct EvidenceVerification: Sendable {
     public var checks: [EvidenceCheck]
     public var claimed: DetectionReport?
     public var replayed: DetectionReport?
+    /// The lineage test re-run on the suspect and the reference, when the bundle claims one.
+    public var lineageReplayed: LineageClaim?
     public var timestamp: TimeStampVerification?
     public var keyCommitted: Bool
     public var valid: Bool { !checks.isEmpty && checks.allSatisfy(\.passed) }
@@ -31,6 +33,8 @@ public struct ReplayRequest {
 extension EvidenceBundle {
     /// Re-runs a bundle's detection through the one verification path.
     public typealias Replay = (ReplayRequest) throws -> DetectionReport
+    /// Re-runs a bundle's lineage test (suspect, reference).
+    public typealias LineageReplay = (any TensorSource, any TensorSource) throws -> LineageClaim
 
     /// Relative tolerance of replayed statistics (BLAS libraries may round sums differently).
     public static let tolerance = 1e-4
@@ -45,7 +49,8 @@ extension EvidenceBundle {
     ///     bound paid for the keys searched); the CLI passes `Verifier`'s.
     ///   - alpha: the threshold the verdict is computed at: the verifier's (default 1e-6), never the bundle's.
     public static func verify(bundle: String, suspect: String? = nil, reference: String? = nil, before: Date? = nil,
-                              workers: Int? = nil, alpha: Double = 1e-6, replay: Replay) async throws -> EvidenceVerification {
+                              workers: Int? = nil, alpha: Double = 1e-6, replay: Replay,
+                              replayLineage: LineageReplay? = nil) async throws -> EvidenceVerification {
         let dir = bundle.hasSuffix("/") ? String(bundle.dropLast()) : bundle
         let indexPath = dir + "/" + indexFile
         guard let indexData = FileManager.default.contents(atPath: indexPath) else {
@@ -213,7 +218,28 @@ extension EvidenceBundle {
                 check("detection", false, "replaying the detection failed: \(error)")
             }
         }
-        return EvidenceVerification(index: index, checks: checks, claimed: claimed, replayed: replayed, timestamp: stamp, keyCommitted: committed)
+        // The lineage test, replayed from the suspect and the reference (it reads no key).
+        var lineageReplayed: LineageClaim?
+        if let claim = index.lineage {
+            if let referencePath, let replayLineage {
+                do {
+                    let replay = try replayLineage(try openTensorSource(path: suspectPath), try openTensorSource(path: referencePath))
+                    lineageReplayed = replay
+                    check("lineage.verdict", replay.verdict == claim.verdict, "lineage \(claim.verdict) claimed, \(replay.verdict) replayed")
+                    check("lineage.log10PExact", close(replay.log10PExact, claim.log10PExact),
+                          String(format: "claimed log10 p %.4f, recomputed %.4f", claim.log10PExact, replay.log10PExact))
+                    check("lineage.log10PRobust", close(replay.log10PRobust, claim.log10PRobust),
+                          String(format: "claimed log10 p %.4f, recomputed %.4f", claim.log10PRobust, replay.log10PRobust))
+                    check("lineage.pairsTried", replay.pairsTried == claim.pairsTried, "\(claim.pairsTried) layer pairs claimed, \(replay.pairsTried) replayed")
+                } catch {
+                    check("lineage", false, "replaying the lineage test failed: \(error)")
+                }
+            } else {
+                check("lineage", false, "the bundle claims a lineage test but \(referencePath == nil ? "no reference is available (pass --reference)" : "this verifier cannot replay it")")
+            }
+        }
+        return EvidenceVerification(index: index, checks: checks, claimed: claimed, replayed: replayed, lineageReplayed: lineageReplayed,
+                                    timestamp: stamp, keyCommitted: committed)
     }
 
     /// Version 2: the index is exactly the encoding its `indexSHA256` was computed from, and every other file in the

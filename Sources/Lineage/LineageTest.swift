@@ -16,7 +16,7 @@ public struct LineageOptions: Sendable {
     public var embeddingRows = 16_384
     /// Every (suspect layer, reference layer) pair is scored when there are at most this many pairs or the layer
     /// counts differ; otherwise the diagonal only, unless `allPairs` says so. The rule reads layer counts only.
-    public var allPairsLimit = 1_024
+    public var allPairsLimit = 64
     public var allPairs: Bool?
     public init() {}
 }
@@ -122,44 +122,47 @@ public enum LineageTest {
         let dr = fit.cols
         let sketch = sketchMatrix(width: dr, columns: options.sketchWidth)
 
-        // Reference features, every unit, once per layer.
-        var referenceFeatures: [Int: UnitFeatures] = [:]
-        for layer in rl.layers {
-            progress("reference layer \(layer.index)")
-            do {
-                referenceFeatures[layer.index] = try features(of: reference, layer, residual: nil, sketch: sketch, sample: nil, swiglu: swiglu)
-            } catch {
-                notes.append("reference layer \(layer.index) not read: \(error)")
-            }
-        }
-        var suspectFeatures: [Int: UnitFeatures] = [:]
-        var unread: [String] = []
-        for layer in sl.layers {
-            progress("suspect layer \(layer.index)")
-            do {
-                let n = try width(of: suspect, layer)
-                let sample = evenlySpread(count: n, take: options.unitSample)
-                suspectFeatures[layer.index] = try features(of: suspect, layer, residual: fit, sketch: sketch, sample: sample, swiglu: swiglu)
-            } catch {
-                unread.append("layer \(layer.index): \(error)")
-            }
-        }
-        notes += unread.map { "suspect " + $0 + " (not read)" }
-        guard !suspectFeatures.isEmpty, !referenceFeatures.isEmpty else {
-            throw LineageError.nothingRead(suspect: suspect.path, reasons: unread + notes)
-        }
-
         let ls = sl.layers.count, lr = rl.layers.count
         let all = options.allPairs ?? (ls != lr || ls * lr <= options.allPairsLimit)
         var planned: [(Int, Int)] = []
         for a in sl.layers.map(\.index) {
             if all { for b in rl.layers.map(\.index) { planned.append((a, b)) } } else { planned.append((a, a)) }
         }
+        // Features of one layer at a time on the diagonal; with every pair, the reference's are kept for all layers.
+        var referenceFeatures: [Int: UnitFeatures] = [:]
+        func referenceLayer(_ index: Int) -> UnitFeatures? {
+            if let f = referenceFeatures[index] { return f }
+            guard let layer = rl.layers.first(where: { $0.index == index }) else { return nil }
+            progress("reference layer \(index)")
+            do {
+                let f = try features(of: reference, layer, residual: nil, sketch: sketch, sample: nil, swiglu: swiglu)
+                if all { referenceFeatures[index] = f }
+                return f
+            } catch {
+                notes.append("reference layer \(index) not read: \(error)")
+                return nil
+            }
+        }
+        var unread: [String] = []
         var pairs: [LineagePair] = []
-        for (a, b) in planned {
-            guard let s = suspectFeatures[a], let r = referenceFeatures[b] else { continue }
-            progress("layer \(a) against \(b)")
-            pairs.append(score(s, r, suspectLayer: a, referenceLayer: b))
+        for layer in sl.layers {
+            progress("suspect layer \(layer.index)")
+            let s: UnitFeatures
+            do {
+                let n = try width(of: suspect, layer)
+                s = try features(of: suspect, layer, residual: fit, sketch: sketch, sample: evenlySpread(count: n, take: options.unitSample), swiglu: swiglu)
+            } catch {
+                unread.append("layer \(layer.index): \(error)")
+                continue
+            }
+            for (a, b) in planned where a == layer.index {
+                guard let r = referenceLayer(b) else { continue }
+                pairs.append(score(s, r, suspectLayer: a, referenceLayer: b))
+            }
+        }
+        notes += unread.map { "suspect " + $0 + " (not read)" }
+        guard !pairs.isEmpty else {
+            throw LineageError.nothingRead(suspect: suspect.path, reasons: unread + notes)
         }
         let tried = Double(planned.count)
         func modelLevel(_ p: (LineagePair) -> Double) -> Double {

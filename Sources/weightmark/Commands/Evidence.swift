@@ -1,7 +1,9 @@
 import ArgumentParser
 import Crypto
 import Evidence
+import Alignment
 import Foundation
+import Lineage
 import TensorIO
 import Verification
 import Watermarking
@@ -186,11 +188,20 @@ struct EvidenceCommand: AsyncParsableCommand {
                                                        trustRoots: try TimeStampVerifier.loadCertificates(path: ca))
             stamp = (timestamp, ca, v)
         }
+        // The passive lineage test on the same pair: a second line of evidence that reads no key.
+        var lineage: (claim: LineageClaim, reportJSON: [UInt8])?
+        if let referenceModel, let reference {
+            let l = try LineageTest.run(suspect: suspectModel, reference: referenceModel, config: ModelConfig.load(near: reference)) {
+                Console.note("lineage: \($0)", quiet: output.quiet)
+            }
+            lineage = (Self.claim(l), Array(try Console.json(l).utf8) + [0x0A])
+        }
         let index = try EvidenceBundle.write(.init(
             suspectPath: target, reference: referenceRecord, manifestPath: loaded.path, opening: opening,
             releaseKey: opening == nil ? candidate.key : nil, keyCommitted: committed, timestamp: stamp,
             report: report, settings: .init(format: format.rawValue, alpha: alpha, rank: loaded.manifest.rank, selection: loaded.manifest.selection,
-                                            align: reference != nil && !noAlign, heads: heads, keysTried: candidates.count > 1 ? candidates.count : nil)),
+                                            align: reference != nil && !noAlign, heads: heads, keysTried: candidates.count > 1 ? candidates.count : nil),
+            lineage: lineage),
             to: out!, overwrite: force)
         if output.json {
             Console.out(try Console.json(index))
@@ -208,15 +219,21 @@ struct EvidenceCommand: AsyncParsableCommand {
 
     func runVerify() async throws {
         let result = try await EvidenceBundle.verify(bundle: target, suspect: suspect, reference: reference,
-                                                     before: before.flatMap(Self.parseDate), alpha: alpha, replay: Verifier.replay)
+                                                     before: before.flatMap(Self.parseDate), alpha: alpha, replay: Verifier.replay,
+                                                     replayLineage: { s, r in Self.claim(try LineageTest.run(suspect: s, reference: r, config: ModelConfig.load(near: r.path))) })
         if output.json {
-            struct Out: Encodable { var valid: Bool; var keyCommitted: Bool; var failed: [String]; var checks: [EvidenceCheck]; var timestamp: TimeStampVerification?; var replayed: DetectionReport? }
+            struct Out: Encodable { var valid: Bool; var keyCommitted: Bool; var failed: [String]; var checks: [EvidenceCheck]; var timestamp: TimeStampVerification?; var replayed: DetectionReport?; var lineage: LineageClaim? }
             Console.out(try Console.json(Out(valid: result.valid, keyCommitted: result.keyCommitted, failed: result.failedFields,
-                                             checks: result.checks, timestamp: result.timestamp, replayed: result.replayed)))
+                                             checks: result.checks, timestamp: result.timestamp, replayed: result.replayed,
+                                             lineage: result.lineageReplayed)))
         } else {
             Self.printSummary(result, bundle: target)
         }
         if !result.valid { throw ExitCode(1) }
+    }
+
+    static func claim(_ l: LineageReport) -> LineageClaim {
+        LineageClaim(verdict: l.verdict, log10PExact: l.log10PExact, log10PRobust: l.log10PRobust, pairsTried: l.pairsTried)
     }
 
     static func printSummary(_ v: EvidenceVerification, bundle: String) {
@@ -224,6 +241,9 @@ struct EvidenceCommand: AsyncParsableCommand {
         if let r = v.replayed {
             Console.out("  In plain words:")
             Console.out(String(format: "  - Re-running the detection on the suspect files gives score Z = %.2f (the bundle claims %.2f).", r.combinedZ, v.claimed?.combinedZ ?? .nan))
+            if let l = v.lineageReplayed {
+                Console.out("  - Without the watermark, the lineage test (docs/LINEAGE.md) finds the suspect \(l.verdict) from the original: exact p ≤ \(LineageText.p(l.log10PExact)), permutation-robust p ≈ \(LineageText.p(l.log10PRobust)).")
+            }
             Console.out("  - If the suspect did not carry this watermark, a score that high would occur with probability at most \(DetectionPrinter.pString(r.log10PValueBound)): \(r.detected ? "the watermark is DETECTED" : "that is NOT enough to call it detected") (threshold \(String(format: "%.0e", r.alpha))).")
         }
         Console.out(v.keyCommitted
