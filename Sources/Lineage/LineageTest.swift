@@ -109,6 +109,7 @@ public enum LineageTest {
     public static func run(suspect: any TensorSource, reference: any TensorSource, options: LineageOptions = LineageOptions(),
                            config: ModelConfig? = nil, progress: (String) -> Void = { _ in }) throws -> LineageReport {
         let start = Date()
+        let faultsBefore = MappedFile.faultCount
         guard let rl = TransformerLayout.recognize(names: reference.sourceTensors.map(\.name), config: config) else {
             throw LineageError.layoutNotRecognized(path: reference.path)
         }
@@ -192,6 +193,7 @@ public enum LineageTest {
                 localization.append(.init(suspectLayer: a, referenceLayer: nil, log10P: min(0, min(pe, pr)), basis: "none"))
             }
         }
+        try MappedFile.checkNoFaults(since: faultsBefore)
         var verdict = "not derived", basis: String?
         if exact <= logAlpha { verdict = "derived"; basis = "exact" } else if robust <= logAlpha { verdict = "derived"; basis = "approximate" }
         if verdict == "not derived", Double(unread.count) > 0.1 * Double(ls) {

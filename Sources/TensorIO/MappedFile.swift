@@ -1,3 +1,4 @@
+import CTensorIOKernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -16,6 +17,10 @@ public final class MappedFile: @unchecked Sendable {
     private let base: UnsafeMutableRawPointer?
     /// Whether `base` is a heap copy (`init(copying:path:)`) rather than a mapping.
     private let isHeapCopy: Bool
+    /// Slot in the SIGBUS guard's table (mapped_guard.c), -1 when not registered.
+    private let guardSlot: Int32
+    /// Paths of live mappings by guard slot, to name the files a SIGBUS was absorbed in.
+    private static let live = Locked<[Int32: String]>([:])
 
     public init(path: String) throws(TensorIOError) {
         self.path = path
@@ -31,6 +36,7 @@ public final class MappedFile: @unchecked Sendable {
         size = Int(st.st_size)
         if size == 0 {
             base = nil
+            guardSlot = -1
             return
         }
         let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
@@ -38,6 +44,31 @@ public final class MappedFile: @unchecked Sendable {
             throw .cannotOpen(path: path, reason: "mmap failed: \(String(cString: strerror(errno)))")
         }
         base = p
+        guardSlot = weightmark_register_mapping(p, size)
+        if guardSlot >= 0 { Self.live.withLock { $0[guardSlot] = path } }
+    }
+
+    /// Throws `fileChanged` when the file shrank under the mapping (a SIGBUS was absorbed while reading it, or it is
+    /// now shorter than when it was mapped).
+    public func checkUnchanged() throws(TensorIOError) {
+        guard !isHeapCopy, base != nil else { return }
+        if guardSlot >= 0, weightmark_mapping_faulted(guardSlot) != 0 { throw .fileChanged(path: path) }
+        var st = stat()
+        if stat(path, &st) == 0, Int(st.st_size) < size { throw .fileChanged(path: path) }
+    }
+
+    /// SIGBUS faults absorbed in this process so far; compare before and after a piece of work.
+    public static var faultCount: Int { weightmark_mapping_fault_total() }
+
+    /// Files (still mapped) in which a SIGBUS was absorbed.
+    public static var faultedPaths: [String] {
+        live.withLock { $0.filter { weightmark_mapping_faulted($0.key) != 0 }.map(\.value).sorted() }
+    }
+
+    /// Throws `fileChanged` for the first file that shrank under its mapping since `faultCount` was `before`.
+    public static func checkNoFaults(since before: Int) throws(TensorIOError) {
+        guard faultCount != before else { return }
+        throw .fileChanged(path: faultedPaths.first ?? "a mapped model file")
     }
 
     /// A read-only copy of `bytes` on the heap, named `path` in error messages.
@@ -49,6 +80,7 @@ public final class MappedFile: @unchecked Sendable {
         self.path = path
         size = bytes.count
         isHeapCopy = true
+        guardSlot = -1
         if size == 0 {
             base = nil
             return
@@ -60,7 +92,12 @@ public final class MappedFile: @unchecked Sendable {
 
     deinit {
         guard let base else { return }
-        if isHeapCopy { base.deallocate() } else { munmap(base, size) }
+        if isHeapCopy { base.deallocate(); return }
+        if guardSlot >= 0 {
+            weightmark_unregister_mapping(guardSlot)
+            Self.live.withLock { $0[guardSlot] = nil }
+        }
+        munmap(base, size)
     }
 
     /// The whole file. Valid only while `self` is alive; keep the pointer inside the closure.

@@ -24,9 +24,13 @@ public enum TensorIOError: Error, Sendable, CustomStringConvertible {
     case notSafetensors(path: String, format: ModelFormat)
     /// A JSON object repeats a key (readers disagree on which value counts).
     case duplicateJSONKey(path: String, key: String, offset: Int)
+    /// The file shrank (or was replaced) while it was mapped and read: what was read is not the file.
+    case fileChanged(path: String)
 
     public var description: String {
         switch self {
+        case let .fileChanged(path):
+            return "\(path): the file changed while it was read (it shrank under the mapping; a mirror re-synced in place?). Nothing read from it is used; run again once it is stable."
         case let .duplicateJSONKey(path, key, offset):
             return "\(path): the key \"\(key)\" appears twice in one JSON object (byte \(offset)); JSON readers disagree on which value counts, so the file is refused. Write it again with the tool that made it."
         case let .invalidSafetensors(path, reason):

@@ -61,8 +61,11 @@ public enum Verifier {
                               options: VerificationOptions,
                               progress: @escaping (Int, Int, String, Int, Int) -> Void = { _, _, _, _, _ in }) throws -> Verdict {
         precondition(keys.count > 0, "no key to verify with")
+        // A file that shrinks under its mapping is read on zeros (mapped_guard.c); never a verdict from that.
+        let faultsBefore = MappedFile.faultCount
         let (scored, alignment) = try aligned(suspect: suspect, reference: reference, options: options)
         var verdict = try score(scored, reference: reference, alignment: alignment, keys: keys, options: options, progress: progress)
+        try MappedFile.checkNoFaults(since: faultsBefore)
         // What was read is judged on the suspect as given (an aligned view only holds what alignment could use).
         verdict.report.applyCoverage(ReadCoverage.of(suspect, selection: options.detect.selection))
         return verdict

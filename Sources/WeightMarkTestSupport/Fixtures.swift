@@ -81,6 +81,7 @@ public enum Fixtures {
     public struct OracleError: Error, CustomStringConvertible {
         public var message: String
         public var description: String { message }
+        public init(message: String) { self.message = message }
     }
 
     /// Runs a program; returns stdout; throws with stderr when it exits non-zero.

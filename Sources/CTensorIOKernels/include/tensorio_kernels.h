@@ -21,6 +21,15 @@ int weightmark_start_writeback(int fd, int64_t offset, int64_t length);
 int weightmark_register_temporary(const char *path);
 void weightmark_unregister_temporary(int slot);
 
+/// Registers a read-only file mapping so that a SIGBUS inside it (the file shrank while mapped) is absorbed: a zero
+/// page replaces the faulting page and the mapping is marked as faulted. Returns a slot for the two calls below, or -1.
+int weightmark_register_mapping(const void *base, size_t length);
+void weightmark_unregister_mapping(int slot);
+/// Whether a SIGBUS was absorbed in the mapping of `slot` since it was registered.
+int weightmark_mapping_faulted(int slot);
+/// SIGBUS faults absorbed in this process so far (all mappings).
+long weightmark_mapping_fault_total(void);
+
 /// Turns direct I/O (Linux O_DIRECT: DMA from user buffers, no page-cache copy) on or off for `fd`.
 /// Returns 0, or -1 where unsupported (other systems, some filesystems).
 int weightmark_set_direct_io(int fd, int on);
