@@ -92,3 +92,32 @@ int weightmark_mapping_faulted(int slot) {
 }
 
 long weightmark_mapping_fault_total(void) { return (long)wm_fault_total; }
+
+// A crash (a bug) must never hang a batch run: Swift's backtracer symbolicates in a helper process, which on a large
+// binary took minutes. Unless the user asked for the backtracer (SWIFT_BACKTRACE set), fatal signals print one line
+// and end the process at once with the same signal.
+static void wm_crash_handler(int sig) {
+    static const char head[] = "weightmark: crashed with signal ";
+    static const char tail[] = " (a bug; please report it with the command line). Run with SWIFT_BACKTRACE=enable=yes for a backtrace.\n";
+    char digits[4];
+    int n = 0, s = sig;
+    do { digits[n++] = (char)('0' + s % 10); s /= 10; } while (s > 0 && n < 3);
+    ssize_t ignored = write(2, head, sizeof head - 1);
+    while (n > 0) ignored = write(2, &digits[--n], 1);
+    ignored = write(2, tail, sizeof tail - 1);
+    (void)ignored;
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void weightmark_install_crash_handler(void) {
+    int signals[] = {SIGSEGV, SIGILL, SIGTRAP, SIGFPE, SIGABRT, SIGBUS};
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = wm_crash_handler;
+        sa.sa_flags = SA_RESETHAND;
+        sigemptyset(&sa.sa_mask);
+        sigaction(signals[i], &sa, NULL);
+    }
+}

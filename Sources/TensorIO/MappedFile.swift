@@ -1,4 +1,5 @@
 import CTensorIOKernels
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -55,6 +56,12 @@ public final class MappedFile: @unchecked Sendable {
         if guardSlot >= 0, weightmark_mapping_faulted(guardSlot) != 0 { throw .fileChanged(path: path) }
         var st = stat()
         if stat(path, &st) == 0, Int(st.st_size) < size { throw .fileChanged(path: path) }
+    }
+
+    /// Unless SWIFT_BACKTRACE asks for Swift's backtracer, a crash prints one line and ends the process at once, so
+    /// that a bug can never hang a batch run while a backtrace is symbolicated. Call first thing in `main`.
+    public static func installCrashHandler() {
+        if ProcessInfo.processInfo.environment["SWIFT_BACKTRACE"] == nil { weightmark_install_crash_handler() }
     }
 
     /// SIGBUS faults absorbed in this process so far; compare before and after a piece of work.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LinearAlgebra
+import TensorIO
 import Watermarking
 
 @main
@@ -41,6 +42,7 @@ struct WeightMarkCommand: AsyncParsableCommand {
             let argv = CommandLine.unsafeArgv
             execv("/proc/self/exe", argv)
         }
+        MappedFile.installCrashHandler()
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? AsyncParsableCommand {

@@ -10,7 +10,8 @@ site-packages, concatenated, first 3 MB). Split A = first 2 MB minus its last 64
 is held out for eval_loss_on_A; split B = the last 1 MB (fine-tuning).
 
   seed0 .. seed7     independent: init seed 0..7, the SAME batch order on A, the same recipe (AdamW lr 3e-3 constant,
-                     weight decay 0.01, batch 16 x 64 bytes, BASE_STEPS steps): only the initialization differs
+                     betas (0.7, 0.95), weight decay 0.01, batch 16 x 64 bytes, BASE_STEPS steps): only the
+                     initialization differs
   ft-small           seed0 + 200 steps on B at lr 1e-4
   ft-large           seed0 + BASE_STEPS steps on B at lr 1e-3
   lora-merged        seed0 + rank-8 LoRA (q,k,v,o,gate,up,down; A random, B zero) trained 300 steps on B at lr 1e-3,
@@ -55,6 +56,7 @@ CONFIG = dict(vocab_size=256, hidden_size=64, intermediate_size=256, num_hidden_
 BATCH, SEQ = 16, 64
 BASE_STEPS = 100            # fits the ~100 s budget at ~55 ms/step on one core (see the time printed at the end)
 BASE_LR = 3e-3
+BETAS = (0.7, 0.95)         # lower than torch's (0.9, 0.999): about 0.1 nats better eval loss after 100 steps
 WEIGHT_DECAY = 0.01
 LAST = 20                   # final_train_loss averages this many last steps
 CORPUS_BYTES, A_BYTES, EVAL_BYTES = 3 << 20, 2 << 20, 64 << 10
@@ -103,7 +105,7 @@ def eval_batches(held_out):
     """Non-overlapping windows (stride SEQ): every held-out byte after the first is predicted exactly once."""
     starts = np.arange(0, len(held_out) - SEQ, SEQ)
     windows = torch.from_numpy(held_out[starts[:, None] + np.arange(SEQ + 1)])
-    return list(windows.split(BATCH))
+    return list(windows.split(8))   # 8 windows per forward: fastest on one core (cache sized)
 
 
 # ---------------------------------------------------------------- functional Llama (same math as LlamaForCausalLM)
@@ -135,7 +137,8 @@ def rope(x, cos, sin):
 
 def forward(p, ids, lora=None):
     """Logits [B, T, 256] of the Llama whose weights are the dict p (HF names); lora maps a linear's weight name to
-    (A [r, in], B [out, r]) added on the side: y = x W^T + (alpha/r) x A^T B^T."""
+    (A [r, in], B [out, r]): that linear uses W + (alpha/r) B A (one [out, r] x [r, in] product per step is cheaper
+    here than the side path x A^T B^T)."""
     heads = CONFIG["num_attention_heads"]
     bsz, t = ids.shape
     hd = CONFIG["hidden_size"] // heads
@@ -143,11 +146,10 @@ def forward(p, ids, lora=None):
     scale = LORA_ALPHA / LORA_RANK
 
     def lin(name, x):
-        y = F.linear(x, p[name])
         if lora is not None and name in lora:
             a, b = lora[name]
-            y = y + F.linear(F.linear(x, a), b) * scale
-        return y
+            return F.linear(x, p[name] + scale * (b @ a))
+        return F.linear(x, p[name])
 
     h = F.embedding(ids, p["model.embed_tokens.weight"])
     for i in range(n_layers(p)):
@@ -168,7 +170,7 @@ def cross_entropy(p, batch, lora=None):
 
 def eval_loss(p, batches):
     total, count = 0.0, 0
-    with torch.no_grad():
+    with torch.inference_mode():
         for b in batches:
             logits = forward(p, b[:, :-1])
             total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b[:, 1:].reshape(-1), reduction="sum").item()
@@ -199,7 +201,7 @@ def train(p, batches, lr, objective=cross_entropy, trainable=None):
     trainable = list(p.values()) if trainable is None else trainable
     for t in trainable:
         t.requires_grad_(True)
-    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=WEIGHT_DECAY)
+    opt = torch.optim.AdamW(trainable, lr=lr, betas=BETAS, weight_decay=WEIGHT_DECAY)
     losses = []
     for batch in batches:
         loss = objective(p, batch)
@@ -352,7 +354,7 @@ def build(out_dir):
     manifest = {
         "version": VERSION, "corpus": corpus_info,
         "recipe": {"config": CONFIG, "batch": BATCH, "seq": SEQ, "base_steps": BASE_STEPS, "base_lr": BASE_LR,
-                   "schedule": "constant", "optimizer": "AdamW(betas=(0.9, 0.999), weight_decay=%g)" % WEIGHT_DECAY,
+                   "schedule": "constant", "optimizer": "AdamW(betas=%s, weight_decay=%g)" % (BETAS, WEIGHT_DECAY),
                    "split_a": [0, A_BYTES - EVAL_BYTES], "held_out": [A_BYTES - EVAL_BYTES, A_BYTES],
                    "split_b": [A_BYTES, CORPUS_BYTES]},
         "total_seconds": round(total, 1), "models": rows,
@@ -381,6 +383,8 @@ def main():
         raise SystemExit("%s exists and is not a lineage-models cache; not replacing it" % out_dir)
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
     tmp = "%s.tmp-%d" % (out_dir, os.getpid())
     os.makedirs(tmp)
     try:

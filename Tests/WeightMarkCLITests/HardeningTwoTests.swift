@@ -238,6 +238,30 @@ struct HardeningTwoTests {
         }
     }
 
+    @Test("a crash ends the process at once with one line and the signal, never a backtracer that could hang a batch run")
+    func crashDoesNotHang() throws {
+        let dir = Fixtures.temporaryDirectory("h2-crash")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Fixtures.weightmarkExecutable)
+        p.arguments = ["synth", "--params", "2B", "--dtype", "bf16", "--out", dir + "/model"]
+        var environment = ProcessInfo.processInfo.environment
+        environment["SWIFT_BACKTRACE"] = nil
+        p.environment = environment
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        usleep(300_000)
+        let sent = Date()
+        kill(p.processIdentifier, SIGSEGV)
+        p.waitUntilExit()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(p.terminationReason == .uncaughtSignal && p.terminationStatus == SIGSEGV, "\(p.terminationReason) \(p.terminationStatus)")
+        #expect(Date().timeIntervalSince(sent) < 5)
+        #expect(stderr.contains("weightmark: crashed with signal 11"), "\(stderr)")
+    }
+
     @Test("JSON with a repeated key is refused wherever WeightMark reads JSON (key files, manifests, reports), naming the key")
     func duplicateKeysRefused() throws {
         let dir = Fixtures.temporaryDirectory("h2-dupkeys")

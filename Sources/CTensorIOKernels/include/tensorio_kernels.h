@@ -29,6 +29,8 @@ void weightmark_unregister_mapping(int slot);
 int weightmark_mapping_faulted(int slot);
 /// SIGBUS faults absorbed in this process so far (all mappings).
 long weightmark_mapping_fault_total(void);
+/// Fatal signals print one line and end the process with the same signal (no backtracer that could hang a batch run).
+void weightmark_install_crash_handler(void);
 
 /// Turns direct I/O (Linux O_DIRECT: DMA from user buffers, no page-cache copy) on or off for `fd`.
 /// Returns 0, or -1 where unsupported (other systems, some filesystems).
