@@ -131,7 +131,10 @@ public final class ModelScanner: @unchecked Sendable {
             case let .unsupported(d, h)? where !d.hasPrefix("a ZIP archive"): return .model(.unsupported(description: d, hint: h))
             default: return .zipArchive
             }
-        case let .unsupported(d, _) where d.hasPrefix("an ONNX") || d.hasPrefix("a TensorFlow Lite"):
+        case .onnx:
+            // A weak magic (3 bytes) that random binary data matches now and then: only by name.
+            return (path ?? "").hasSuffix(".onnx") ? .model(format) : .nothing
+        case let .unsupported(d, _) where d.hasPrefix("a TensorFlow Lite"):
             // Weak magics (3–4 bytes) that random binary data matches now and then: only by name.
             let p = path ?? ""
             return p.hasSuffix(".onnx") || p.hasSuffix(".tflite") ? .model(format) : .nothing

@@ -12,6 +12,8 @@ public enum ModelFormat: Sendable, Equatable {
     case metaConsolidated
     case npz
     case npy
+    /// An ONNX ModelProto (`.onnx`), external data files beside it.
+    case onnx
     /// Recognized, but not read: a one-line description and an optional hint.
     case unsupported(description: String, hint: String)
 
@@ -25,6 +27,7 @@ public enum ModelFormat: Sendable, Equatable {
         case .metaConsolidated: "Meta consolidated.NN.pth folder"
         case .npz: "NumPy .npz archive"
         case .npy: "NumPy .npy array"
+        case .onnx: "ONNX model"
         case let .unsupported(description, _): description
         }
     }
@@ -122,7 +125,7 @@ public enum ModelFormat: Sendable, Equatable {
         }
         // ONNX ModelProto: field 1 (ir_version, varint) first, then producer_name / graph / opset fields.
         if b.count >= 3, b[0] == 0x08, b[1] > 0, b[1] < 0x20, [0x12, 0x1A, 0x22, 0x2A, 0x3A, 0x42, 0x52].contains(b[2]) {
-            return .unsupported(description: "an ONNX model (protobuf)", hint: "export the weights to safetensors, e.g. with onnx.numpy_helper and safetensors.numpy")
+            return .onnx
         }
         return .safetensors
     }
@@ -153,6 +156,7 @@ public func openTensorSource(path: String) throws -> any TensorSource {
     case .metaConsolidated: return try MetaConsolidatedModel(path: path)
     case .pytorchSharded: return try PyTorchShardedModel(path: path)
     case .npz: return try NumPyArrays(path: path)
+    case .onnx: return try ONNXModel(path: path)
     case .safetensors:
         // A Hugging Face folder holding only pytorch_model.bin (no safetensors): read that checkpoint.
         if let single = ModelFormat.singlePyTorchFile(inFolder: path) { return try openTensorSource(path: single) }

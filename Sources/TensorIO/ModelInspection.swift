@@ -99,6 +99,14 @@ extension ModelInspection {
             files = base.files
             fileBytes = base.fileBytes
             metadata = base.metadata
+        case let onnx as ONNXModel:
+            format = "onnx"
+            let external = onnx.externalDataFiles
+            let quantized = Dictionary(grouping: onnx.sourceTensors.filter { $0.storage.hasPrefix("ONNX ") }, by: \.storage)
+            layout = "ONNX ModelProto, \(onnx.initializerCount) initializers" + (external.isEmpty ? "" : ", external data in \(external.map { ($0 as NSString).lastPathComponent }.joined(separator: ", "))")
+                + (quantized.isEmpty ? "" : "; " + quantized.sorted { $0.key < $1.key }.map { "\($0.value.count) × \($0.key)" }.joined(separator: ", "))
+            files = [(onnx.path as NSString).lastPathComponent] + external.map { ($0 as NSString).lastPathComponent }
+            fileBytes = onnx.mapping.size + external.reduce(0) { $0 + ((try? FileManager.default.attributesOfItem(atPath: $1)[.size] as? Int) ?? 0) }
         default:
             format = "\(type(of: source))"
             layout = ""

@@ -54,7 +54,7 @@ VERSION = 1
 CONFIG = dict(vocab_size=256, hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
               num_key_value_heads=4, max_position_embeddings=128, tie_word_embeddings=False, rms_norm_eps=1e-5)
 BATCH, SEQ = 16, 64
-BASE_STEPS = 100            # fits the ~100 s budget at ~55 ms/step on one core (see the time printed at the end)
+BASE_STEPS = 50            # the most that fits 120 s: the fixed-length derivatives and 15 evals take ~80 s
 BASE_LR = 3e-3
 BETAS = (0.7, 0.95)         # lower than torch's (0.9, 0.999): about 0.1 nats better eval loss after 100 steps
 WEIGHT_DECAY = 0.01
@@ -117,13 +117,13 @@ def n_layers(p):
 _rope = {}
 
 
-def rope_tables(head_dim, theta=10000.0):
-    if head_dim not in _rope:
+def rope_tables(head_dim, length, theta=10000.0):
+    if (head_dim, length) not in _rope:
         inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        freqs = torch.outer(torch.arange(SEQ, dtype=torch.float32), inv)
+        freqs = torch.outer(torch.arange(length, dtype=torch.float32), inv)
         emb = torch.cat([freqs, freqs], -1)
-        _rope[head_dim] = (emb.cos(), emb.sin())
-    return _rope[head_dim]
+        _rope[head_dim, length] = (emb.cos(), emb.sin())
+    return _rope[head_dim, length]
 
 
 def rms(x, w):
@@ -142,7 +142,7 @@ def forward(p, ids, lora=None):
     heads = CONFIG["num_attention_heads"]
     bsz, t = ids.shape
     hd = CONFIG["hidden_size"] // heads
-    cos, sin = rope_tables(hd)
+    cos, sin = rope_tables(hd, t)
     scale = LORA_ALPHA / LORA_RANK
 
     def lin(name, x):
@@ -201,7 +201,7 @@ def train(p, batches, lr, objective=cross_entropy, trainable=None):
     trainable = list(p.values()) if trainable is None else trainable
     for t in trainable:
         t.requires_grad_(True)
-    opt = torch.optim.AdamW(trainable, lr=lr, betas=BETAS, weight_decay=WEIGHT_DECAY)
+    opt = torch.optim.AdamW(trainable, lr=lr, betas=BETAS, weight_decay=WEIGHT_DECAY, fused=True)  # fused: ~3 ms/step less
     losses = []
     for batch in batches:
         loss = objective(p, batch)
