@@ -12,13 +12,14 @@ is held out for eval_loss_on_A; split B = the last 1 MB (fine-tuning).
   seed0 .. seed7     independent: init seed 0..7, the SAME batch order on A, the same recipe (AdamW lr 3e-3 constant,
                      betas (0.7, 0.95), weight decay 0.01, batch 16 x 64 bytes, BASE_STEPS steps): only the
                      initialization differs
-  ft-small           seed0 + 200 steps on B at lr 1e-4
+  ft-small           seed0 + 200 steps on B at lr 1e-4  (ft-small, ft-large and lora-merged read one B batch order)
   ft-large           seed0 + BASE_STEPS steps on B at lr 1e-3
   lora-merged        seed0 + rank-8 LoRA (q,k,v,o,gate,up,down; A random, B zero) trained 300 steps on B at lr 1e-3,
                      merged (W + B@A) and saved as a plain Llama
   pruned-retrained   seed0 with the 50% FFN units of smallest ||up row||*||down column|| dropped per layer (survivors
                      keep their order, intermediate_size 128), + 200 steps on A at lr 1e-3
-  layers-dropped     seed0's layers [0, 1, 3] (3 layers), + 150 steps on A at lr 1e-3
+  layers-dropped     seed0's layers [0, 1, 3] (3 layers), + 150 steps on A at lr 1e-3  (both retrainings read a
+                     second batch order on A, not seed0's)
   ft-merge           the 50/50 weight average of seed0 and ft-large
   distilled          NOT a weight derivative: a fresh init (seed 100) trained BASE_STEPS steps on seed0's batch order
                      to match seed0's next-byte distribution (KL, temperature 1)
@@ -29,7 +30,7 @@ null for ft-merge), eval_loss_on_A (nats/byte), seconds}]}.
 
 Deterministic (one thread, fixed seeds, batch order from fixed numpy RNGs). Training runs a functional forward pass
 that is checked against LlamaForCausalLM's own forward on every saved model. The output is built in OUT_DIR.tmp-<pid>
-and renamed into place, so an interrupted run leaves no half cache. Whole run: about 100 s on one core.
+and renamed into place, so an interrupted run leaves no half cache. Whole run: about 110 s on one core.
 """
 import os
 import time
@@ -61,7 +62,7 @@ WEIGHT_DECAY = 0.01
 LAST = 20                   # final_train_loss averages this many last steps
 CORPUS_BYTES, A_BYTES, EVAL_BYTES = 3 << 20, 2 << 20, 64 << 10
 SEED_BASE_A, SEED_FT_B, SEED_MORE_A = 1234, 2345, 3456   # numpy RNG seeds of the batch streams
-LORA_RANK, LORA_ALPHA = 8, 16
+LORA_RANK, LORA_ALPHA = 8, 8     # alpha = rank: the merge is exactly W + B@A (PEFT's default scale, 1)
 LINEARS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
 
@@ -284,7 +285,6 @@ def save(p, directory, check_batch):
 # ---------------------------------------------------------------- main
 
 def build(out_dir):
-    start = time.time()
     data, corpus_info = corpus()
     split_a, split_b = data[:A_BYTES], data[A_BYTES:]
     train_a, held_out = split_a[:-EVAL_BYTES], split_a[-EVAL_BYTES:]
@@ -350,7 +350,7 @@ def build(out_dir):
            "fresh init seed 100, %d steps on seed0's batch order at lr %g minimizing KL(seed0 || student), T=1; "
            "final_train_loss is that KL" % (BASE_STEPS, BASE_LR), p, loss, t0)
 
-    total = time.time() - start
+    total = time.time() - T_START
     manifest = {
         "version": VERSION, "corpus": corpus_info,
         "recipe": {"config": CONFIG, "batch": BATCH, "seq": SEQ, "base_steps": BASE_STEPS, "base_lr": BASE_LR,

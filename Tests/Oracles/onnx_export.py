@@ -11,6 +11,7 @@
   onnx_export.py external IN.onnx OUT.onnx    onnx.save_model(save_as_external_data=True): weights in OUT.onnx.data
   onnx_export.py dequant IN.onnx              onnxruntime computes the first MatMulNBits node's weight: the node alone, with
                                               the identity as input (Y = I·Wᵀ); prints W's first row and its shape (JSON)
+  onnx_export.py seeds DIR                     small graphs of every form the reader decodes, for the ONNX fuzz target's seeds
   onnx_export.py run IN.onnx                  onnxruntime runs the model on fixed token ids; prints the first outputs (JSON)
 """
 import json
@@ -107,6 +108,48 @@ def dequant(src):
     print(json.dumps({"shape": [n, k], "row0": [float(v) for v in y[:, 0]]}))
 
 
+def seeds(out):
+    import numpy as np
+    from onnx import helper, numpy_helper, TensorProto
+    rng = np.random.default_rng(0)
+    os.makedirs(out, exist_ok=True)
+
+    def save(name, nodes, inits, inputs=("X",)):
+        graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info(i, TensorProto.FLOAT, None) for i in inputs],
+                                  [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+        with open(os.path.join(out, name + ".onnx"), "wb") as f:
+            f.write(model.SerializeToString())
+
+    w = rng.standard_normal((16, 8)).astype(np.float32)
+    save("matmul_float", [helper.make_node("MatMul", ["X", "onnx::MatMul_1"], ["Y"], name="/layers.0/mlp/up_proj/MatMul")],
+         [numpy_helper.from_array(w, "onnx::MatMul_1")])
+    save("gemm_fp16", [helper.make_node("Gemm", ["X", "fc.weight"], ["Y"], transB=1)],
+         [numpy_helper.from_array(w.T.astype(np.float16), "fc.weight")])
+    q = rng.integers(-127, 127, size=(16, 8)).astype(np.int8)
+    save("dequantize_axis", [helper.make_node("DequantizeLinear", ["W_q", "W_s", "W_z"], ["W"], axis=1),
+                             helper.make_node("MatMul", ["X", "W"], ["Y"], name="/a/b/MatMul")],
+         [numpy_helper.from_array(q, "W_q"), numpy_helper.from_array(np.full(8, 0.01, np.float32), "W_s"),
+          numpy_helper.from_array(np.zeros(8, np.int8), "W_z")])
+    save("dequantize_block", [helper.make_node("DequantizeLinear", ["W_q", "W_s"], ["W"], axis=0, block_size=4),
+                              helper.make_node("Transpose", ["W"], ["Wt"], perm=[1, 0]),
+                              helper.make_node("MatMul", ["X", "Wt"], ["Y"], name="/c/d/MatMul")],
+         [numpy_helper.from_array(q, "W_q"), numpy_helper.from_array(np.full((4, 8), 0.02, np.float32), "W_s")])
+    packed = rng.integers(0, 255, size=(8, 1, 8)).astype(np.uint8)
+    save("matmul_nbits", [helper.make_node("MatMulNBits", ["X", "B", "S", "Z"], ["Y"], domain="com.microsoft", K=16, N=8, bits=4,
+                                           block_size=16, name="/e/f/MatMul_Q4")],
+         [numpy_helper.from_array(packed, "B"), numpy_helper.from_array(np.full(8, 0.1, np.float32), "S"),
+          numpy_helper.from_array(np.full(8, 0x88, np.uint8), "Z")])
+    u = rng.integers(0, 255, size=(16, 8)).astype(np.uint8)
+    save("matmul_integer", [helper.make_node("MatMulInteger", ["X", "W_quantized", "xz", "W_zero_point"], ["Y"], name="/g/h/MatMul_quant")],
+         [numpy_helper.from_array(u, "W_quantized"), numpy_helper.from_array(np.array(0.5, np.float32), "W_scale"),
+          numpy_helper.from_array(np.array(128, np.uint8), "W_zero_point")])
+    save("gather_dequantize", [helper.make_node("Gather", ["E_quantized", "X"], ["G"]),
+                               helper.make_node("DequantizeLinear", ["G", "E_scale", "E_zero_point"], ["Y"])],
+         [numpy_helper.from_array(u, "E_quantized"), numpy_helper.from_array(np.array(0.1, np.float32), "E_scale"),
+          numpy_helper.from_array(np.array(128, np.uint8), "E_zero_point")])
+
+
 def run(src):
     import numpy as np
     import onnxruntime as ort
@@ -118,4 +161,4 @@ def run(src):
 
 if __name__ == "__main__":
     verb, args = sys.argv[1], sys.argv[2:]
-    {"export": export, "dynamic": dynamic, "nbits": nbits, "qdq": qdq, "external": external, "dequant": dequant, "run": run}[verb](*args)
+    {"export": export, "dynamic": dynamic, "nbits": nbits, "qdq": qdq, "external": external, "dequant": dequant, "seeds": seeds, "run": run}[verb](*args)

@@ -66,12 +66,21 @@ public final class ONNXModel: TensorSource, @unchecked Sendable {
 
     // MARK: Opening
 
-    public init(path: String) throws {
-        self.path = path
-        mapping = try MappedFile(path: path)
+    public convenience init(path: String) throws {
+        try self.init(mapping: try MappedFile(path: path), folder: (path as NSString).deletingLastPathComponent, externalData: true)
+    }
+
+    /// Parses ONNX bytes held in memory (the fuzz target's entry): external data is refused, nothing else is opened.
+    public convenience init(bytes: UnsafeRawBufferPointer, path: String) throws {
+        try self.init(mapping: MappedFile(copying: bytes, path: path), folder: "", externalData: false)
+    }
+
+    private init(mapping: MappedFile, folder: String, externalData: Bool) throws {
+        path = mapping.path
+        self.mapping = mapping
         let parsed: (initializers: [Initializer], nodes: [Node])
         do {
-            parsed = try mapping.withBytes { bytes throws(ProtobufReader.Failure) in try Self.parseModel(bytes, folder: (path as NSString).deletingLastPathComponent) }
+            parsed = try mapping.withBytes { bytes throws(ProtobufReader.Failure) in try Self.parseModel(bytes, folder: folder) }
         } catch {
             throw TensorIOError.notAModel(path: path, reason: "not a readable ONNX model: \(error)")
         }
@@ -90,6 +99,7 @@ public final class ONNXModel: TensorSource, @unchecked Sendable {
         // External data files are checked now, so a missing or short one is an error at open.
         for i in parsed.initializers {
             if case let .external(file, offset, length) = i.data {
+                guard externalData else { throw TensorIOError.notAModel(path: path, reason: "\(i.name) points to external data, which is not read from memory") }
                 let m = try externalFile(file)
                 guard offset >= 0, length >= 0, offset <= m.size, length <= m.size - offset else {
                     throw TensorIOError.invalidTensor(name: i.name, reason: "external data \(file) holds \(m.size) bytes; offset \(offset) + length \(length) runs past it")
@@ -140,6 +150,7 @@ public final class ONNXModel: TensorSource, @unchecked Sendable {
             let z = try zeroPoint.map { try values(initializers[$0]!) }
             let dims = xi.dims
             let ax = axis < 0 ? axis + dims.count : axis
+            guard ax >= 0, ax < max(1, dims.count) else { throw TensorIOError.invalidTensor(name: name, reason: "DequantizeLinear axis \(axis) does not fit \(x)'s \(dims.count) dimensions") }
             let inner = dims.count > ax ? dims[(ax + 1)...].reduce(1, *) : 1
             let along = dims.count > ax ? dims[ax] : 1
             for idx in v.indices {
@@ -155,7 +166,7 @@ public final class ONNXModel: TensorSource, @unchecked Sendable {
                     }
                 }
                 guard k < s.count else { throw TensorIOError.invalidTensor(name: name, reason: "\(scale) has \(s.count) scales, too few for \(x)") }
-                let zp = z.map { $0.count > 1 ? (k < $0.count ? $0[k] : 0) : $0[0] } ?? 0
+                let zp = z.map { $0.isEmpty ? 0 : $0.count > 1 ? (k < $0.count ? $0[k] : 0) : $0[0] } ?? 0
                 v[idx] = (v[idx] - zp) * s[k]
             }
             return transpose ? Self.transposed(v, rows: dims[0], cols: dims[1]) : v
@@ -172,7 +183,7 @@ public final class ONNXModel: TensorSource, @unchecked Sendable {
             }
             for idx in v.indices {
                 let c = idx % cols
-                let zp = z.map { $0.count > 1 ? (c < $0.count ? $0[c] : 0) : $0[0] } ?? 0
+                let zp = z.map { $0.isEmpty ? 0 : $0.count > 1 ? (c < $0.count ? $0[c] : 0) : $0[0] } ?? 0
                 v[idx] = (v[idx] - zp) * (s.count > 1 ? s[c] : s[0])
             }
             return Self.transposed(v, rows: wi.dims[0], cols: cols)
