@@ -84,6 +84,7 @@ scale-bench: release venv
 	$(PY) Benchmarks/scan_bench.py --weightmark $(BIN) --model .cache/scale/synth-2b --key .cache/scale/k.key --work .cache/scale/work
 	bash Benchmarks/alignment_scale.sh $(BIN) .cache/scale/synth-2b .cache/scale/k.key .cache/scale/work
 	bash Benchmarks/owner_key_bench.sh $(BIN) .cache/scale/synth-2b .cache/scale/k.key .cache/scale/work
+	bash Benchmarks/lineage_bench.sh $(BIN) .cache/scale/synth-2b .cache/scale/k.key .cache/scale/work
 	bash scripts/trace-scale.sh
 
 # package-benchmark suites (release build; informational wall clock on a shared 2-core machine). The

@@ -41,6 +41,28 @@ struct LineageTrainedModelsTests {
         #expect(r.log10PExact <= -6)
     }
 
+    /// ft-large passed through what leakers do to a copy (WeightMark's attack tool): quantized to int4 and GGUF Q4_K
+    /// round trips, its residual stream rotated with the norms fused, its FFN units rescaled, and its FFN units
+    /// permuted. The exact test must find every one but the permuted copy; the permuted copy is found by the
+    /// permutation-robust test, reported as approximate.
+    @Test("ft-large quantized, rotated, rescaled or permuted is still derived", arguments: ["int4", "gguf:type=Q4_K", "rotate", "scale-ffn", "permute"])
+    func attacked(_ attack: String) throws {
+        let dir = Fixtures.temporaryDirectory("lineage-attack")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let out = dir + "/attacked"
+        let a = try Fixtures.weightmark(["attack", try TrainedModels.path("ft-large"), "--attack", attack, "--out", out, "--quiet"])
+        try #require(a.status == 0, "\(a.stderr)")
+        let r = try LineageTest.run(suspect: openTensorSource(path: out), reference: openTensorSource(path: TrainedModels.path("seed0")))
+        print("lineage ft-large+\(attack): exact log10 p \(r.log10PExact), robust log10 p \(r.log10PRobust), basis \(r.basis ?? "-")")
+        #expect(r.verdict == "derived")
+        if attack == "permute" {
+            #expect(r.log10PExact > -3, "a permuted copy looks random to the exact test, as it must")
+            #expect(r.basis == "approximate" && r.log10PRobust <= -6)
+        } else {
+            #expect(r.basis == "exact" && r.log10PExact <= -6)
+        }
+    }
+
     @Test("a model cut to layers 0, 1 and 3 is localized layer by layer")
     func layersDropped() throws {
         let r = try TrainedModels.run("layers-dropped")

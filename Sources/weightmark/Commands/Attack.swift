@@ -64,12 +64,14 @@ struct Attack: AsyncParsableCommand {
         let source = input.model
         try OutputPaths.refuseOverlap(output: out, inputs: [model ?? "", reference ?? ""])
         if FileManager.default.fileExists(atPath: out) && !force { throw TensorIOError.outputExists(path: out) }
-        let delta = try Embedder.plan(source, options: EmbedOptions()).delta // re-marking attacks use the shipped format (v2)
+        // Re-marking attacks use the shipped format (v2) and its strength; a model with no tensor embed would select
+        // (a tiny one) can still take every other attack.
+        let plan = Result { try Embedder.plan(source, options: EmbedOptions()) }
         let originalInput = try reference.map { try RewritableModel(path: $0, quiet: output.quiet) }
         let partnerInput = try partner.map { try RewritableModel(path: $0, quiet: output.quiet) }
         let context = AttackContext(
             remark: { copy, name, rows, cols, values, scale in
-                try Remarking.mark(copy: copy, name: name, rows: rows, cols: cols, values: &values, delta: delta * scale)
+                try Remarking.mark(copy: copy, name: name, rows: rows, cols: cols, values: &values, delta: try plan.get().delta * scale)
             },
             original: originalInput?.model, mergePartner: partnerInput?.model)
         let start = Date()
