@@ -189,8 +189,8 @@ extension ONNXModel {
             case "MatMulNBits" where node.inputs.count >= 3:
                 guard let b = byName[node.inputs[1]], byName[node.inputs[2]] != nil,
                       let k = node.ints["K"], let n = node.ints["N"], k > 0, n > 0, k <= 1 << 24, n <= 1 << 24 else { continue }
-                let bits = Int(node.ints["bits"] ?? 4), block = Int(node.ints["block_size"] ?? 32)
-                guard (2...8).contains(bits), block >= 16, block & (block - 1) == 0 else { continue }
+                let bits = Int(clamping: node.ints["bits"] ?? 4), block = Int(clamping: node.ints["block_size"] ?? 32)
+                guard (2...8).contains(bits), block >= 16, block <= 1 << 16, block & (block - 1) == 0 else { continue }
                 let zp = node.inputs.count > 3 && byName[node.inputs[3]] != nil ? node.inputs[3] : nil
                 let g = node.inputs.count > 4 && byName[node.inputs[4]] != nil ? node.inputs[4] : nil
                 used.formUnion(node.inputs.filter { byName[$0] != nil })

@@ -150,6 +150,7 @@ public final class ONNXModel: TensorSource, @unchecked Sendable {
             let z = try zeroPoint.map { try values(initializers[$0]!) }
             let dims = xi.dims
             let ax = axis < 0 ? axis + dims.count : axis
+            guard block >= 0, block <= 1 << 30 else { throw TensorIOError.invalidTensor(name: name, reason: "DequantizeLinear block_size \(block) is out of range") }
             guard ax >= 0, ax < max(1, dims.count) else { throw TensorIOError.invalidTensor(name: name, reason: "DequantizeLinear axis \(axis) does not fit \(x)'s \(dims.count) dimensions") }
             let inner = dims.count > ax ? dims[(ax + 1)...].reduce(1, *) : 1
             let along = dims.count > ax ? dims[ax] : 1
