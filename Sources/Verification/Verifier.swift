@@ -66,6 +66,7 @@ public enum Verifier {
         let (scored, alignment) = try aligned(suspect: suspect, reference: reference, options: options)
         var verdict = try score(scored, reference: reference, alignment: alignment, keys: keys, options: options, progress: progress)
         try MappedFile.checkNoFaults(since: faultsBefore)
+        verdict.report.suspectFingerprint = SuspectFingerprint.of(path: suspect.path)
         // What was read is judged on the suspect as given (an aligned view only holds what alignment could use).
         verdict.report.applyCoverage(ReadCoverage.of(suspect, selection: options.detect.selection))
         return verdict

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// What `embed` writes next to its output: enough to audit the release and to re-run detection.
@@ -187,6 +188,30 @@ public struct DetectionReport: Sendable, Codable {
     public var coverage: ReadCoverage?
     /// True when the verdict is negative but too much was left unread to say "not detected" (`ReadCoverage`).
     public var inconclusive: Bool?
+    /// `SuspectFingerprint` of the files the report was computed from: `combine` refuses reports of different suspects.
+    public var suspectFingerprint: String?
+    /// SHA-256 of this report's canonical JSON (sorted keys, this field absent): `combine` refuses a report edited
+    /// after it was written. Anyone can recompute it, so it catches mistakes, not forgers (evidence bundles do that).
+    public var reportSHA256: String?
+    /// Set by `combine`: how many reports this verdict merged; they are unverified inputs.
+    public var combinedFromReports: Int?
+
+    /// SHA-256 (hex) of the canonical encoding: sorted keys, `reportSHA256` absent.
+    public func canonicalSHA256() -> String {
+        var copy = self
+        copy.reportSHA256 = nil
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        let data = (try? e.encode(copy)) ?? Data()
+        return SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// The report with `reportSHA256` set.
+    public func sealed() -> DetectionReport {
+        var copy = self
+        copy.reportSHA256 = canonicalSHA256()
+        return copy
+    }
 
     /// Builds a report and its verdict from evidence.
     public init(keyId: String, suspect: String, reference: String?, mode: Mode, alpha: Double,
@@ -235,6 +260,12 @@ public struct DetectionReport: Sendable, Codable {
         let declared = first.selectedTensors.map(Set.init)
         for (k, r) in reports.enumerated() {
             let which = "report \(k + 1) (\(r.suspect))"
+            if let recorded = r.reportSHA256, recorded != r.canonicalSHA256() {
+                throw WatermarkError.incompatibleReports(reason: "\(which) was edited after detect wrote it (its content no longer hashes to its reportSHA256)")
+            }
+            guard r.suspectFingerprint == first.suspectFingerprint else {
+                throw WatermarkError.incompatibleReports(reason: "\(which) was computed from other files than report 1 (suspect fingerprints \(r.suspectFingerprint?.prefix(16) ?? "none") and \(first.suspectFingerprint?.prefix(16) ?? "none")): combine merges parts of one suspect only")
+            }
             guard r.formatVersion == MarkFormat.v1.rawValue, (r.formatsTried ?? 1) == 1 else {
                 throw WatermarkError.incompatibleReports(reason: "\(which) is not a format-v1 report of one format (detect --format v1 --part i/N writes those); format v2 pools matrices by tile position, so its reports cannot be merged exactly: run detect on the whole model")
             }
@@ -311,9 +342,54 @@ public struct DetectionReport: Sendable, Codable {
                                tensors: tensors, skipped: skipped, rank: first.rank, selection: first.selection,
                                selectedTensors: first.selectedTensors, part: nil,
                                partialCoverage: problems.isEmpty ? nil : true)
+            .withCombination(of: reports.count, fingerprint: first.suspectFingerprint)
+    }
+
+    func withCombination(of count: Int, fingerprint: String?) -> DetectionReport {
+        var copy = self
+        copy.combinedFromReports = count
+        copy.suspectFingerprint = fingerprint
+        return copy
     }
 }
 
 extension TensorEvidence {
     func withWeight(_ w: Double) -> TensorEvidence { var t = self; t.weight = w; return t }
+}
+
+/// A cheap fingerprint of a suspect's files: SHA-256 over each regular file's relative name, size, and its first and
+/// last MiB (a file, or every file of a folder, sorted). Different models give different fingerprints in practice; it
+/// is not a full content hash (evidence bundles hash every byte).
+public enum SuspectFingerprint {
+    public static func of(path: String) -> String? {
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        guard fm.fileExists(atPath: path, isDirectory: &isDir) else { return nil }
+        var files: [(String, String)] = []
+        if isDir.boolValue {
+            guard let walk = fm.enumerator(atPath: path) else { return nil }
+            while let rel = walk.nextObject() as? String {
+                let full = path + "/" + rel
+                var d: ObjCBool = false
+                if fm.fileExists(atPath: full, isDirectory: &d), !d.boolValue { files.append((rel, full)) }
+            }
+        } else {
+            files = [((path as NSString).lastPathComponent, path)]
+        }
+        var hasher = SHA256()
+        for (rel, full) in files.sorted(by: { $0.0 < $1.0 }) {
+            guard let h = FileHandle(forReadingAtPath: full) else { continue }
+            defer { try? h.close() }
+            let size = (try? h.seekToEnd()) ?? 0
+            hasher.update(data: Data((rel + "\u{0}" + String(size) + "\u{0}").utf8))
+            let window: UInt64 = 1 << 20
+            try? h.seek(toOffset: 0)
+            if let head = try? h.read(upToCount: Int(min(window, size))) { hasher.update(data: head) }
+            if size > window {
+                try? h.seek(toOffset: size - window)
+                if let tail = try? h.read(upToCount: Int(window)) { hasher.update(data: tail) }
+            }
+        }
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    }
 }

@@ -110,7 +110,7 @@ struct HardeningTwoTests {
         try Fixtures.writeSmallModel(to: dir + "/model.safetensors")
         #expect(try Fixtures.weightmark(["keygen", "--out", dir + "/k.key", "--quiet"]).status == 0)
         for i in 0..<2 {
-            _ = try Fixtures.weightmark(["detect", dir + "/model.safetensors", "--key", dir + "/k.key", "--format", "v1", "--part", "\(i)/2",
+            _ = try Fixtures.weightmark(["detect", dir + "/model.safetensors", "--key", dir + "/k.key", "--release", "r1", "--format", "v1", "--part", "\(i)/2",
                                          "--enumerate-releases", "0", "--report", dir + "/p\(i).json", "--quiet"])
         }
         let text = try String(contentsOfFile: dir + "/p0.json", encoding: .utf8)
@@ -238,6 +238,31 @@ struct HardeningTwoTests {
         }
     }
 
+    @Test("combine refuses parts of different suspects and reports edited after detect wrote them, and calls its inputs unverified")
+    func combineSuspectsAndSeals() throws {
+        let dir = Fixtures.temporaryDirectory("h2-combine-seal")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Fixtures.writeSmallModel(to: dir + "/a.safetensors", seed: 1)
+        try Fixtures.writeSmallModel(to: dir + "/b.safetensors", seed: 2)
+        #expect(try Fixtures.weightmark(["keygen", "--out", dir + "/k.key", "--quiet"]).status == 0)
+        for (name, part) in [("a", "0/2"), ("a", "1/2"), ("b", "1/2")] {
+            _ = try Fixtures.weightmark(["detect", dir + "/\(name).safetensors", "--key", dir + "/k.key", "--release", "r1", "--format", "v1",
+                                         "--part", part, "--report", dir + "/\(name)-\(part.prefix(1)).json", "--quiet"])
+        }
+        let ok = try Fixtures.weightmark(["combine", dir + "/a-0.json", dir + "/a-1.json"])
+        #expect(ok.status == 0 || ok.status == 1, "\(ok.stderr)")
+        #expect(ok.stdout.contains("unverified inputs"), "\(ok.stdout)")
+        let mixed = try Fixtures.weightmark(["combine", dir + "/a-0.json", dir + "/b-1.json"])
+        #expect(mixed.status == 2 && mixed.stderr.contains("computed from other files"), "\(mixed.stderr)")
+        // One per-tensor correlation raised by hand: refused before any statistic is computed.
+        var text = try String(contentsOfFile: dir + "/a-1.json", encoding: .utf8)
+        let range = try #require(text.range(of: "\"correlation\" : "))
+        text.insert(contentsOf: "9", at: range.upperBound)
+        Fixtures.write(Array(text.utf8), to: dir + "/a-1-edited.json")
+        let edited = try Fixtures.weightmark(["combine", dir + "/a-0.json", dir + "/a-1-edited.json"])
+        #expect(edited.status == 2 && edited.stderr.contains("edited after detect wrote it"), "\(edited.stderr)")
+    }
+
     @Test("a crash ends the process at once with one line and the signal, never a backtracer that could hang a batch run")
     func crashDoesNotHang() throws {
         let dir = Fixtures.temporaryDirectory("h2-crash")
@@ -281,7 +306,7 @@ struct HardeningTwoTests {
         Fixtures.write(Array(manifest.utf8), to: dir + "/dup.weightmark.json")
         let m = try Fixtures.weightmark(["detect", dir + "/m.safetensors", "--key", dir + "/k.key", "--manifest", dir + "/dup.weightmark.json"])
         #expect(m.status == 2 && m.stderr.contains("\"keyId\" appears twice"), "\(m.stderr)")
-        _ = try Fixtures.weightmark(["detect", dir + "/m.safetensors", "--key", dir + "/k.key", "--format", "v1", "--part", "0/1", "--report", dir + "/r.json", "--quiet"])
+        _ = try Fixtures.weightmark(["detect", dir + "/m.safetensors", "--key", dir + "/k.key", "--release", "r1", "--format", "v1", "--part", "0/1", "--report", dir + "/r.json", "--quiet"])
         var report = try String(contentsOfFile: dir + "/r.json", encoding: .utf8)
         report = report.replacingOccurrences(of: "\n}", with: ",\n  \"detected\" : true\n}")
         Fixtures.write(Array(report.utf8), to: dir + "/dup.json")

@@ -139,7 +139,7 @@ struct Detect: AsyncParsableCommand {
             if i > 0 { bar.advance(detail: candidates.count > 1 ? "key \(k + 1): \(name)" : name) }
         }
         bar.finish()
-        let result = verdict.report
+        let result = verdict.report.sealed()
         // A second, independent line of evidence: the passive lineage test, which reads no key and no mark.
         var lineage: LineageReport?
         if let referenceModel, !noLineage {
@@ -204,6 +204,9 @@ enum DetectionPrinter {
         Console.out("  false-positive probability ≤ \(pString(r.log10PValueBound)) (rigorous bound), ≈ \(pString(r.log10PValueGaussian)) (Gaussian estimate); threshold \(String(format: "%.0e", r.alpha))")
         if let c = r.keyCommitment {
             Console.out(c.committed ? "  key committed: \(c.note)" : "  CAUTION: \(c.note)")
+        }
+        if let n = r.combinedFromReports {
+            Console.out("  combined from \(n) reports: unverified inputs (anyone can edit a report and recompute its hash); an evidence bundle (`weightmark evidence`) is the verified form")
         }
         if let search = r.keySearch {
             let matched = search.matched.releaseId.map { "release \($0)" } ?? "the owner key itself"

@@ -191,10 +191,15 @@ struct EvidenceCommand: AsyncParsableCommand {
         // The passive lineage test on the same pair: a second line of evidence that reads no key.
         var lineage: (claim: LineageClaim, reportJSON: [UInt8])?
         if let referenceModel, let reference {
-            let l = try LineageTest.run(suspect: suspectModel, reference: referenceModel, config: ModelConfig.load(near: reference)) {
-                Console.note("lineage: \($0)", quiet: output.quiet)
+            do {
+                let l = try LineageTest.run(suspect: suspectModel, reference: referenceModel, config: ModelConfig.load(near: reference)) {
+                    Console.note("lineage: \($0)", quiet: output.quiet)
+                }
+                lineage = (Self.claim(l), Array(try Console.json(l).utf8) + [0x0A])
+            } catch {
+                // Not every model has a layout the lineage test reads; the bundle then holds the mark's evidence only.
+                Console.note("lineage test not in the bundle: \(error)", quiet: output.quiet)
             }
-            lineage = (Self.claim(l), Array(try Console.json(l).utf8) + [0x0A])
         }
         let index = try EvidenceBundle.write(.init(
             suspectPath: target, reference: referenceRecord, manifestPath: loaded.path, opening: opening,
