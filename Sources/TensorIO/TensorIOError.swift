@@ -26,9 +26,13 @@ public enum TensorIOError: Error, Sendable, CustomStringConvertible {
     case duplicateJSONKey(path: String, key: String, offset: Int)
     /// The file shrank (or was replaced) while it was mapped and read: what was read is not the file.
     case fileChanged(path: String)
+    /// An ONNX file whose protobuf or graph is malformed.
+    case invalidONNX(path: String, reason: String)
 
     public var description: String {
         switch self {
+        case let .invalidONNX(path, reason):
+            return "\(path): not a readable ONNX model: \(reason). If onnx.checker accepts it, please report it; otherwise re-export it (torch.onnx.export, optimum-cli export onnx)."
         case let .fileChanged(path):
             return "\(path): the file changed while it was read (it shrank under the mapping; a mirror re-synced in place?). Nothing read from it is used; run again once it is stable."
         case let .duplicateJSONKey(path, key, offset):

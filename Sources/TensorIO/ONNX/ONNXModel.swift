@@ -82,10 +82,15 @@ public final class ONNXModel: TensorSource, @unchecked Sendable {
         do {
             parsed = try mapping.withBytes { bytes throws(ProtobufReader.Failure) in try Self.parseModel(bytes, folder: folder) }
         } catch {
-            throw TensorIOError.notAModel(path: path, reason: "not a readable ONNX model: \(error)")
+            throw TensorIOError.invalidONNX(path: path, reason: "\(error)")
         }
         var inits: [String: Initializer] = [:]
-        for i in parsed.initializers { inits[i.name] = i }
+        for i in parsed.initializers {
+            // ONNX names are unique in a graph; two initializers of one name would make a tensor read as the other.
+            guard inits.updateValue(i, forKey: i.name) == nil else {
+                throw TensorIOError.invalidONNX(path: path, reason: "two initializers are named \"\(i.name)\" (names are unique in a graph)")
+            }
+        }
         initializers = inits
         let (logical, order, unreadable) = Self.logicalTensors(initializers: parsed.initializers, byName: inits, nodes: parsed.nodes)
         self.logical = logical
@@ -99,7 +104,7 @@ public final class ONNXModel: TensorSource, @unchecked Sendable {
         // External data files are checked now, so a missing or short one is an error at open.
         for i in parsed.initializers {
             if case let .external(file, offset, length) = i.data {
-                guard externalData else { throw TensorIOError.notAModel(path: path, reason: "\(i.name) points to external data, which is not read from memory") }
+                guard externalData else { throw TensorIOError.invalidONNX(path: path, reason: "\(i.name) points to external data, which is not read from memory") }
                 let m = try externalFile(file)
                 guard offset >= 0, length >= 0, offset <= m.size, length <= m.size - offset else {
                     throw TensorIOError.invalidTensor(name: i.name, reason: "external data \(file) holds \(m.size) bytes; offset \(offset) + length \(length) runs past it")
