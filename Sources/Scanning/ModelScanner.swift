@@ -75,9 +75,12 @@ public final class ModelScanner: @unchecked Sendable {
         case let .problem(status, reason):
             return [record(path: unit.path, format: nil, bytes: 0, status: status, reason: reason, ms: 0)]
         case .folder:
-            return [scanModel(path: unit.path, label: unit.path, relativePath: unit.relativePath, format: nil, recheck: nil)]
+            return [scanModel(path: unit.path, label: unit.label ?? unit.path, relativePath: unit.relativePath, format: nil, recheck: nil)]
         case .file:
-            return scanFile(path: unit.path, label: unit.path, relativePath: unit.relativePath, depth: 0, recheck: nil)
+            // A name that is not UTF-8 is read through a link; its recheck names the original bytes.
+            let recheck = unit.rawPath.map { raw in { (command: String) in
+                command.replacingOccurrences(of: "weightmark detect member ", with: "weightmark detect \(NameLinks.shellBytes(raw)) ") } }
+            return scanFile(path: unit.path, label: unit.label ?? unit.path, relativePath: unit.relativePath, depth: 0, recheck: recheck)
         }
     }
 

@@ -1,3 +1,4 @@
+import CTensorIOKernels
 import Foundation
 import Glibc
 import TensorIO
@@ -17,6 +18,83 @@ public struct ScanUnit: Sendable, Equatable {
     /// Path relative to its scan root, prefixed with the root's last component: what shards are assigned by.
     public var relativePath: String
     public var kind: Kind
+    /// How records name it when that differs from `path`: a name that is not valid UTF-8 is opened through a link
+    /// with a UTF-8 name (`path`) and shown with its bytes escaped (`\xNN`).
+    public var label: String?
+    /// The original path's bytes when they are not valid UTF-8 (for the recheck command).
+    public var rawPath: [UInt8]?
+
+    public init(path: String, relativePath: String, kind: Kind, label: String? = nil, rawPath: [UInt8]? = nil) {
+        self.path = path; self.relativePath = relativePath; self.kind = kind; self.label = label; self.rawPath = rawPath
+    }
+}
+
+/// Links, in a private scratch folder, to files whose names are not valid UTF-8 (which a Swift String cannot hold):
+/// the walk opens them through the link and reports the original name with its bytes escaped. The folder is
+/// removed when the walk is over (and on SIGINT/SIGTERM).
+final class NameLinks: @unchecked Sendable {
+    // Used by one walk at a time (the walker is not shared between threads).
+    private var folder: String?
+    private var count = 0
+
+    /// A UTF-8 path that leads to `parent`/`raw`, or nil when no link could be made.
+    func link(parent: String, raw: [UInt8]) -> String? {
+        if folder == nil {
+            var template = Array((NSTemporaryDirectory() + "weightmark-names-XXXXXX").utf8CString)
+            guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { return nil }
+            folder = String(cString: made)
+            _ = weightmark_register_temporary(folder!)
+        }
+        count += 1
+        let link = folder! + "/\(count)"
+        let target = Array(parent.utf8) + [UInt8(ascii: "/")] + raw + [0]
+        let ok = target.withUnsafeBufferPointer { t in
+            t.baseAddress!.withMemoryRebound(to: CChar.self, capacity: t.count) { symlink($0, link) == 0 }
+        }
+        return ok ? link : nil
+    }
+
+    deinit {
+        guard let folder else { return }
+        for i in 1...max(1, count) { unlink(folder + "/\(i)") }
+        rmdir(folder)
+    }
+
+    /// A shell word that any POSIX shell turns back into exactly these bytes: `"$(printf '…')"`, every byte outside
+    /// printable ASCII as an octal escape (`\377`), `%` doubled and `'` closed and reopened: how a recheck command
+    /// names a file whose name is not UTF-8.
+    static func shellBytes(_ raw: [UInt8]) -> String {
+        var out = "\"$(printf '"
+        for b in raw {
+            switch b {
+            case UInt8(ascii: "\\"): out += "\\\\"
+            case UInt8(ascii: "'"): out += "'\\''"
+            case UInt8(ascii: "%"): out += "%%"
+            case 0x20..<0x7F: out += String(UnicodeScalar(b))
+            default: out += "\\" + String(b, radix: 8)
+            }
+        }
+        return out + "')\""
+    }
+
+    /// The name with every byte that is not part of valid UTF-8 written as \xNN.
+    static func escaped(_ raw: [UInt8]) -> String {
+        var out = ""
+        var i = 0
+        while i < raw.count {
+            var decoded = false
+            for length in stride(from: 4, through: 1, by: -1) where i + length <= raw.count {
+                if let s = String(validating: raw[i..<(i + length)], as: UTF8.self), s.unicodeScalars.count == 1 {
+                    out += s
+                    i += length
+                    decoded = true
+                    break
+                }
+            }
+            if !decoded { out += String(format: "\\x%02X", raw[i]); i += 1 }
+        }
+        return out
+    }
 }
 
 /// Walks scan roots without following a symbolic link into a folder already on the way down (a loop), without
@@ -34,6 +112,7 @@ public struct ScanWalker {
     /// Resolved scan roots: a link to a file under one of them is skipped, since the walk reaches the file itself.
     private let resolvedRoots: [String]
     private var visit: (ScanUnit) -> Void = { _ in }
+    private let nameLinks = NameLinks()
 
     struct FileID: Hashable { var device: UInt64; var inode: UInt64 }
 
@@ -95,9 +174,14 @@ public struct ScanWalker {
             return
         }
         var names: [(name: String, type: UInt8)] = []
+        var rawNames: [String: [UInt8]] = [:]
         while let e = readdir(dir) {
-            let name = withUnsafePointer(to: e.pointee.d_name) { p in
-                p.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            let raw = withUnsafeBytes(of: e.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
+            guard let name = String(validating: raw, as: UTF8.self) else {
+                let shown = NameLinks.escaped(raw)
+                rawNames[shown] = raw
+                names.append((shown, e.pointee.d_type))
+                continue
             }
             if name == "." || name == ".." { continue }
             names.append((name, e.pointee.d_type))
@@ -127,6 +211,21 @@ public struct ScanWalker {
         for (name, type) in names where !grouped.contains(name) {
             let child = path == "/" ? "/" + name : path + "/" + name
             let rel = relative + "/" + name
+            if let raw = rawNames[name] {
+                // Not UTF-8: a file is read through a link and reported with its bytes escaped; a folder is reported.
+                var st = stat()
+                guard let link = nameLinks.link(parent: path, raw: raw), stat(link, &st) == 0 else {
+                    visit(ScanUnit(path: child, relativePath: rel, kind: .problem(.error, "the name is not valid UTF-8 and could not be opened through a link; rename it (e.g. convmv -f latin1 -t utf8)")))
+                    continue
+                }
+                if (st.st_mode & S_IFMT) == S_IFREG {
+                    files += 1
+                    visit(ScanUnit(path: link, relativePath: rel, kind: .file, label: child, rawPath: Array(path.utf8) + [UInt8(ascii: "/")] + raw))
+                } else {
+                    visit(ScanUnit(path: child, relativePath: rel, kind: .problem(.error, "a folder whose name is not valid UTF-8: nothing under it was scanned; rename it (e.g. convmv -f latin1 -t utf8)")))
+                }
+                continue
+            }
             var st = stat()
             if type == UInt8(DT_REG) || type == UInt8(DT_DIR) || type == UInt8(DT_LNK) || type == UInt8(DT_UNKNOWN) {
                 // stat follows symbolic links: a link to a file is that file, a link to a folder that folder.

@@ -44,7 +44,7 @@ struct WeightMarkCommand: AsyncParsableCommand {
         }
         MappedFile.installCrashHandler()
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(RawArguments.arguments())
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {

@@ -263,6 +263,34 @@ struct HardeningTwoTests {
         #expect(edited.status == 2 && edited.stderr.contains("edited after detect wrote it"), "\(edited.stderr)")
     }
 
+    @Test("a file whose name is not UTF-8 is read by scan, reported with its bytes escaped, and its pasted recheck re-detects it")
+    func nonUTF8Names() throws {
+        let dir = Fixtures.temporaryDirectory("h2-names")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Fixtures.writeSmallModel(to: dir + "/model.safetensors", shapes: Self.blindShapes)
+        #expect(try Fixtures.weightmark(["keygen", "--out", dir + "/k.key", "--quiet"]).status == 0)
+        #expect(try Fixtures.weightmark(["embed", dir + "/model.safetensors", "--key", dir + "/k.key", "--out", dir + "/marked.safetensors", "--quiet"]).status == 0)
+        try FileManager.default.createDirectory(atPath: dir + "/tree", withIntermediateDirectories: true)
+        // Latin-1 bytes (0xE9 0xFF) in the name, and a folder with such a name.
+        _ = try Fixtures.run("/bin/sh", ["-c", "cd '\(dir)' && cp marked.safetensors \"$(printf 'tree/caf\\351\\377.safetensors')\" && mkdir \"$(printf 'tree/d\\351')\""])
+        let scan = try Fixtures.weightmark(["scan", dir + "/tree", "--key", dir + "/k.key", "--quiet"])
+        #expect(scan.status == 0, "a hit: \(scan.stderr)")
+        var recheck: String?
+        var labels: [String] = []
+        for line in scan.stdout.split(separator: "\n") {
+            guard let r = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], let path = r["path"] as? String else { continue }
+            labels.append(path)
+            if let hits = r["hits"] as? [[String: Any]] { recheck = hits.first?["recheck"] as? String ?? recheck }
+        }
+        #expect(labels.contains { $0.hasSuffix("/caf\\xE9\\xFF.safetensors") }, "\(labels)")
+        #expect(scan.stdout.contains("not valid UTF-8"), "the folder is reported: \(scan.stdout)")
+        let line = try #require(recheck)
+        var env = ProcessInfo.processInfo.environment
+        env["PATH"] = (Fixtures.weightmarkExecutable as NSString).deletingLastPathComponent + ":" + (env["PATH"] ?? "/usr/bin:/bin")
+        let r = try Fixtures.runProcess("/bin/sh", ["-c", line], environment: env)
+        #expect(r.status == 0 && r.stdout.contains("WATERMARK DETECTED"), "\(line): \(r.stdout)\(r.stderr)")
+    }
+
     @Test("a crash ends the process at once with one line and the signal, never a backtracer that could hang a batch run")
     func crashDoesNotHang() throws {
         let dir = Fixtures.temporaryDirectory("h2-crash")
