@@ -32,7 +32,8 @@ public final class AtomicFileWriter {
     ///   through aligned buffers handed to a background writer: no copy into the page cache, and the disk
     ///   works while the caller produces the next bytes. Falls back to ordinary writes when refused.
     ///   - mode: permission bits of the finished file (0644 by default; 0600 for secrets).
-    public init(destination: String, overwrite: Bool, unbuffered: Bool = false, mode: mode_t = 0o644) throws {
+    public init(destination given: String, overwrite: Bool, unbuffered: Bool = false, mode: mode_t = 0o644) throws {
+        let destination = AtomicFileWriter.trimmingTrailingSlashes(given)
         self.destination = destination
         self.overwrite = overwrite
         self.mode = mode
@@ -69,10 +70,18 @@ public final class AtomicFileWriter {
         weightmark_unregister_temporary(cleanupSlot)
     }
 
-    static func directory(of path: String) -> String {
+    static func directory(of given: String) -> String {
+        let path = trimmingTrailingSlashes(given)
         guard let slash = path.lastIndex(of: "/") else { return "." }
         let d = String(path[..<slash])
         return d.isEmpty ? "/" : d
+    }
+
+    /// `out/` → `out` (the root stays `/`): an output named with a trailing slash is still written next to itself.
+    public static func trimmingTrailingSlashes(_ path: String) -> String {
+        var p = Substring(path)
+        while p.count > 1 && p.hasSuffix("/") { p = p.dropLast() }
+        return String(p)
     }
 
     /// Appends bytes.

@@ -68,8 +68,9 @@ public enum ModelWriter {
     @discardableResult
     public static func writeFolder(_ shards: [ShardSpec], indexMetadata: [JSONMember]?,
                                    auxiliaryFrom sourceFolder: String? = nil, auxiliaryFiles: [String] = [],
-                                   to destination: String, overwrite: Bool,
+                                   to given: String, overwrite: Bool,
                                    observer: ((String, UnsafeRawBufferPointer) -> Void)? = nil) throws -> [String] {
+        let destination = AtomicFileWriter.trimmingTrailingSlashes(given)
         let fm = FileManager.default
         if fm.fileExists(atPath: destination) && !overwrite { throw TensorIOError.outputExists(path: destination) }
         let parent = AtomicFileWriter.directory(of: destination)

@@ -144,9 +144,8 @@ struct Detect: AsyncParsableCommand {
         var lineage: LineageReport?
         if let referenceModel, !noLineage {
             do {
-                lineage = try LineageTest.run(suspect: suspectModel, reference: referenceModel, config: ModelConfig.load(near: reference!)) {
-                    Console.note("lineage: \($0)", quiet: output.quiet)
-                }
+                Console.note("lineage test (no mark, no key) against \(reference!)", quiet: output.quiet)
+                lineage = try LineageTest.run(suspect: suspectModel, reference: referenceModel, config: ModelConfig.load(near: reference!))
             } catch {
                 Console.note("lineage test not run: \(error)", quiet: output.quiet)
             }
@@ -203,7 +202,7 @@ enum DetectionPrinter {
         }
         Console.out("  false-positive probability ≤ \(pString(r.log10PValueBound)) (rigorous bound), ≈ \(pString(r.log10PValueGaussian)) (Gaussian estimate); threshold \(String(format: "%.0e", r.alpha))")
         if let c = r.keyCommitment {
-            Console.out(c.committed ? "  key committed: \(c.note)" : "  CAUTION: \(c.note)")
+            Console.out(c.committed ? "  key " + c.note : "  CAUTION: \(c.note)")
         }
         if let n = r.combinedFromReports {
             Console.out("  combined from \(n) reports: unverified inputs (anyone can edit a report and recompute its hash); an evidence bundle (`weightmark evidence`) is the verified form")

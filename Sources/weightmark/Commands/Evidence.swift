@@ -192,9 +192,8 @@ struct EvidenceCommand: AsyncParsableCommand {
         var lineage: (claim: LineageClaim, reportJSON: [UInt8])?
         if let referenceModel, let reference {
             do {
-                let l = try LineageTest.run(suspect: suspectModel, reference: referenceModel, config: ModelConfig.load(near: reference)) {
-                    Console.note("lineage: \($0)", quiet: output.quiet)
-                }
+                Console.note("lineage test (no mark, no key) against \(reference)", quiet: output.quiet)
+                let l = try LineageTest.run(suspect: suspectModel, reference: referenceModel, config: ModelConfig.load(near: reference))
                 lineage = (Self.claim(l), Array(try Console.json(l).utf8) + [0x0A])
             } catch {
                 // Not every model has a layout the lineage test reads; the bundle then holds the mark's evidence only.
