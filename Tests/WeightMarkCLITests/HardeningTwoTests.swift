@@ -291,6 +291,46 @@ struct HardeningTwoTests {
         #expect(r.status == 0 && r.stdout.contains("WATERMARK DETECTED"), "\(line): \(r.stdout)\(r.stderr)")
     }
 
+    @Test("a model truncated while scan reads it: no signal, the marked model next to it is still a hit, the trailer is written")
+    func truncatedDuringScan() throws {
+        let dir = Fixtures.temporaryDirectory("h2-live")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tree = dir + "/tree"
+        try FileManager.default.createDirectory(atPath: tree, withIntermediateDirectories: true)
+        try Fixtures.writeSmallModel(to: dir + "/model.safetensors", shapes: Self.blindShapes)
+        #expect(try Fixtures.weightmark(["keygen", "--out", dir + "/k.key", "--quiet"]).status == 0)
+        #expect(try Fixtures.weightmark(["embed", dir + "/model.safetensors", "--key", dir + "/k.key", "--out", tree + "/a-marked.safetensors", "--quiet"]).status == 0)
+        // A 460 MB model that a mirror re-syncs in place while the sweep reads it.
+        #expect(try Fixtures.weightmark(["synth", "--params", "110M", "--dtype", "f32", "--out", tree + "/b-live", "--quiet"]).status == 0)
+        let live = tree + "/b-live/model.safetensors"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Fixtures.weightmarkExecutable)
+        p.arguments = ["scan", tree, "--key", dir + "/k.key", "--quiet"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        // Truncate it once scan has it open (its file descriptor or mapping shows up in /proc).
+        let deadline = Date().addingTimeInterval(30)
+        var truncated = false
+        while p.isRunning && Date() < deadline && !truncated {
+            let maps = (try? String(contentsOfFile: "/proc/\(p.processIdentifier)/maps", encoding: .utf8)) ?? ""
+            if maps.contains(live) { truncated = truncate(live, 4096) == 0 }
+            usleep(1000)
+        }
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        let stdout = String(decoding: data, as: UTF8.self)
+        #expect(p.terminationReason == .exit, "ended by signal \(p.terminationStatus)")
+        #expect(stdout.contains("a-marked.safetensors") && stdout.contains("\"hits\":[{"), "the marked model is a hit: \(stdout.prefix(400))")
+        #expect(stdout.split(separator: "\n").last?.contains("modelsTested") == true, "the trailer is written")
+        if truncated {
+            let record = stdout.split(separator: "\n").first { $0.contains("b-live") } ?? ""
+            #expect(record.contains("\"status\":\"error\"") && record.contains("changed while"),
+                    "the live file is an error record: \(stdout.split(separator: "\n").filter { $0.contains("b-live") }.map { $0.prefix(700) })")
+        }
+    }
+
     @Test("a crash ends the process at once with one line and the signal, never a backtracer that could hang a batch run")
     func crashDoesNotHang() throws {
         let dir = Fixtures.temporaryDirectory("h2-crash")
