@@ -14,7 +14,7 @@ struct FormatSniffingTests {
     static let barePickle: [UInt8] = [0x80, 0x02, 0x7D, 0x2E] // {}
 
     @Test("recognized formats WeightMark does not read: exit 2 and one line naming the format and what is read",
-          arguments: [("model.safetensors", hdf5, "HDF5"), ("model.bin", onnx, "ONNX"), ("model.gguf", tflite, "TensorFlow Lite"),
+          arguments: [("model.safetensors", hdf5, "HDF5"), ("model.gguf", tflite, "TensorFlow Lite"),
                       ("pytorch_model.bin", legacy, "legacy PyTorch checkpoint"), ("weights.npz", barePickle, "bare Python pickle")])
     func unsupported(name: String, bytes: [UInt8], what: String) throws {
         let dir = Fixtures.temporaryDirectory("sniff")
@@ -27,6 +27,20 @@ struct FormatSniffingTests {
             #expect(r.status == 2)
             #expect(r.stderr.contains(what), "\(r.stderr)")
             #expect(r.stderr.contains("WeightMark reads safetensors"), "\(r.stderr)")
+            #expect(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count == 1)
+        }
+    }
+
+    @Test("an ONNX model is read (not refused as a format); one without any weights is refused in one line naming ONNX")
+    func onnxWithoutWeights() throws {
+        let dir = Fixtures.temporaryDirectory("sniff-onnx")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        Fixtures.write(Self.onnx, to: dir + "/model.bin")
+        #expect(Self.onnx.withUnsafeBytes { ModelFormat.detect(prefix: $0) } == .onnx)
+        _ = try Fixtures.weightmark(["keygen", "--out", dir + "/k.key"])
+        for command in [["inspect", dir + "/model.bin"], ["detect", dir + "/model.bin", "--key", dir + "/k.key"]] {
+            let r = try Fixtures.weightmark(command)
+            #expect(r.status == 2 && r.stderr.contains("ONNX") && r.stderr.contains("no initializers"), "\(r.stderr)")
             #expect(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count == 1)
         }
     }

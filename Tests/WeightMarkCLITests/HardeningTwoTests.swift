@@ -255,10 +255,11 @@ struct HardeningTwoTests {
         let mixed = try Fixtures.weightmark(["combine", dir + "/a-0.json", dir + "/b-1.json"])
         #expect(mixed.status == 2 && mixed.stderr.contains("computed from other files"), "\(mixed.stderr)")
         // One per-tensor correlation raised by hand: refused before any statistic is computed.
-        var text = try String(contentsOfFile: dir + "/a-1.json", encoding: .utf8)
-        let range = try #require(text.range(of: "\"correlation\" : "))
-        text.insert(contentsOf: "9", at: range.upperBound)
-        Fixtures.write(Array(text.utf8), to: dir + "/a-1-edited.json")
+        var object = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/a-1.json"))) as? [String: Any])
+        var tensors = try #require(object["tensors"] as? [[String: Any]])
+        tensors[0]["correlation"] = 12345.0
+        object["tensors"] = tensors
+        Fixtures.write(Array(try JSONSerialization.data(withJSONObject: object)), to: dir + "/a-1-edited.json")
         let edited = try Fixtures.weightmark(["combine", dir + "/a-0.json", dir + "/a-1-edited.json"])
         #expect(edited.status == 2 && edited.stderr.contains("edited after detect wrote it"), "\(edited.stderr)")
     }

@@ -84,6 +84,9 @@ public final class ONNXModel: TensorSource, @unchecked Sendable {
         } catch {
             throw TensorIOError.invalidONNX(path: path, reason: "\(error)")
         }
+        guard !parsed.initializers.isEmpty else {
+            throw TensorIOError.invalidONNX(path: path, reason: "the graph holds no initializers, so there are no weights to read (an ONNX file that keeps its weights elsewhere is not supported)")
+        }
         var inits: [String: Initializer] = [:]
         for i in parsed.initializers {
             // ONNX names are unique in a graph; two initializers of one name would make a tensor read as the other.
