@@ -65,6 +65,11 @@ public enum TensorIOError: Error, Sendable, CustomStringConvertible {
         case let .invalidZip(path, reason):
             return "\(path): not a valid ZIP archive: \(reason). Re-download the file or re-save it (torch.save / numpy.savez)."
         case let .invalidPickle(path, entry, reason):
+            if case let .unsafeGlobal(module, name, _) = reason, module == "torch",
+               ["qint8", "quint8", "qint32", "quint4x2", "QInt8Storage", "QUInt8Storage", "QInt32Storage", "per_tensor_affine", "per_channel_affine"].contains(name) {
+                // Quantized tensors are data, not code: say what the file is and how to get it read.
+                return "\(path): a PyTorch quantized state dict (torch.ao.quantization.quantize_dynamic or static: packed int8 Linear weights, torch.\(name)); WeightMark does not read PyTorch's quantized tensors. Check the float model it was made from, or export the quantized model to ONNX (torch.onnx.export, or onnxruntime's quantize_dynamic on the float export), which WeightMark reads. Nothing was executed."
+            }
             if case .unsafeGlobal = reason {
                 return "\(path): \(entry): \(reason). Nothing was executed. Do not torch.load this file without weights_only=True; WeightMark reads only plain state dicts."
             }

@@ -125,3 +125,26 @@ struct ONNXTests {
         #expect(g.status == 2 && g.stderr.contains("garbage.onnx"), "\(g.stderr)")
     }
 }
+
+@Suite("PyTorch quantized state dicts", .enabled(if: Fixtures.oraclesAvailable, "Python oracle venv not installed"))
+struct PyTorchQuantizedTests {
+    @Test("a quantize_dynamic state dict is named as such in one line that says how to get it read, never executed")
+    func dynamicInt8() throws {
+        let python = try #require(Fixtures.python)
+        let dir = Fixtures.temporaryDirectory("pt-dyn")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        _ = try Fixtures.run(python, ["-W", "ignore", "-c", """
+            import sys, torch
+            torch.manual_seed(0)
+            m = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.ReLU(), torch.nn.Linear(512, 256))
+            q = torch.ao.quantization.quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)
+            torch.save(q.state_dict(), sys.argv[1])
+            """, dir + "/dyn.pt"])
+        _ = try Fixtures.weightmark(["keygen", "--out", dir + "/k.key", "--quiet"])
+        for command in [["inspect", dir + "/dyn.pt"], ["detect", dir + "/dyn.pt", "--key", dir + "/k.key"]] {
+            let r = try Fixtures.weightmark(command)
+            #expect(r.status == 2 && r.stderr.contains("a PyTorch quantized state dict") && r.stderr.contains("ONNX"), "\(r.stderr)")
+            #expect(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count == 1, "\(r.stderr)")
+        }
+    }
+}
