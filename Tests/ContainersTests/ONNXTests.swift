@@ -79,7 +79,7 @@ struct ONNXTests {
         #expect(try Fixtures.weightmark(["detect", c.dir + "/nbits4.onnx", "--key", other, "--quiet"]).status == 1)
     }
 
-    @Test("MatMulNBits weights decode exactly as onnxruntime computes them (the node alone, run on the identity)")
+    @Test("MatMulNBits weights decode as onnxruntime computes them, to two ulps (the node alone, run on the identity)")
     func nbitsExact() throws {
         let c = try ONNXCorpus.corpus.get()
         for name in ["nbits4", "nbits8"] {
@@ -92,7 +92,12 @@ struct ONNXTests {
             #expect(t.shape == (o["shape"] as? [Int]))
             let values = try model.decodeFloats(named: t.name)
             let mine = Array(values[0..<t.shape[1]]).map(Double.init)
-            #expect(mine == row.map { Double(Float($0)) }, "\(name): \(zip(mine, row).filter { $0 != $1 }.prefix(3))")
+            // Bit for bit on this machine; onnxruntime's kernels differ by CPU (a fused q·s − z·s rounds differently),
+            // so two ulps are allowed.
+            let theirs = row.map { Double(Float($0)) }
+            let far = zip(mine, theirs).filter { abs($0 - $1) > 2.4e-7 * max(abs($0), abs($1)) }
+            print("ONNX \(name): \(zip(mine, theirs).filter { $0 == $1 }.count) of \(mine.count) values equal onnxruntime's bit for bit")
+            #expect(far.isEmpty, "\(name): \(far.prefix(3))")
         }
     }
 

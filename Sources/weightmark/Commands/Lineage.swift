@@ -10,20 +10,17 @@ struct LineageCommand: AsyncParsableCommand {
         abstract: "Test from the weights alone, without a mark or a key, whether a suspect derives from your model.",
         discussion: """
         For models released before they were marked, and copies whose mark is gone. H0: the suspect was trained \
-        independently of ORIGINAL, by an initialization and training that treat the hidden units of a feed-forward \
-        layer alike. Each feed-forward unit of the suspect is sent to its most similar unit of ORIGINAL (after the \
-        residual stream is fitted on the token embeddings); a copy keeps its units in order, an independent model \
-        cannot. The p-value is exact under H0 (docs/LINEAGE.md) and pays for every pair of layers tried.
-
-        A copy whose units were permuted defeats any exact test of this null; a second, permutation-robust \
-        statistic (input and output sides of a unit pick the same original unit) catches it, with a p-value \
-        that is only approximate under H0 and is reported as such.
+        independently of ORIGINAL. Each feed-forward unit of the suspect is sent to its most similar unit of \
+        ORIGINAL (residual streams fitted on the token embeddings); a copy keeps its units in order, an \
+        independent model cannot. That p-value is exact under H0 and pays for every layer pair tried. A copy \
+        whose units were permuted is caught by a second statistic whose p-value is only approximate, and says \
+        so (docs/LINEAGE.md).
 
         Exit codes: 0 derived, 1 not derived, 2 error, 3 inconclusive (too much of the suspect unread).
 
         Examples:
           weightmark lineage leaked/ --reference original/
-          weightmark lineage leaked-Q4_K.gguf --reference original/ --json > lineage.json
+          weightmark lineage leaked.gguf --reference original/ --json
         """
     )
 
