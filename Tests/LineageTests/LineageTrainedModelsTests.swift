@@ -63,6 +63,21 @@ struct LineageTrainedModelsTests {
         }
     }
 
+    @Test("the CLI: exit 0 derived, 1 not derived, 2 for a layout it does not read; --json carries the verdict")
+    func commandLine() throws {
+        let derived = try Fixtures.weightmark(["lineage", try TrainedModels.path("ft-small"), "--reference", try TrainedModels.path("seed0"), "--json", "--quiet"])
+        #expect(derived.status == 0, "\(derived.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(derived.stdout.utf8)) as? [String: Any])
+        #expect(object["verdict"] as? String == "derived" && object["basis"] as? String == "exact")
+        let independent = try Fixtures.weightmark(["lineage", try TrainedModels.path("seed1"), "--reference", try TrainedModels.path("seed0"), "--quiet"])
+        #expect(independent.status == 1 && independent.stdout.hasPrefix("NOT DERIVED"), "\(independent.stdout)")
+        let dir = Fixtures.temporaryDirectory("lineage-cli")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Fixtures.writeSmallModel(to: dir + "/small.safetensors")
+        let refused = try Fixtures.weightmark(["lineage", dir + "/small.safetensors", "--reference", try TrainedModels.path("seed0")])
+        #expect(refused.status == 2 && refused.stderr.contains("no BERT or Llama layer names"), "\(refused.stderr)")
+    }
+
     @Test("a model cut to layers 0, 1 and 3 is localized layer by layer")
     func layersDropped() throws {
         let r = try TrainedModels.run("layers-dropped")
