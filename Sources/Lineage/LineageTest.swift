@@ -110,10 +110,10 @@ public enum LineageTest {
                            config: ModelConfig? = nil, progress: (String) -> Void = { _ in }) throws -> LineageReport {
         let start = Date()
         let faultsBefore = MappedFile.faultCount
-        guard let rl = TransformerLayout.recognize(names: reference.sourceTensors.map(\.name), config: config) else {
+        guard let rl = TransformerLayout.recognize(names: reference.sourceTensors.map(\.name), config: config), !rl.layers.isEmpty else {
             throw LineageError.layoutNotRecognized(path: reference.path)
         }
-        guard let sl = TransformerLayout.recognize(names: suspect.sourceTensors.map(\.name), config: config) else {
+        guard let sl = TransformerLayout.recognize(names: suspect.sourceTensors.map(\.name), config: config), !sl.layers.isEmpty else {
             throw LineageError.layoutNotRecognized(path: suspect.path)
         }
         var notes: [String] = []
@@ -150,7 +150,7 @@ public enum LineageTest {
             progress("suspect layer \(layer.index)")
             let s: UnitFeatures
             do {
-                let n = try width(of: suspect, layer)
+                let n = try upShape(of: suspect, layer).units
                 s = try features(of: suspect, layer, residual: fit, sketch: sketch, sample: evenlySpread(count: n, take: options.unitSample), swiglu: swiglu)
             } catch {
                 unread.append("layer \(layer.index): \(error)")
@@ -216,11 +216,12 @@ public enum LineageTest {
         var output: (Matrix, signFree: Bool)
     }
 
-    static func width(of source: any TensorSource, _ layer: TransformerLayout.Layer) throws -> Int {
+    /// The layer's up projection as (hidden units, residual width).
+    static func upShape(of source: any TensorSource, _ layer: TransformerLayout.Layer) throws -> (units: Int, residual: Int) {
         guard let shape = source.sourceTensor(named: layer.up)?.shape, shape.count == 2 else {
             throw TensorIOError.tensorNotFound(name: layer.up, path: source.path)
         }
-        return shape[0]
+        return (shape[0], shape[1])
     }
 
     static func features(of source: any TensorSource, _ layer: TransformerLayout.Layer, residual: Matrix?, sketch: Matrix?,
@@ -303,8 +304,8 @@ public enum LineageTest {
     /// hidden units never changes. Identity when there is no embedding on both sides and the widths agree.
     static func residualMap(suspect: any TensorSource, _ sl: TransformerLayout, reference: any TensorSource, _ rl: TransformerLayout,
                             _ options: LineageOptions, _ notes: inout [String]) throws -> (Matrix, String) {
-        let ds = try width(of: suspect, sl.layers.first ?? sl.layers[0], column: true)
-        let dr = try width(of: reference, rl.layers.first ?? rl.layers[0], column: true)
+        let ds = try upShape(of: suspect, sl.layers[0]).residual
+        let dr = try upShape(of: reference, rl.layers[0]).residual
         if let es = sl.embedding, let er = rl.embedding,
            let ss = suspect.sourceTensor(named: es)?.shape, let rs = reference.sourceTensor(named: er)?.shape,
            ss.count == 2, rs.count == 2, ss[1] == ds, rs[1] == dr {
@@ -327,13 +328,6 @@ public enum LineageTest {
         }
         guard ds == dr else { throw LineageError.residualWidth(suspect: ds, reference: dr) }
         return (Matrix.identity(ds), "none (compared as stored)")
-    }
-
-    static func width(of source: any TensorSource, _ layer: TransformerLayout.Layer, column: Bool) throws -> Int {
-        guard let shape = source.sourceTensor(named: layer.up)?.shape, shape.count == 2 else {
-            throw TensorIOError.tensorNotFound(name: layer.up, path: source.path)
-        }
-        return shape[1]
     }
 
     /// A fixed Gaussian sketch (width × columns, scaled by 1/√columns), nil when the width is small enough already.

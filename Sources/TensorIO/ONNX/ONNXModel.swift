@@ -13,6 +13,7 @@ public final class ONNXModel: TensorSource, @unchecked Sendable {
     // Immutable after init; external files are mapped under `lock`.
     public let path: String
     public let sourceTensors: [SourceTensor]
+    private let tensorIndex: [String: Int]
     let mapping: MappedFile
     let initializers: [String: Initializer]
     private let logical: [String: Logical]
@@ -104,6 +105,7 @@ public final class ONNXModel: TensorSource, @unchecked Sendable {
         }
         for (name, shape, storage) in unreadable { list.append(SourceTensor(name: name, shape: shape, storage: storage, isFloating: false)) }
         sourceTensors = list
+        tensorIndex = Dictionary(list.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
         // External data files are checked now, so a missing or short one is an error at open.
         for i in parsed.initializers {
             if case let .external(file, offset, length) = i.data {
@@ -124,7 +126,7 @@ public final class ONNXModel: TensorSource, @unchecked Sendable {
         Set(initializers.values.compactMap { if case let .external(file, _, _) = $0.data { return file } else { return nil } }).sorted()
     }
 
-    public func sourceTensor(named name: String) -> SourceTensor? { sourceTensors.first { $0.name == name } }
+    public func sourceTensor(named name: String) -> SourceTensor? { tensorIndex[name].map { sourceTensors[$0] } }
 
     public func releaseTensor(named name: String) {}
 

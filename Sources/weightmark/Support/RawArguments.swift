@@ -35,7 +35,7 @@ enum RawArguments {
             folder = String(cString: made)
             _ = weightmark_register_temporary(folder!)
             atexit {
-                guard let f = RawArguments.folderForCleanup else { return }
+                guard let f = RawArguments.folder else { return }
                 if let names = try? FileManager.default.contentsOfDirectory(atPath: f) { for n in names { unlink(f + "/" + n) } }
                 rmdir(f)
             }
@@ -50,6 +50,4 @@ enum RawArguments {
         _ = weightmark_register_temporary(path)
         return path
     }
-
-    static var folderForCleanup: String? { folder }
 }
