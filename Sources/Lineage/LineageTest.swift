@@ -193,7 +193,8 @@ public enum LineageTest {
                 localization.append(.init(suspectLayer: a, referenceLayer: nil, log10P: min(0, min(pe, pr)), basis: "none"))
             }
         }
-        try MappedFile.checkNoFaults(since: faultsBefore)
+        try MappedFile.checkNoFaults(since: faultsBefore, in: suspect.path)
+        try MappedFile.checkNoFaults(since: faultsBefore, in: reference.path)
         var verdict = "not derived", basis: String?
         if exact <= logAlpha { verdict = "derived"; basis = "exact" } else if robust <= logAlpha { verdict = "derived"; basis = "approximate" }
         if verdict == "not derived", Double(unread.count) > 0.1 * Double(ls) {

@@ -22,6 +22,8 @@ public final class MappedFile: @unchecked Sendable {
     private let guardSlot: Int32
     /// Paths of live mappings by guard slot, to name the files a SIGBUS was absorbed in.
     private static let live = Locked<[Int32: String]>([:])
+    /// Files a SIGBUS was absorbed in whose mapping is gone (recorded when it is unmapped).
+    private static let faultedHistory = Locked<[String]>([])
 
     public init(path: String) throws(TensorIOError) {
         self.path = path
@@ -67,15 +69,34 @@ public final class MappedFile: @unchecked Sendable {
     /// SIGBUS faults absorbed in this process so far; compare before and after a piece of work.
     public static var faultCount: Int { weightmark_mapping_fault_total() }
 
-    /// Files (still mapped) in which a SIGBUS was absorbed.
+    /// Files in which a SIGBUS was absorbed in this process, mapped or since unmapped.
     public static var faultedPaths: [String] {
-        live.withLock { $0.filter { weightmark_mapping_faulted($0.key) != 0 }.map(\.value).sorted() }
+        let mapped = live.withLock { $0.filter { weightmark_mapping_faulted($0.key) != 0 }.map(\.value) }
+        return Array(Set(mapped + faultedHistory.withLock { $0 })).sorted()
     }
 
-    /// Throws `fileChanged` for the first file that shrank under its mapping since `faultCount` was `before`.
-    public static func checkNoFaults(since before: Int) throws(TensorIOError) {
+    /// Throws `fileChanged` for the first file of `source` (a model file or folder, see `belongs(_:to:)`) that shrank
+    /// under its mapping since `faultCount` was `before`. Faults in other files (another model read by the same
+    /// process at the same time: scan's workers, a library host) are not this source's business.
+    public static func checkNoFaults(since before: Int, in source: String) throws(TensorIOError) {
         guard faultCount != before else { return }
-        throw .fileChanged(path: faultedPaths.first ?? "a mapped model file")
+        if let path = faultedPaths.first(where: { belongs($0, to: source) }) { throw .fileChanged(path: path) }
+    }
+
+    /// Whether the mapped file `path` is part of the model at `source`: the file itself, a file under the folder, or
+    /// a sibling of the file (a GGUF split or a sharded checkpoint is named by one of its files). Errs towards yes.
+    static func belongs(_ path: String, to source: String) -> Bool {
+        func trimmed(_ p: String) -> String {
+            var p = p
+            while p.count > 1, p.hasSuffix("/") { p.removeLast() }
+            return p
+        }
+        let path = trimmed(path), source = trimmed(source)
+        if path == source || path.hasPrefix(source == "/" ? "/" : source + "/") { return true }
+        var isFolder: ObjCBool = false
+        if FileManager.default.fileExists(atPath: source, isDirectory: &isFolder), isFolder.boolValue { return false }
+        let parent = (source as NSString).deletingLastPathComponent
+        return (path as NSString).deletingLastPathComponent == parent
     }
 
     /// A read-only copy of `bytes` on the heap, named `path` in error messages.
@@ -101,6 +122,7 @@ public final class MappedFile: @unchecked Sendable {
         guard let base else { return }
         if isHeapCopy { base.deallocate(); return }
         if guardSlot >= 0 {
+            if weightmark_mapping_faulted(guardSlot) != 0 { Self.faultedHistory.withLock { $0.append(path) } }
             weightmark_unregister_mapping(guardSlot)
             Self.live.withLock { $0[guardSlot] = nil }
         }

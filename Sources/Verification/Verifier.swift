@@ -65,7 +65,8 @@ public enum Verifier {
         let faultsBefore = MappedFile.faultCount
         let (scored, alignment) = try aligned(suspect: suspect, reference: reference, options: options)
         var verdict = try score(scored, reference: reference, alignment: alignment, keys: keys, options: options, progress: progress)
-        try MappedFile.checkNoFaults(since: faultsBefore)
+        try MappedFile.checkNoFaults(since: faultsBefore, in: suspect.path)
+        if let reference { try MappedFile.checkNoFaults(since: faultsBefore, in: reference.path) }
         verdict.report.suspectFingerprint = SuspectFingerprint.of(path: suspect.path)
         // What was read is judged on the suspect as given (an aligned view only holds what alignment could use).
         verdict.report.applyCoverage(ReadCoverage.of(suspect, selection: options.detect.selection))

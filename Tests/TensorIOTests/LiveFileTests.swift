@@ -23,7 +23,12 @@ struct LiveFileTests {
         #expect(MappedFile.faultCount > before)
         #expect(MappedFile.faultedPaths.contains(path))
         #expect(throws: TensorIOError.self) { try file.checkUnchanged() }
-        #expect(throws: TensorIOError.self) { try MappedFile.checkNoFaults(since: before) }
+        #expect(throws: TensorIOError.self) { try MappedFile.checkNoFaults(since: before, in: path) }
+        #expect(throws: TensorIOError.self) { try MappedFile.checkNoFaults(since: before, in: dir) }
+        // Another model read by the same process at the same time is not affected by this file's fault.
+        let other = Fixtures.temporaryDirectory("live-other")
+        try MappedFile.checkNoFaults(since: before, in: other)
+        try MappedFile.checkNoFaults(since: before, in: other + "/model.safetensors")
     }
 
     @Test("a safetensors model truncated after it was opened: reading its tensors is an error naming the file, not a crash")
@@ -36,7 +41,7 @@ struct LiveFileTests {
         let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int
         #expect(truncate(path, off_t(size / 3)) == 0)
         for t in model.tensors { _ = try? model.floats(of: t) }
-        let error = #expect(throws: TensorIOError.self) { try MappedFile.checkNoFaults(since: before) }
+        let error = #expect(throws: TensorIOError.self) { try MappedFile.checkNoFaults(since: before, in: path) }
         let message = error.map { "\($0)" } ?? ""
         #expect(message.contains(path), "\(message)")
     }
