@@ -49,7 +49,7 @@ demo: release model
 
 test: system venv model
 	WEIGHTMARK_REQUIRE_ORACLES=1 WEIGHTMARK_PYTHON=$(abspath $(PY)) WEIGHTMARK_MINILM=$(abspath $(MODEL)) \
-		$(SWIFT) test
+		$(SWIFT) test -c release
 
 # The robustness sweep on MiniLM behind the README's table (about 4 minutes on 2 cores), the function-preserving
 # edits on a synthetic SwiGLU/RMSNorm Llama (rotation, rescaling; about 1 minute), and real fine-tuning of the marked

@@ -1,10 +1,9 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// The numeric targets are optimized in debug builds too: `swift test` otherwise runs the embed/detect
-// paths (keyed generator, codecs, per-element loops) ~40× slower than release, which would make the real-model
-// tests take minutes. Preconditions stay on (-O, not -Ounchecked).
-let optimizedInDebug: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
+// No unsafe flags anywhere: another package can depend on these libraries by version. `make test` runs the suite
+// optimized (`swift test -c release`, testable imports on): a debug build runs the embed/detect paths (keyed
+// generator, codecs, per-element loops) ~40× slower, which would make the real-model tests take an hour.
 
 // Linux only: the I/O layer calls Glibc directly (O_DIRECT writes, posix_fadvise, sync_file_range) and links
 // Debian's BLAS/LAPACK. No Apple platform is declared, because none is built or tested.
@@ -18,6 +17,10 @@ let package = Package(
         .library(name: "Watermarking", targets: ["Watermarking"]),
         .library(name: "Attacks", targets: ["Attacks"]),
         .library(name: "Robustness", targets: ["Robustness"]),
+        .library(name: "Alignment", targets: ["Alignment"]),
+        .library(name: "Evidence", targets: ["Evidence"]),
+        .library(name: "Verification", targets: ["Verification"]),
+        .library(name: "Lineage", targets: ["Lineage"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -37,34 +40,33 @@ let package = Package(
         // zlib inflates deflated .npz members (Foundation on Linux has no zlib API). Debian: zlib1g-dev.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
-        .target(name: "TensorIO", dependencies: ["CTensorIOKernels", "CZlib"], swiftSettings: optimizedInDebug),
+        .target(name: "TensorIO", dependencies: ["CTensorIOKernels", "CZlib"]),
         // Writing other formats: the GGUF writer, ggml's quantizers and llama.cpp's conversion policy. Reading needs none
         // of it (TensorIO keeps the readers and the dequantizers).
-        .target(name: "Conversion", dependencies: ["TensorIO"], swiftSettings: optimizedInDebug),
-        .target(name: "LinearAlgebra", dependencies: ["CBLAS", "CLAPACKE"], swiftSettings: optimizedInDebug),
+        .target(name: "Conversion", dependencies: ["TensorIO"]),
+        .target(name: "LinearAlgebra", dependencies: ["CBLAS", "CLAPACKE"]),
         // Hot loops in C (keystream, Gaussian carriers, rank-32 projection, stochastic rounding), compiled for
         // AVX-512, AVX2 and baseline and dispatched at run time: Swift's generic SIMD does not reach these units.
         // Format-side C: Linux I/O calls and bf16 numerics (no key anywhere), so TensorIO builds without watermark code.
-        .target(name: "CTensorIOKernels", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
-        .target(name: "CKernels", dependencies: ["CTensorIOKernels"], cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
+        .target(name: "CTensorIOKernels"),
+        .target(name: "CKernels", dependencies: ["CTensorIOKernels"]),
         .target(name: "Watermarking", dependencies: [
             "TensorIO", "LinearAlgebra", "CKernels", "CTensorIOKernels",
             .product(name: "Crypto", package: "swift-crypto"),
-        ], swiftSettings: optimizedInDebug),
-        .target(name: "Attacks", dependencies: ["TensorIO", "Conversion", "LinearAlgebra"], swiftSettings: optimizedInDebug),
-        .target(name: "Synthesis", dependencies: ["TensorIO"], swiftSettings: optimizedInDebug),
+        ]),
+        .target(name: "Attacks", dependencies: ["TensorIO", "Conversion", "LinearAlgebra"]),
+        .target(name: "Synthesis", dependencies: ["TensorIO"]),
         // `weightmark scan`: walking trees, grouping files into models, triage and sharded JSON-lines output.
         .target(name: "Scanning", dependencies: [
             "TensorIO", "CTensorIOKernels", "Watermarking", .product(name: "Crypto", package: "swift-crypto"),
-        ], swiftSettings: optimizedInDebug),
+        ]),
         // Key-free alignment of a suspect to the reference (permutations, rescalings, rotations), and the BERT forward
         // pass that measures how much of a model's function an attack kept; neither ever sees a key.
-        .target(name: "Alignment", dependencies: ["TensorIO", "LinearAlgebra"], swiftSettings: optimizedInDebug),
-        .target(name: "Inference", dependencies: ["TensorIO", "LinearAlgebra"], swiftSettings: optimizedInDebug),
+        .target(name: "Alignment", dependencies: ["TensorIO", "LinearAlgebra"]),
+        .target(name: "Inference", dependencies: ["TensorIO", "LinearAlgebra"]),
         // The passive lineage test (no mark, no key): does a suspect's feed-forward structure come from the reference's?
-        .target(name: "Lineage", dependencies: ["TensorIO", "LinearAlgebra", "Alignment"], swiftSettings: optimizedInDebug),
-        .target(name: "Robustness", dependencies: ["TensorIO", "LinearAlgebra", "Watermarking", "Attacks", "Alignment", "Inference", "Verification", "Evidence"],
-                swiftSettings: optimizedInDebug),
+        .target(name: "Lineage", dependencies: ["TensorIO", "LinearAlgebra", "Alignment"]),
+        .target(name: "Robustness", dependencies: ["TensorIO", "LinearAlgebra", "Watermarking", "Attacks", "Alignment", "Inference", "Verification", "Evidence"]),
         // Release commitments, RFC 3161 timestamps and evidence bundles (DER/CMS parsed with swift-asn1, certificates
         // and signatures checked with swift-certificates).
         .target(name: "Evidence", dependencies: [
@@ -75,9 +77,10 @@ let package = Package(
         ]),
         // The one verification path (keys → read → align → pair → score → bound) that detect, evidence, trace, scan and
         // bench call; key resolution and the owner's key store live in Evidence, next to release keys and openings.
-        .target(name: "Verification", dependencies: ["TensorIO", "Watermarking", "Alignment", "Evidence"], swiftSettings: optimizedInDebug),
+        .target(name: "Verification", dependencies: ["TensorIO", "Watermarking", "Alignment", "Evidence"]),
         .executableTarget(name: "weightmark", dependencies: [
-            "TensorIO", "Conversion", "LinearAlgebra", "Watermarking", "Attacks", "Robustness", "Synthesis", "Scanning", "Evidence", "Alignment", "Inference", "Verification", "Lineage",
+            "TensorIO", "CTensorIOKernels", "Conversion", "LinearAlgebra", "Watermarking", "Attacks", "Robustness", "Synthesis", "Scanning", "Evidence", "Alignment", "Inference", "Verification", "Lineage",
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "WeightMarkTestSupport", dependencies: ["TensorIO"]),
@@ -86,6 +89,8 @@ let package = Package(
             "TensorIO", "WeightMarkTestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "LinearAlgebraTests", dependencies: ["LinearAlgebra"]),
+        // The package as a whole: another package builds against it by version; the architecture doc matches it.
+        .testTarget(name: "PackageTests", dependencies: ["Watermarking", "WeightMarkTestSupport"]),
         .testTarget(name: "VerificationTests", dependencies: ["Verification", "Evidence", "Watermarking", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),
         .testTarget(name: "AlignmentTests", dependencies: ["Alignment", "Inference", "Robustness", "Attacks", "Watermarking", "Synthesis", "TensorIO", "LinearAlgebra", "WeightMarkTestSupport"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference", "Robustness", "Alignment", "Watermarking", "Synthesis", "TensorIO", "LinearAlgebra", "weightmark", "WeightMarkTestSupport"]),

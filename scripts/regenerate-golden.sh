@@ -6,7 +6,7 @@
 # review `git diff Tests/WatermarkingTests/Golden`, then run the tests again normally.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-WEIGHTMARK_WRITE_GOLDEN=1 swift test --filter 'GoldenVectorTests|GoldenHouseholderTests|GoldenV2Tests'
+WEIGHTMARK_WRITE_GOLDEN=1 swift test -c release --filter 'GoldenVectorTests|GoldenHouseholderTests|GoldenV2Tests'
 echo
 git --no-pager diff --stat -- Tests/WatermarkingTests/Golden
 echo "Golden vectors rewritten (the run above fails by design). Review the diff before committing."

@@ -9,23 +9,17 @@ struct WeightMarkCommand: AsyncParsableCommand {
     static var configuration: CommandConfiguration {
         CommandConfiguration(
             commandName: "weightmark",
-            abstract: "Watermark neural-network weights, verify suspected leaks, and measure robustness.",
+            abstract: "Watermark model weights, verify leaks, trace and sweep for them.",
             discussion: """
             Typical use:
               weightmark keygen --out owner.key
               weightmark embed model/ --key owner.key --out model-marked/
-              weightmark detect suspect.safetensors --key owner.key [--reference model/]
-              weightmark embed model/ --key owner.key --recipients ids.txt --out copies/
-              weightmark trace leak.gguf --key owner.key --reference model/ \\
-                --recipients ids.txt
+              weightmark detect suspect.gguf --key owner.key [--reference model/]
               weightmark scan /mnt/mirror --key owner.key > scan.jsonl
 
-            The owner key is the one thing to keep: embed records every release in its key store (owner.key.store/), \
-            and every command that asks "is this ours, whose is it" tries the owner key, every recorded release and \
-            the default release ids r1…r16, paying for each in the bound.
-
-            \(ExitStatus.table) Commands that only write (keygen, embed, convert, …) exit 0 on success and 2 on error.
-
+            Keep the owner key: embed records every release in owner.key.store/, and every command that asks \
+            "is this ours" tries them all, paying for each in the bound. Exit codes: 0 found, 1 nothing \
+            found, 2 error, 3 inconclusive. docs/CLI.md.
             """,
             version: "weightmark \(WatermarkFormat.toolVersion) (watermark format v\(WatermarkFormat.version))\nBLAS: \(BLASInfo.current)",
             subcommands: [Keygen.self, Embed.self, Detect.self, Align.self, LineageCommand.self, Trace.self, Scan.self, Timestamp.self, EvidenceCommand.self, Combine.self, Inspect.self, Convert.self, Attack.self, Bench.self, Synth.self, Demo.self]

@@ -6,7 +6,7 @@ import WeightMarkTestSupport
 /// `Help/` (as swift-argument-parser's own tests pin help output). A changed option, value list, default or
 /// wording shows up as a diff to review; a new subcommand needs its snapshot.
 ///
-/// To accept intended changes: `WEIGHTMARK_WRITE_HELP_SNAPSHOTS=1 swift test --filter HelpSnapshotTests` rewrites the
+/// To accept intended changes: `WEIGHTMARK_WRITE_HELP_SNAPSHOTS=1 swift test -c release --filter HelpSnapshotTests` rewrites the
 /// snapshots (and fails, so a rewrite is never mistaken for a pass), then review `git diff Tests/WeightMarkCLITests/Help`.
 @Suite("--help snapshots")
 struct HelpSnapshotTests {
@@ -63,6 +63,37 @@ struct HelpSnapshotTests {
     func subcommandHelp() throws {
         for name in try Self.subcommands() {
             try check([name, "--help"], snapshot: name)
+        }
+    }
+
+    @Test("every help page fits a terminal (≤ 40 lines) and has its section in docs/CLI.md, which names every hidden option")
+    func fitsATerminal() throws {
+        let doc = try String(contentsOfFile: Fixtures.packageRoot + "/docs/CLI.md", encoding: .utf8)
+        let root = try Fixtures.weightmark(["--help"]).stdout
+        #expect(Self.lineCount(root) <= 40, "root help has \(Self.lineCount(root)) lines")
+        for name in try Self.subcommands() {
+            let help = try Fixtures.weightmark([name, "--help"]).stdout
+            let lines = Self.lineCount(help)
+            #expect(lines <= 40, "`weightmark \(name) --help` has \(lines) lines")
+            #expect(doc.contains("\n## \(name)\n"), "docs/CLI.md has no section for \(name)")
+            // Options only --help-hidden shows must be explained in the reference.
+            let all = try Fixtures.weightmark([name, "--help-hidden"]).stdout
+            let visible = Set(Self.optionNames(help)), hidden = Self.optionNames(all).filter { !visible.contains($0) }
+            for option in hidden {
+                #expect(doc.contains("`\(option)"), "docs/CLI.md does not mention \(name)'s hidden option \(option)")
+            }
+        }
+    }
+
+    /// Lines as a terminal shows them (`wc -l`).
+    static func lineCount(_ text: String) -> Int { text.filter { $0 == "\n" }.count + (text.hasSuffix("\n") || text.isEmpty ? 0 : 1) }
+
+    /// Long option names listed at the start of the OPTIONS entries of a help page.
+    static func optionNames(_ help: String) -> [String] {
+        help.split(separator: "\n").compactMap { line -> String? in
+            let t = line.drop { $0 == " " }
+            guard line.hasPrefix("  "), t.hasPrefix("--") else { return nil }
+            return t.split(separator: " ").first.map { String($0) }
         }
     }
 

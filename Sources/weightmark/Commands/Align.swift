@@ -6,28 +6,19 @@ import Verification
 
 struct Align: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Undo function-preserving edits of a suspect against your original, and write the aligned model.",
+        abstract: "Undo function-preserving edits against your original.",
         discussion: """
-        A leaker can change a model's weights without changing what it computes: permute the FFN hidden units, \
-        permute attention heads (within key/value groups under grouped-query attention), rescale SwiGLU up-path \
-        units (sign included) or ReLU units, drop or duplicate units, rotate the residual stream of an RMSNorm \
-        model (Llama) after fusing the norm weights into the next matrices. `align` finds each of these from the \
-        suspect and the original alone — never the key — and undoes it: Jonker–Volgenant assignment on unit and head \
-        similarities, orthogonal Procrustes on the token embedding, per-unit scale fits.
-
-        `detect --reference` runs the same alignment before informed detection (skipped at the cost of one pass \
-        when the suspect is already aligned; --no-align turns it off). Because alignment never sees the key, \
-        detection's false-positive bound holds unchanged.
-
-        Recognizes BERT and Llama tensor names; heads and activation come from the config.json next to the \
-        reference (--heads/--kv-heads override it). The report lists, per layer, what was permuted, rescaled, \
-        dropped or merged, the fit residual ‖S − R‖/‖R‖ before and after, and ambiguous units.
+        Finds, from the suspect and the original alone (never the key), the edits that keep a model's \
+        function: permuted FFN units and attention heads, rescaled or dropped units, a rotated residual \
+        stream; undoes them and writes the aligned model. `detect --reference` runs the same step, so its \
+        bound is unchanged. BERT and Llama names; heads from config.json next to the reference. \
+        Details: docs/CLI.md#align.
 
         Exit codes: 0 written, 2 error.
 
         Examples:
           weightmark align leaked/ --reference original/ --out leaked-aligned/
-          weightmark align leaked.safetensors --reference original/ --out aligned.safetensors --json
+          weightmark align leak.safetensors --reference original/ --out a.safetensors --json
         """
     )
 

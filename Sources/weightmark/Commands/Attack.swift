@@ -8,7 +8,7 @@ import Watermarking
 
 struct Attack: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Apply an attack (or a chain) to a model, as a leaker would.",
+        abstract: "Apply an attack (or a chain) as a leaker would.",
         discussion: """
         Writes the attacked model to --out in the input's layout (safetensors; a PyTorch, Meta, NumPy or GGUF input \
         is read through a temporary safetensors copy and written as one safetensors file). Attacks are deterministic (random ones take \

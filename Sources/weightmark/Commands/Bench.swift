@@ -10,35 +10,23 @@ import Watermarking
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure how far the watermark survives attacks on your model.",
+        abstract: "Measure how well the mark survives attacks.",
         discussion: """
-        Marks MODEL with --key (default strength), then for every attack family and strength of the grid \
-        applies the attack to the marked model and detects blind and informed. Reports Z, the rigorous \
-        p-value bound, the verdict at --alpha and the damage ‖W′−W‖/‖W‖ over the marked tensors.
-
-        Writes to --out: results.md, results.json, results.csv and plots.svg (Z against strength per family, \
-        threshold drawn). Points run two at a time. Families (default grid): \(SweepFamily.defaults.map(\.name).joined(separator: ", ")), and \
-        function-preserving (head permutation; for Llama models also FFN unit rescaling and residual rotation; \
-        heads from config.json next to MODEL). Informed detection aligns the suspect first, as `detect --reference` \
-        does. For BERT and Llama models every point also reports the function kept, by a forward pass in Swift \
-        against the marked model: min and mean cosine of 12 probe sentences' embeddings (BERT), or of the \
-        last-position logits of 8 fixed token sequences plus the share of unchanged top-1 next tokens (Llama, \
-        config.json next to MODEL); plotted against Z in function.svg. \
-        --families narrows it (comma-separated names or prefixes); --quick runs one point per family.
-
-        --collusion measures traitor tracing instead: personal copies of 1,000 registered recipients \
-        (`embed --recipients`), combined by c ∈ {2, 4, 8} colluders (average, tensor-wise interleave, majority \
-        and minority vote, difference-erase), alone and followed by int4; each row gives the owner mark's blind \
-        Z, the colluders accused by `trace`'s code, and the best innocent's family-wise bound over 11,000 \
-        innocent ids. Writes collusion.md and collusion.json.
+        Marks MODEL, then applies every attack family of the grid (casts, quantizers, pruning, noise, \
+        low-rank, LoRA, merges, permutations, rotations, re-packaging…) at several strengths, and reports \
+        blind and informed Z, the bound and the verdict at --alpha, the damage ‖W′−W‖/‖W‖ and, for BERT \
+        and Llama models, the function kept (a forward pass in Swift). Writes results.md/.json/.csv and \
+        plots to --out. --collusion measures traitor tracing instead. Details: docs/CLI.md#bench.
 
         Examples:
-          weightmark bench model/ --key owner.key --out bench/
+          weightmark bench model/ --key owner.key --out bench/ --quick
           weightmark bench model/ --key owner.key --out bench/ --collusion
+
+        \(ExitStatus.simpleTable)
         """
     )
 
-    @Argument(help: "Unmarked model to mark and attack (any format `inspect` reads; others than safetensors go through a temporary safetensors copy).", completion: .file())
+    @Argument(help: "Unmarked model to mark and attack (any format read).", completion: .file())
     var model: String
 
     @Option(name: .long, help: ArgumentHelp("Key file.", valueName: "path"), completion: .file())
@@ -62,7 +50,7 @@ struct Bench: AsyncParsableCommand {
     @Flag(name: .long, help: "Replace files in --out.")
     var force = false
 
-    @Flag(name: .long, help: "Traitor tracing against collusions of personal copies (see above).")
+    @Flag(name: .long, help: "Traitor tracing against collusions of personal copies.")
     var collusion = false
 
     @Option(name: .long, help: ArgumentHelp("With --collusion: part f of δ given to the fingerprint, as `embed --fingerprint-share`.", valueName: "f"))

@@ -6,45 +6,29 @@ import Watermarking
 
 struct Combine: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Merge detection reports of disjoint tensor sets, or the shards of a `scan`, into one verdict.",
+        abstract: "Merge reports of tensor parts, or scan shards, into one verdict.",
         discussion: """
-        Reports carry each tensor's correlation, norm and weight, so checking a huge model shard by shard \
-        (e.g. `detect shard1.safetensors --report r1.json`) and combining gives exactly the verdict of one \
-        run over all tensors. Split a model with `detect MODEL --part i/N` (i = 0…N−1): every report then lists \
-        the whole model's selected tensors, and combine refuses a set of reports that does not cover all of them \
-        (a subset could have been picked for its high scores) unless --allow-partial, which the verdict states. \
-        Each tensor's weight is recomputed from its shape. Reports must share key, format version, mode, rank \
-        and selection.
+        Detection reports (`detect --part i/N --report`) carry each tensor's correlation, norm and weight: \
+        combined, they give exactly the verdict of one run over all tensors; a set that does not cover every \
+        selected tensor is refused unless --allow-partial (the verdict says so). Scan shards (`scan --shard \
+        i/N`) are recognized by content; every trailer is checked and a missing, truncated or duplicated \
+        shard is named; the family-wise threshold is applied over the whole sweep. Details: docs/CLI.md#combine.
 
-        Exit codes: 0 detected, 1 not detected, 2 error.
-
-        Example:
-          weightmark detect model/ --key owner.key --part 0/2 --report r0.json
-          weightmark detect model/ --key owner.key --part 1/2 --report r1.json
+        Examples:
           weightmark combine r0.json r1.json
-
-        Scan shards (the JSON lines of `weightmark scan --shard i/N`) are recognized from their content. Every \
-        shard's trailer is checked (record count and SHA-256 of its lines); a truncated, missing or duplicated \
-        shard, or shards run with different keys or thresholds, make combine refuse (exit 3) and say which \
-        shard to run again. The family-wise correction is then applied over the whole sweep: the declared \
-        --family-models, or every model tested if that is more. The merged result is written as Markdown \
-        (--markdown, else stdout) and JSON (--report; on stdout with --json). Exit codes for scans: 0 no hit, \
-        1 hit(s), 2 errors, 3 incomplete.
-
-        Example (scan):
-          weightmark scan /data --key owner.key --shard 0/2 > s0.jsonl
-          weightmark scan /data --key owner.key --shard 1/2 > s1.jsonl
           weightmark combine s0.jsonl s1.jsonl --markdown scan.md --report scan.json
+
+        Exit codes: 0 detected / hit(s), 1 nothing found, 2 error, 3 incomplete shard set or unread models.
         """
     )
 
-    @Argument(help: "Reports written by `detect --json` or `detect --report`, or the outputs of `scan --shard i/N`.", completion: .file())
+    @Argument(help: "Reports of `detect --report`, or `scan --shard` outputs.", completion: .file())
     var reports: [String]
 
-    @Option(name: .long, help: ArgumentHelp("Scan shards: write the merged Markdown report here (never replaced without --force).", valueName: "path"), completion: .file())
+    @Option(name: .long, help: ArgumentHelp("Scan shards: write the merged Markdown here.", valueName: "path"), completion: .file())
     var markdown: String?
 
-    @Option(name: .long, help: ArgumentHelp("Scan shards: write the merged JSON here (never replaced without --force).", valueName: "path"), completion: .file())
+    @Option(name: .long, help: ArgumentHelp("Scan shards: write the merged JSON here.", valueName: "path"), completion: .file())
     var report: String?
 
     @Flag(name: .long, help: "Replace the --markdown / --report files if they exist.")
@@ -53,7 +37,7 @@ struct Combine: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Threshold (default: the first report's).", valueName: "p"))
     var alpha: Double?
 
-    @Flag(name: .long, help: "Accept reports that do not cover every selected tensor; the verdict then says so.")
+    @Flag(name: .long, help: "Accept reports that miss tensors (the verdict says so).")
     var allowPartial = false
 
     func validate() throws {

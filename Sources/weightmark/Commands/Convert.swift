@@ -5,7 +5,7 @@ import TensorIO
 
 struct Convert: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Convert a Hugging Face safetensors model to GGUF, as llama.cpp's converter does.",
+        abstract: "Convert safetensors to GGUF as llama.cpp does.",
         discussion: """
         Supports BERT-family (e.g. MiniLM) and Llama-family models: tensors are renamed to GGUF names, \
         Llama q_proj/k_proj rows get llama.cpp's rotary permutation, 1-D tensors, norms and BERT's position and \

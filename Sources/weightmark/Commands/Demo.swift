@@ -7,7 +7,7 @@ import Watermarking
 
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the whole story on a real model: keygen → embed → detect (marked, original, wrong key).",
+        abstract: "The whole story on a real model, in seconds.",
         discussion: """
         `make demo` runs this on sentence-transformers/all-MiniLM-L6-v2, fetched from PyPI. \
         Everything is written under --workdir, which the demo owns: it is cleared on each run (only if it \

@@ -11,81 +11,52 @@ struct Detect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check whether a suspected copy carries your watermark.",
         discussion: """
-        Blind (default): correlates the suspect's weights with your key's pattern; no original needed. \
-        Informed (--reference ORIGINAL): correlates the difference from your unmarked original, which is \
-        far stronger and survives heavier attacks. Exact zeros of the suspect where the original is non-zero \
-        are treated as pruned (erased), not as evidence.
-
-        The verdict uses a rigorous, distribution-free bound on the false-positive probability: \
-        P(Z ≥ z) ≤ exp(−z²/2) (Hoeffding), whatever the weights look like. The mark is declared present \
-        when that bound is ≤ --alpha (default 1e-6). The Gaussian estimate Φ̄(Z) is shown for reference.
-
-        Formats are recognized from the bytes, not the extension: safetensors files and Hugging Face folders, \
-        GGUF (every ggml type llama.cpp writes is dequantized; names mapped back, rotary q/k order undone), \
-        PyTorch zip checkpoints (.bin/.pt/.pth, read by a restricted unpickler that never executes code; Meta \
-        consolidated.NN.pth folders are merged), and NumPy .npy/.npz. Suspect and reference may differ in format.
-
-        Marks of format v2 (the default of `embed`) depend on the key and tile positions only, never on names: \
-        renamed, re-sharded, transposed, fused (qkv_proj, gate_up_proj, query_key_value), sliced on tile \
-        boundaries or vocabulary-resized copies are detected, and the report says how each matrix was read. \
-        --format auto (default) also looks for format v1 and doubles the bound for that search.
-
-        With --reference, the suspect is first aligned to the original (see `weightmark align --help`): permuted \
-        FFN units and attention heads, rescaled units and a rotated residual stream are undone, using the suspect \
-        and the original only, never the key, so the bound is unchanged. An already aligned suspect costs one \
-        cheap check. --no-align skips it; the JSON report's `alignment` block says what was found.
-
-        Keys: --key OWNER.key alone tries the owner key, every release recorded in its key store (OWNER.key.store, \
-        which embed keeps) and every default release id the store reserved; without a store (lost, or another \
-        machine) the default ids r1…r16 (--enumerate-releases N), so the key file alone still finds default releases. Every key tried is paid for in the bound (the report states how many) and the report \
-        says which release matched. --release, --opening or --manifest narrow the search to one release. The report \
-        says whether the key was committed: only an opening that opens the commitment of a manifest proves the key was \
-        fixed at release; otherwise a caution says that a key search could produce the score.
-
-        Exit codes: 0 detected, 1 not detected, 2 error, 3 inconclusive (part of the weights could not be read).
+        Blind (default) correlates the suspect with your key's pattern; informed (--reference) aligns it to \
+        your original (key-free) and correlates the difference: far stronger. Detected when the bound \
+        exp(−z²/2) × keys and formats tried is ≤ --alpha, whatever the weights. Any format read, by content. \
+        Details: docs/CLI.md#detect.
 
         Examples:
-          weightmark detect leaked.safetensors --key owner.key
-          weightmark detect leaked.safetensors --key owner.key --release r3
-          weightmark detect leaked.safetensors --opening model-v2.opening.json --manifest model-v2.weightmark.json
-          weightmark detect leaked-Q4_K.gguf --key owner.key --reference original/
-          weightmark detect leaked/ --key owner.key --reference original/ --json > report.json
+          weightmark detect leaked.gguf --key owner.key
+          weightmark detect leaked/ --key owner.key --reference original/ --json
+
+        Exit codes: 0 detected, 1 not detected, 2 error, 3 inconclusive (unread parts).
         """
     )
 
-    @Argument(help: "Suspected copy: safetensors file or folder, GGUF, PyTorch checkpoint (file or Meta folder), or .npy/.npz.", completion: .file())
+    @Argument(help: "Suspected copy (file or folder, any format read).", completion: .file())
     var suspect: String
 
     @OptionGroup var keys: KeyOptions
 
-    @Option(name: .long, help: ArgumentHelp("The unmarked original, for informed detection.", valueName: "path"), completion: .file())
+    @Option(name: .long, help: ArgumentHelp("The unmarked original: informed detection.", valueName: "path"), completion: .file())
     var reference: String?
 
-    @Option(name: .long, help: ArgumentHelp("Largest accepted false-positive bound.", valueName: "p"))
+    @Option(name: .long, help: ArgumentHelp("False-positive bound to accept.", valueName: "p"))
     var alpha: Double = 1e-6
 
-    @Option(name: .long, help: ArgumentHelp("Also write the JSON report to this file (never replaced without --force).", valueName: "path"), completion: .file())
+    @Option(name: .long, help: ArgumentHelp("Also write the JSON report to this file.", valueName: "path"), completion: .file())
     var report: String?
 
-    @Option(name: .long, help: ArgumentHelp("Check only part i of N of the selected tensors (0 ≤ i < N), to spread one model over N runs; merge the N reports with `weightmark combine`.", valueName: "i/N"))
+    @Option(name: .long, help: ArgumentHelp("Check only part i of N of the selected tensors (0 ≤ i < N), to spread one model over N runs; merge the N reports with `weightmark combine`.", valueName: "i/N", visibility: .hidden))
     var part: String?
 
-    @Option(name: .long, help: ArgumentHelp("Mark formats to look for: auto (v1 and v2; the bound pays a factor 2), v1 or v2.", valueName: "format"))
+    @Option(name: .long, help: ArgumentHelp("Formats to look for (auto pays for both).", valueName: "format"))
     var format: DetectFormat = .auto
 
-    @Flag(name: .long, help: "With --reference: do not align the suspect to it first.")
+    @Flag(name: .long, help: "With --reference: do not align first.")
     var noAlign = false
 
-    @Flag(name: .long, help: "With --reference: skip the passive lineage test that runs next to the mark's.")
+    @Flag(name: .long, help: "With --reference: skip the lineage test.")
     var noLineage = false
 
-    @Option(name: .long, help: ArgumentHelp("Attention heads for alignment (default: config.json next to the reference).", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("Attention heads for alignment (default: config.json next to the reference).", valueName: "n", visibility: .hidden))
     var heads: Int?
 
     @Flag(name: .long, help: "Replace the --report file if it exists.")
     var force = false
 
-    @Option(name: .long, help: ArgumentHelp("How many of the strongest tensors to list.", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("How many of the strongest tensors to list.", valueName: "n", visibility: .hidden))
     var top: Int = 5
 
     @OptionGroup var selection: SelectionOptions

@@ -8,57 +8,20 @@ struct Embed: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Watermark a model before release.",
         discussion: """
-        Adds a keyed spread-spectrum mark to the selected weight matrices and writes the model to --out in \
-        the same layout (file, folder or sharded folder) and dtypes. Unselected tensors and __metadata__ \
-        are copied byte for byte; other files of a model folder (config, tokenizer, subfolders such as \
-        sentence-transformers' 1_Pooling/) are copied too and hashed in the manifest. A folder that also holds \
-        weights in another file (pytorch_model.bin, tf_model.h5, a second .safetensors, …) is refused, since \
-        that copy would ship unmarked: remove it, or pass --drop-unmarked-weights. The input is never \
-        modified; --out is never replaced without --force.
-
-        Selection (default): 2-D F32/F16/BF16/F64 tensors with at least 65,536 elements whose name does \
-        not mention a norm or bias. --include/--exclude adjust it; detection must use the same flags.
-
-        Strength: --target-z Z (default 20) picks the relative distortion δ = ‖ΔW‖/‖W‖ whose expected \
-        blind Z on the unattacked model is Z; --strength δ sets it directly. δ is capped at 5e-3.
-
-        A manifest (key id, δ, per-tensor β and measured distortion, SHA-256 of every output file) is \
-        written to --manifest, by default OUT.weightmark.json next to the output. It holds no secret. \
-        --hash-input also records the input files' SHA-256 (one more pass over the model).
-
-        Releases: the model is marked with a subkey derived from the owner key and a release id (--release ID, \
-        default the next free id r1, r2, … of the key store), so a dispute reveals only that release's subkey. The \
-        manifest also gets a commitment to the subkey, a fresh nonce, the hash of the original's tensors and the \
-        marking parameters; the opening that proves it goes to a separate file created with mode 0600 (--opening, \
-        default OUT.opening.json, never inside the released folder). Every run is also recorded in the owner's key \
-        store, KEY.store/ beside the key file (0700; records 0600, written atomically, never replaced): release id, \
-        subkey id, commitment, opening, the manifest's path and hash. With it, `detect --key KEY` alone finds every \
-        release; without it, the default ids r1…r16 are still tried. Publish or time-stamp the manifest \
-        (`weightmark timestamp`). --no-release marks with the owner key itself, as tool 0.2 did.
-
-        Personal copies (traitor tracing): --recipient ID writes the copy for one recipient (any printable \
-        text: an e-mail, a licence number); --recipients FILE writes one copy per line into the folder --out \
-        (named after the ids, with a recipients.json index). Every copy carries the owner mark, identical in all \
-        copies, at sqrt(1 − f²)·δ, and a fingerprint derived from (key, id) alone at f·δ (f = \
-        --fingerprint-share, default 0.4): the total distortion stays δ. `weightmark trace` names the recipients \
-        a leaked copy came from, even when several of them mixed their copies. As for any embed, the copies are \
-        marked with a release subkey (one release, commitment and opening for the whole run; every copy's \
-        manifest records the release and its recipient); trace them with --release ID, --manifest or --opening. \
-        --no-release marks them with the owner key itself, as earlier versions did. --recipients writes several copies per \
-        pass over the original: each tensor's owner mark is derived once and every copy gets its fingerprint on top, \
-        written side by side (the bytes are those --recipient writes for each id alone). A pass takes up to 8 copies, \
-        fewer when 3 of the largest tensor per copy would pass 1.5 GiB (4 on a 2B model with a 131 MB embedding), \
-        so memory stays bounded. Needs uniform shaping, format v2.
+        Writes --out in the input's layout with a keyed mark in the selected matrices; the rest is copied \
+        byte for byte. Marks with a release subkey (default: the store's next id r1, r2, …) recorded in \
+        KEY.store/, so `detect --key KEY` alone finds it. Also writes a manifest (no secret; publish it) \
+        and the opening (0600; keep it). --recipient(s): personal copies for `trace`. Details: docs/CLI.md#embed.
 
         Examples:
           weightmark embed model/ --key owner.key --out model-marked/
-          weightmark embed model/ --key owner.key --out model-v2/ --release v2-2026-11
-          weightmark embed model/ --key owner.key --recipient bob --out bob/
           weightmark embed model/ --key owner.key --recipients ids.txt --out copies/
+
+        \(ExitStatus.simpleTable)
         """
     )
 
-    @Argument(help: "Model to mark: .safetensors file or Hugging Face folder.", completion: .file())
+    @Argument(help: "Model to mark (.safetensors file or folder).", completion: .file())
     var model: String
 
     @Option(name: .long, help: ArgumentHelp("Key file from `weightmark keygen`.", valueName: "path"), completion: .file())
@@ -67,46 +30,46 @@ struct Embed: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Output file or folder (same layout as the input).", valueName: "path"), completion: .file())
     var out: String
 
-    @Option(name: .long, help: ArgumentHelp("uniform: rank-32 update. magnitude: rides on large weights, zeros stay zero.", valueName: "shaping"))
+    @Option(name: .long, help: ArgumentHelp("uniform (rank-32 update) or magnitude.", valueName: "shaping", visibility: .hidden))
     var shaping: WatermarkShaping = .uniform
 
-    @Option(name: .long, help: ArgumentHelp("Relative distortion δ per tensor (overrides --target-z).", valueName: "δ"))
+    @Option(name: .long, help: ArgumentHelp("Relative distortion δ (overrides --target-z).", valueName: "δ"))
     var strength: Double?
 
-    @Option(name: .long, help: ArgumentHelp("Expected blind Z of the unattacked marked model.", valueName: "Z"))
+    @Option(name: .long, help: ArgumentHelp("Expected blind Z of the marked model.", valueName: "Z"))
     var targetZ: Double = 20
 
-    @Option(name: .long, help: ArgumentHelp("Where to write the manifest (default: OUT.weightmark.json).", valueName: "path"), completion: .file())
+    @Option(name: .long, help: ArgumentHelp("Manifest path (default: OUT.weightmark.json).", valueName: "path"), completion: .file())
     var manifest: String?
 
-    @Option(name: .long, help: ArgumentHelp("Mark format: v2 (name-free, survives renames, transposes, resized vocabularies and tile-aligned slices) or v1 (name-keyed, for tools older than 0.2).", valueName: "format"))
+    @Option(name: .long, help: ArgumentHelp("Mark format: v2, or v1 for tools older than 0.2.", valueName: "format", visibility: .hidden))
     var format: MarkFormat = .v2
 
-    @Option(name: .long, help: ArgumentHelp("Release id the subkey is derived from (letters, digits, . _ -; default: the key store's next r1, r2, …).", valueName: "id"))
+    @Option(name: .long, help: ArgumentHelp("Release id (default: the key store's next r1, r2, …).", valueName: "id"))
     var release: String?
 
-    @Option(name: .long, help: ArgumentHelp("Where to write the commitment's opening, mode 0600 (default: OUT.opening.json, next to the output).", valueName: "path"), completion: .file())
+    @Option(name: .long, help: ArgumentHelp("Opening path, mode 0600 (default: OUT.opening.json).", valueName: "path"), completion: .file())
     var opening: String?
 
-    @Flag(name: .long, help: "Mark with the owner key itself, without a release subkey or commitment (tool 0.2's behaviour).")
+    @Flag(name: .long, help: ArgumentHelp("Mark with the owner key itself, without a release subkey or commitment (tool 0.2's behaviour).", visibility: .hidden))
     var noRelease = false
 
-    @Flag(name: .long, help: "Also record each input file's SHA-256 in the manifest (~+40% CPU time).")
+    @Flag(name: .long, help: ArgumentHelp("Also record each input file's SHA-256 in the manifest (~+40% CPU time).", visibility: .hidden))
     var hashInput = false
 
-    @Flag(name: .long, help: "Leave the folder's other weight files (pytorch_model.bin, tf_model.h5, a second .safetensors, …) out of the output; without it embed refuses, since they would ship unmarked.")
+    @Flag(name: .long, help: "Leave other weight files out (else refused).")
     var dropUnmarkedWeights = false
 
-    @Flag(name: .long, help: "Replace --out (and the manifest) if they exist.")
+    @Flag(name: .long, help: "Replace --out and the manifest if they exist.")
     var force = false
 
-    @Option(name: .long, help: ArgumentHelp("Write the personal copy of this recipient (fingerprinted; see `weightmark trace`).", valueName: "id"))
+    @Option(name: .long, help: ArgumentHelp("Write this recipient's personal copy.", valueName: "id"))
     var recipient: String?
 
-    @Option(name: .long, help: ArgumentHelp("One personal copy per line of this file, into the folder --out.", valueName: "path"), completion: .file())
+    @Option(name: .long, help: ArgumentHelp("One personal copy per line of this file.", valueName: "path"), completion: .file())
     var recipients: String?
 
-    @Option(name: .long, help: ArgumentHelp("Part f of δ given to the fingerprint (owner mark sqrt(1 − f²)·δ).", valueName: "f"))
+    @Option(name: .long, help: ArgumentHelp("Part f of δ given to the fingerprint (owner mark sqrt(1 − f²)·δ).", valueName: "f", visibility: .hidden))
     var fingerprintShare: Double = defaultFingerprintShare
 
     @OptionGroup var selection: SelectionOptions
@@ -118,8 +81,6 @@ struct Embed: AsyncParsableCommand {
         }
         guard targetZ > 0, targetZ.isFinite else { throw ValidationError("--target-z must be positive (default 20).") }
         let o = out.hasSuffix("/") ? String(out.dropLast()) : out
-        let m = model.hasSuffix("/") ? String(model.dropLast()) : model
-        _ = m
         try OutputPaths.refuseOverlap(output: o, inputs: [model, key])
         try validateRecipients()
         try selection.validate(format: format)

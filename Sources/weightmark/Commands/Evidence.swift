@@ -11,30 +11,18 @@ import Watermarking
 struct EvidenceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "evidence",
-        abstract: "Write a replayable evidence bundle for a detection, or verify one.",
+        abstract: "Write or verify a replayable evidence bundle.",
         discussion: """
-        Write: detects the mark in SUSPECT through the same path as `detect` (every key --key stands for: the owner \
-        key, its key store's releases and the default release ids, paid for in the bound; with --reference, the suspect \
-        is aligned to it first) and writes to --out a folder a third party can check on their own: the release's \
-        manifest and opening (from the key store, or --manifest and --opening; the opening reveals only that release's \
-        subkey; without one, the release subkey itself, marked as not committed), the RFC 3161 token and CA \
-        (--timestamp, --ca; verified before writing), the full detection report, the settings (alignment and keys \
-        searched included), the SHA-256 of every suspect file and a README.txt in plain language. With --reference, the \
-        reference must be the original committed at release (its tensors' hash is checked), so a staged "original" is \
-        refused.
-
-        Verify (--verify BUNDLE): recomputes every hash, opens the commitment, verifies the timestamp (and that it \
-        predates --before), re-runs the detection on the suspect files and compares every statistic; prints a plain \
-        summary naming any part that does not hold.
-
-        Exit codes: write: 0 detected, 1 not detected (the bundle is written either way), 2 error. \
-        Verify: 0 every check holds, 1 a check fails (named), 2 error (not a bundle, unreadable files).
+        Write: detects the mark in SUSPECT as `detect` does and writes to --out a folder a third party can \
+        check alone (manifest, opening, timestamp, report, hashes, lineage, README.txt). --verify BUNDLE: \
+        re-checks every hash, the commitment and the timestamp, re-runs detection at your --alpha and \
+        compares every statistic. Details: docs/CLI.md#evidence.
 
         Examples:
-          weightmark evidence leaked/ --key owner.key --reference original/ --out case-41/
-          weightmark evidence leaked/ --opening model-v2.opening.json --manifest model-v2.weightmark.json \\
-              --timestamp manifest.tsr --ca tsa-ca.pem --reference original/ --out case-42/
-          weightmark evidence --verify case-42/ --before 2026-12-01 --suspect /mnt/copy-of-leaked/
+          weightmark evidence leaked/ --key owner.key --reference orig/ --out case/
+          weightmark evidence --verify case/ --before 2026-12-01
+
+        Exit codes: 0 detected / checks hold, 1 not detected / a check fails, 2 error.
         """
     )
 
@@ -46,34 +34,34 @@ struct EvidenceCommand: AsyncParsableCommand {
 
     @OptionGroup var keys: KeyOptions
 
-    @Option(name: .long, help: ArgumentHelp("The unmarked original (informed detection). With --verify: where it is now.", valueName: "path"), completion: .file())
+    @Option(name: .long, help: ArgumentHelp("The unmarked original (--verify: where it is now).", valueName: "path"), completion: .file())
     var reference: String?
 
-    @Option(name: .long, help: ArgumentHelp("RFC 3161 timestamp response for the manifest (`weightmark timestamp`).", valueName: "path"), completion: .file())
+    @Option(name: .long, help: ArgumentHelp("RFC 3161 timestamp of the manifest.", valueName: "path"), completion: .file())
     var timestamp: String?
 
-    @Option(name: .long, help: ArgumentHelp("CA certificate of the time-stamping authority (PEM).", valueName: "path"), completion: .file())
+    @Option(name: .long, help: ArgumentHelp("The time-stamping authority's CA (PEM).", valueName: "path"), completion: .file())
     var ca: String?
 
     @Option(name: .long, help: ArgumentHelp("Where to write the bundle folder.", valueName: "path"), completion: .directory)
     var out: String?
 
-    @Option(name: .long, help: ArgumentHelp("Mark formats to look for: auto, v1 or v2.", valueName: "format"))
+    @Option(name: .long, help: ArgumentHelp("Mark formats to look for: auto, v1 or v2.", valueName: "format", visibility: .hidden))
     var format: DetectFormat = .auto
 
-    @Option(name: .long, help: ArgumentHelp("Largest accepted false-positive bound. With --verify: the threshold the verdict is recomputed at, whatever the bundle's author chose.", valueName: "p"))
+    @Option(name: .long, help: ArgumentHelp("Largest accepted false-positive bound.", valueName: "p"))
     var alpha: Double = 1e-6
 
-    @Flag(name: .long, help: "With --reference: do not align the suspect to it first.")
+    @Flag(name: .long, help: ArgumentHelp("With --reference: do not align the suspect to it first.", visibility: .hidden))
     var noAlign = false
 
-    @Option(name: .long, help: ArgumentHelp("Attention heads for alignment (default: config.json next to the reference).", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("Attention heads for alignment (default: config.json next to the reference).", valueName: "n", visibility: .hidden))
     var heads: Int?
 
-    @Option(name: .long, help: ArgumentHelp("With --verify: the timestamp must be earlier than this date (2026-12-01 or 2026-12-01T12:00:00Z).", valueName: "date"))
+    @Option(name: .long, help: ArgumentHelp("--verify: the timestamp must predate this date.", valueName: "date"))
     var before: String?
 
-    @Option(name: .long, help: ArgumentHelp("With --verify: where the suspect files are now (default: the path recorded in the bundle).", valueName: "path"), completion: .file())
+    @Option(name: .long, help: ArgumentHelp("--verify: where the suspect files are now.", valueName: "path"), completion: .file())
     var suspect: String?
 
     @Flag(name: .long, help: "Replace --out if it exists.")

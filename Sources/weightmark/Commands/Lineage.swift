@@ -7,7 +7,7 @@ import TensorIO
 struct LineageCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lineage",
-        abstract: "Test from the weights alone, without a mark or a key, whether a suspect derives from your model.",
+        abstract: "Without a mark or key: does a suspect derive from your model?",
         discussion: """
         For models released before they were marked, and copies whose mark is gone. H0: the suspect was trained \
         independently of ORIGINAL. Each feed-forward unit of the suspect is sent to its most similar unit of \

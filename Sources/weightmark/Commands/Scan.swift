@@ -7,51 +7,22 @@ import Watermarking
 
 struct Scan: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Sweep folders, archives and file lists for models carrying any of your keys.",
+        abstract: "Sweep folders and archives for models with your marks.",
         discussion: """
-        Walks every PATH (folders recursively; symbolic links followed, loops and second paths to the same file \
-        or folder are not), groups files into models (a folder with model.safetensors.index.json, \
-        pytorch_model.bin.index.json or Meta consolidated.NN.pth shards is one model; every other file is sniffed \
-        on its own, by content: a safetensors file renamed .txt is found), and looks into .tar and .zip archives \
-        (members are copied to a private scratch folder under $TMPDIR, never next to the archive). Nothing is ever \
-        written into the scanned trees.
-
-        Two-stage triage. Stage 1 reads headers only and skips what holds no 2-D floating-point matrix of at \
-        least 65,536 elements. Stage 2 runs blind detection (format v2, name-free; v1 too where names exist, with \
-        --formats auto) on a sample of the matrices, chosen from a hash of the model's path (never the key) and \
-        sized so that a model marked at embed's default strength (blind Z 20 over the whole model, \
-        --expected-z) is expected to clear the threshold by 2.5; v2 also reads the sample as stored transposed (a sample's \
-        pilots may be too few to tell), and a sample Z between 3 and the threshold reads the whole model. \
-        Family-wise threshold: a hit needs exp(−z²/2) · models · keys · tests ≤ --alpha (Bonferroni; models = \
-        --family-models, tests = stages × formats of that model, plus the transposed sample reading), stated in \
-        the trailer.
-
-        Output (stdout): JSON lines only. One record per model: path, format, bytes, bytesRead, status \
-        (ok | skipped | error | timeout; "could not read" is never reported as clean), hits (keyId, z, p, \
-        familywiseP and the `weightmark detect` command that re-checks it), every score, ms and shard. The last \
-        line is the trailer: record count, SHA-256 of the record lines, models tested, keys and threshold. \
-        Progress and notes go to stderr, with a summary table when stderr is a terminal.
-
-        Sharding: --shard i/N scans the models whose path (relative to the scan root) hashes to i, so N \
-        processes with the same arguments split a sweep without coordination; --shard auto reads \
-        JOB_COMPLETION_INDEX (Kubernetes Indexed Job, with WEIGHTMARK_SHARDS = completions), \
-        AWS_BATCH_JOB_ARRAY_INDEX/AWS_BATCH_JOB_ARRAY_SIZE (AWS Batch) or \
-        SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_MIN/SLURM_ARRAY_TASK_COUNT (Slurm). Merge the shard outputs with \
-        `weightmark combine`, which checks every trailer and refuses a missing, duplicated or truncated shard.
-
-        Keys: each --key OWNER.key stands for the owner key, every release recorded in its key store and the default \
-        release ids r1…r16 (--enumerate-releases), as for `detect`; every key is paid for in the threshold.
-
-        Exit codes (the same table as every command): 0 hit(s) found, 1 nothing found and everything read, 2 error \
-        (bad arguments, unwritable output), 3 incomplete (no hit, but some model could not be read or timed out). \
-        A hit takes precedence.
+        Walks folders (links followed, loops not), .tar and .zip archives and file lists, groups files into \
+        models and sniffs each by content; nothing is written into the scanned trees. Headers first, then \
+        blind detection on a sample sized to find embed's default mark; a hit needs exp(−z²/2) × models × \
+        keys × tests ≤ --alpha (stated in the trailer). Stdout: one JSON line per model (status, hits with \
+        the `detect` line that re-checks them), then a trailer with the count and a hash; never "clean" for \
+        what could not be read. --shard splits a sweep over a batch engine; `combine` merges the shards. \
+        Details: docs/CLI.md#scan.
 
         Examples:
           weightmark scan /mnt/mirror --key owner.key > scan.jsonl
-          weightmark scan /data --keys-dir keys/ --timeout 600 > scan.jsonl
           find /data -name '*.gguf' | weightmark scan --paths-from - --key owner.key
-          weightmark scan /data --key owner.key --shard 3/16 > shard-3.jsonl
-          weightmark combine shard-*.jsonl --markdown scan.md --report scan.json
+          weightmark scan /data --key owner.key --shard auto > shard.jsonl
+
+        Exit codes: 0 hit(s), 1 nothing found and all read, 2 error, 3 no hit but something unread.
         """
     )
 
@@ -60,34 +31,34 @@ struct Scan: AsyncParsableCommand {
 
     @OptionGroup var keys: KeyOptions
 
-    @Option(name: .long, help: ArgumentHelp("Read paths to scan from this file, one per line (- for stdin).", valueName: "file"), completion: .file())
+    @Option(name: .long, help: ArgumentHelp("Paths to scan, one per line (- for stdin).", valueName: "file"), completion: .file())
     var pathsFrom: String?
 
-    @Option(name: .long, help: ArgumentHelp("Scan only shard i of N (0 ≤ i < N), or auto from the batch engine's environment.", valueName: "i/N|auto"))
+    @Option(name: .long, help: ArgumentHelp("Only shard i of N, or auto (batch engine's variables).", valueName: "i/N|auto"))
     var shard: String?
 
-    @Option(name: .long, help: ArgumentHelp("Skip models (and archive members) larger than this many bytes.", valueName: "bytes"))
+    @Option(name: .long, help: ArgumentHelp("Skip models larger than this many bytes.", valueName: "bytes"))
     var maxBytes: Int?
 
-    @Option(name: .long, help: ArgumentHelp("Seconds per model before it is reported as timed out.", valueName: "seconds"))
+    @Option(name: .long, help: ArgumentHelp("Seconds per model before it times out.", valueName: "seconds"))
     var timeout: Double?
 
-    @Option(name: .long, help: ArgumentHelp("Family-wise false-positive probability of the whole sweep.", valueName: "p"))
+    @Option(name: .long, help: ArgumentHelp("False-positive probability of the whole sweep.", valueName: "p"))
     var alpha: Double = 1e-6
 
-    @Option(name: .long, help: ArgumentHelp("Models the threshold is paid for: the size of the whole sweep, all shards together (more are paid for if more are tested).", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("Models the threshold is paid for: the size of the whole sweep, all shards together (more are paid for if more are tested).", valueName: "n", visibility: .hidden))
     var familyModels: Int = 1_000_000
 
-    @Option(name: .long, help: ArgumentHelp("Mark formats to test: auto (v2, and v1 where tensor names exist; each paid for) or v2.", valueName: "formats"))
+    @Option(name: .long, help: ArgumentHelp("Mark formats to test: auto (v2, and v1 where tensor names exist; each paid for) or v2.", valueName: "formats", visibility: .hidden))
     var formats: ScanFormats = .auto
 
-    @Option(name: .long, help: ArgumentHelp("Blind Z of a marked model read in full, which sizes the sample (embed's default target is 20).", valueName: "z"))
+    @Option(name: .long, help: ArgumentHelp("Blind Z of a marked model read in full, which sizes the sample (embed's default target is 20).", valueName: "z", visibility: .hidden))
     var expectedZ: Double = 20
 
-    @Flag(name: .long, help: "Accepted for uniformity with other commands: stdout is always JSON lines.")
+    @Flag(name: .long, help: ArgumentHelp("Accepted for uniformity with other commands: stdout is always JSON lines.", visibility: .hidden))
     var json = false
 
-    @Flag(name: [.short, .long], help: "Silence progress and notes on stderr.")
+    @Flag(name: [.short, .long], help: "No progress or notes on stderr.")
     var quiet = false
 
     func validate() throws {

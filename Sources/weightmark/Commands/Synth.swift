@@ -5,17 +5,11 @@ import TensorIO
 
 struct Synth: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Generate a realistic synthetic Llama-like model (for tests and scale runs).",
+        abstract: "Generate a synthetic Llama-like model (tests, scale runs).",
         discussion: """
-        Hugging Face names and shapes (embed_tokens, q/k/v/o_proj, gate/up/down_proj, norms, lm_head), a \
-        config.json, and (with --shards > 1) an index like the Hub's. Weights are deterministic from --seed and \
-        have realistic statistics: heavy tails (Gaussian scale mixture, kurtosis ≈ 4.9), per-row log-normal \
-        scale spread, 1/sqrt(fan_in) scale, norms near 1. Written tensor by tensor: memory stays bounded by \
-        the largest tensor.
-
-        --params picks the number of layers for the hidden/ffn/vocab sizes (defaults by size: 2B → hidden \
-        2048, ffn 5632 as in TinyLlama; 7B → 4096 / 11008 as in Llama-2-7B). Sizes: 2B, 500M, 7B, 125M or a \
-        plain count.
+        Hugging Face names, shapes and config.json; deterministic from --seed, with realistic statistics \
+        (heavy tails, per-row scale spread, 1/sqrt(fan_in), norms near 1). --params picks the layer count \
+        for the size's defaults (2B: hidden 2048, ffn 5632; 7B: 4096 / 11008). Details: docs/CLI.md#synth.
 
         Example:
           weightmark synth --params 2B --dtype bf16 --shards 4 --out synth-2b/
@@ -34,10 +28,10 @@ struct Synth: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Output folder.", valueName: "path"), completion: .directory)
     var out: String
 
-    @Option(name: .long, help: "Hidden size (default by size: 768 up to 200M, 1024 up to 600M, 2048 up to 3B, 4096 above).") var hidden: Int?
-    @Option(name: .long, help: "FFN (intermediate) size (default ≈ 2.7 × hidden, as in Llama).") var ffn: Int?
+    @Option(name: .long, help: "Hidden size (default by --params).") var hidden: Int?
+    @Option(name: .long, help: "FFN size (default ≈ 2.7 × hidden).") var ffn: Int?
     @Option(name: .long, help: "Vocabulary size.") var vocab: Int = 32000
-    @Option(name: .long, help: "Attention heads (default hidden / 128, at least 8).") var heads: Int?
+    @Option(name: .long, help: "Attention heads (default hidden / 128, ≥ 8).") var heads: Int?
     @Option(name: .long, help: "Key-value heads (≤ heads, divides heads).") var kvHeads: Int?
     @Option(name: .long, help: "Layers (overrides --params).") var layers: Int?
     @Option(name: .long, help: "Seed.") var seed: UInt64 = 1

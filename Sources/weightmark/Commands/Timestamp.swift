@@ -6,25 +6,20 @@ import TensorIO
 
 struct Timestamp: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Make an RFC 3161 timestamp request for a manifest, or verify the authority's answer offline.",
+        abstract: "Request or verify an RFC 3161 timestamp of a manifest.",
         discussion: """
-        A commitment counts only if it existed before the dispute. An RFC 3161 time-stamping authority (TSA) \
-        signs the SHA-256 of a file together with the time; anyone can check that signature later, offline.
-
-        Request: writes a DER TimeStampReq (SHA-256 of MANIFEST, a random nonce, certReq true) to --out. \
-        Send it to a TSA, e.g.
+        A commitment counts only if it existed before the dispute. Request: writes a DER TimeStampReq \
+        (SHA-256 of MANIFEST, a nonce) to --out; send it to a time-stamping authority, e.g.
           curl -s -H 'Content-Type: application/timestamp-query' --data-binary @REQ.tsq https://freetsa.org/tsr > TOKEN.tsr
-
-        Verify (--verify MANIFEST TOKEN.tsr --ca TSA-CA.pem): checks the response status, the CMS signature over \
-        the signed attributes, that their message digest is the hash of the signed TSTInfo, that the TSTInfo \
-        time-stamps the SHA-256 of MANIFEST, the nonce (with --request), and that the signer certificate chains to \
-        the CA and may sign timestamps; prints the time (genTime). Nothing is fetched from the network.
-
-        Exit codes: 0 written / valid, 1 the token does not verify (the failing field is named), 2 error.
+        Verify (--verify MANIFEST TOKEN.tsr --ca TSA-CA.pem): checks status, CMS signature, message digest, \
+        the manifest's hash, the nonce (--request) and the chain to the CA, offline; prints the time. \
+        Details: docs/CLI.md#timestamp.
 
         Examples:
           weightmark timestamp model-marked.weightmark.json --out manifest.tsq
-          weightmark timestamp --verify model-marked.weightmark.json manifest.tsr --ca tsa-ca.pem --request manifest.tsq
+          weightmark timestamp --verify model-marked.weightmark.json manifest.tsr --ca tsa-ca.pem
+
+        Exit codes: 0 written / valid, 1 the token does not verify (the field is named), 2 error.
         """
     )
 

@@ -9,56 +9,41 @@ struct Trace: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Name the recipients a leaked personal copy came from.",
         discussion: """
-        Reads the fingerprint of SUSPECT against the unmarked original (--reference, required) and scores every \
-        recipient listed in --recipients (one id per line, as given to `embed --recipients`; 10^6 ids take \
-        about 16 CPU-seconds on MiniLM). Matrices are paired with the original by name or content, as `detect --reference` does, so \
-        renamed, transposed and re-packaged copies (GGUF, PyTorch, NumPy) trace too.
-
-        The score is the symmetric Tardos score with soft values; for each recipient the report gives a \
-        Chernoff bound on the probability that an innocent recipient scores that high, exact given the observed \
-        copy, multiplied by the number of listed recipients (Bonferroni). A recipient is accused when that \
-        family-wise bound is ≤ --alpha (default 1e-6). Copies averaged, mixed matrix by matrix, voted or with \
-        their differences erased by several colluders still name at least one of them (docs/FORMAT.md, \
-        "Fingerprints (trace)"); the rest are ranked.
-
-        Keys, as for `detect`: --key OWNER.key alone tries the owner key, every release of its key store and the \
-        default release ids; the owner mark (read against the reference) names the release whose fingerprint code is \
-        read, and the family-wise bound pays for every key searched as well as every recipient. Without --recipients, \
-        the recipient list the key store recorded for that release is used. --release, --opening or --manifest narrow \
-        the search to one release. The suspect is first aligned to the reference (permuted units and heads, rescaling, \
-        rotation), key-free, as `detect --reference` does.
-
-        Exit codes: 0 someone accused, 1 no one accused, 2 error, 3 inconclusive.
+        Reads the fingerprint of SUSPECT against the unmarked original (--reference) and scores every \
+        recipient (--recipients, or those the key store recorded for the release the owner mark names). A \
+        recipient is accused when a Chernoff bound on an innocent scoring that high, times every recipient \
+        and key tried, is ≤ --alpha. Averaged, interleaved, voted or difference-erased collusions still name \
+        a colluder. Renamed, re-packaged, permuted or rotated copies trace too. Details: docs/CLI.md#trace.
 
         Examples:
-          weightmark trace leak.gguf --key k.key --reference m/ --recipients ids.txt
-          weightmark trace leak.gguf --key k.key --release r1 --reference m/ --recipients ids.txt
-          weightmark trace leak/ --key k.key --manifest bob.weightmark.json --reference m/ --recipients ids.txt --json
-          weightmark trace leak/ --opening r1.opening.json --manifest bob.weightmark.json --reference m/ --recipients ids.txt
+          weightmark trace leak.gguf --key owner.key --reference model/ --recipients ids.txt
+          weightmark trace leak/ --key owner.key --reference model/ --json
+
+        Exit codes: 0 someone accused, 1 no one accused, 2 error, 3 inconclusive.
         """
     )
 
-    @Argument(help: "Suspected copy: any format `detect` reads.", completion: .file())
+    @Argument(help: "Suspected copy (any format `detect` reads).", completion: .file())
     var suspect: String
 
     @OptionGroup var keys: KeyOptions
 
-    @Option(name: .long, help: ArgumentHelp("The unmarked original the copies were made from (required).", valueName: "path"), completion: .file())
+    @Option(name: .long, help: ArgumentHelp("The unmarked original (required).", valueName: "path"), completion: .file())
     var reference: String
 
-    @Option(name: .long, help: ArgumentHelp("Recipients to score, one id per line (default: the ids the key store recorded for the matched release).", valueName: "path"), completion: .file())
+    @Option(name: .long, help: ArgumentHelp("Recipient ids, one per line (default: the store's).", valueName: "path"), completion: .file())
     var recipients: String?
 
-    @Option(name: .long, help: ArgumentHelp("Largest accepted family-wise bound on accusing an innocent.", valueName: "p"))
+    @Option(name: .long, help: ArgumentHelp("Largest accepted bound on accusing an innocent.", valueName: "p"))
     var alpha: Double = 1e-6
 
-    @Option(name: .long, help: ArgumentHelp("How many unaccused recipients to rank.", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("How many unaccused recipients to rank.", valueName: "n", visibility: .hidden))
     var top: Int = 10
 
-    @Flag(name: .long, help: "Do not align the suspect to the reference first.")
+    @Flag(name: .long, help: "Do not align to the reference first.")
     var noAlign = false
 
-    @Option(name: .long, help: ArgumentHelp("Attention heads for alignment (default: config.json next to the reference).", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("Attention heads for alignment (default: config.json next to the reference).", valueName: "n", visibility: .hidden))
     var heads: Int?
 
     @OptionGroup var selection: SelectionOptions

@@ -6,22 +6,22 @@ import Watermarking
 /// The key material every command that asks "is this ours, whose is it" takes, resolved one way
 /// (`KeyCandidates.resolve`): detect, evidence, trace, scan and bench.
 struct KeyOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("Owner key (`weightmark keygen`); with its key store KEY.store it tries every release made with it. A release's .opening.json also works. Repeatable.", valueName: "path"), completion: .file())
+    @Option(name: .long, help: ArgumentHelp("Owner key (tries its store's releases) or an opening.", valueName: "path"), completion: .file())
     var key: [String] = []
 
-    @Option(name: .long, help: ArgumentHelp("Only this release of the owner key (narrows the search).", valueName: "id"))
+    @Option(name: .long, help: ArgumentHelp("Only this release of the owner key.", valueName: "id"))
     var release: String?
 
-    @Option(name: .long, help: ArgumentHelp("A release's opening (embed's OUT.opening.json): that release's subkey; with --manifest, proven committed.", valueName: "path"), completion: .file())
+    @Option(name: .long, help: ArgumentHelp("A release's opening file (embed's OUT.opening.json).", valueName: "path"), completion: .file())
     var opening: String?
 
-    @Option(name: .long, help: ArgumentHelp("The embed manifest of the release (names the release and the tensors marked).", valueName: "path"), completion: .file())
+    @Option(name: .long, help: ArgumentHelp("The release's manifest (proves the key committed).", valueName: "path"), completion: .file())
     var manifest: String?
 
-    @Option(name: .long, help: ArgumentHelp("Try the default release ids r1…rN (default: those the key store reserved; r1…r16 without a store; 0: none).", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("Try the default release ids r1…rN (default: those the key store reserved; r1…r16 without a store; 0: none).", valueName: "n", visibility: .hidden))
     var enumerateReleases: Int?
 
-    @Option(name: .long, help: ArgumentHelp("Also use every *.key and *.opening.json file in this folder.", valueName: "dir"), completion: .directory)
+    @Option(name: .long, help: ArgumentHelp("Also every *.key and *.opening.json in this folder.", valueName: "dir"), completion: .directory)
     var keysDir: String?
 
     /// Whether any key was given.
@@ -108,6 +108,9 @@ enum ExitStatus {
     static let error: Int32 = 2
     /// Incomplete or inconclusive: part of what should have been read was not.
     static let inconclusive: Int32 = 3
+
+    /// The line a help page ends with when the command only succeeds or fails.
+    static let simpleTable = "Exit codes: 0 done, 2 error (named, with the fix). Shared table: docs/CLI.md."
 
     /// The one-paragraph table every help page ends with.
     static let table = "Exit codes: 0 found (detected, accused, hit), 1 nothing found, 2 error, 3 incomplete or inconclusive (part of the weights or files could not be read)."

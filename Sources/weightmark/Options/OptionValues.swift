@@ -18,6 +18,7 @@ extension MarkFormat: ExpressibleByArgument {
         }
     }
     public static var allValueStrings: [String] { ["v1", "v2"] }
+    public static var allValueDescriptions: [String: String] { [:] }
     public var defaultValueDescription: String { description }
 }
 

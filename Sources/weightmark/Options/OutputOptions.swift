@@ -2,9 +2,9 @@ import ArgumentParser
 
 /// Output switches shared by every command.
 struct OutputOptions: ParsableArguments {
-    @Flag(name: .long, help: "Print machine-readable JSON on stdout instead of the human report.")
+    @Flag(name: .long, help: "Print JSON on stdout instead of the human report.")
     var json = false
 
-    @Flag(name: [.short, .long], help: "Silence progress and notes on stderr.")
+    @Flag(name: [.short, .long], help: "No progress or notes on stderr.")
     var quiet = false
 }

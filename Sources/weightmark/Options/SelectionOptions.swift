@@ -3,13 +3,13 @@ import Watermarking
 
 /// Tensor selection flags shared by `embed` and `detect`.
 struct SelectionOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("Also mark tensors whose name matches this glob (any 2-D float tensor; repeatable).", valueName: "glob"))
+    @Option(name: .long, help: ArgumentHelp("Also select tensors matching this glob (repeatable).", valueName: "glob"))
     var include: [String] = []
 
-    @Option(name: .long, help: ArgumentHelp("Never mark tensors whose name matches this glob (repeatable; wins over --include).", valueName: "glob"))
+    @Option(name: .long, help: ArgumentHelp("Never select tensors matching this glob (repeatable).", valueName: "glob"))
     var exclude: [String] = []
 
-    @Option(name: .long, help: ArgumentHelp("Carrier subspace dimension a = b (format v1 only; v2's tiles are rank 32).", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("Carrier subspace dimension a = b (format v1 only; v2's tiles are rank 32).", valueName: "n", visibility: .hidden))
     var rank: Int = Carriers.defaultRank
 
     var selection: TensorSelection { TensorSelection(include: include, exclude: exclude) }
