@@ -51,7 +51,8 @@ test: system venv model
 	WEIGHTMARK_REQUIRE_ORACLES=1 WEIGHTMARK_PYTHON=$(abspath $(PY)) WEIGHTMARK_MINILM=$(abspath $(MODEL)) \
 		$(SWIFT) test -c release
 
-# The robustness sweep on MiniLM behind the README's table (about 4 minutes on 2 cores), the function-preserving
+# The robustness sweep on MiniLM (about 4 minutes on 2 cores), written to Benchmarks/Results/ (the committed tables the
+# README summarizes and the tests hold the tool to), the function-preserving
 # edits on a synthetic SwiGLU/RMSNorm Llama (rotation, rescaling; about 1 minute), and real fine-tuning of the marked
 # MiniLM with JAX on the CPU (its own venv, .venv-finetune; about 40 minutes on 2 idle cores), each detected.
 FT_VENV := .venv-finetune
@@ -64,9 +65,14 @@ $(FT_PY): Benchmarks/finetune/requirements.txt
 robustness: release model $(FT_PY)
 	@test -f .cache/bench.key || $(BIN) keygen --out .cache/bench.key
 	$(BIN) bench .cache/minilm --key .cache/bench.key --out .cache/bench --shaping both --force
+	for s in uniform magnitude; do cp .cache/bench/results-$$s.md Benchmarks/Results/minilm-robustness-$$s.md; \
+		cp .cache/bench/plots-$$s.svg Benchmarks/Results/minilm-robustness-$$s.svg; done
+	cp .cache/bench/function-uniform.svg Benchmarks/Results/minilm-function-vs-z.svg
 	@test -d .cache/synth-llama || $(BIN) synth --params 30M --hidden 512 --ffn 1376 --vocab 8000 --heads 8 --kv-heads 2 \
 		--layers 4 --dtype f32 --out .cache/synth-llama
 	$(BIN) bench .cache/synth-llama --key .cache/bench.key --out .cache/bench-llama --families function-preserving,int-k --force
+	cp .cache/bench-llama/results.md Benchmarks/Results/synth-llama-derivatives.md
+	cp .cache/bench-llama/function.svg Benchmarks/Results/synth-llama-function-vs-z.svg
 	bash Benchmarks/finetune/run.sh $(BIN) $(FT_PY) .cache/minilm .cache/bench.key .cache/finetune
 
 # The README's "Verify a leak in GGUF" table: marked MiniLM through llama.cpp's own quantizer, detected.

@@ -3,8 +3,8 @@ import TensorIO
 /// A suspect seen through an alignment: the tensors the alignment rewrote come from memory (row-major floats, in the
 /// reference's shape) or are gathered on demand from the suspect's rows and columns (permutations, rescalings and
 /// merges, see `TensorGather`); every other tensor comes straight from the suspect, read in place when it allows it.
+/// Sendable: immutable after init: `base` (itself Sendable) is only read, `overrides` and `gathers` are never mutated.
 public final class AlignedTensors: RowBlockDecodable, @unchecked Sendable {
-    // Immutable after init: `base` is only read, `overrides` and `gathers` are never mutated.
     public let base: any TensorSource
     /// Rewritten tensors held as floats.
     public let overrides: [String: (shape: [Int], values: [Float])]

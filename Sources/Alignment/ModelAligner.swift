@@ -120,8 +120,8 @@ public enum ModelAligner {
         /// Several matrices decoded two at a time (nil names give nil): (name, from the reference?) each.
         func matrices(_ wanted: [(String?, Bool)]) throws -> [Matrix?] {
             let results = Locked([Result<Matrix?, Error>](repeating: .success(nil), count: wanted.count))
-            // Each iteration decodes one tensor into its own result slot; the sources' decoding is thread-safe (the
-            // detector reads tensors of one source concurrently) and the workspace's dictionaries are only read here.
+            // Unsafe: the workspace's dictionaries are only read until this returns, and the sources' decoding is
+            // thread-safe (the detector reads tensors of one source concurrently); results go through `Locked`s.
             nonisolated(unsafe) let this = self
             let next = Locked(0)
             DispatchQueue.concurrentPerform(iterations: min(2, wanted.count)) { _ in
@@ -667,7 +667,8 @@ public enum ModelAligner {
               second.withUnsafeMutableBufferPointer { secondOut in
             a.storage.withUnsafeBufferPointer { pa in
                 b.storage.withUnsafeBufferPointer { pb in
-                    // Blocks write disjoint rows of the output buffers; the inputs are only read.
+                    // Unsafe: blocks write disjoint rows of the output buffers, which outlive the loop; the
+                    // inputs are only read.
                     nonisolated(unsafe) let (c, bestOut, topOut, secondOut, pa, pb) = (c, bestOut, topOut, secondOut, pa, pb)
                     DispatchQueue.concurrentPerform(iterations: blocks) { index in
                         let start = index * block

@@ -46,14 +46,15 @@ public enum TensorDigest {
 }
 
 /// Per-tensor digests filled by the hashing threads.
+/// Sendable: `slots` is only touched under `lock`.
 private final class TensorDigestSlots: @unchecked Sendable {
-    // `slots` and `Counter.value` are only touched under their lock.
     private var slots: [[UInt8]]
     private let lock = NSLock()
     init(count: Int) { slots = Array(repeating: [], count: count) }
     func set(_ k: Int, _ d: [UInt8]) { lock.withLock { slots[k] = d } }
     func get(_ k: Int) -> [UInt8] { lock.withLock { slots[k] } }
 
+    // Sendable: `value` is only touched under `lock`.
     final class Counter: @unchecked Sendable {
         private var value = 0
         private let lock = NSLock()

@@ -88,8 +88,8 @@ public struct CollusionPoint: Sendable, Codable {
 }
 
 /// Builds collusions of personal copies of a model in memory and traces them through `Tracer`, the code `trace` runs.
+/// Sendable: immutable after init (every stored property is a `let` of a Sendable type), so concurrent runs only read.
 public final class CollusionBench: @unchecked Sendable {
-    // Immutable after init.
     public let original: SafetensorsModel
     public let key: WatermarkKey
     public let copies: FingerprintedCopies

@@ -104,8 +104,9 @@ public struct SweepPoint: Sendable, Codable {
 /// Everything reused across points is computed once: the selected tensors' marked and original values and
 /// their carriers. Points are independent and run two at a time with one BLAS thread each (tiny projections
 /// gain nothing from BLAS threads, and two threads per task would oversubscribe two cores).
+/// Sendable: immutable after init (models, key, precomputed values) but for `alignment`, which callers set before
+/// `run`; points only read it, so they may run concurrently.
 public final class SweepRunner: @unchecked Sendable {
-    // Immutable after init (models, key, precomputed values); points only read it, so they may run concurrently.
     public let original: SafetensorsModel
     public let marked: SafetensorsModel
     public let key: WatermarkKey

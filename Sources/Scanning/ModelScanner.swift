@@ -50,8 +50,9 @@ public struct ScanOptions: Sendable {
 
 /// Scans models for the marks of many keys: header-only triage, then keyed detection on a sample of matrices,
 /// then a full read only when the sample is borderline (README.md, "Sweeping storage for leaks").
+/// Sendable: used from one thread only (the scan loop), so `scratch` (created on first use), `memberSlots` and
+/// `nonModelFiles` need no lock.
 public final class ModelScanner: @unchecked Sendable {
-    // Used from one thread (the scan loop); `scratch` is created on first use.
     public let options: ScanOptions
     public let shard: ScanShard
     private var scratch: String?

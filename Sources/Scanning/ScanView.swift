@@ -8,12 +8,13 @@ struct ScanTimeout: Error {}
 /// counts the stored bytes of the tensors it hands out: what the detectors see during triage.
 ///
 /// Detection code (`Detector.detect`) is unchanged: it sees a `TensorSource` whose tensor list is the sample.
+/// Sendable: `touched` is read and written under `lock` (detection reads tensors on several threads); every other
+/// stored property is a `let`.
 class ScanView: TensorSource, @unchecked Sendable {
     let base: any TensorSource
     let exposed: [SourceTensor]
     private let byName: [String: SourceTensor]
     let deadline: DispatchTime
-    // `touched` is read and written under `lock` (detection reads tensors on several threads).
     private var touched = Set<String>()
     private let lock = NSLock()
 
@@ -51,6 +52,7 @@ class ScanView: TensorSource, @unchecked Sendable {
 }
 
 /// The view of a source that decodes row ranges itself, keeping detection's streaming path.
+/// Sendable: it adds only `rows`, a `let` (itself Sendable); the inherited `touched` stays under `lock`.
 final class ScanRowView: ScanView, RowBlockDecodable, @unchecked Sendable {
     let rows: any RowBlockDecodable
     init(rows: any RowBlockDecodable, exposing tensors: [SourceTensor], deadline: DispatchTime) {

@@ -32,8 +32,9 @@ public struct ScanUnit: Sendable, Equatable {
 /// Links, in a private scratch folder, to files whose names are not valid UTF-8 (which a Swift String cannot hold):
 /// the walk opens them through the link and reports the original name with its bytes escaped. The folder is
 /// removed when the walk is over (and on SIGINT/SIGTERM).
+/// Sendable: used by one walk at a time: it is a private `let` of a `ScanWalker`, which is not Sendable and so is
+/// not shared between threads; `folder` and `count` need no lock.
 final class NameLinks: @unchecked Sendable {
-    // Used by one walk at a time (the walker is not shared between threads).
     private var folder: String?
     private var count = 0
 

@@ -129,8 +129,8 @@ public enum SyntheticWeights {
         let chunkRows = (rows + chunks - 1) / chunks
         let (normal, scale) = (normalTable, scaleTable)
         out.withUnsafeMutableBytes { raw in
-            // Chunk c writes only rows r0..<r1 of `out`, disjoint from every other chunk's, and `out` outlives the
-            // concurrent loop: sharing the base address between the chunks is safe.
+            // Unsafe: chunk c writes only rows r0..<r1 of `out`, disjoint from every other chunk's, and `out` outlives
+            // the concurrent loop: sharing the base address between the chunks is safe.
             nonisolated(unsafe) let base = raw.baseAddress!
             DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
                 normal.withUnsafeBufferPointer { nt in

@@ -196,8 +196,9 @@ public final class AtomicFileWriter {
 /// flight at most), and the last partial buffer is zero-padded to the alignment and the file truncated to
 /// its real size. A filesystem that accepts O_DIRECT but refuses an aligned write (EINVAL) gets ordinary
 /// writes from then on.
+/// Sendable: one producer thread calls the methods and alone touches `current`, `filled` and `offset`; the write
+/// queue shares only `failure` and `pool`, under `lock`.
 private final class DirectWriter: @unchecked Sendable {
-    // One producer thread calls the public methods; the write queue shares only `failure` and `pool`, under `lock`.
     static let alignment = PlacedBytes.alignment, chunk = 8 << 20, inFlight = 2
     let fd: Int32
     let path: String
@@ -280,8 +281,8 @@ private final class DirectWriter: @unchecked Sendable {
 
     /// Queues the gathering buffer's first `length` bytes and continues in a free one.
     private func submit(length: Int) throws {
-        // Ownership of the buffer passes to the write queue here: this thread takes a different one from the pool
-        // and touches this one again only after the queue has put it back (under `lock`).
+        // Unsafe: ownership of the buffer passes to the write queue here: this thread takes a different one from the
+        // pool and touches this one again only after the queue has put it back (under `lock`).
         nonisolated(unsafe) let buffer = current
         filled = 0
         try enqueue(buffer, length: length) { [self] in lock.withLock { pool.append(buffer) } }
@@ -292,7 +293,7 @@ private final class DirectWriter: @unchecked Sendable {
     /// (the buffer may be reused or released from then on); returns once at most `inFlight` writes are pending.
     private func enqueue(_ buffer: UnsafeMutableRawPointer, length: Int, written: @escaping @Sendable () -> Void) throws {
         try lock.withLock { if let failure { throw failure } }
-        // The caller hands the buffer over until `written` runs: only the write queue reads it in between.
+        // Unsafe: the caller hands the buffer over until `written` runs: only the write queue reads it in between.
         nonisolated(unsafe) let buffer = buffer
         let at = offset, fd = fd, path = path
         offset += length
@@ -325,8 +326,8 @@ private final class DirectWriter: @unchecked Sendable {
 /// `lead + count` bytes long at least), so a direct-I/O writer can write its whole pages in place when the
 /// file position modulo 4096 equals `lead`. The writer may overwrite the `lead` bytes in front of the data,
 /// and keeps `owner` alive until it has written from the buffer.
+/// Sendable: a view of a buffer its owner keeps alive and does not write while the writer reads it (see `owner`).
 public struct PlacedBytes: @unchecked Sendable {
-    // A view of a buffer its owner keeps alive and does not write while the writer reads it (see `owner`).
     public static let alignment = 4096
     public let base: UnsafeMutableRawPointer
     public let lead: Int

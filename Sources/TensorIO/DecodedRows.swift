@@ -1,7 +1,8 @@
 /// Serves row blocks of a source that cannot decode row ranges itself (GGUF) from one fully decoded tensor, so
 /// every detection and marking path reads through `RowBlockDecodable`.
+/// Sendable: never shared: `current` is mutated without a lock, so each task makes its own instance
+/// (`rowBlocks(of:)`) and uses it on its own thread only.
 public final class DecodedRows: RowBlockDecodable, @unchecked Sendable {
-    // Not shared: `current` is mutated without a lock, so each task makes its own instance (`rowBlocks(of:)`).
     public let base: any TensorSource
     private var current: (name: String, values: [Float], cols: Int)?
 

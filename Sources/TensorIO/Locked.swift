@@ -4,8 +4,8 @@ import Foundation
 ///
 /// Worker threads (`DispatchQueue.concurrentPerform`, background hashing) hand results, counters and progress to
 /// each other through one of these instead of capturing mutable variables.
+/// Sendable: `value` is read and written only inside `withLock`, which holds `lock`.
 public final class Locked<Value>: @unchecked Sendable {
-    // Sendable by construction: `value` is read and written only inside `withLock`, which holds `lock`.
     private let lock = NSLock()
     private var value: Value
 

@@ -11,8 +11,9 @@ import Darwin
 /// Weights are never read with `Data(contentsOf:options: .mappedIfSafe)`: on Linux that copies the file.
 /// The mapping is `PROT_READ` and `MAP_PRIVATE`, so nothing can write through it to the user's file.
 /// `init(copying:path:)` holds bytes already in memory instead, for parsing them through the same code.
+/// Sendable: the mapping is PROT_READ (a heap copy is never written) and never changes until deinit: concurrent
+/// reads of it are safe; the static tables are `Locked`.
 public final class MappedFile: @unchecked Sendable {
-    // The mapping is PROT_READ and never changes until deinit: concurrent reads of it are safe.
     public let path: String
     public let size: Int
     private let base: UnsafeMutableRawPointer?

@@ -1,8 +1,8 @@
 /// A memory-mapped, validated safetensors file.
 ///
 /// Opening parses and validates only the header; tensor bytes are read on demand through the mapping.
+/// Sendable: immutable after init: the validated header and a read-only mapping, only read.
 public final class SafetensorsFile: @unchecked Sendable {
-    // Immutable after init: the validated header and a read-only mapping, only read.
     public let path: String
     public let header: SafetensorsHeader
     public let mapping: MappedFile

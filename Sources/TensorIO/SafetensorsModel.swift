@@ -13,8 +13,8 @@ public struct ModelTensor: Sendable, Equatable, Hashable {
 /// A model stored as safetensors: one file, a folder holding `model.safetensors`, or a sharded
 /// Hugging Face folder (`model.safetensors.index.json` plus shards). Every command reads models
 /// through this one type.
+/// Sendable: immutable after init: shards are read-only mappings; `release` only advises the kernel (madvise).
 public final class SafetensorsModel: @unchecked Sendable {
-    // Immutable after init: shards are read-only mappings; `release` only advises the kernel (madvise).
     public enum Layout: Sendable, Equatable {
         /// A bare `.safetensors` file.
         case file

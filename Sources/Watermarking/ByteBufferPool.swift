@@ -7,8 +7,8 @@ import TensorIO
 /// that. A model repeats a few tensor sizes layer after layer, so buffers are matched by exact size. They
 /// start on a page boundary with a page to spare, so the writer can write them in place at any `lead`
 /// (`PlacedBytes`). Idle buffers are kept up to `keepBytes` in all, the least recently returned go first.
+/// Sendable: `idle` and its byte count are read and written only under `lock`; `keepBytes` is a `let`.
 final class ByteBufferPool: @unchecked Sendable {
-    // `idle` and its byte count are read and written only under `lock`.
     private let lock = NSLock()
     private var idle: [UnsafeMutableRawBufferPointer] = []   // oldest first
     private let keepBytes: Int
@@ -49,8 +49,9 @@ final class ByteBufferPool: @unchecked Sendable {
 }
 
 /// `count` bytes at offset `lead` of a pooled buffer; the buffer goes back to its pool when this is released.
+/// Sendable: owned by one holder at a time: a worker fills it, then hands it to the writer, which returns it to the
+/// pool (under the pool's lock); its fields are `let`s.
 final class PooledBytes: @unchecked Sendable {
-    // Owned by one holder at a time: a worker fills it, then hands it to the writer, which returns it to the pool.
     let storage: UnsafeMutableRawBufferPointer
     let lead: Int
     let count: Int

@@ -231,7 +231,8 @@ public struct TraceScorer: Sendable {
         let chunks = max(1, min(ids.count, workers * 8))
         let thresholds = code.thresholds
         out.withUnsafeMutableBufferPointer { buffer in
-            nonisolated(unsafe) let o = buffer // each chunk writes its own disjoint range
+            // Unsafe: each chunk writes its own disjoint range `lo..<hi` of `out`, which outlives the loop.
+            nonisolated(unsafe) let o = buffer
             DispatchQueue.concurrentPerform(iterations: chunks) { c in
                 let lo = ids.count * c / chunks, hi = ids.count * (c + 1) / chunks
                 thresholds.withUnsafeBufferPointer { t in

@@ -2,8 +2,8 @@ import TensorIO
 
 /// Matrices held in memory as a tensor source, so attacked or synthesized weights go through the same detection
 /// code as files (the benchmark's sweep, tests).
+/// Sendable: immutable after init (every stored property is a `let`), so concurrent reads are safe.
 public final class InMemoryTensors: RowBlockDecodable, @unchecked Sendable {
-    // Immutable after init.
     public let path: String
     private let values: [String: (shape: [Int], values: [Float])]
     private let order: [String]

@@ -9,9 +9,9 @@ import Foundation
 ///
 /// Several consumers (the writers of several copies) may each take every result, each in index order; a result
 /// and its budget are freed when the last of them has taken it (or given up: `abandon(consumer:)`).
+/// Sendable: all mutable state (results, next, taken, pendingCost, cancelled, takenBy, takers, abandoned) is read
+/// and written under `lock`; `work` runs on several threads at once, so callers pass one touching only Sendable state.
 final class OrderedPrefetcher<T>: @unchecked Sendable {
-    // All mutable state (results, next, taken, pendingCost, cancelled, takenBy, takers, abandoned) is read and
-    // written under `lock`.
     private let count: Int
     private let consumers: Int
     /// The next index each consumer takes.

@@ -20,9 +20,8 @@ enum Parallel {
     /// `map` over indices with `workers` threads; results in index order; the first error is rethrown.
     static func map<T>(count: Int, workers: Int, _ body: @escaping (Int) throws -> T) throws -> [T] {
         let state = Locked((results: [T?](repeating: nil, count: count), firstError: Error?.none, next: 0))
-        // `body` runs on several threads at once: callers pass closures that only read what they capture, or reach
-        // shared mutable state through a `Locked` (TileDetector, Detector). Nothing else makes a non-Sendable closure
-        // safe to call concurrently, so this is stated here rather than checked.
+        // Unsafe: `body` runs on several threads at once; callers pass closures that only read what they capture or
+        // reach shared mutable state through a `Locked` (TileDetector, Detector, Tracer): stated here, not checked.
         nonisolated(unsafe) let work = body
         DispatchQueue.concurrentPerform(iterations: max(1, min(workers, count))) { _ in
             while true {

@@ -695,8 +695,8 @@ extension TileDetector {
     }
 
     /// S_p for every position, derived once.
+    /// Sendable: `cache` is read and written only under `lock` (entries are immutable once stored); `tiles` is a `let`.
     final class PatternCache: @unchecked Sendable {
-        // Guarded by `lock`; entries are immutable once stored.
         private var cache: [Position: [Float]] = [:]
         private let lock = NSLock()
         let tiles: TileCarriers

@@ -106,7 +106,7 @@ public enum Fixtures {
         p.standardOutput = out
         p.standardError = err
         try p.run()
-        // Written by the reader thread before it signals `done`; read here only after waiting for it.
+        // Unsafe: written by the reader thread before it signals `done`; read here only after waiting for it.
         nonisolated(unsafe) var errData = Data()
         let done = DispatchSemaphore(value: 0)
         // A dedicated thread, not the global dispatch pool: tests that keep the pool busy (calibration's parallel

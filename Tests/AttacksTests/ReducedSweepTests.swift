@@ -32,7 +32,7 @@ struct ReducedSweepTests {
             #expect(p.detectedBlind && p.detectedInformed, "\(p.label): blind \(p.blindZ), informed \(p.informedZ)")
             #expect(p.damage > 0)
         }
-        let wrong = try await SweepRunner(original: original, marked: marked, key: WatermarkKey.generate(), options: DetectOptions(), delta: plan.delta)
+        let wrong = try await SweepRunner(original: original, marked: marked, key: WatermarkKey(secret: [UInt8](repeating: 0x5A, count: 32)), options: DetectOptions(), delta: plan.delta)
             .run(families)
         #expect(wrong.count == 2)
         for p in wrong { #expect(!p.detectedBlind && !p.detectedInformed, "\(p.label): blind \(p.blindZ), informed \(p.informedZ)") }

@@ -7,7 +7,7 @@ import WeightMarkTestSupport
 /// `Benchmarks/numpy_peer_v2.py` implements format v2 blind detection from docs/FORMAT.md alone (carriers, ChaCha20
 /// patterns, tiles, hypotheses, pilot rules, pooled statistic). If the page were not precise enough, its Z would differ.
 @Suite("Format v2 reproduced from docs/FORMAT.md by an independent numpy implementation",
-       .enabled(if: Fixtures.oraclesAvailable && Fixtures.miniLMAvailable, "Python oracle venv or MiniLM not installed (make venv, make minilm)"))
+       .enabled(if: Fixtures.oraclesAvailable && Fixtures.miniLMAvailable, "Python oracle venv or MiniLM not installed (make venv, make model)"))
 struct NumpyPeerV2OracleTests {
     static let peer = Fixtures.packageRoot + "/Benchmarks/numpy_peer_v2.py"
 
@@ -19,7 +19,7 @@ struct NumpyPeerV2OracleTests {
     @Test("MiniLM marked for a release: the peer's Z equals weightmark's to 4 decimals, for the release key and for unrelated keys")
     func miniLM() throws {
         let python = try #require(Fixtures.python, "no Python oracle: run `make venv` or set WEIGHTMARK_PYTHON")
-        let model = try #require(Fixtures.miniLM, "MiniLM missing: run `make minilm` or set WEIGHTMARK_MINILM")
+        let model = try #require(Fixtures.miniLM, "MiniLM missing: run `make model` or set WEIGHTMARK_MINILM")
         let dir = Fixtures.temporaryDirectory("peer-v2")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let marked = dir + "/marked.safetensors", opening = marked + ".opening.json"

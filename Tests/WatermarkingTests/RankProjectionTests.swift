@@ -102,8 +102,14 @@ struct RankProjectionTests {
         #expect(c!.storage.baseAddress != aStorage)
         var d: PooledBytes? = pool.take(2000)
         let (cStorage, dStorage) = (c!.storage.baseAddress, d!.storage.baseAddress)
-        // Returned in the order b, c, d: idle 3·4096 + 3600 bytes exceed the budget, so b's buffer goes.
-        (b, c, d) = (nil, nil, nil)
+        // Returned in the order b, c, d: idle 3·4096 + 3600 bytes exceed the budget, so b's buffer goes. An optimized
+        // build may end a variable's lifetime at its last use, so each one is kept alive explicitly until its turn.
+        withExtendedLifetime((b, c, d)) {}
+        b = nil
+        withExtendedLifetime((c, d)) {}
+        c = nil
+        withExtendedLifetime(d) {}
+        d = nil
         #expect(pool.idleBytes == 2 * page + 2600)
         let e = pool.take(2000), f = pool.take(600)
         #expect(e.storage.baseAddress == dStorage && f.storage.baseAddress == cStorage && pool.idleBytes == 0)

@@ -170,8 +170,10 @@ struct V2RepackagingTests {
         try SafetensorsWriter.write(out, metadata: nil, to: path, overwrite: true)
     }
 
-    static let prepared: (dir: String, marked: String, blindZ: Double, informedZ: Double)? = {
-        guard let minilm = Fixtures.miniLM else { return nil }
+    /// The marked MiniLM and its Z, once per process; nil when MiniLM is not installed. A failure to prepare it is kept
+    /// (as text) and reported by every test that needs it, never taken for "not installed".
+    static let prepared: (value: (dir: String, marked: String, blindZ: Double, informedZ: Double)?, error: String?) = {
+        guard let minilm = Fixtures.miniLM else { return (nil, nil) }
         let dir = Fixtures.temporaryDirectory("v2-repack")
         do {
             let model = try SafetensorsModel(path: minilm)
@@ -181,14 +183,15 @@ struct V2RepackagingTests {
             let marked = try SafetensorsModel(path: dir + "/marked.safetensors")
             let b = try Detector.detect(suspect: marked, reference: nil, key: key, options: DetectOptions())
             let i = try Detector.detect(suspect: marked, reference: model, key: key, options: DetectOptions())
-            return (dir, dir + "/marked.safetensors", b.combinedZ, i.combinedZ)
-        } catch { return nil }
+            return ((dir, dir + "/marked.safetensors", b.combinedZ, i.combinedZ), nil)
+        } catch { return (nil, "preparing the marked MiniLM failed: \(error)") }
     }()
 
     @Test("each re-packaging of the marked model is detected blind (≥ 0.9 × the untouched Z when all weights are kept) and informed; the unmarked one is not",
           .enabled(if: Fixtures.miniLMAvailable), arguments: Repack.allCases)
     func repackaged(kind: Repack) throws {
-        let p = try #require(Self.prepared, "MiniLM not available (WEIGHTMARK_MINILM)")
+        if let error = Self.prepared.error { Issue.record(Comment(rawValue: error)); return }
+        let p = try #require(Self.prepared.value, "MiniLM not available (WEIGHTMARK_MINILM)")
         let minilm = try #require(Fixtures.miniLM)
         let path = p.dir + "/\(kind.rawValue).safetensors"
         try Self.write(SafetensorsModel(path: p.marked), kind, to: path)

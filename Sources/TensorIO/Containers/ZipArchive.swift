@@ -3,8 +3,8 @@ import Foundation
 
 /// A memory-mapped ZIP archive: its checked central directory, stored members read in place, deflated
 /// members inflated into exactly their declared size.
+/// Sendable: immutable after init (a read-only mapping and its parsed directory); inflating fills only new arrays.
 public final class ZipArchive: @unchecked Sendable {
-    // Immutable after init: a read-only mapping and its parsed directory; inflating writes only into new arrays.
     public let mapping: MappedFile
     public let directory: ZipDirectory
     public var path: String { mapping.path }
@@ -78,7 +78,7 @@ public final class ZipArchive: @unchecked Sendable {
     public static func limitInflation(to bytes: Int) { budgetLock.withLock { budgetLimit = max(1 << 20, bytes) } }
 
     private static let budgetLock = NSLock()
-    /// Set by `limitInflation`; read and written under `budgetLock`.
+    /// Unsafe: set by `limitInflation`; read and written only under `budgetLock`.
     nonisolated(unsafe) private static var budgetLimit: Int?
 
     private static let memoryBudget: Int = {

@@ -91,8 +91,8 @@ struct GGUFCursor {
 }
 
 /// A memory-mapped, validated GGUF file (versions 2 and 3).
+/// Sendable: immutable after init: the validated header and a read-only mapping, only read.
 public final class GGUFFile: @unchecked Sendable {
-    // Immutable after init: the validated header and a read-only mapping, only read.
     public let path: String
     public let version: UInt32
     public let metadata: [(key: String, value: GGUFValue)]

@@ -1,7 +1,7 @@
 /// A GGUF file seen through Hugging Face names and layouts: names mapped back (BERT and Llama families),
 /// shapes in row-major order, llama.cpp's rotary q/k row permutation undone, values dequantized on demand.
+/// Sendable: immutable after init: the file (a read-only mapping) and the name map are only read.
 public final class GGUFModel: TensorSource, @unchecked Sendable {
-    // Immutable after init: the file (a read-only mapping) and the name map are only read.
     public let file: GGUFFile
     public let architecture: GGUFArchitecture?
     public let heads: Int?

@@ -6,8 +6,8 @@ import Foundation
 /// Member names lose their `.npy` suffix; a single `.npy` file's tensor is named after the file without `.npy`.
 /// Deflated members are inflated once when first read and kept until `releaseTensor`, so memory stays bounded by
 /// the tensors being worked on at once.
+/// Sendable: immutable after init but for `inflated`, which is read and written only under `lock`.
 public final class NumPyArrays: RowBlockDecodable, StoredTensorSource, @unchecked Sendable {
-    // Immutable after init but for `inflated`, which is read and written only under `lock`.
     public enum Container: Sendable { case npz, npy }
 
     /// One array: its view and where its bytes are.

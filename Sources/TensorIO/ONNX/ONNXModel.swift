@@ -9,8 +9,8 @@ import Foundation
 /// `DequantizeLinear` (per tensor, per axis, blocked), `MatMulNBits` (com.microsoft; 2–8 bits, blocks, zero points,
 /// `g_idx`) and the `MatMulInteger` weights of `quantize_dynamic` (scale `NAME_scale`, zero point).
 /// Weights in any other form are listed as not decodable, so coverage counts them as unread.
+/// Sendable: immutable after init but for `externalFiles`, which is read and written only under `lock`.
 public final class ONNXModel: TensorSource, @unchecked Sendable {
-    // Immutable after init; external files are mapped under `lock`.
     public let path: String
     public let sourceTensors: [SourceTensor]
     private let tensorIndex: [String: Int]

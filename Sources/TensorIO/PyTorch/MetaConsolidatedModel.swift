@@ -9,8 +9,8 @@ import Foundation
 /// `model.layers.N.self_attn.q_proj.weight`, …) and the rows of wq and wk get the rotary permutation Hugging Face's
 /// conversion applies: HF row `h·d + t·d/2 + i` is Meta row `h·d + 2i + t` (d = head dimension). `rope.freqs` is
 /// dropped, as the conversion does.
+/// Sendable: immutable after init: the shards (read-only mappings) and the merge plan are only read.
 public final class MetaConsolidatedModel: RowBlockDecodable, StoredTensorSource, @unchecked Sendable {
-    // Immutable after init: the shards (read-only mappings) and the merge plan are only read.
     enum Split: Equatable { case rows, columns, replicated }
 
     struct Merged {

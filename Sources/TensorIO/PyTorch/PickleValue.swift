@@ -56,8 +56,9 @@ public final class PickleTuple: Sendable {
 }
 
 /// A list. Mutable only until it is placed inside another container ("sealed"), which rules out cycles.
+/// Sendable: mutated only inside `RestrictedUnpickler.unpickle`, on the one thread running it, before it escapes;
+/// read-only once the unpickler has returned.
 public final class PickleList: @unchecked Sendable {
-    // Mutated only by the single-threaded unpickler before `sealed` is set; read-only afterwards.
     public private(set) var items: [PickleValue] = []
     private(set) var depth = 1
     var sealed = false
@@ -69,8 +70,9 @@ public final class PickleList: @unchecked Sendable {
 
 /// A dict (also `collections.OrderedDict`), in insertion order; a repeated string key replaces the earlier value,
 /// as in Python. Mutable only until sealed, like `PickleList`.
+/// Sendable: mutated only inside `RestrictedUnpickler.unpickle`, on the one thread running it, before it escapes;
+/// read-only once the unpickler has returned.
 public final class PickleDict: @unchecked Sendable {
-    // Mutated only by the single-threaded unpickler before `sealed` is set; read-only afterwards.
     public private(set) var items: [(key: PickleValue, value: PickleValue)] = []
     private var stringIndex: [String: Int] = [:]
     private(set) var depth = 1

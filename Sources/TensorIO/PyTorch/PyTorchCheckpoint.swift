@@ -2,8 +2,8 @@
 /// its pickle: the state dict's tensors, read in place from the memory-mapped archive.
 ///
 /// Opening reads only the central directory and `data.pkl`; tensor bytes are touched when decoded.
+/// Sendable: immutable after init: the read-only mapping and the parsed layout are only read.
 public final class PyTorchCheckpoint: RowBlockDecodable, StoredTensorSource, @unchecked Sendable {
-    // Immutable after init: the read-only mapping and the parsed layout are only read.
     public let archive: ZipArchive
     public let layout: PyTorchArchiveLayout
     private let byName: [String: Int]

@@ -2,8 +2,8 @@ import Foundation
 
 /// A Hugging Face folder of PyTorch shards: `pytorch_model.bin.index.json` (the same `weight_map` as the
 /// safetensors index) naming `pytorch_model-0000i-of-0000k.bin` checkpoints, seen as one model.
+/// Sendable: immutable after init: the shards and the name index are only read.
 public final class PyTorchShardedModel: RowBlockDecodable, StoredTensorSource, @unchecked Sendable {
-    // Immutable after init: the shards and the name index are only read.
     public static let indexFileName = "pytorch_model.bin.index.json"
 
     public let path: String

@@ -16,6 +16,7 @@ import Foundation
 ///   `X.weight_scale` per tensor or per row (compressed-tensors float-quantized: w = fp8·scale), or alone.
 ///
 /// Component tensors are hidden; everything else passes through unchanged.
+/// Sendable: immutable after init (every stored property is a `let`); `base` is itself Sendable and only read.
 public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
     public let base: SafetensorsModel
     public var path: String { base.path }
@@ -37,6 +38,7 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
         case packQuantized(bits: Int, group: Int)
     }
 
+    // Sendable: a value type holding only values (names, shapes, `Scheme`, `ModelTensor`s), no reference or pointer.
     struct Logical: @unchecked Sendable {
         var name: String
         var shape: [Int]

@@ -7,7 +7,8 @@ import Foundation
 /// then reads the file (`scan` prints such recheck commands). Outputs cannot be named this way (a link is not a place
 /// to write).
 enum RawArguments {
-    // Written once, on the main thread, while the arguments are read (before any other thread starts); read at exit.
+    // Unsafe: written once, on the main thread, while the arguments are read (before any other thread starts);
+    // only read afterwards, at exit.
     nonisolated(unsafe) private static var folder: String?
 
     static func arguments() -> [String] {
