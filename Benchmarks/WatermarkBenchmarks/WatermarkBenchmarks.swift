@@ -63,7 +63,7 @@ let benchmarks: @Sendable () -> Void = {
             let (bytes, carriers) = tensor.value!
             for _ in benchmark.scaledIterations {
                 let x = bytes.withUnsafeBytes { FloatConversion.decode($0, dtype: .bf16) }
-                blackHole(try Detector.evidence(name: "w", suspect: x, reference: nil, rows: m, cols: n, carriers: carriers).z)
+                blackHole(try Detector.score(name: "w", suspect: x, reference: nil, rows: m, cols: n, carriers: carriers).z)
             }
         }, setup: makeTensor, teardown: dropTensor)
         Benchmark("embed one bf16 tensor \(label)", closure: { benchmark in

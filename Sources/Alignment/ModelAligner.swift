@@ -96,7 +96,8 @@ public enum ModelAligner {
         }
         func shape(reference name: String) -> [Int]? { reference.sourceTensor(named: name).flatMap { $0.isFloating ? $0.shape : nil } }
 
-        func s(_ name: String) throws -> Matrix {
+        /// The suspect's matrix `name` as aligned so far.
+        func suspectMatrix(_ name: String) throws -> Matrix {
             if let o = overrides[name] { return o }
             if let g = gathers[name] { return g.applied(to: try Self.matrix(suspect, name)) }
             return try Self.matrix(suspect, name)
@@ -115,7 +116,8 @@ public enum ModelAligner {
                 overrides[name] = m
             }
         }
-        func r(_ name: String) throws -> Matrix { try Self.matrix(reference, name) }
+        /// The reference's matrix `name`.
+        func referenceMatrix(_ name: String) throws -> Matrix { try Self.matrix(reference, name) }
 
         /// Several matrices decoded two at a time (nil names give nil): (name, from the reference?) each.
         func matrices(_ wanted: [(String?, Bool)]) throws -> [Matrix?] {
@@ -129,7 +131,7 @@ public enum ModelAligner {
                     let k = next.withLock { n -> Int in defer { n += 1 }; return n }
                     guard k < wanted.count else { return }
                     guard let name = wanted[k].0 else { continue }
-                    let r = Result { try wanted[k].1 ? this.r(name) : this.s(name) }.map { Optional($0) }
+                    let r = Result { try wanted[k].1 ? this.referenceMatrix(name) : this.suspectMatrix(name) }.map { Optional($0) }
                     results.withLock { $0[k] = r }
                 }
             }
@@ -169,7 +171,7 @@ public enum ModelAligner {
             let rescaled = try unfuseNorms(ws, layout, d, options)
             return RotationFinding(found: false, embeddingCosine: meanCos, distanceFromIdentity: 0, fitResidual: fit, columnsRescaled: rescaled)
         }
-        let es = try ws.s(e), er = try ws.r(e)
+        let es = try ws.suspectMatrix(e), er = try ws.referenceMatrix(e)
         // Orthogonal Procrustes: Q = argmin ‖E_r Q − E_s‖ over orthogonal Q = U Vᵀ, with E_rᵀ E_s = U Σ Vᵀ.
         let m = BLAS.matmul(er, es, transA: .transposed)
         let (u, _, vt) = try LAPACK.svd(m)
@@ -177,11 +179,11 @@ public enum ModelAligner {
         ws.set(e, BLAS.matmul(es, q, transB: .transposed))
         func rotate(reading name: String?) throws {
             guard let name, let sh = ws.shape(suspect: name), sh.count == 2, sh[1] == d else { return }
-            ws.set(name, BLAS.matmul(try ws.s(name), q, transB: .transposed))
+            ws.set(name, BLAS.matmul(try ws.suspectMatrix(name), q, transB: .transposed))
         }
         func rotate(writing name: String?) throws {
             guard let name, let sh = ws.shape(suspect: name), sh.count == 2, sh[0] == d else { return }
-            ws.set(name, BLAS.matmul(q, try ws.s(name)))
+            ws.set(name, BLAS.matmul(q, try ws.suspectMatrix(name)))
         }
         for l in layout.layers {
             for n in [l.query, l.key, l.value, l.gate, l.up] { try rotate(reading: n) }
@@ -209,7 +211,7 @@ public enum ModelAligner {
             // With the norm weights at hand the question is settled directly: fused means the suspect's are all 1 and
             // the reference's are not.
             var knownFused: Bool?
-            if let norm, let gs = try? ws.s(norm).storage, let gr = try? ws.r(norm).storage, gs.count == d, gr.count == d {
+            if let norm, let gs = try? ws.suspectMatrix(norm).storage, let gr = try? ws.referenceMatrix(norm).storage, gs.count == d, gr.count == d {
                 knownFused = gs.allSatisfy { abs($0 - 1) < 1e-3 } && gr.contains { abs($0 - 1) > options.scaleTolerance }
             }
             if knownFused == false { return }
@@ -218,7 +220,7 @@ public enum ModelAligner {
             var ns = [Double](repeating: 0, count: d), nr = [Double](repeating: 0, count: d)
             var ss = [Double](repeating: 0, count: d), sr = [Double](repeating: 0, count: d)
             for p in probes {
-                let s = try ws.s(p), r = try ws.r(p)
+                let s = try ws.suspectMatrix(p), r = try ws.referenceMatrix(p)
                 for i in 0..<s.rows { for j in 0..<d {
                     let x = Double(s.storage[i * d + j]); ns[j] += x * x; ss[j] += x
                 } }
@@ -245,7 +247,7 @@ public enum ModelAligner {
             guard knownFused == true || scale.contains(where: { $0 < 0 }) || spread > 1.25 else { return }
             rescaled += scale.filter { abs($0 - 1) > options.scaleTolerance }.count
             for name in apply.compactMap({ $0 }) {
-                guard var w = try? ws.s(name), w.cols == d else { continue }
+                guard var w = try? ws.suspectMatrix(name), w.cols == d else { continue }
                 for i in 0..<w.rows { for j in 0..<d { w.storage[i * d + j] /= scale[j] } }
                 ws.set(name, w)
             }
@@ -360,7 +362,7 @@ public enum ModelAligner {
         ws.store(l.query, qg) { qg.applied(to: qs) }; ws.store(l.key, kg) { kg.applied(to: ks) }
         ws.store(l.value, vg) { vg.applied(to: vs) }; ws.store(l.attentionOutput, og) { og.applied(to: os) }
         for (bias, of) in [(l.queryBias, qOf), (l.keyBias, kvOf), (l.valueBias, kvOf)] {
-            guard let bias, let b = try? ws.s(bias), b.count == of.count * hd else { continue }
+            guard let bias, let b = try? ws.suspectMatrix(bias), b.count == of.count * hd else { continue }
             ws.set(bias, Matrix(rows: 1, cols: b.count, storage: blockSources(of).map { b.storage[$0] }))
         }
         return GroupFinding(kind: "heads", unit: "head", suspectUnits: h, referenceUnits: h, moved: moved, rescaled: 0, signFlips: 0, dropped: 0,
@@ -414,38 +416,109 @@ public enum ModelAligner {
 
     // MARK: - FFN hidden units
 
-    static func alignFFN(_ ws: Workspace, _ l: TransformerLayout.Layer, _ activation: TransformerLayout.Activation,
-                         _ options: AlignOptions, _ notes: inout [String]) throws -> GroupFinding? {
-        guard let su = ws.shape(suspect: l.up), let ru = ws.shape(reference: l.up), let sd = ws.shape(suspect: l.down),
-              let rd = ws.shape(reference: l.down), su.count == 2, ru.count == 2, sd.count == 2, rd.count == 2,
-              su[1] == ru[1], sd[0] == rd[0], sd[1] == su[0], rd[1] == ru[0],
-              l.gate.map({ ws.shape(suspect: $0) == su && ws.shape(reference: $0) == ru }) ?? true else {
-            notes.append("layer \(l.index): FFN not aligned (up/gate/down missing or inconsistent in the suspect)")
-            return nil
-        }
-        let ns = su[0], nr = ru[0], d = su[1], dOut = sd[0]
-        let scalable = activation != .gelu
-        let nf: Float = l.gate == nil ? 2 : 3
+    /// The margins of the FFN unit search, as multiples of the number of compared features nf (2 without a gate,
+    /// 3 with one: each feature's cosine is at most 1). docs/ALIGNMENT.md explains each.
+    enum UnitMargin {
+        /// A matched unit is doubtful (reported as ambiguous) below this similarity…
+        static let doubtfulSimilarity: Float = 0.3
+        /// …or when its match beats the runner-up by less than this.
+        static let doubtfulMargin: Float = 0.05
+        /// With fewer suspect units than reference units, a match below this is no match (the reference unit dropped).
+        static let forcedMatch: Float = 0.5
+        /// An extra suspect unit at least this similar to a matched reference unit is a duplicate, merged into it.
+        static let duplicate: Float = 0.6
+        /// A layer counts as rescaled when a fitted scale is negative or at least 1/`rescaledShare` of the units are off
+        /// by more than `rescaledDeviation` (quantization moves a fitted scale by ~damage/√d, ≈ 0.02 for int2 at d = 384).
+        static let rescaledDeviation: Float = 0.1
+        static let rescaledShare = 20
+    }
 
-        // Per-unit scale from the up path, c = ⟨up_s, up_r⟩ / ‖up_r‖² (SwiGLU: any sign; ReLU: positive only).
+    /// One layer's FFN: its matrices' names and sizes, and how its units may be edited without changing the function.
+    struct FFNLayer {
+        let layer: TransformerLayout.Layer
+        let activation: TransformerLayout.Activation
+        /// Suspect and reference units, the input width and the output width.
+        let ns: Int, nr: Int, d: Int, dOut: Int
+        /// Whether units can be rescaled without changing the function (SwiGLU: any sign; ReLU: positive only).
+        var scalable: Bool { activation != .gelu }
+        /// Features compared per unit: up row, down column, and the gate row when there is one.
+        var nf: Float { layer.gate == nil ? 2 : 3 }
+
+        /// Per-unit scale from the up path, c = ⟨up_s, up_r⟩ / ‖up_r‖².
         func fittedScale(dot: Double, referenceSquares nn: Double) -> Float {
             guard scalable, nn > 0 else { return 1 }
             let c = Float(dot / nn)
             if (activation == .relu && c <= 0) || abs(c) < 1e-6 { return 1 }
             return c
         }
-        // The layer counts as rescaled when some unit's scale is clearly not 1; then every unit's fitted scale is divided
-        // out (exactly), otherwise none (estimation noise of an unscaled layer is left alone).
-        // Quantization noise moves a fitted scale by ~damage/√d (≈ 0.02 for int2 at d = 384); a rescaling attack moves
-        // most units far more, so "clearly" means: a sign flip, or ≥ 5% of the units off by more than 0.1.
+
+        /// The layer counts as rescaled when some unit's scale is clearly not 1 (`UnitMargin`); then every unit's
+        /// fitted scale is divided out (exactly), otherwise none (estimation noise of an unscaled layer is left alone).
         func isScaled(_ fitted: [Float]) -> Bool {
-            scalable && (fitted.contains { $0 < 0 } || fitted.filter { abs($0 - 1) > 0.1 }.count >= max(1, ns / 20))
+            scalable && (fitted.contains { $0 < 0 }
+                || fitted.filter { abs($0 - 1) > UnitMargin.rescaledDeviation }.count >= max(1, ns / UnitMargin.rescaledShare))
         }
 
-        // Already aligned? One streamed pass: each unit's up row, gate row and down column against the same-index
-        // reference unit, without decoding whole matrices. An unscaled aligned layer ends here.
-        var before: Double?
-        var identityByCheck = false
+        /// The similarity of a unit pair from its features' cosines, as the identity check and the search combine them.
+        func similarity(up cu: Float, down cd: Float, gate cg: Float) -> Float {
+            activation == .swiglu ? cg + abs(cu + cd) : cg + cu + cd
+        }
+    }
+
+    /// The decoded matrices of one layer's FFN, suspect (s) and reference (r).
+    struct FFNMatrices {
+        let ups: Matrix, gates: Matrix?, downs: Matrix, upr: Matrix, gater: Matrix?, downr: Matrix
+    }
+
+    /// Where each suspect unit went: its reference unit (nil: none), and when searched, the similarity of its match
+    /// (on full rows), its margin over the runner-up (on the compared features) and its best reference unit.
+    struct UnitMatch {
+        var match: [Int?]
+        var searched = false
+        var chosen: [Float]
+        var margin: [Float]
+        var best: [(unit: Int, similarity: Float)]
+
+        static func identity(_ n: Int) -> UnitMatch {
+            UnitMatch(match: (0..<n).map { $0 }, chosen: [Float](repeating: 0, count: n),
+                      margin: [Float](repeating: .infinity, count: n), best: [(unit: Int, similarity: Float)](repeating: (0, 0), count: n))
+        }
+    }
+
+    /// Aligns one layer's FFN units (docs/ALIGNMENT.md, "FFN units"): shapes → already aligned? → unit search →
+    /// scales and sources → accept or leave as stored.
+    static func alignFFN(_ ws: Workspace, _ l: TransformerLayout.Layer, _ activation: TransformerLayout.Activation,
+                         _ options: AlignOptions, _ notes: inout [String]) throws -> GroupFinding? {
+        guard let f = ffnLayer(ws, l, activation) else {
+            notes.append("layer \(l.index): FFN not aligned (up/gate/down missing or inconsistent in the suspect)")
+            return nil
+        }
+        let check = try checkAligned(ws, f, options)
+        if let finding = check.finding { return finding }
+        var before = check.before
+        let decoded = try ws.matrices([l.up, l.gate, l.down].map { ($0, false) } + [l.up, l.gate, l.down].map { ($0, true) })
+        let m = FFNMatrices(ups: decoded[0]!, gates: decoded[1], downs: decoded[2]!, upr: decoded[3]!, gater: decoded[4], downr: decoded[5]!)
+        if f.ns == f.nr && before == nil {
+            before = relativeResidual([(m.ups, m.upr), (m.downs, m.downr)] + (m.gates.map { [($0, m.gater!)] } ?? []))
+        }
+        let units = check.identityByCheck ? UnitMatch.identity(f.ns) : searchUnits(f, m, options)
+        return try applyUnitMatch(ws, f, m, units, before: before, identityByCheck: check.identityByCheck, options)
+    }
+
+    /// The layer's FFN shapes, when up, gate and down are present and consistent in both models.
+    static func ffnLayer(_ ws: Workspace, _ l: TransformerLayout.Layer, _ activation: TransformerLayout.Activation) -> FFNLayer? {
+        guard let su = ws.shape(suspect: l.up), let ru = ws.shape(reference: l.up), let sd = ws.shape(suspect: l.down),
+              let rd = ws.shape(reference: l.down), su.count == 2, ru.count == 2, sd.count == 2, rd.count == 2,
+              su[1] == ru[1], sd[0] == rd[0], sd[1] == su[0], rd[1] == ru[0],
+              l.gate.map({ ws.shape(suspect: $0) == su && ws.shape(reference: $0) == ru }) ?? true else { return nil }
+        return FFNLayer(layer: l, activation: activation, ns: su[0], nr: ru[0], d: su[1], dOut: sd[0])
+    }
+
+    /// Already aligned? One streamed pass: each unit's up row, gate row and down column against the same-index
+    /// reference unit, without decoding whole matrices. An unscaled aligned layer ends here (`finding`).
+    static func checkAligned(_ ws: Workspace, _ f: FFNLayer, _ options: AlignOptions) throws
+        -> (finding: GroupFinding?, before: Double?, identityByCheck: Bool) {
+        let l = f.layer, ns = f.ns, d = f.d
         // A few units read alone can already rule the identity out: with |cos(down)| ≤ 1 the identity check's
         // similarity of unit i is at most cos(gate) + |cos(up)| + 1, so one sampled unit below the threshold settles it
         // (a permuted layer) without the streamed pass.
@@ -458,140 +531,141 @@ public enum ModelAligner {
             }
             for i in stride(from: 0, to: ns, by: max(1, ns / 16)) {
                 let cu = try rowCosine(l.up, i), cg = try l.gate.map { try rowCosine($0, i) } ?? 0
-                if (activation == .swiglu ? cg + abs(cu) : cg + cu) + 1 < options.identityCosine * nf { return true }
+                if (f.activation == .swiglu ? cg + abs(cu) : cg + cu) + 1 < options.identityCosine * f.nf { return true }
             }
             return false
         }
-        if ns == nr, try !identityRuledOut() {
-            let up = try ws.statistics(l.up, along: .rows, groupSize: 1)
-            let down = try ws.statistics(l.down, along: .columns, groupSize: 1)
-            let gate = try l.gate.map { try ws.statistics($0, along: .rows, groupSize: 1) }
-            before = PairStatistics.relativeResidual([up, down] + (gate.map { [$0] } ?? []))
-            identityByCheck = (0..<ns).allSatisfy { i in
-                let cu = up.cosine(i), cd = down.cosine(i), cg = gate?.cosine(i) ?? 0
-                return (activation == .swiglu ? cg + abs(cu + cd) : cg + cu + cd) >= options.identityCosine * nf
-            }
-            if identityByCheck && !isScaled((0..<ns).map { fittedScale(dot: up.dot[$0], referenceSquares: up.referenceSquares[$0]) }) {
-                return GroupFinding(kind: "ffn", unit: "unit", suspectUnits: ns, referenceUnits: nr, moved: 0, rescaled: 0, signFlips: 0,
-                                    dropped: 0, duplicated: 0, extra: 0, ambiguous: [], ambiguousCount: 0, residualBefore: before,
-                                    residualAfter: before!, identityByCheck: true)
-            }
+        guard ns == f.nr, try !identityRuledOut() else { return (nil, nil, false) }
+        let up = try ws.statistics(l.up, along: .rows, groupSize: 1)
+        let down = try ws.statistics(l.down, along: .columns, groupSize: 1)
+        let gate = try l.gate.map { try ws.statistics($0, along: .rows, groupSize: 1) }
+        let before = PairStatistics.relativeResidual([up, down] + (gate.map { [$0] } ?? []))
+        let identity = (0..<ns).allSatisfy { i in
+            f.similarity(up: up.cosine(i), down: down.cosine(i), gate: gate?.cosine(i) ?? 0) >= options.identityCosine * f.nf
         }
+        if identity && !f.isScaled((0..<ns).map { f.fittedScale(dot: up.dot[$0], referenceSquares: up.referenceSquares[$0]) }) {
+            return (GroupFinding(kind: "ffn", unit: "unit", suspectUnits: ns, referenceUnits: f.nr, moved: 0, rescaled: 0, signFlips: 0,
+                                 dropped: 0, duplicated: 0, extra: 0, ambiguous: [], ambiguousCount: 0, residualBefore: before,
+                                 residualAfter: before, identityByCheck: true), before, true)
+        }
+        return (nil, before, identity)
+    }
 
-        let decoded = try ws.matrices([l.up, l.gate, l.down].map { ($0, false) } + [l.up, l.gate, l.down].map { ($0, true) })
-        let ups = decoded[0]!, gates = decoded[1], downs = decoded[2]!, upr = decoded[3]!, gater = decoded[4], downr = decoded[5]!
-        if ns == nr && before == nil { before = relativeResidual([(ups, upr), (downs, downr)] + (gates.map { [($0, gater!)] } ?? [])) }
-
-        var match = [Int?](repeating: nil, count: ns)             // suspect unit → reference unit
-        // When searched: per suspect unit, the similarity of its match (on full rows), its margin over the runner-up
-        // (on the compared features), and its best reference unit with that similarity (on full rows).
-        var searched = false
-        var chosen = [Float](repeating: 0, count: ns), margin = [Float](repeating: .infinity, count: ns)
-        var best = [(unit: Int, similarity: Float)](repeating: (0, 0), count: ns)
-        if identityByCheck {
-            for i in 0..<ns { match[i] = i }
-        } else {
-            searched = true
-            // Similarity on full rows: cosines of the up rows, gate rows and down columns, one sweep over down's rows.
-            func exactSimilarities(_ pairs: [(Int, Int)]) -> [Float] {
-                var dot = [Double](repeating: 0, count: pairs.count), ss = dot, rr = dot
-                let pi = pairs.map(\.0), pj = pairs.map(\.1)
-                downs.storage.withUnsafeBufferPointer { s in
-                    downr.storage.withUnsafeBufferPointer { r in
-                        dot.withUnsafeMutableBufferPointer { dp in ss.withUnsafeMutableBufferPointer { sp in rr.withUnsafeMutableBufferPointer { rp in
-                            pi.withUnsafeBufferPointer { ip in pj.withUnsafeBufferPointer { jp in
-                                for row in 0..<dOut {
-                                    let sRow = s.baseAddress! + row * ns, rRow = r.baseAddress! + row * nr
-                                    for p in 0..<ip.count {
-                                        let a = Double(sRow[ip[p]]), b = Double(rRow[jp[p]])
-                                        dp[p] += a * b; sp[p] += a * a; rp[p] += b * b
-                                    }
+    /// The unit search: cosine matrices of unit features, combined as in the identity check, then the optimal
+    /// assignment. Wide features go through a fixed count sketch (rows of up/gate and columns of down sketched in
+    /// place, no transposes): a narrow one first; when its matches leave doubt (more than 1% ambiguous, or not
+    /// confident on full rows), a 4× wider one. Sketched matches are verified on full rows.
+    static func searchUnits(_ f: FFNLayer, _ m: FFNMatrices, _ options: AlignOptions) -> UnitMatch {
+        let (ns, nr, d, dOut, nf) = (f.ns, f.nr, f.d, f.dOut, f.nf)
+        var u = UnitMatch.identity(ns)
+        u.searched = true
+        // Similarity on full rows: cosines of the up rows, gate rows and down columns, one sweep over down's rows.
+        func exactSimilarities(_ pairs: [(Int, Int)]) -> [Float] {
+            var dot = [Double](repeating: 0, count: pairs.count), ss = dot, rr = dot
+            let pi = pairs.map(\.0), pj = pairs.map(\.1)
+            m.downs.storage.withUnsafeBufferPointer { s in
+                m.downr.storage.withUnsafeBufferPointer { r in
+                    dot.withUnsafeMutableBufferPointer { dp in ss.withUnsafeMutableBufferPointer { sp in rr.withUnsafeMutableBufferPointer { rp in
+                        pi.withUnsafeBufferPointer { ip in pj.withUnsafeBufferPointer { jp in
+                            for row in 0..<dOut {
+                                let sRow = s.baseAddress! + row * ns, rRow = r.baseAddress! + row * nr
+                                for p in 0..<ip.count {
+                                    let a = Double(sRow[ip[p]]), b = Double(rRow[jp[p]])
+                                    dp[p] += a * b; sp[p] += a * a; rp[p] += b * b
                                 }
-                            } }
-                        } } }
-                    }
-                }
-                return pairs.enumerated().map { p, pair in
-                    let (i, j) = pair
-                    let cu = cosine(ups.storage, i * d, upr.storage, j * d, d)
-                    let cd = ss[p] > 0 && rr[p] > 0 ? Float(dot[p] / (ss[p] * rr[p]).squareRoot()) : 0
-                    let cg = gates.map { cosine($0.storage, i * d, gater!.storage, j * d, d) } ?? 0
-                    return activation == .swiglu ? cg + abs(cu + cd) : cg + cu + cd
+                            }
+                        } }
+                    } } }
                 }
             }
-            // Cosine matrices of unit features, combined as in the identity check. Wide features go through a fixed
-            // count sketch (rows of up/gate and columns of down sketched in place, no transposes): a narrow one first;
-            // when its matches leave doubt (more than 1% ambiguous, or not confident on full rows), a 4× wider one.
-            var width = options.sketchColumns
-            while true {
-                let sketch = d > options.exactFeatureLimit || dOut > options.exactFeatureLimit
-                let rowSketch = sketch && d > width ? CountSketch(inputs: d, outputs: width) : nil
-                let columnSketch = sketch && dOut > width ? CountSketch(inputs: dOut, outputs: width) : nil
-                func rowFeatures(_ m: Matrix) -> Matrix {
-                    var f = rowSketch.map { $0.sketchingRows(of: m) } ?? m
-                    normalizeRows(&f)
-                    return f
-                }
-                func columnFeatures(_ m: Matrix) -> Matrix {
-                    var f = columnSketch.map { $0.sketchingColumns(of: m) } ?? m.transposed
-                    normalizeRows(&f)
-                    return f
-                }
-                // cos(up) + cos(down) as one product of concatenated features; then |·| for SwiGLU, then + cos(gate).
-                let (sim, arg, top, second) = unitSimilarities(
-                    side(by: rowFeatures(ups), columnFeatures(downs)), side(by: rowFeatures(upr), columnFeatures(downr)),
-                    absolute: activation == .swiglu, plus: gates.map { rowFeatures($0) }, gater.map { rowFeatures($0) })
-                // Every row's best column distinct: that is the optimal assignment (what LinearAssignment returns).
-                if ns <= nr, Set(arg).count == ns {
-                    match = arg.map { Optional($0) }
-                } else {
-                    match = LinearAssignment.maximize(sim, rows: ns, cols: nr)
-                }
-                let pairs = (0..<ns).compactMap { i in match[i].map { (i, $0) } }
-                let verified = sketch ? exactSimilarities(pairs) : pairs.map { sim[$0.0 * nr + $0.1] }
-                for (p, (i, j)) in pairs.enumerated() {
-                    chosen[i] = verified[p]
-                    margin[i] = sim[i * nr + j] - (j == arg[i] ? second[i] : top[i])
-                }
-                // With fewer suspect units than reference units, a forced match to an unrelated unit (a suspect unit
-                // whose real counterpart is taken, as a duplicate's is) is no match: that reference unit counts as
-                // dropped. With equal counts every unit keeps its match (a permutation; noise only weakens similarities).
-                if ns < nr { for i in 0..<ns where match[i] != nil && chosen[i] < 0.5 * nf { match[i] = nil } }
-                for i in 0..<ns where match[i] == nil { best[i] = (arg[i], top[i]) }
-                let unmatched = (0..<ns).filter { match[$0] == nil }
-                if sketch && !unmatched.isEmpty {
-                    for (i, s) in zip(unmatched, exactSimilarities(unmatched.map { ($0, arg[$0]) })) { best[i].similarity = s }
-                }
-                let kept = pairs.filter { match[$0.0] != nil }
-                let doubtful = kept.filter { chosen[$0.0] < 0.3 * nf || margin[$0.0] < 0.05 * nf }.count
-                let confident = !kept.isEmpty && kept.reduce(Float(0)) { $0 + chosen[$1.0] } / Float(kept.count) >= options.identityCosine * nf
-                if !sketch || width >= 4 * options.sketchColumns || (confident && doubtful * 100 <= ns) { break }
-                width *= 4
+            return pairs.enumerated().map { p, pair in
+                let (i, j) = pair
+                let cu = cosine(m.ups.storage, i * d, m.upr.storage, j * d, d)
+                let cd = ss[p] > 0 && rr[p] > 0 ? Float(dot[p] / (ss[p] * rr[p]).squareRoot()) : 0
+                let cg = m.gates.map { cosine($0.storage, i * d, m.gater!.storage, j * d, d) } ?? 0
+                return f.similarity(up: cu, down: cd, gate: cg)
             }
         }
+        var width = options.sketchColumns
+        while true {
+            let sketch = d > options.exactFeatureLimit || dOut > options.exactFeatureLimit
+            let rowSketch = sketch && d > width ? CountSketch(inputs: d, outputs: width) : nil
+            let columnSketch = sketch && dOut > width ? CountSketch(inputs: dOut, outputs: width) : nil
+            func rowFeatures(_ x: Matrix) -> Matrix {
+                var features = rowSketch.map { $0.sketchingRows(of: x) } ?? x
+                normalizeRows(&features)
+                return features
+            }
+            func columnFeatures(_ x: Matrix) -> Matrix {
+                var features = columnSketch.map { $0.sketchingColumns(of: x) } ?? x.transposed
+                normalizeRows(&features)
+                return features
+            }
+            // cos(up) + cos(down) as one product of concatenated features; then |·| for SwiGLU, then + cos(gate).
+            let (sim, arg, top, second) = unitSimilarities(
+                side(by: rowFeatures(m.ups), columnFeatures(m.downs)), side(by: rowFeatures(m.upr), columnFeatures(m.downr)),
+                absolute: f.activation == .swiglu, plus: m.gates.map { rowFeatures($0) }, m.gater.map { rowFeatures($0) })
+            // Every row's best column distinct: that is the optimal assignment (what LinearAssignment returns).
+            if ns <= nr, Set(arg).count == ns {
+                u.match = arg.map { Optional($0) }
+            } else {
+                u.match = LinearAssignment.maximize(sim, rows: ns, cols: nr)
+            }
+            let pairs = (0..<ns).compactMap { i in u.match[i].map { (i, $0) } }
+            let verified = sketch ? exactSimilarities(pairs) : pairs.map { sim[$0.0 * nr + $0.1] }
+            for (p, (i, j)) in pairs.enumerated() {
+                u.chosen[i] = verified[p]
+                u.margin[i] = sim[i * nr + j] - (j == arg[i] ? second[i] : top[i])
+            }
+            // With fewer suspect units than reference units, a forced match to an unrelated unit (a suspect unit
+            // whose real counterpart is taken, as a duplicate's is) is no match: that reference unit counts as
+            // dropped. With equal counts every unit keeps its match (a permutation; noise only weakens similarities).
+            if ns < nr { for i in 0..<ns where u.match[i] != nil && u.chosen[i] < UnitMargin.forcedMatch * nf { u.match[i] = nil } }
+            for i in 0..<ns where u.match[i] == nil { u.best[i] = (arg[i], top[i]) }
+            let unmatched = (0..<ns).filter { u.match[$0] == nil }
+            if sketch && !unmatched.isEmpty {
+                for (i, s) in zip(unmatched, exactSimilarities(unmatched.map { ($0, arg[$0]) })) { u.best[i].similarity = s }
+            }
+            let kept = pairs.filter { u.match[$0.0] != nil }
+            let doubtful = kept.filter { isDoubtful(u, $0.0, nf) }.count
+            let confident = !kept.isEmpty && kept.reduce(Float(0)) { $0 + u.chosen[$1.0] } / Float(kept.count) >= options.identityCosine * nf
+            if !sketch || width >= 4 * options.sketchColumns || (confident && doubtful * 100 <= ns) { break }
+            width *= 4
+        }
+        return u
+    }
 
+    static func isDoubtful(_ u: UnitMatch, _ i: Int, _ nf: Float) -> Bool {
+        u.chosen[i] < UnitMargin.doubtfulSimilarity * nf || u.margin[i] < UnitMargin.doubtfulMargin * nf
+    }
+
+    /// Scales and sources: where each reference unit comes from (up row ÷ c, gate row, down column × c, plus merged
+    /// duplicates); the result is kept only when it is a confident match that fits the reference better than the
+    /// suspect as stored, and then stored in the workspace.
+    static func applyUnitMatch(_ ws: Workspace, _ f: FFNLayer, _ m: FFNMatrices, _ u: UnitMatch, before: Double?,
+                               identityByCheck: Bool, _ options: AlignOptions) throws -> GroupFinding {
+        let l = f.layer, (ns, nr, d, dOut, nf) = (f.ns, f.nr, f.d, f.dOut, f.nf)
         func rawScale(_ i: Int, _ j: Int) -> Float {
-            guard scalable else { return 1 }
-            return ups.storage.withUnsafeBufferPointer { s in
-                upr.storage.withUnsafeBufferPointer { r in
+            guard f.scalable else { return 1 }
+            return m.ups.storage.withUnsafeBufferPointer { s in
+                m.upr.storage.withUnsafeBufferPointer { r in
                     let x = UnsafeBufferPointer(rebasing: s[(i * d)..<((i + 1) * d)]), y = UnsafeBufferPointer(rebasing: r[(j * d)..<((j + 1) * d)])
-                    return fittedScale(dot: BLAS.dot(x, y), referenceSquares: BLAS.dot(y, y))
+                    return f.fittedScale(dot: BLAS.dot(x, y), referenceSquares: BLAS.dot(y, y))
                 }
             }
         }
-        let layerScaled = isScaled((0..<ns).compactMap { i in match[i].map { rawScale(i, $0) } })
+        let layerScaled = f.isScaled((0..<ns).compactMap { i in u.match[i].map { rawScale(i, $0) } })
         func scale(_ i: Int, _ j: Int) -> Float { layerScaled ? rawScale(i, j) : 1 }
 
-        // Where each reference unit comes from: up row ÷ c, gate row, down column × c (plus merged duplicates).
         var rowSources = [Int?](repeating: nil, count: nr), divisors = [Float](repeating: 1, count: nr)
         var columnSources = [[(column: Int, factor: Float)]](repeating: [], count: nr)
-        let biass = try l.upBias.flatMap { ws.shape(suspect: $0) == [ns] ? try ws.s($0) : nil }
+        let biass = try l.upBias.flatMap { ws.shape(suspect: $0) == [ns] ? try ws.suspectMatrix($0) : nil }
         var biasa = [Float](repeating: 0, count: nr)
         var moved = 0, rescaled = 0, flips = 0, duplicated = 0, extra = 0
         var ambiguous: [Int] = []
         var assigned = [Bool](repeating: false, count: nr)
         for i in 0..<ns {
-            guard let j = match[i] else { continue }
+            guard let j = u.match[i] else { continue }
             assigned[j] = true
             if i != j { moved += 1 }
             let c = scale(i, j)
@@ -599,39 +673,38 @@ public enum ModelAligner {
             rowSources[j] = i; divisors[j] = c
             columnSources[j] = [(i, c)]
             if let biass { biasa[j] = biass.storage[i] / c }
-            if searched && (chosen[i] < 0.3 * nf || margin[i] < 0.05 * nf) { ambiguous.append(j) }
+            if u.searched && isDoubtful(u, i, nf) { ambiguous.append(j) }
         }
         // Suspect units beyond the reference's count: a duplicate (same input row, output column split) is merged into
         // the unit it copies; anything else is left out.
-        for i in 0..<ns where match[i] == nil {
-            let arg = best[i].unit
-            guard best[i].similarity >= 0.6 * nf, assigned[arg] else { extra += 1; continue }
+        for i in 0..<ns where u.match[i] == nil {
+            let arg = u.best[i].unit
+            guard u.best[i].similarity >= UnitMargin.duplicate * nf, assigned[arg] else { extra += 1; continue }
             columnSources[arg].append((i, scale(i, arg)))
             duplicated += 1
         }
         let dropped = assigned.filter { !$0 }.count
-        var changed = moved > 0 || rescaled > 0 || dropped > 0 || duplicated > 0 || extra > 0 || ns != nr
+        let changed = moved > 0 || rescaled > 0 || dropped > 0 || duplicated > 0 || extra > 0 || ns != nr
         let upGather = TensorGather(shape: [nr, d], sourceColumns: d, sources: .rows(rowSources, divisors: divisors))
         let gateGather = TensorGather(shape: [nr, d], sourceColumns: d, sources: .rows(rowSources, divisors: nil))
         let downGather = TensorGather(shape: [dOut, nr], sourceColumns: ns, sources: .columns(columnSources))
         var after = before ?? 0
         if changed {
-            after = relativeResidual([(upGather, ups, upr), (downGather, downs, downr)] + (gates.map { [(gateGather, $0, gater!)] } ?? []))
+            after = relativeResidual([(upGather, m.ups, m.upr), (downGather, m.downs, m.downr)] + (m.gates.map { [(gateGather, $0, m.gater!)] } ?? []))
         }
         // A search result is used only when it is a confident match (mean matched similarity as high as the identity
         // check asks of an aligned copy) that fits the reference better than the suspect as stored.
-        let matchedSims = (0..<ns).compactMap { i in match[i].map { _ in searched ? chosen[i] : options.identityCosine * nf } }
+        let matchedSims = (0..<ns).compactMap { i in u.match[i].map { _ in u.searched ? u.chosen[i] : options.identityCosine * nf } }
         let confident = !matchedSims.isEmpty && matchedSims.reduce(0, +) / Float(matchedSims.count) >= options.identityCosine * nf
         if changed && ((!identityByCheck && !confident) || (before.map { after >= $0 } ?? false)) {
-            changed = false
             return GroupFinding(kind: "ffn", unit: "unit", suspectUnits: ns, referenceUnits: nr, moved: 0, rescaled: 0, signFlips: 0,
                                 dropped: 0, duplicated: 0, extra: 0, ambiguous: [], ambiguousCount: 0, residualBefore: before,
                                 residualAfter: before ?? after, identityByCheck: false, leftAsStored: true)
         }
         if changed {
-            ws.store(l.up, upGather) { upGather.applied(to: ups) }
-            ws.store(l.down, downGather) { downGather.applied(to: downs) }
-            if let g = l.gate, let gates { ws.store(g, gateGather) { gateGather.applied(to: gates) } }
+            ws.store(l.up, upGather) { upGather.applied(to: m.ups) }
+            ws.store(l.down, downGather) { downGather.applied(to: m.downs) }
+            if let g = l.gate, let gates = m.gates { ws.store(g, gateGather) { gateGather.applied(to: gates) } }
             if let b = l.upBias, biass != nil { ws.set(b, Matrix(rows: 1, cols: nr, storage: biasa)) }
         }
         return GroupFinding(kind: "ffn", unit: "unit", suspectUnits: ns, referenceUnits: nr, moved: moved, rescaled: rescaled, signFlips: flips,

@@ -14,7 +14,7 @@ public struct CommitmentParameters: Sendable, Codable, Equatable {
     public var exclude: [String]
     public var minimumElements: Int
 
-    public init(markFormat: MarkFormat, delta: Double, shaping: WatermarkShaping, rank: Int, selection: TensorSelection) {
+    public init(markFormat: MarkVersion, delta: Double, shaping: WatermarkShaping, rank: Int, selection: TensorSelection) {
         self.markFormat = markFormat.rawValue
         self.delta = delta
         self.shaping = shaping.rawValue
@@ -26,7 +26,7 @@ public struct CommitmentParameters: Sendable, Codable, Equatable {
 
     /// The parameters `embed` recorded in a manifest.
     public init(manifest m: EmbedManifest) {
-        self.init(markFormat: MarkFormat(rawValue: m.formatVersion) ?? .v2, delta: m.delta, shaping: m.shaping, rank: m.rank,
+        self.init(markFormat: MarkVersion(rawValue: m.formatVersion) ?? .v2, delta: m.delta, shaping: m.shaping, rank: m.rank,
                   selection: m.selection)
         markFormat = m.formatVersion
     }

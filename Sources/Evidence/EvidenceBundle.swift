@@ -199,7 +199,7 @@ public enum EvidenceBundle {
             if let l = inputs.lineage { try put(lineageFile, l.reportJSON) }
             var index = EvidenceBundleIndex(
                 format: EvidenceBundleIndex.formatName, version: EvidenceBundleIndex.fileVersion,
-                tool: "weightmark \(WatermarkFormat.toolVersion)", markFormatVersion: inputs.report.formatVersion,
+                tool: "weightmark \(WeightMarkVersion.toolVersion)", markFormatVersion: inputs.report.formatVersion,
                 created: ISO8601DateFormatter().string(from: Date()),
                 suspect: .init(path: inputs.suspectPath, files: try fileDigests(of: inputs.suspectPath)),
                 reference: inputs.reference.map { .init(path: $0.path, tensorsSHA256: $0.tensorsSHA256.hexString) },
@@ -282,7 +282,7 @@ public enum EvidenceBundle {
         How to check it yourself
           weightmark evidence --verify THIS_FOLDER [--suspect PATH] [--before DATE]
         recomputes every hash and every number (it re-runs the detection on the suspect files) and says which part, if
-        any, does not hold. Format: docs/FORMAT.md of WeightMark \(WatermarkFormat.toolVersion) (mark format v\(b.markFormatVersion)).
+        any, does not hold. Format: docs/FORMAT.md of WeightMark \(WeightMarkVersion.toolVersion) (mark format v\(b.markFormatVersion)).
 
         """
         return s

@@ -203,7 +203,7 @@ extension EvidenceBundle {
                 // The verdict at the verifier's threshold; the author's (settings.alpha) only says what was claimed.
                 options.alpha = alpha
                 if let workers { options.workers = workers }
-                guard let format = DetectFormat(rawValue: index.settings.format) else {
+                guard let format = MarkVersionSearch(rawValue: index.settings.format) else {
                     throw EvidenceError.invalidField(path: indexPath, field: "settings.format", reason: "unknown format \(index.settings.format)")
                 }
                 options.format = format

@@ -112,7 +112,7 @@ public final class SweepRunner: @unchecked Sendable {
     public let key: WatermarkKey
     public let alpha: Double
     public let delta: Double
-    public let format: MarkFormat
+    public let format: MarkVersion
     let options: DetectOptions
     let selected: [ModelTensor]
     let markedValues: [String: [Float]]
@@ -132,7 +132,7 @@ public final class SweepRunner: @unchecked Sendable {
     /// - Parameter llama: the same config.json read for the Llama forward pass (`LlamaConfig.load(near:)`); with it,
     ///   Llama-layout models get the function-kept measure.
     public init(original: SafetensorsModel, marked: SafetensorsModel, key: WatermarkKey, options: DetectOptions, delta: Double,
-                format: MarkFormat = .v2, config: ModelConfig? = nil, llama: LlamaConfig? = nil) throws {
+                format: MarkVersion = .v2, config: ModelConfig? = nil, llama: LlamaConfig? = nil) throws {
         self.original = original
         self.marked = marked
         self.key = key

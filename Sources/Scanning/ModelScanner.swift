@@ -6,7 +6,7 @@ import TensorIO
 import Watermarking
 
 /// Which mark formats a sweep tests.
-public enum ScanFormats: String, Sendable, Codable, CaseIterable {
+public enum ScanMarkVersions: String, Sendable, Codable, CaseIterable {
     /// v2 always; v1 too where the format keeps tensor names (everything but a bare .npy). Each format is paid for.
     case auto
     /// v2 (name-free) only.
@@ -27,7 +27,7 @@ public struct ScanOptions: Sendable {
     public var sampleMargin = 2.5
     /// A sample Z below the threshold but at least this high reads the whole model.
     public var escalateZ = 3.0
-    public var formats = ScanFormats.auto
+    public var formats = ScanMarkVersions.auto
     /// Models larger than this many bytes are skipped (reported); archive members too.
     public var maxBytes: Int?
     /// Seconds per model; a model still running then is reported as timed out.
@@ -92,7 +92,7 @@ public final class ModelScanner: @unchecked Sendable {
 
     /// What a file's first bytes say it is.
     enum Sniffed {
-        case model(ModelFormat)
+        case model(FileFormat)
         case tar
         case zipArchive
         /// Looks like a model but cannot be one as it stands.
@@ -124,12 +124,12 @@ public final class ModelScanner: @unchecked Sendable {
             }
         }
         if TarMembers.looksLikeTar(b) { return .tar }
-        let format = b.withUnsafeBytes { ModelFormat.detect(prefix: $0) }
+        let format = b.withUnsafeBytes { FileFormat.detect(prefix: $0) }
         switch format {
         case .safetensors: return .nothing // the reader's fallback for unknown bytes
         case .pytorchZip:
             guard let path else { return .zipArchive }
-            switch try? ModelFormat.detect(path: path) {
+            switch try? FileFormat.detect(path: path) {
             case .pytorchZip?: return .model(.pytorchZip)
             case .npz?: return .model(.npz)
             case let .unsupported(d, h)? where !d.hasPrefix("a ZIP archive"): return .model(.unsupported(description: d, hint: h))
@@ -345,7 +345,7 @@ public final class ModelScanner: @unchecked Sendable {
         return sample
     }
 
-    func scanModel(path: String, label: String, relativePath: String, format sniffed: ModelFormat?, recheck: ((String) -> String)?) -> ScanRecord {
+    func scanModel(path: String, label: String, relativePath: String, format sniffed: FileFormat?, recheck: ((String) -> String)?) -> ScanRecord {
         let start = DispatchTime.now()
         func ms() -> Int { Int((DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1_000_000) }
         let before = Self.fingerprint(path)
@@ -371,7 +371,7 @@ public final class ModelScanner: @unchecked Sendable {
             // Stage 1: headers only.
             let model = try openTensorSource(path: path)
             source = model
-            if rec.format == nil { rec.format = (try? ModelFormat.detect(path: path))?.name }
+            if rec.format == nil { rec.format = (try? FileFormat.detect(path: path))?.name }
             let all = model.sourceTensors
             let knownTensorBytes = all.reduce(0) { $0 + model.storedBytes(of: $1.name) }
             if let g = model as? GGUFModel { headerBytes = g.file.dataStart } else { headerBytes = max(0, bytes - knownTensorBytes) }
@@ -403,7 +403,7 @@ public final class ModelScanner: @unchecked Sendable {
             let sampleView = ScanView.make(model, exposing: sample, deadline: deadline)
             let fullView = ScanView.make(model, exposing: all, deadline: deadline)
             defer { readNames = sampleView.tensorsRead.union(fullView.tensorsRead) }
-            let formats: [DetectFormat] = triesV1 ? [.v2, .v1] : [.v2]
+            let formats: [MarkVersionSearch] = triesV1 ? [.v2, .v1] : [.v2]
             for (key, keyFile) in options.keys {
                 // Once a format is a hit for this key, the other cannot change the verdict (its test is paid for anyway).
                 formatLoop: for format in formats {

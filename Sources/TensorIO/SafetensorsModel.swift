@@ -50,7 +50,7 @@ public final class SafetensorsModel: @unchecked Sendable {
         var meta: [JSONMember] = []
         var weightMap: [String: String]?
         if !isDir.boolValue {
-            let format = try ModelFormat.detect(path: path)
+            let format = try FileFormat.detect(path: path)
             if format != .safetensors {
                 throw TensorIOError.notSafetensors(path: path, format: format)
             }

@@ -21,7 +21,7 @@ public enum TensorIOError: Error, Sendable, CustomStringConvertible {
     case invalidNumPy(path: String, reason: String)
     case invalidMetaCheckpoint(path: String, reason: String)
     case unsupportedFormat(path: String, format: String, hint: String)
-    case notSafetensors(path: String, format: ModelFormat)
+    case notSafetensors(path: String, format: FileFormat)
     /// A JSON object repeats a key (readers disagree on which value counts).
     case duplicateJSONKey(path: String, key: String, offset: Int)
     /// The file shrank (or was replaced) while it was mapped and read: what was read is not the file.

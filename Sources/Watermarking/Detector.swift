@@ -14,7 +14,7 @@ public struct DetectOptions: Sendable {
     /// with a part, `.auto` looks for v1 alone.
     public var part: ReportPart?
     /// Which formats to look for: both by default (the bound pays a factor 2).
-    public var format = DetectFormat.auto
+    public var format = MarkVersionSearch.auto
     /// Format v2: read the model as stored transposed, as when its pilots prefer that by 3 (docs/FORMAT.md, step 4).
     /// `scan` also tries this on samples too small for their pilots to decide, and pays for the extra test.
     public var readTransposed = false
@@ -22,7 +22,7 @@ public struct DetectOptions: Sendable {
 }
 
 /// Which mark formats `detect` looks for.
-public enum DetectFormat: String, Sendable, Codable, CaseIterable {
+public enum MarkVersionSearch: String, Sendable, Codable, CaseIterable {
     /// Both v1 and v2; the verdict uses the stronger, and its bound is doubled.
     case auto, v1, v2
 }
@@ -31,12 +31,12 @@ public enum DetectFormat: String, Sendable, Codable, CaseIterable {
 public enum Detector {
     /// Evidence from one m×n suspect matrix held in memory (tests, benchmarks): the streaming path below, reading
     /// the arrays as row blocks.
-    public static func evidence(name: String, suspect: [Float], reference: [Float]?, rows: Int, cols: Int,
-                                carriers: Carriers) throws -> TensorEvidence {
+    public static func score(name: String, suspect: [Float], reference: [Float]?, rows: Int, cols: Int,
+                                carriers: Carriers) throws -> TensorScore {
         precondition(reference == nil || reference!.count == suspect.count, "reference and suspect sizes differ")
         let s = InMemoryTensors(path: "memory", tensors: [(name, [rows, cols], suspect)])
         let r = reference.map { InMemoryTensors(path: "memory", tensors: [(name, [rows, cols], $0)]) }
-        return try evidence(name: name, rows: rows, cols: cols, suspect: s, reference: r, carriers: carriers)
+        return try score(name: name, rows: rows, cols: cols, suspect: s, reference: r, carriers: carriers)
     }
 
     /// Format-v1 evidence from one m×n tensor streamed in row blocks: Y = Σ_blocks A_blockᵀ (X_block B), with no
@@ -45,8 +45,8 @@ public enum Detector {
     /// Blind: X = suspect. Informed: X = suspect − reference with erasures masked (`Residual`). Blind detection of
     /// bf16/f32 storage reads X_block in place (the rank-32 kernel widens bf16 in L1-sized chunks); other storage,
     /// and informed mode, decode X_block into a small reusable buffer first.
-    static func evidence(name: String, rows m: Int, cols n: Int, suspect: any RowBlockDecodable,
-                         reference: (any RowBlockDecodable)?, carriers: Carriers) throws -> TensorEvidence {
+    static func score(name: String, rows m: Int, cols n: Int, suspect: any RowBlockDecodable,
+                         reference: (any RowBlockDecodable)?, carriers: Carriers) throws -> TensorScore {
         let a = carriers.a.cols, b = carriers.b.cols
         let blockRows = max(8, min(m, (1 << 18) / max(1, n)))
         var x: [Float] = []
@@ -98,7 +98,7 @@ public enum Detector {
         if sanitize || finite {
             // Finite values so large that the projection overflows: no usable evidence, z = 0 (conservative:
             // the tensor's weight still counts in the combination).
-            return TensorEvidence(name: name, shape: [m, n], weight: Double(m * n).squareRoot(),
+            return TensorScore(name: name, shape: [m, n], weight: Double(m * n).squareRoot(),
                                   correlation: finite ? correlation : 0, norm: finite ? norm : 0, erased: erased)
         }
         sanitize = true
@@ -209,11 +209,11 @@ public enum Detector {
         let total = work.count
         progress("", 0, total)
         let collected = try Parallel.withSingleThreadedBLAS {
-            try Parallel.map(count: work.count, workers: options.workers) { i -> TensorEvidence in
+            try Parallel.map(count: work.count, workers: options.workers) { i -> TensorScore in
                 let (t, r) = work[i]
                 let carriers = try Carriers.derive(secret: key.secret, tensor: t.name, rows: t.shape[0], cols: t.shape[1], rank: options.rank)
                 // One row-block view per task: GGUF and other whole-tensor sources are decoded once per tensor.
-                let e = try evidence(name: t.name, rows: t.shape[0], cols: t.shape[1], suspect: DecodedRows.rowBlocks(of: suspect),
+                let e = try score(name: t.name, rows: t.shape[0], cols: t.shape[1], suspect: DecodedRows.rowBlocks(of: suspect),
                                      reference: reference.map { DecodedRows.rowBlocks(of: $0) }, carriers: carriers)
                 suspect.releaseTensor(named: t.name)
                 if let r { reference?.releaseTensor(named: r.name) }

@@ -41,7 +41,7 @@ public struct EmbedOptions: Sendable {
     /// the output instead of refusing to embed: copied, they would ship unmarked.
     public var dropUnmarkedWeights = false
     /// Format of the mark (v2 unless an older tool must read it).
-    public var format = MarkFormat.v2
+    public var format = MarkVersion.v2
     /// A per-copy signal on top of the owner mark (a recipient's fingerprint, `RecipientFingerprint`); uniform
     /// shaping, format v2 only. The owner mark then gets sqrt(1 − f²)·δ and the signal f·δ (f = its share).
     public var copySignal: (any CopySignal)?
@@ -504,7 +504,7 @@ public enum Embedder {
                 return digest
             }
             return EmbedManifest(
-                tool: "weightmark \(WatermarkFormat.toolVersion)", formatVersion: options.format.rawValue, keyId: key.id,
+                tool: "weightmark \(WeightMarkVersion.toolVersion)", formatVersion: options.format.rawValue, keyId: key.id,
                 created: ISO8601DateFormatter().string(from: Date()),
                 shaping: options.shaping, rank: options.format == .v2 ? TileCarriers.rank : options.rank, delta: plan.delta, expectedBlindZ: plan.expectedBlindZ * ownerDelta / plan.delta,
                 deltaCapped: plan.capped, selection: options.selection,

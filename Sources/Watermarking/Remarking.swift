@@ -13,7 +13,7 @@ public enum Remarking {
     /// Marks an m×n matrix in place with foreign key `copy` at relative distortion `delta`.
     /// In `format` (the shipped v2 unless asked), as `embed` would have marked it for that key.
     public static func mark(copy: Int, name: String, rows: Int, cols: Int, values: inout [Float], delta: Double,
-                            shaping: WatermarkShaping = .uniform, rank: Int = Carriers.defaultRank, format: MarkFormat = .v2) throws {
+                            shaping: WatermarkShaping = .uniform, rank: Int = Carriers.defaultRank, format: MarkVersion = .v2) throws {
         let key = foreignKey(copy: copy)
         var w = Matrix(rows: rows, cols: cols, storage: values)
         switch format {

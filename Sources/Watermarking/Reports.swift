@@ -72,7 +72,7 @@ public struct KeyCommitmentStatus: Sendable, Codable, Equatable {
 
 /// Per-tensor detection evidence. Reports carry the raw correlation, norm and weight so that reports of
 /// disjoint tensor sets combine exactly.
-public struct TensorEvidence: Sendable, Codable, Equatable {
+public struct TensorScore: Sendable, Codable, Equatable {
     public var name: String
     public var shape: [Int]
     /// Fixed weight sqrt(m·n).
@@ -154,7 +154,7 @@ public struct DetectionReport: Sendable, Codable {
     public var reference: String?
     public var mode: Mode
     public var alpha: Double
-    public var tensors: [TensorEvidence]
+    public var tensors: [TensorScore]
     public var skipped: [SkippedTensor]
     public var combinedZ: Double
     /// log10 of the rigorous (Hoeffding) bound on the false-positive probability.
@@ -215,10 +215,10 @@ public struct DetectionReport: Sendable, Codable {
 
     /// Builds a report and its verdict from evidence.
     public init(keyId: String, suspect: String, reference: String?, mode: Mode, alpha: Double,
-                tensors: [TensorEvidence], skipped: [SkippedTensor], rank: Int? = nil, selection: TensorSelection? = nil,
+                tensors: [TensorScore], skipped: [SkippedTensor], rank: Int? = nil, selection: TensorSelection? = nil,
                 selectedTensors: [SelectedTensor]? = nil, part: ReportPart? = nil, partialCoverage: Bool? = nil,
-                format: MarkFormat = .v1, pooledZ: Double? = nil, formatsTried: Int = 1, tileStatistics: TileStatistics? = nil) {
-        tool = "weightmark \(WatermarkFormat.toolVersion)"
+                format: MarkVersion = .v1, pooledZ: Double? = nil, formatsTried: Int = 1, tileStatistics: TileStatistics? = nil) {
+        tool = "weightmark \(WeightMarkVersion.toolVersion)"
         formatVersion = format.rawValue
         self.formatsTried = formatsTried
         self.tileStatistics = tileStatistics
@@ -254,7 +254,7 @@ public struct DetectionReport: Sendable, Codable {
         guard let first = reports.first else { throw WatermarkError.incompatibleReports(reason: "no reports given") }
         var seen = Set<String>()
         var partsSeen = Set<Int>()
-        var tensors: [TensorEvidence] = []
+        var tensors: [TensorScore] = []
         var skipped: [SkippedTensor] = []
         var problems: [String] = []
         let declared = first.selectedTensors.map(Set.init)
@@ -266,7 +266,7 @@ public struct DetectionReport: Sendable, Codable {
             guard r.suspectFingerprint == first.suspectFingerprint else {
                 throw WatermarkError.incompatibleReports(reason: "\(which) was computed from other files than report 1 (suspect fingerprints \(r.suspectFingerprint?.prefix(16) ?? "none") and \(first.suspectFingerprint?.prefix(16) ?? "none")): combine merges parts of one suspect only")
             }
-            guard r.formatVersion == MarkFormat.v1.rawValue, (r.formatsTried ?? 1) == 1 else {
+            guard r.formatVersion == MarkVersion.v1.rawValue, (r.formatsTried ?? 1) == 1 else {
                 throw WatermarkError.incompatibleReports(reason: "\(which) is not a format-v1 report of one format (detect --format v1 --part i/N writes those); format v2 pools matrices by tile position, so its reports cannot be merged exactly: run detect on the whole model")
             }
             guard r.keyId == first.keyId else {
@@ -353,8 +353,8 @@ public struct DetectionReport: Sendable, Codable {
     }
 }
 
-extension TensorEvidence {
-    func withWeight(_ w: Double) -> TensorEvidence { var t = self; t.weight = w; return t }
+extension TensorScore {
+    func withWeight(_ w: Double) -> TensorScore { var t = self; t.weight = w; return t }
 }
 
 /// A cheap fingerprint of a suspect's files: SHA-256 over each regular file's relative name, size, and its first and

@@ -45,9 +45,27 @@ public struct TileHypothesis: Sendable, Codable, Equatable, CustomStringConverti
     /// Hypotheses that are not the identity pay this much pilot Z to be chosen over it (see `TileDetector`).
     var penalty: Double {
         if self == .identity { return 0 }
-        if case let .offset(r, c) = layout, r == 0, c == 0 { return 1.5 } // transposed only
-        return 4 // above the largest of ~40 pilot scores under H0 (≈ 2.7) with room
+        if case let .offset(r, c) = layout, r == 0, c == 0 { return ReadingMargin.wholeMatrix } // transposed only
+        return ReadingMargin.otherReading
     }
+}
+
+/// The margins, in pilot Z, of the choice of readings (docs/FORMAT.md, "Detection", step 4, names them). They steer
+/// only which reading is scored; the bound holds whatever they are, since the choice never sees the scored patterns.
+enum ReadingMargin {
+    /// "Default orientation": the model reads transposed when transposition's pilot Z beats the stored reading's by
+    /// more than this.
+    static let transposedModel = 3.0
+    /// "Model-parallel shard": the least pooled pilot Z of a shard reading.
+    static let shardMinimum = 3.0
+    /// "Per shape": the penalty of the identity or plain transposition when it is not the group's base.
+    static let wholeMatrix = 1.5
+    /// "Per shape": the penalty of every other reading (above the largest of ~40 pilot scores under H0, ≈ 2.7).
+    static let otherReading = 4.0
+    /// "Per name pattern": a subgroup leaves its default only for a reading whose pilot Z is larger by more than this.
+    static let subgroupOverride = 3.0
+    /// "Model-parallel shard": shards s = 1 ..< this are tried on each axis.
+    static let shardCount = 8
 }
 
 /// Detection of format v2 (docs/FORMAT.md §Detection).
@@ -396,7 +414,7 @@ extension TileDetector {
     /// What v2 detection found.
     struct Outcome {
         var combinedZ: Double
-        var tensors: [TensorEvidence]
+        var tensors: [TensorScore]
         var skipped: [SkippedTensor]
         var pilotPositions: Int
         var scoredPositions: Int
@@ -409,63 +427,137 @@ extension TileDetector {
         var reference: (name: String, shape: [Int], transposed: Bool, rowOffset: Int)?
     }
 
-    /// Detects the v2 mark of `secret` in `suspect`.
+    /// Detects the v2 mark of `secret` in `suspect`: docs/FORMAT.md's steps, one function each.
     static func detect(suspect: any TensorSource, reference: (any TensorSource)?, secret: [UInt8], options: DetectOptions,
                        progress: @escaping (String, Int, Int) -> Void) throws -> Outcome {
         let tiles = try TileCarriers(secret: secret)
         let headSizes = ShippedConfig.attentionHeadSize(near: suspect.path).map { [$0] } ?? defaultHeadSizes
-        let selected = suspect.sourceTensors.filter { options.selection.selectsGeometry($0) }
+        let (candidates, skipped) = try selectCandidates(suspect: suspect, reference: reference, selection: options.selection)
+        let projections = Projections(candidates: candidates, suspect: suspect, reference: reference, tiles: tiles, progress: progress)
+        let patterns = PatternCache(tiles)
+        let pilots = try scorePilots(candidates, projections, patterns, headSizes: headSizes, workers: options.workers)
+        let choice = chooseReadings(candidates, pilots, headSizes: headSizes, readTransposed: options.readTransposed)
+        let scored = try scoreChosenReadings(candidates, choice, projections, patterns, workers: options.workers)
+        let groups = Set(candidates.map(\.tensor.shape))
+        return Outcome(combinedZ: pooledZ(scored.pooled, patterns), tensors: scored.evidence, skipped: skipped,
+                       pilotPositions: scored.pilotPositions, scoredPositions: scored.pooled.count,
+                       hypothesesTried: groups.map { hypotheses(rows: $0[0], cols: $0[1], headSizes: headSizes).count }.max() ?? 0)
+    }
+
+    /// Step 1, candidates: the selected matrices of the suspect, paired (informed) with the reference's by content;
+    /// matrices that cannot be read, or found no partner, are reported.
+    static func selectCandidates(suspect: any TensorSource, reference: (any TensorSource)?,
+                                 selection: TensorSelection) throws -> (candidates: [Candidate], skipped: [SkippedTensor]) {
+        let selected = suspect.sourceTensors.filter { selection.selectsGeometry($0) }
         var skipped: [SkippedTensor] = []
         // Matrices the selection would take were they decodable (a ggml type this version does not know): reported.
         for t in suspect.sourceTensors where !t.isFloating {
             var decodable = t
             decodable.isFloating = true
-            if options.selection.selectsGeometry(decodable) {
+            if selection.selectsGeometry(decodable) {
                 skipped.append(.init(name: t.name, reason: "stored as \(t.storage), which this version of WeightMark cannot decode"))
             }
         }
-        var candidates: [Candidate]
-        if let reference {
-            candidates = try pairByContent(selected, suspect: suspect, reference: reference)
-            for c in candidates where c.reference == nil {
-                skipped.append(.init(name: c.tensor.name, reason: "no matrix of the reference matches it (name, shape or content): scored blind"))
-            }
-            let used = Set(candidates.compactMap { $0.reference?.name })
-            for r in reference.sourceTensors where options.selection.selectsGeometry(r) && !used.contains(r.name) {
-                skipped.append(.init(name: r.name, reason: "missing from the suspect (no suspect matrix matches it)"))
-            }
-        } else {
-            candidates = selected.map { Candidate(tensor: $0, reference: nil) }
+        guard let reference else { return (selected.map { Candidate(tensor: $0, reference: nil) }, skipped) }
+        let candidates = try pairByContent(selected, suspect: suspect, reference: reference)
+        for c in candidates where c.reference == nil {
+            skipped.append(.init(name: c.tensor.name, reason: "no matrix of the reference matches it (name, shape or content): scored blind"))
         }
-        let total = candidates.count
-        progress("", 0, 2 * total)
-        // Identity-tile caches are kept between the two passes while they fit in this budget; beyond it the
-        // scoring pass projects again.
-        let cacheBudget = 512 << 20
-        let tileBytes = candidates.reduce(0) { $0 + TileCarriers.tiles($1.tensor.shape[0]) * TileCarriers.tiles($1.tensor.shape[1]) * a * a * 4 }
-        let keepCaches = tileBytes <= cacheBudget
-        // Workers run on Parallel's threads: the count of finished passes, the cached projections and the calls of
-        // `progress` go through one lock.
-        let shared = Locked((done: 0, caches: [Int: StoredTiles]()))
+        let used = Set(candidates.compactMap { $0.reference?.name })
+        for r in reference.sourceTensors where selection.selectsGeometry(r) && !used.contains(r.name) {
+            skipped.append(.init(name: r.name, reason: "missing from the suspect (no suspect matrix matches it)"))
+        }
+        return (candidates, skipped)
+    }
+
+    /// Step 2, projection, for the two passes over the candidates: each candidate's column tiles projected once; the
+    /// identity-tile caches are kept from the pilot pass to the scoring pass while they fit in `cacheBudget`
+    /// (beyond it the scoring pass projects again). Used from `Parallel`'s workers: the cache, the count of
+    /// finished passes and the calls of `progress` go through one lock.
+    final class Projections {
+        static let cacheBudget = 512 << 20
+        let candidates: [Candidate]
+        let suspect: any TensorSource
+        let reference: (any TensorSource)?
+        let tiles: TileCarriers
+        let progress: (String, Int, Int) -> Void
+        let keepCaches: Bool
+        private let shared = Locked((done: 0, caches: [Int: StoredTiles]()))
+
+        init(candidates: [Candidate], suspect: any TensorSource, reference: (any TensorSource)?, tiles: TileCarriers,
+             progress: @escaping (String, Int, Int) -> Void) {
+            (self.candidates, self.suspect, self.reference, self.tiles, self.progress) = (candidates, suspect, reference, tiles, progress)
+            let tileBytes = candidates.reduce(0) { $0 + TileCarriers.tiles($1.tensor.shape[0]) * TileCarriers.tiles($1.tensor.shape[1]) * a * a * 4 }
+            keepCaches = tileBytes <= Self.cacheBudget
+            progress("", 0, 2 * candidates.count)
+        }
+
+        /// Candidate `k`'s projection: the cached one, or a new one (the tensors' pages then released).
         func projection(_ k: Int) throws -> StoredTiles {
             if let c = shared.withLock({ $0.caches[k] }) { return c }
             let c = candidates[k]
             let (m, n) = (c.tensor.shape[0], c.tensor.shape[1])
-            let rows = DecodedRows.rowBlocks(of: suspect)
             let ref = c.reference.map { r in
-                ReferenceRows(source: DecodedRows.rowBlocks(of: reference!), name: r.name, rows: r.shape[0], cols: r.shape[1], transposed: r.transposed,
-                              rowOffset: r.rowOffset)
+                ReferenceRows(source: DecodedRows.rowBlocks(of: reference!), name: r.name, rows: r.shape[0], cols: r.shape[1],
+                              transposed: r.transposed, rowOffset: r.rowOffset)
             }
-            let p = try project(name: c.tensor.name, rows: m, cols: n, suspect: rows, reference: ref, tiles: tiles)
+            let p = try project(name: c.tensor.name, rows: m, cols: n, suspect: DecodedRows.rowBlocks(of: suspect), reference: ref, tiles: tiles)
             suspect.releaseTensor(named: c.tensor.name)
             if let r = c.reference { reference?.releaseTensor(named: r.name) }
             return StoredTiles(p, tiles: tiles)
         }
-        let patterns = PatternCache(tiles)
-        // Pass 1: pilot scores of every hypothesis, per tensor.
-        let pilots: [[(h: TileHypothesis, num: Double, den2: Double)]] = try Parallel.withSingleThreadedBLAS {
-            try Parallel.map(count: total, workers: options.workers) { k in
-                let stored = try projection(k)
+
+        /// The pilot pass is done with candidate `k`: its projection is kept (compacted) for the scoring pass if
+        /// caches fit.
+        func pilotsDone(_ k: Int, _ stored: StoredTiles) {
+            if keepCaches { stored.compact() }
+            advance(k) { if self.keepCaches { $0.caches[k] = stored } }
+        }
+
+        /// The scoring pass takes candidate `k`'s projection (from the cache, or projected again).
+        func takeForScoring(_ k: Int) throws -> StoredTiles {
+            let stored = try projection(k)
+            advance(k) { $0.caches[k] = nil }
+            return stored
+        }
+
+        /// Candidate `k` projected again in full (row maps off the tile grid need the column projections that
+        /// `compact()` dropped).
+        func reproject(_ k: Int) throws -> StoredTiles {
+            shared.withLock { $0.caches[k] = nil }
+            return try projection(k)
+        }
+
+        private func advance(_ k: Int, _ update: (inout (done: Int, caches: [Int: StoredTiles])) -> Void) {
+            shared.withLock {
+                update(&$0)
+                $0.done += 1
+                progress(candidates[k].tensor.name, $0.done, 2 * candidates.count)
+            }
+        }
+    }
+
+    /// Pilot sums of every hypothesis of every candidate (step 4), and the pilot Z of sets of them.
+    struct PilotTable {
+        var scores: [[(h: TileHypothesis, num: Double, den2: Double)]]
+
+        /// The pilot Z of the candidates `indices`, each under `h`.
+        func z(_ indices: [Int], _ h: TileHypothesis) -> Double { z(indices.map { ($0, h) }) }
+
+        /// The pilot Z of candidates each under its own hypothesis.
+        func z(_ pairs: [(Int, TileHypothesis)]) -> Double {
+            var num = 0.0, den2 = 0.0
+            for (k, h) in pairs { if let e = scores[k].first(where: { $0.h == h }) { num += e.num; den2 += e.den2 } }
+            return den2 > 0 ? num / den2.squareRoot() : 0
+        }
+    }
+
+    /// Step 4, pilots: every hypothesis of every candidate scored on its pilot positions (the first pass).
+    static func scorePilots(_ candidates: [Candidate], _ projections: Projections, _ patterns: PatternCache,
+                            headSizes: [Int], workers: Int) throws -> PilotTable {
+        PilotTable(scores: try Parallel.withSingleThreadedBLAS {
+            try Parallel.map(count: candidates.count, workers: workers) { k in
+                let stored = try projections.projection(k)
                 let shape = candidates[k].tensor.shape
                 let result = hypotheses(rows: shape[0], cols: shape[1], headSizes: headSizes).map { h -> (h: TileHypothesis, num: Double, den2: Double) in
                     var num = 0.0, den2 = 0.0
@@ -475,113 +567,129 @@ extension TileDetector {
                     }
                     return (h, num, den2)
                 }
-                if keepCaches { stored.compact() }
-                shared.withLock {
-                    if keepCaches { $0.caches[k] = stored }
-                    $0.done += 1
-                    progress(candidates[k].tensor.name, $0.done, 2 * total)
-                }
+                projections.pilotsDone(k, stored)
                 return result
             }
-        }
-        // Choice per group of same-shaped matrices: the largest pilot Z less the hypothesis' penalty. A whole model
-        // stored transposed shows in the sum over groups: then transposed is the default for every group.
+        })
+    }
+
+    static let transposedIdentity = TileHypothesis(orientation: .transposed, layout: .offset(rowTiles: 0, columnTiles: 0))
+
+    /// Step 4, the choice of a reading per candidate, from the pilots alone: default orientation, model-parallel
+    /// shard, per shape, per name pattern.
+    static func chooseReadings(_ candidates: [Candidate], _ pilots: PilotTable, headSizes: [Int], readTransposed: Bool) -> [TileHypothesis] {
         let groups = Dictionary(grouping: candidates.indices, by: { candidates[$0].tensor.shape })
-        func pilotZ(_ indices: [Int], _ h: TileHypothesis) -> Double {
-            var num = 0.0, den2 = 0.0
-            for k in indices { if let e = pilots[k].first(where: { $0.h == h }) { num += e.num; den2 += e.den2 } }
-            return den2 > 0 ? num / den2.squareRoot() : 0
-        }
-        let transposedIdentity = TileHypothesis(orientation: .transposed, layout: .offset(rowTiles: 0, columnTiles: 0))
-        // Orientation is a property of the framework that saved the model: when the pilots of all matrices — or of
-        // all but the largest group, since frameworks that store dense kernels transposed (Flax, Keras, GPT-2's
-        // Conv1D) keep the embedding as it is — prefer "transposed" by 3, transposition becomes the default.
-        func prefersTransposed(_ indices: [Int]) -> Bool { pilotZ(indices, transposedIdentity) > pilotZ(indices, .identity) + 3 }
-        let largest = groups.max { a, b in a.value.count * a.key.reduce(1, *) < b.value.count * b.key.reduce(1, *) }?.key
-        let allButLargest = candidates.indices.filter { candidates[$0].tensor.shape != largest }
-        let globallyTransposed = options.readTransposed || prefersTransposed(Array(candidates.indices))
-        let denseTransposed = globallyTransposed || prefersTransposed(allButLargest)
-        // A model-parallel shard cuts every matrix the same way: shard s (1 ≤ s < 8) along rows or columns starts at s
-        // times the suspect's extent on that axis (a row shift when that is off the tile grid). Pooled over every matrix
-        // it applies to, the shard with the largest pooled pilot Z becomes every group's default reading when that Z is
-        // at least 3 and above those matrices' stored and transposed readings (a shard that is only noise would
-        // raise the bar every group's true reading has to clear, so it must beat both whole-matrix readings first).
-        func shardHypothesis(_ shape: [Int], rows: Bool, _ s: Int) -> TileHypothesis? {
-            let extent = rows ? shape[0] : shape[1]
-            if rows, extent % g != 0 { return TileHypothesis(orientation: .stored, layout: .rowShift(rows: s * extent)) }
-            guard extent % g == 0 else { return nil }
-            return TileHypothesis(orientation: .stored, layout: rows ? .offset(rowTiles: s * extent / g, columnTiles: 0)
-                                                                     : .offset(rowTiles: 0, columnTiles: s * extent / g))
-        }
-        func pooledPilotZ(_ pairs: [(Int, TileHypothesis)]) -> Double {
-            var num = 0.0, den2 = 0.0
-            for (k, h) in pairs { if let e = pilots[k].first(where: { $0.h == h }) { num += e.num; den2 += e.den2 } }
-            return den2 > 0 ? num / den2.squareRoot() : 0
-        }
-        var shard: (rows: Bool, s: Int)?
-        if !globallyTransposed && !denseTransposed {
-            var bestZ = -Double.infinity
-            for rows in [true, false] {
-                for s in 1..<8 {
-                    let applies = candidates.indices.compactMap { k in shardHypothesis(candidates[k].tensor.shape, rows: rows, s).map { (k, $0) } }
-                    guard !applies.isEmpty else { continue }
-                    let z = pooledPilotZ(applies)
-                    let stored = pooledPilotZ(applies.map { ($0.0, TileHypothesis.identity) })
-                    let transposed = pooledPilotZ(applies.map { ($0.0, transposedIdentity) })
-                    if z >= 3 && z > stored && z > transposed && z > bestZ { bestZ = z; shard = (rows, s) }
-                }
-            }
-        }
+        let orientation = defaultOrientation(candidates, groups, pilots, readTransposed: readTransposed)
+        let shard = orientation.global || orientation.dense ? nil : modelParallelShard(candidates, pilots)
         var shapeChoice: [[Int]: TileHypothesis] = [:]
         for (shape, members) in groups {
-            let base = globallyTransposed || (denseTransposed && shape != largest) ? transposedIdentity
+            let base = orientation.global || (orientation.dense && shape != orientation.largest) ? transposedIdentity
                 : shard.flatMap { shardHypothesis(shape, rows: $0.rows, $0.s) } ?? TileHypothesis.identity
-            var best = base, bestScore = pilotZ(members, base)
-            for h in hypotheses(rows: shape[0], cols: shape[1], headSizes: headSizes) where h != base {
-                let score = pilotZ(members, h) - (h == .identity || h == transposedIdentity ? 1.5 : h.penalty)
-                if score > bestScore { best = h; bestScore = score }
-            }
-            shapeChoice[shape] = best
+            shapeChoice[shape] = perShape(base, shape: shape, members, pilots, headSizes: headSizes)
         }
-        // Within a shape, matrices whose names differ only in numbers (the same projection in every layer) may
-        // override the shape's choice when their own pilots prefer another hypothesis by 3: q and o projections
-        // share a shape, but only q is rotary-permuted. Names only steer the choice; they never enter Z.
+        return perNamePattern(candidates, shapeChoice, pilots, headSizes: headSizes)
+    }
+
+    /// "Default orientation". Orientation is a property of the framework that saved the model: when the pilots of
+    /// all matrices — or of all but the largest group, since frameworks that store dense kernels transposed (Flax,
+    /// Keras, GPT-2's Conv1D) keep the embedding as it is — prefer "transposed" by `ReadingMargin.transposedModel`,
+    /// transposition becomes the default.
+    static func defaultOrientation(_ candidates: [Candidate], _ groups: [[Int]: [Int]], _ pilots: PilotTable,
+                                   readTransposed: Bool) -> (global: Bool, dense: Bool, largest: [Int]?) {
+        func prefersTransposed(_ indices: [Int]) -> Bool {
+            pilots.z(indices, transposedIdentity) > pilots.z(indices, .identity) + ReadingMargin.transposedModel
+        }
+        let largest = groups.max { a, b in a.value.count * a.key.reduce(1, *) < b.value.count * b.key.reduce(1, *) }?.key
+        let allButLargest = candidates.indices.filter { candidates[$0].tensor.shape != largest }
+        let global = readTransposed || prefersTransposed(Array(candidates.indices))
+        return (global, global || prefersTransposed(allButLargest), largest)
+    }
+
+    /// The shard reading of a matrix of `shape`: shard s along rows or columns starts at s times the suspect's
+    /// extent on that axis (a row shift when that is off the tile grid); nil when columns are off the grid.
+    static func shardHypothesis(_ shape: [Int], rows: Bool, _ s: Int) -> TileHypothesis? {
+        let extent = rows ? shape[0] : shape[1]
+        if rows, extent % g != 0 { return TileHypothesis(orientation: .stored, layout: .rowShift(rows: s * extent)) }
+        guard extent % g == 0 else { return nil }
+        return TileHypothesis(orientation: .stored, layout: rows ? .offset(rowTiles: s * extent / g, columnTiles: 0)
+                                                                 : .offset(rowTiles: 0, columnTiles: s * extent / g))
+    }
+
+    /// "Model-parallel shard". A shard cuts every matrix the same way. Pooled over every matrix it applies to, the
+    /// shard with the largest pooled pilot Z becomes every group's default reading when that Z is at least
+    /// `ReadingMargin.shardMinimum` and above those matrices' stored and transposed readings (a shard that is only
+    /// noise would raise the bar every group's true reading has to clear, so it must beat both whole-matrix readings).
+    static func modelParallelShard(_ candidates: [Candidate], _ pilots: PilotTable) -> (rows: Bool, s: Int)? {
+        var shard: (rows: Bool, s: Int)?
+        var bestZ = -Double.infinity
+        for rows in [true, false] {
+            for s in 1..<ReadingMargin.shardCount {
+                let applies = candidates.indices.compactMap { k in shardHypothesis(candidates[k].tensor.shape, rows: rows, s).map { (k, $0) } }
+                guard !applies.isEmpty else { continue }
+                let z = pilots.z(applies)
+                let stored = pilots.z(applies.map { ($0.0, TileHypothesis.identity) })
+                let transposed = pilots.z(applies.map { ($0.0, transposedIdentity) })
+                if z >= ReadingMargin.shardMinimum && z > stored && z > transposed && z > bestZ { bestZ = z; shard = (rows, s) }
+            }
+        }
+        return shard
+    }
+
+    /// "Per shape": the largest pilot Z less the hypothesis' penalty, ties to the base.
+    static func perShape(_ base: TileHypothesis, shape: [Int], _ members: [Int], _ pilots: PilotTable, headSizes: [Int]) -> TileHypothesis {
+        var best = base, bestScore = pilots.z(members, base)
+        for h in hypotheses(rows: shape[0], cols: shape[1], headSizes: headSizes) where h != base {
+            let score = pilots.z(members, h) - (h == .identity || h == transposedIdentity ? ReadingMargin.wholeMatrix : h.penalty)
+            if score > bestScore { best = h; bestScore = score }
+        }
+        return best
+    }
+
+    /// "Per name pattern". Within a shape, matrices whose names differ only in numbers (the same projection in every
+    /// layer) may override the shape's choice when their own pilots prefer another hypothesis by
+    /// `ReadingMargin.subgroupOverride`: q and o projections share a shape, but only q is rotary-permuted. A name that
+    /// announces a layout (`qkv_proj`, `gate_up_proj`, `wq`, …) makes the best of the readings it announces the
+    /// subgroup's default. Names only steer the choice; they never enter Z.
+    static func perNamePattern(_ candidates: [Candidate], _ shapeChoice: [[Int]: TileHypothesis], _ pilots: PilotTable,
+                               headSizes: [Int]) -> [TileHypothesis] {
         let subgroups = Dictionary(grouping: candidates.indices, by: { SubgroupKey(shape: candidates[$0].tensor.shape, name: Self.namePattern(candidates[$0].tensor.name)) })
-        var choiceOf = [TileHypothesis](repeating: .identity, count: total)
+        var choiceOf = [TileHypothesis](repeating: .identity, count: candidates.count)
         for (key, members) in subgroups {
             let all = hypotheses(rows: key.shape[0], cols: key.shape[1], headSizes: headSizes)
-            // A name that announces a layout (`qkv_proj`, `gate_up_proj`, `wq`, …) makes the best of the readings it
-            // announces the subgroup's default; otherwise the shape's choice is.
             var coarse = shapeChoice[key.shape]!
             for (n, h) in LayoutHints.readings(for: key.name, among: all, rows: key.shape[0], cols: key.shape[1],
                                                orientation: coarse.orientation).enumerated()
-            where n == 0 || pilotZ(members, h) > pilotZ(members, coarse) { coarse = h }
-            var best = coarse, bestScore = pilotZ(members, coarse) + 3
+            where n == 0 || pilots.z(members, h) > pilots.z(members, coarse) { coarse = h }
+            var best = coarse, bestScore = pilots.z(members, coarse) + ReadingMargin.subgroupOverride
             for h in all where h != coarse {
-                let score = pilotZ(members, h)
+                let score = pilots.z(members, h)
                 if score > bestScore { best = h; bestScore = score }
             }
             for k in members { choiceOf[k] = best }
         }
-        // Pass 2: score the other positions under the chosen hypotheses, pooled by position.
+        return choiceOf
+    }
+
+    /// Step 5, the second pass: the non-pilot positions of every candidate under its chosen reading, pooled by
+    /// position, with each candidate's own share reported.
+    static func scoreChosenReadings(_ candidates: [Candidate], _ choiceOf: [TileHypothesis], _ projections: Projections,
+                                    _ patterns: PatternCache, workers: Int) throws
+        -> (pooled: [Position: [Double]], evidence: [TensorScore], pilotPositions: Int) {
+        let total = candidates.count
         var pooled: [Position: [Double]] = [:]
-        var evidence: [TensorEvidence] = []
+        var evidence: [TensorScore] = []
         var pilotPositions = Set<Position>()
-        let chunk = max(1, options.workers * 2)
+        let chunk = max(1, workers * 2)
         var start = 0
         while start < total {
             let end = min(total, start + chunk)
             let results: [(scores: [TileScore], pilots: [Position], erased: Int)] = try Parallel.withSingleThreadedBLAS {
-                try Parallel.map(count: end - start, workers: options.workers) { offset in
+                try Parallel.map(count: end - start, workers: workers) { offset in
                     let k = start + offset
-                    var stored = try projection(k)
-                    shared.withLock { $0.caches[k] = nil; $0.done += 1; progress(candidates[k].tensor.name, $0.done, 2 * total) }
+                    var stored = try projections.takeForScoring(k)
                     let h = choiceOf[k]
                     // Row maps that do not fall on tile boundaries gather rows from the column projections.
-                    if !stored.hasProjection, !isTileAligned(h, rows: stored.p.rows) {
-                        shared.withLock { $0.caches[k] = nil }
-                        stored = try projection(k)
-                    }
+                    if !stored.hasProjection, !isTileAligned(h, rows: stored.p.rows) { stored = try projections.reproject(k) }
                     let pilotsSeen = scores(stored, h, keep: { isPilot($0.i, $0.j) }).map(\.position)
                     return (scores(stored, h, keep: { !isPilot($0.i, $0.j) }), pilotsSeen, stored.p.erased)
                 }
@@ -597,24 +705,26 @@ extension TileDetector {
                     den2 += s.weight * s.weight
                 }
                 pilotPositions.formUnion(r.pilots)
-                evidence.append(TensorEvidence(name: c.tensor.name, shape: c.tensor.shape, weight: den2.squareRoot(),
+                evidence.append(TensorScore(name: c.tensor.name, shape: c.tensor.shape, weight: den2.squareRoot(),
                                                correlation: num, norm: den2.squareRoot(), erased: r.erased,
                                                hypothesis: choiceOf[start + offset].description,
                                                pairedWith: c.reference.map { $0.transposed ? "\($0.name) (transposed)" : $0.rowOffset > 0 ? "\($0.name) (rows from \($0.rowOffset))" : $0.name }))
             }
             start = end
         }
+        return (pooled, evidence, pilotPositions.count)
+    }
+
+    /// Step 5's statistic: Z = Σ_p ⟨c_p, S_p⟩ / sqrt(Σ_p ‖c_p‖²), summed in position order so that Z does not depend
+    /// (to the last bit) on the dictionary's hashing seed.
+    static func pooledZ(_ pooled: [Position: [Double]], _ patterns: PatternCache) -> Double {
         var num = 0.0, den2 = 0.0
-        // In position order, so the sums (and Z to the last bit) do not depend on the dictionary's hashing seed.
         for (p, c) in pooled.sorted(by: { ($0.key.i, $0.key.j) < ($1.key.i, $1.key.j) }) {
             let s = patterns.pattern(p)
             for e in 0..<(a * a) { num += c[e] * Double(s[e]) }
             den2 += c.reduce(0) { $0 + $1 * $1 }
         }
-        let z = den2 > 0 ? num / den2.squareRoot() : 0
-        return Outcome(combinedZ: z, tensors: evidence, skipped: skipped, pilotPositions: pilotPositions.count,
-                       scoredPositions: pooled.count,
-                       hypothesesTried: groups.keys.map { hypotheses(rows: $0[0], cols: $0[1], headSizes: headSizes).count }.max() ?? 0)
+        return den2 > 0 ? num / den2.squareRoot() : 0
     }
 
     struct SubgroupKey: Hashable { var shape: [Int]; var name: String }

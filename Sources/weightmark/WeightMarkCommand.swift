@@ -21,7 +21,7 @@ struct WeightMarkCommand: AsyncParsableCommand {
             "is this ours" tries them all, paying for each in the bound. Exit codes: 0 found, 1 nothing \
             found, 2 error, 3 inconclusive. docs/CLI.md.
             """,
-            version: "weightmark \(WatermarkFormat.toolVersion) (watermark format v\(WatermarkFormat.version))\nBLAS: \(BLASInfo.current)",
+            version: "weightmark \(WeightMarkVersion.toolVersion) (watermark format v\(WeightMarkVersion.version))\nBLAS: \(BLASInfo.current)",
             subcommands: [Keygen.self, Embed.self, Detect.self, Align.self, LineageCommand.self, Trace.self, Scan.self, Timestamp.self, EvidenceCommand.self, Combine.self, Inspect.self, Convert.self, Attack.self, Bench.self, Synth.self, Demo.self]
         )
     }

@@ -36,7 +36,7 @@ struct FormatSniffingTests {
         let dir = Fixtures.temporaryDirectory("sniff-onnx")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         Fixtures.write(Self.onnx, to: dir + "/model.bin")
-        #expect(Self.onnx.withUnsafeBytes { ModelFormat.detect(prefix: $0) } == .onnx)
+        #expect(Self.onnx.withUnsafeBytes { FileFormat.detect(prefix: $0) } == .onnx)
         _ = try Fixtures.weightmark(["keygen", "--out", dir + "/k.key"])
         for command in [["inspect", dir + "/model.bin"], ["detect", dir + "/model.bin", "--key", dir + "/k.key"]] {
             let r = try Fixtures.weightmark(command)
@@ -48,7 +48,7 @@ struct FormatSniffingTests {
     @Test("pickles are told from random bytes that start with a PROTO opcode: protocol 2–5 pickles of a dict, list, OrderedDict")
     func pickleSniffing() {
         func format(_ bytes: [UInt8]) -> String {
-            bytes.withUnsafeBytes { ModelFormat.detect(prefix: $0).name }
+            bytes.withUnsafeBytes { FileFormat.detect(prefix: $0).name }
         }
         for pickle: [UInt8] in [[0x80, 0x02, 0x7D, 0x71, 0x00, 0x2E], [0x80, 0x04, 0x95, 0x10, 0, 0, 0, 0, 0, 0, 0], [0x80, 0x03, 0x5D, 0x2E],
                                 [0x80, 0x02, 0x63] + Array("collections\nOrderedDict\n".utf8), [0x80, 0x05, 0x95, 0x20, 0, 0, 0, 0, 0, 0, 0]] {
@@ -74,12 +74,12 @@ struct FormatSniffingTests {
         let dir = Fixtures.temporaryDirectory("sniff")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try Fixtures.writeSmallModel(to: dir + "/model.bin")
-        #expect(try ModelFormat.detect(path: dir + "/model.bin") == .safetensors)
+        #expect(try FileFormat.detect(path: dir + "/model.bin") == .safetensors)
         #expect(try openTensorSource(path: dir + "/model.bin") is SafetensorsModel)
         let gguf: [UInt8] = Array("GGUF".utf8) + [3, 0, 0, 0] + [UInt8](repeating: 0, count: 16)
         Fixtures.write(gguf, to: dir + "/x.safetensors")
-        #expect(try ModelFormat.detect(path: dir + "/x.safetensors") == .gguf)
-        #expect(try ModelFormat.detect(path: dir + "/x.safetensors") != .safetensors)
+        #expect(try FileFormat.detect(path: dir + "/x.safetensors") == .gguf)
+        #expect(try FileFormat.detect(path: dir + "/x.safetensors") != .safetensors)
     }
 
     @Test("ZIP archives are told apart by content: torch.save checkpoint, .npz, Keras 3 archive, other",

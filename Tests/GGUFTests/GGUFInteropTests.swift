@@ -231,7 +231,7 @@ struct GGUFDetectionTests {
         let info = try #require(gguf.ggufInfo(named: "model.layers.0.self_attn.q_proj.weight"))
         let raw = try gguf.file.floats(of: info)
         let carriers = try Carriers.derive(secret: Self.key.secret, tensor: "model.layers.0.self_attn.q_proj.weight", rows: 256, cols: 256)
-        let wrong = try Detector.evidence(name: "q", suspect: raw, reference: nil, rows: 256, cols: 256, carriers: carriers)
+        let wrong = try Detector.score(name: "q", suspect: raw, reference: nil, rows: 256, cols: 256, carriers: carriers)
         #expect(abs(wrong.z) < 5.3)
     }
 }

@@ -14,7 +14,7 @@ struct ConsumerPackageTests {
         let root = Fixtures.packageRoot
         let work = Fixtures.temporaryDirectory("consumer")
         let repo = work + "/weightmark", consumer = work + "/MarkAndCheck"
-        let version = WatermarkFormat.toolVersion
+        let version = WeightMarkVersion.toolVersion
 
         // The files a clone would hold (tracked, plus new files not ignored), committed and tagged as a release.
         let listed = try Fixtures.run("/usr/bin/env", ["git", "-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard"])

@@ -68,7 +68,7 @@ struct CalibrationTests {
         case blindTransposed = "v2, blind, every matrix stored transposed (unmarked)"
         case blindFused = "v2, blind, q/k/v fused into one matrix (unmarked)"
         var testDescription: String { rawValue }
-        var format: DetectFormat { self == .v1BlindBF16 || self == .v1InformedOtherKey ? .v1 : .v2 }
+        var format: MarkVersionSearch { self == .v1BlindBF16 || self == .v1InformedOtherKey ? .v1 : .v2 }
     }
 
     /// The files, written once for all cases: a one-layer Llama (hidden 256, FFN 256, vocab 288) with 7 selected

@@ -101,12 +101,12 @@ struct EmbedDetectTests {
         let suspectQ = try pruned.floats(of: pruned.tensor(named: q.name)!)
         let referenceQ = values[q.name]!
         let carriersQ = try Carriers.derive(secret: Self.key.secret, tensor: q.name, rows: 256, cols: 256)
-        let masked = try Detector.evidence(name: q.name, suspect: zip(suspectQ, referenceQ).map { $0 == 0 ? 0 : $0 - $1 },
+        let masked = try Detector.score(name: q.name, suspect: zip(suspectQ, referenceQ).map { $0 == 0 ? 0 : $0 - $1 },
                                        reference: nil, rows: 256, cols: 256, carriers: carriersQ)
         #expect(abs(masked.z - q.z) <= 1e-4 * abs(q.z), "masked z \(masked.z), detector z \(q.z)")
         // Without masking, the pruned host comes back as noise: the plain residual suspect − reference (−w at
         // every pruned weight) scores far lower than the masked one.
-        let unmasked = try Detector.evidence(name: q.name, suspect: zip(suspectQ, referenceQ).map { $0 - $1 },
+        let unmasked = try Detector.score(name: q.name, suspect: zip(suspectQ, referenceQ).map { $0 - $1 },
                                          reference: nil, rows: 256, cols: 256, carriers: carriersQ)
         #expect(q.z > 3 * abs(unmasked.z), "masked z \(q.z), unmasked z \(unmasked.z)")
         #expect(q.z > 5.3) // this tensor alone is detected only thanks to the masking

@@ -83,7 +83,7 @@ struct GoldenVectorTests {
                 z.append(try Detector.detect(suspect: marked, reference: model, key: key, options: v1Detection).combinedZ)
             }
         }
-        return Golden(formatVersion: MarkFormat.v1.rawValue, secret: hex(secret), keyId: key.id,
+        return Golden(formatVersion: MarkVersion.v1.rawValue, secret: hex(secret), keyId: key.id,
                       subkeyCarrierA: hex(KeyedGenerator.subkey(secret: secret, info: info)),
                       uniforms: uniforms, gaussians: gaussians, signs: signs,
                       carrierAColumn0: (0..<6).map { c.a[$0, 0] }, carrierBColumn0: (0..<6).map { c.b[$0, 0] },
@@ -100,7 +100,7 @@ struct GoldenVectorTests {
             return
         }
         let golden = try JSONDecoder().decode(Golden.self, from: Data(contentsOf: url))
-        #expect(golden.formatVersion == MarkFormat.v1.rawValue)
+        #expect(golden.formatVersion == MarkVersion.v1.rawValue)
         // Exact: pure integer/crypto paths.
         #expect(now.keyId == golden.keyId)
         #expect(now.subkeyCarrierA == golden.subkeyCarrierA)
@@ -186,7 +186,7 @@ struct GoldenHouseholderTests {
         let marked = try SafetensorsModel(path: dir + "/marked.safetensors")
         let blind = try Detector.detect(suspect: marked, reference: nil, key: key, options: v1Detection)
         let informed = try Detector.detect(suspect: marked, reference: model, key: key, options: v1Detection)
-        return Golden(formatVersion: MarkFormat.v1.rawValue, secret: hex(secret), carriers: carriers,
+        return Golden(formatVersion: MarkVersion.v1.rawValue, secret: hex(secret), carriers: carriers,
                       smallModel: .init(shapes: modelShapes.map(\.1), delta: 4e-3, blindZ: blind.combinedZ, informedZ: informed.combinedZ))
     }
 
@@ -198,7 +198,7 @@ struct GoldenHouseholderTests {
             return
         }
         let golden = try JSONDecoder().decode(Golden.self, from: Data(contentsOf: goldenURL("v1-householder.json")))
-        #expect(golden.formatVersion == MarkFormat.v1.rawValue)
+        #expect(golden.formatVersion == MarkVersion.v1.rawValue)
         #expect(golden.secret == now.secret)
         #expect(golden.carriers.count == now.carriers.count)
         for (c, g) in zip(now.carriers, golden.carriers) {

@@ -96,20 +96,16 @@ struct RankProjectionTests {
         #expect(Int(bitPattern: aStorage) % page == 0 && a!.placed.lead == 100 && a!.bytes.baseAddress == UnsafeRawPointer(aStorage! + 100))
         a!.mutableBytes.initializeMemory(as: UInt8.self, repeating: 7)
         a = nil
-        var b: PooledBytes? = pool.take(1000, lead: 4095) // same size, any lead: reused
-        #expect(b!.storage.baseAddress == aStorage && b!.count == 1000 && b!.bytes.count == 1000)
-        var c: PooledBytes? = pool.take(600) // another size: a new buffer
-        #expect(c!.storage.baseAddress != aStorage)
-        var d: PooledBytes? = pool.take(2000)
-        let (cStorage, dStorage) = (c!.storage.baseAddress, d!.storage.baseAddress)
-        // Returned in the order b, c, d: idle 3·4096 + 3600 bytes exceed the budget, so b's buffer goes. An optimized
-        // build may end a variable's lifetime at its last use, so each one is kept alive explicitly until its turn.
-        withExtendedLifetime((b, c, d)) {}
-        b = nil
-        withExtendedLifetime((c, d)) {}
-        c = nil
-        withExtendedLifetime(d) {}
-        d = nil
+        // Held in an array and returned by removing them in order: an optimized build may end a variable's lifetime
+        // at its last use, so the order in which variables set to nil release their objects is not guaranteed.
+        var held = [pool.take(1000, lead: 4095)] // same size, any lead: reused
+        #expect(held[0].storage.baseAddress == aStorage && held[0].count == 1000 && held[0].bytes.count == 1000)
+        held.append(pool.take(600)) // another size: a new buffer
+        #expect(held[1].storage.baseAddress != aStorage)
+        held.append(pool.take(2000))
+        let (cStorage, dStorage) = (held[1].storage.baseAddress, held[2].storage.baseAddress)
+        // Returned in the order b, c, d: idle 3·4096 + 3600 bytes exceed the budget, so b's buffer goes.
+        while !held.isEmpty { held.removeFirst() }
         #expect(pool.idleBytes == 2 * page + 2600)
         let e = pool.take(2000), f = pool.take(600)
         #expect(e.storage.baseAddress == dStorage && f.storage.baseAddress == cStorage && pool.idleBytes == 0)

@@ -56,7 +56,7 @@ struct GoldenV2Tests {
                                 bytes: FloatConversion.encode(v, as: .f32))
         }, metadata: nil, to: dir + "/repacked.safetensors", overwrite: false)
         let repacked = try Detector.detect(suspect: SafetensorsModel(path: dir + "/repacked.safetensors"), reference: nil, key: key, options: v2)
-        return Golden(formatVersion: MarkFormat.v2.rawValue, secret: hex(secret),
+        return Golden(formatVersion: MarkVersion.v2.rawValue, secret: hex(secret),
                       carrierRow0: (0..<8).map { u[0, $0] }, carrierRow127: (0..<8).map { u[127, $0] },
                       carrierChecksum: u.storage.enumerated().reduce(0) { $0 + Double($1.element) * Double($1.offset % 7 + 1) },
                       patternWords00: tiles.pattern(row: 0, column: 0).prefix(64).map { $0 },
@@ -396,7 +396,7 @@ struct FidelityTests {
         let model = try SafetensorsModel(path: minilm)
         let key = WatermarkKey(secret: (0..<32).map { UInt8(($0 * 7 + 1) & 0xFF) })
         let vocab = (minilm as NSString).deletingLastPathComponent + "/vocab.txt"
-        for format in MarkFormat.allCases {
+        for format in MarkVersion.allCases {
             var options = EmbedOptions()
             options.format = format
             let plan = try Embedder.plan(model, options: options)

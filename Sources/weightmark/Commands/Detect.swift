@@ -42,7 +42,7 @@ struct Detect: AsyncParsableCommand {
     var part: String?
 
     @Option(name: .long, help: ArgumentHelp("Formats to look for (auto pays for both).", valueName: "format"))
-    var format: DetectFormat = .auto
+    var format: MarkVersionSearch = .auto
 
     @Flag(name: .long, help: "With --reference: do not align first.")
     var noAlign = false

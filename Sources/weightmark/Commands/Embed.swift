@@ -43,7 +43,7 @@ struct Embed: AsyncParsableCommand {
     var manifest: String?
 
     @Option(name: .long, help: ArgumentHelp("Mark format: v2, or v1 for tools older than 0.2.", valueName: "format", visibility: .hidden))
-    var format: MarkFormat = .v2
+    var format: MarkVersion = .v2
 
     @Option(name: .long, help: ArgumentHelp("Release id (default: the key store's next r1, r2, …).", valueName: "id"))
     var release: String?

@@ -47,7 +47,7 @@ struct EvidenceCommand: AsyncParsableCommand {
     var out: String?
 
     @Option(name: .long, help: ArgumentHelp("Mark formats to look for: auto, v1 or v2.", valueName: "format", visibility: .hidden))
-    var format: DetectFormat = .auto
+    var format: MarkVersionSearch = .auto
 
     @Option(name: .long, help: ArgumentHelp("Largest accepted false-positive bound.", valueName: "p"))
     var alpha: Double = 1e-6
@@ -160,7 +160,7 @@ struct EvidenceCommand: AsyncParsableCommand {
                                                                                  note: "release \(releaseId): " + DetectionKey.caution)
         var referenceRecord: (path: String, tensorsSHA256: [UInt8])?
         if let reference {
-            guard case .safetensors = try ModelFormat.detect(path: reference) else {
+            guard case .safetensors = try FileFormat.detect(path: reference) else {
                 throw CLIError("\(reference): the reference of an evidence bundle must be the original as embed read it (safetensors), so its hash can be checked against the commitment.")
             }
             let digest = TensorDigest.of(try SafetensorsModel(path: reference), workers: ProcessInfo.processInfo.activeProcessorCount)

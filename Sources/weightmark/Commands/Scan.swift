@@ -50,7 +50,7 @@ struct Scan: AsyncParsableCommand {
     var familyModels: Int = 1_000_000
 
     @Option(name: .long, help: ArgumentHelp("Mark formats to test: auto (v2, and v1 where tensor names exist; each paid for) or v2.", valueName: "formats", visibility: .hidden))
-    var formats: ScanFormats = .auto
+    var formats: ScanMarkVersions = .auto
 
     @Option(name: .long, help: ArgumentHelp("Blind Z of a marked model read in full, which sizes the sample (embed's default target is 20).", valueName: "z", visibility: .hidden))
     var expectedZ: Double = 20
@@ -157,7 +157,7 @@ struct Scan: AsyncParsableCommand {
         let tested = count(.ok) + count(.timeout) + count(.inconclusive)
         try writer.finish(ScanTrailer(shard: shardSpec.description, records: writer.records, sha256: writer.digest, modelsTested: tested,
                                       keyIds: options.keys.map(\.key.id), threshold: threshold, nonModelFiles: scanner.nonModelFiles,
-                                      walkProblems: problems, tool: "weightmark \(WatermarkFormat.toolVersion)"))
+                                      walkProblems: problems, tool: "weightmark \(WeightMarkVersion.toolVersion)"))
         if tested > familyModels {
             Console.note("warning: \(tested) models tested, more than --family-models \(familyModels): `weightmark combine` pays for \(tested) instead.", quiet: quiet)
         }

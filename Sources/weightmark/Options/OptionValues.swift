@@ -9,7 +9,7 @@ import Watermarking
 
 extension WatermarkShaping: ExpressibleByArgument {}
 
-extension MarkFormat: ExpressibleByArgument {
+extension MarkVersion: ExpressibleByArgument {
     public init?(argument: String) {
         switch argument.lowercased() {
         case "v1", "1": self = .v1
@@ -22,9 +22,9 @@ extension MarkFormat: ExpressibleByArgument {
     public var defaultValueDescription: String { description }
 }
 
-extension DetectFormat: ExpressibleByArgument {}
+extension MarkVersionSearch: ExpressibleByArgument {}
 
-extension ScanFormats: ExpressibleByArgument {}
+extension ScanMarkVersions: ExpressibleByArgument {}
 
 /// `bench --shaping`: one shaping, or both side by side.
 enum BenchShaping: String, CaseIterable, ExpressibleByArgument {

@@ -23,14 +23,14 @@ struct SelectionOptions: ParsableArguments {
 
     /// --rank sets format v1's carrier rank only: under format v2 (fixed 32×32 tile patterns) it would be ignored, so
     /// it is refused there rather than silently dropped.
-    func validate(format: DetectFormat) throws {
+    func validate(format: MarkVersionSearch) throws {
         if rank != Carriers.defaultRank && format == .v2 {
             throw ValidationError("--rank applies to format v1 only (format v2 uses fixed rank-32 tiles): drop --rank, or pass --format v1.")
         }
     }
 
     /// The same rule for embed's --format.
-    func validate(format: MarkFormat) throws {
+    func validate(format: MarkVersion) throws {
         if rank != Carriers.defaultRank && format == .v2 {
             throw ValidationError("--rank applies to format v1 only (format v2 uses fixed rank-32 tiles): drop --rank, or pass --format v1.")
         }

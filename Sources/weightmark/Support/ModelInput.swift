@@ -9,7 +9,7 @@ final class RewritableModel {
     private let temporaryFolder: String?
 
     init(path: String, quiet: Bool) throws {
-        if case .safetensors = try ModelFormat.detect(path: path) {
+        if case .safetensors = try FileFormat.detect(path: path) {
             model = try SafetensorsModel(path: path)
             temporaryFolder = nil
             return
@@ -23,7 +23,7 @@ final class RewritableModel {
         do {
             let dropped = try SafetensorsExport.write(source, to: copy, overwrite: false)
             model = try SafetensorsModel(path: copy)
-            Console.note("read \(path) (\(try ModelFormat.detect(path: path).name)) into a temporary safetensors copy in \(String(format: "%.1f", Date().timeIntervalSince(start))) s\(dropped.isEmpty ? "" : "; left out \(dropped.count) non-float tensors")", quiet: quiet)
+            Console.note("read \(path) (\(try FileFormat.detect(path: path).name)) into a temporary safetensors copy in \(String(format: "%.1f", Date().timeIntervalSince(start))) s\(dropped.isEmpty ? "" : "; left out \(dropped.count) non-float tensors")", quiet: quiet)
         } catch {
             try? FileManager.default.removeItem(atPath: folder)
             throw error

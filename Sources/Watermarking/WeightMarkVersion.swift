@@ -2,14 +2,14 @@
 ///
 /// A format version changes only when detection of marks made by earlier versions would change; golden
 /// vectors guard each (Tests/WatermarkingTests/Golden). Every version ever released stays detectable.
-public enum WatermarkFormat {
+public enum WeightMarkVersion {
     /// The newest format, which `embed` writes by default.
-    public static let version = MarkFormat.v2.rawValue
+    public static let version = MarkVersion.v2.rawValue
     public static let toolVersion = "0.2.0"
 }
 
 /// A watermark format (docs/FORMAT.md).
-public enum MarkFormat: Int, Sendable, Codable, CaseIterable, CustomStringConvertible {
+public enum MarkVersion: Int, Sendable, Codable, CaseIterable, CustomStringConvertible {
     /// Carriers derived from each tensor's name and shape (docs/FORMAT.md, format v1): lost when names change.
     case v1 = 1
     /// Carriers derived from the key and tile positions only: survives renames, transposes, resized

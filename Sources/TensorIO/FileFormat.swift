@@ -1,7 +1,7 @@
 import Foundation
 
 /// What a model file or folder is, decided from its bytes (never from its extension).
-public enum ModelFormat: Sendable, Equatable {
+public enum FileFormat: Sendable, Equatable {
     case safetensors
     case gguf
     /// A `torch.save` zip checkpoint (`<prefix>/data.pkl` inside).
@@ -38,7 +38,7 @@ public enum ModelFormat: Sendable, Equatable {
 
     /// Sniffs the format of `path`.
     /// - Throws: `TensorIOError.cannotOpen` when the path does not exist or cannot be read.
-    public static func detect(path: String) throws -> ModelFormat {
+    public static func detect(path: String) throws -> FileFormat {
         let fm = FileManager.default
         var isDir: ObjCBool = false
         guard fm.fileExists(atPath: path, isDirectory: &isDir) else {
@@ -68,7 +68,7 @@ public enum ModelFormat: Sendable, Equatable {
         return refineZip(archive.directory)
     }
 
-    static func detectFolder(_ path: String) -> ModelFormat {
+    static func detectFolder(_ path: String) -> FileFormat {
         let fm = FileManager.default
         func has(_ name: String) -> Bool { fm.fileExists(atPath: (path as NSString).appendingPathComponent(name)) }
         if MetaConsolidatedModel.isMetaFolder(path) { return .metaConsolidated }
@@ -97,7 +97,7 @@ public enum ModelFormat: Sendable, Equatable {
     }
 
     /// Sniffs from the first bytes of a file (at least 64 when the file is that long).
-    public static func detect(prefix: UnsafeRawBufferPointer, path: String = "") -> ModelFormat {
+    public static func detect(prefix: UnsafeRawBufferPointer, path: String = "") -> FileFormat {
         let b = Array(prefix)
         func starts(_ magic: [UInt8]) -> Bool { b.count >= magic.count && Array(b[0..<magic.count]) == magic }
         // A plausible safetensors header (length within the reference limit, JSON object next) wins over the byte
@@ -132,7 +132,7 @@ public enum ModelFormat: Sendable, Equatable {
 
     /// Refines a ZIP: a torch.save checkpoint holds `<prefix>/data.pkl`; a NumPy .npz holds only `.npy` members;
     /// a Keras 3 `.keras` file holds `config.json` and `model.weights.h5`.
-    static func refineZip(_ directory: ZipDirectory) -> ModelFormat {
+    static func refineZip(_ directory: ZipDirectory) -> FileFormat {
         let names = directory.entries.map(\.name)
         if names.contains(where: { $0.hasSuffix("/data.pkl") }) { return .pytorchZip }
         if !names.isEmpty, names.allSatisfy({ $0.hasSuffix(".npy") }) { return .npz }
@@ -149,7 +149,7 @@ public enum ModelFormat: Sendable, Equatable {
 /// - Throws: `TensorIOError.unsupportedFormat` with a one-line description for recognized formats WeightMark does
 ///   not read; the format's own error otherwise.
 public func openTensorSource(path: String) throws -> any TensorSource {
-    switch try ModelFormat.detect(path: path) {
+    switch try FileFormat.detect(path: path) {
     case .gguf: return try GGUFModel(path: path)
     case .pytorchZip: return try PyTorchCheckpoint(path: path)
     case .npy: return try NumPyArrays(path: path)
@@ -159,7 +159,7 @@ public func openTensorSource(path: String) throws -> any TensorSource {
     case .onnx: return try ONNXModel(path: path)
     case .safetensors:
         // A Hugging Face folder holding only pytorch_model.bin (no safetensors): read that checkpoint.
-        if let single = ModelFormat.singlePyTorchFile(inFolder: path) { return try openTensorSource(path: single) }
+        if let single = FileFormat.singlePyTorchFile(inFolder: path) { return try openTensorSource(path: single) }
         let model = try SafetensorsModel(path: path)
         // Weights stored by a hub quantizer (MLX, bitsandbytes, FP8) are read as the matrices they stand for.
         return try QuantizedSafetensors.wrapIfQuantized(model) ?? model
