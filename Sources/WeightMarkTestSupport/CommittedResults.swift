@@ -41,12 +41,17 @@ public enum CommittedResults {
             if header == nil { header = cells; continue }
             if cells.allSatisfy({ $0.allSatisfy { $0 == "-" || $0 == ":" } }) { continue }
             guard let h = header, let b = h.firstIndex(of: "blind Z"), let i = h.firstIndex(where: { $0.hasPrefix("informed Z") }),
-                  cells.count == h.count, let blind = Double(cells[b]), let informed = Double(cells[i]) else {
+                  cells.count == h.count, let blind = leadingNumber(cells[b]), let informed = leadingNumber(cells[i]) else {
                 throw ReadError.malformed("\(name): cannot read the row '\(line)'")
             }
             rows.append(Row(family: cells[0], attack: cells[1], blindZ: blind, informedZ: informed))
         }
         guard !rows.isEmpty else { throw ReadError.malformed("\(name) has no table rows") }
         return Table(delta: delta, rows: rows)
+    }
+
+    /// The number a cell starts with: "327.9 (unaligned 332.4)" is 327.9, the aligned reading the column is named for.
+    static func leadingNumber(_ cell: String) -> Double? {
+        Double(cell.prefix { !$0.isWhitespace && $0 != "(" })
     }
 }

@@ -90,3 +90,21 @@ struct MiniLMRobustnessTests {
                 "\(point.spec): informed Z \(informed.combinedZ) < 0.85 × \(row.informedZ)")
     }
 }
+
+/// The committed tables parse without the model, so a change to the benchmark's table layout fails here, on every
+/// machine, and not only where MiniLM was fetched.
+@Suite("Committed robustness tables")
+struct CommittedResultsTests {
+    @Test("every robustness point's row is read, an aligned cell by its leading number")
+    func rowsRead() throws {
+        let table = try CommittedResults.robustness("minilm-robustness-uniform.md")
+        for point in MiniLMRobustnessTests.points {
+            let row = try #require(table.row(family: point.family, attack: point.attack), "no row \(point.family) / \(point.attack)")
+            #expect(row.blindZ > 0 && row.informedZ > row.blindZ)
+        }
+        // "327.9 (unaligned 332.4)": the aligned value the column is named for.
+        let permuted = try #require(table.row(family: "FFN permutation", attack: "permute FFN"))
+        #expect(permuted.informedZ == 327.9)
+        #expect(table.delta > 0)
+    }
+}

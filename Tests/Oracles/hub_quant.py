@@ -1,6 +1,8 @@
 """Writes a model the way the hub's quantizers write it, with the real libraries (test oracle; never used by WeightMark).
 
-  hub_quant.py mlx SRC OUT BITS GROUP     mlx_lm.convert -q (MLX affine), as mlx-community publishes models
+  hub_quant.py mlx SRC OUT BITS GROUP [MODE]
+                                          mlx_lm.convert -q, as mlx-community publishes models: MLX affine (the default),
+                                          or MODE mxfp4 / nvfp4 / mxfp8 (microscaled: U8 scales, no biases)
   hub_quant.py bnb4 SRC OUT [nf4|fp4]     transformers + bitsandbytes load_in_4bit (double quantization), save_pretrained
   hub_quant.py bnb8 SRC OUT               transformers + bitsandbytes load_in_8bit (LLM.int8), save_pretrained
   hub_quant.py ct SRC OUT                 compressed-tensors pack-quantized W4A16 (group 128, symmetric): the library's own
@@ -43,9 +45,9 @@ def with_tokenizer(src):
     return tmp
 
 
-def mlx(src, out, bits, group):
+def mlx(src, out, bits, group, mode="affine"):
     from mlx_lm import convert
-    convert(with_tokenizer(src), mlx_path=out, quantize=True, q_bits=int(bits), q_group_size=int(group))
+    convert(with_tokenizer(src), mlx_path=out, quantize=True, q_bits=int(bits), q_group_size=int(group), q_mode=mode)
 
 
 def bnb(src, out, mode, quant_type="nf4"):
@@ -195,14 +197,16 @@ def dequant_mlx(folder, name):
         if f.endswith(".safetensors"):
             tensors.update(mx.load(os.path.join(folder, f)))
     prefix = name[: -len(".weight")]
-    w = mx.dequantize(tensors[name], tensors[prefix + ".scales"], tensors[prefix + ".biases"], group_size=q["group_size"], bits=q["bits"])
+    mode = q.get("mode", "affine")
+    biases = tensors.get(prefix + ".biases") if mode == "affine" else None
+    w = mx.dequantize(tensors[name], tensors[prefix + ".scales"], biases, group_size=q["group_size"], bits=q["bits"], mode=mode)
     print(json.dumps([float(x) for x in w.astype(mx.float32).reshape(-1)[:64].tolist()]))
 
 
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "mlx":
-        mlx(*sys.argv[2:6])
+        mlx(*sys.argv[2:7])
     elif cmd == "bnb4":
         bnb(sys.argv[2], sys.argv[3], 4, sys.argv[4] if len(sys.argv) > 4 else "nf4")
     elif cmd == "bnb8":

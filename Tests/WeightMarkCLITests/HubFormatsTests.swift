@@ -48,6 +48,11 @@ struct HubFormatsTests {
             _ = try Fixtures.run(python, [oracle, "bnb4", dir + "/" + source, dir + "/\(source)-bnb4", "nf4"])
         }
         _ = try Fixtures.run(python, [oracle, "mlx", dir + "/marked", dir + "/marked-mlx8", "8", "64"])
+        // MLX's microscaled modes: FP4/FP8 elements with power-of-two (E8M0) or E4M3 scales.
+        for (mode, bits, group) in [("mxfp4", "4", "32"), ("nvfp4", "4", "16"), ("mxfp8", "8", "32")] {
+            _ = try Fixtures.run(python, [oracle, "mlx", dir + "/marked", dir + "/marked-" + mode, bits, group, mode])
+        }
+        _ = try Fixtures.run(python, [oracle, "mlx", dir + "/original", dir + "/original-mxfp4", "4", "32", "mxfp4"])
         _ = try Fixtures.run(python, [oracle, "bnb8", dir + "/marked", dir + "/marked-bnb8"])
         for kind in ["gptq", "awq", "ct"] { _ = try Fixtures.run(python, [oracle, kind, dir + "/marked", dir + "/marked-" + kind]) }
         _ = try Fixtures.run(python, [oracle, "ct", dir + "/original", dir + "/original-ct"])
@@ -63,7 +68,8 @@ struct HubFormatsTests {
     @Test("each format is read in full and detected blind (≥ 0.85× the GGUF type of its bit width) and informed; another key is not detected; inspect names the format and bits",
           arguments: [("mlx4", "Q4_0", "MLX affine q4 g64"), ("mlx8", "Q8_0", "MLX affine q8 g64"),
                       ("bnb4", "Q4_0", "bitsandbytes NF4 (double-quantized) block 64"), ("bnb8", "Q8_0", "bitsandbytes LLM.int8"),
-                      ("gptq", "Q4_0", "GPTQ int4"), ("awq", "Q4_0", "AWQ int4 g128"), ("ct", "Q4_0", "compressed-tensors pack-quantized int4 g128")])
+                      ("gptq", "Q4_0", "GPTQ int4"), ("awq", "Q4_0", "AWQ int4 g128"), ("ct", "Q4_0", "compressed-tensors pack-quantized int4 g128"),
+                      ("mxfp4", "Q4_0", "MLX mxfp4 g32"), ("nvfp4", "Q4_0", "MLX nvfp4 g16"), ("mxfp8", "Q8_0", "MLX mxfp8 g32")])
     func detected(format: String, gguf: String, storage: String) throws {
         let w = try Self.work.get()
         let path = w.dir + "/marked-" + format
@@ -83,20 +89,20 @@ struct HubFormatsTests {
         #expect(inspect.status == 0 && inspect.stdout.contains(storage), "\(inspect.stdout.prefix(1500))")
     }
 
-    @Test("the unmarked original, quantized by the same libraries, is not detected", arguments: ["mlx4", "bnb4", "ct"])
+    @Test("the unmarked original, quantized by the same libraries, is not detected", arguments: ["mlx4", "bnb4", "ct", "mxfp4"])
     func unmarked(format: String) throws {
         let w = try Self.work.get()
         let r = try Self.detect(w.dir + "/original-" + format, key: w.key)
         #expect(r.status == 1, "\(format): Z \(r.report["combinedZ"] ?? "")")
     }
 
-    @Test("MLX affine decoding equals mx.dequantize of the same weight")
-    func mlxDequantizeMatches() throws {
+    @Test("MLX decoding (affine, mxfp4, nvfp4, mxfp8) equals mx.dequantize of the same weight", arguments: ["mlx4", "mxfp4", "nvfp4", "mxfp8"])
+    func mlxDequantizeMatches(format: String) throws {
         let w = try Self.work.get()
         let python = try #require(Fixtures.python)
         let name = "model.layers.1.mlp.up_proj.weight"
-        let theirs = try JSONDecoder().decode([Float].self, from: Data(try Fixtures.run(python, [Self.oracle, "dequant-mlx", w.dir + "/marked-mlx4", name]).utf8))
-        let model = try openTensorSource(path: w.dir + "/marked-mlx4")
+        let theirs = try JSONDecoder().decode([Float].self, from: Data(try Fixtures.run(python, [Self.oracle, "dequant-mlx", w.dir + "/marked-" + format, name]).utf8))
+        let model = try openTensorSource(path: w.dir + "/marked-" + format)
         let ours = Array(try model.decodeFloats(named: name).prefix(64))
         #expect(ours.count == 64 && zip(ours, theirs).allSatisfy { abs($0 - $1) <= 1e-6 * max(1, abs($1)) }, "ours \(ours.prefix(4)) theirs \(theirs.prefix(4))")
     }

@@ -7,6 +7,10 @@ import Foundation
 /// - **MLX affine** (`mlx_lm.convert -q`): `X.weight` U32 `[out, in·bits/32]` (a little-endian bit stream per row),
 ///   `X.scales` and `X.biases` `[out, in/group]`; w = scale·q + bias. Bits 2, 3, 4, 5, 6, 8; group 32, 64, 128;
 ///   per-layer overrides in config.json's `quantization`.
+/// - **MLX microscaling** (`mlx_lm.convert -q --q-mode mxfp4|nvfp4|mxfp8`): `X.weight` U32 (the same bit stream) and
+///   `X.scales` U8 `[out, in/group]`, no biases; w = element · scale, elements FP4 E2M1 (mxfp4, nvfp4) or FP8 E4M3
+///   (mxfp8), scales E8M0 = 2^(s − 127) per 32 (mxfp4, mxfp8) or E4M3 per 16 (nvfp4). The mode follows from the
+///   shapes alone (bits × group is 128, 64 or 256).
 /// - **bitsandbytes 4-bit** (NF4/FP4, double quantization too): `X.weight` U8 (two codes a byte, the even element in
 ///   the high nibble), `X.weight.absmax`, `X.weight.quant_map`, `X.weight.quant_state.bitsandbytes__nf4|fp4` (JSON
 ///   bytes: shape, block size, nested block size and offset), with `X.weight.nested_absmax` and
@@ -26,6 +30,7 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
 
     enum Scheme: Sendable {
         case mlxAffine(bits: Int, group: Int)
+        case mlxMicroscaled(MLXMicroscaling)
         case bnb4(blocksize: Int, nestedBlocksize: Int?, nestedOffset: Float)
         case int8Rows
         case fp8(scaleBlock: (rows: Int, cols: Int)?)
@@ -76,6 +81,7 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
         guard let l = logical[name] else { return try base.decodeFloats(named: name) }
         switch l.scheme {
         case let .mlxAffine(bits, group): return try decodeMLX(l, bits: bits, group: group)
+        case let .mlxMicroscaled(mode): return try decodeMLXMicroscaled(l, mode: mode)
         case let .bnb4(blocksize, nested, offset): return try decodeBnb4(l, blocksize: blocksize, nestedBlocksize: nested, nestedOffset: offset)
         case .int8Rows: return try decodeInt8(l)
         case let .fp8(block): return try decodeFP8(l, block: block)
@@ -119,6 +125,10 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
                 let (bits, group) = try mlxParameters(weight: t, scales: scales, biases: biases, module: prefix, config: mlxConfig)
                 logical[t.name] = Logical(name: t.name, shape: [t.shape[0], scales.shape[1] * group], storage: "MLX affine q\(bits) g\(group)",
                                           scheme: .mlxAffine(bits: bits, group: group), parts: ["weight": t, "scales": scales, "biases": biases])
+            } else if t.dtype == .u32, t.shape.count == 2, let scales = names[prefix + ".scales"], scales.dtype == .u8, names[prefix + ".biases"] == nil {
+                let mode = try MLXMicroscaling(weight: t, scales: scales)
+                logical[t.name] = Logical(name: t.name, shape: [t.shape[0], scales.shape[1] * mode.group], storage: "MLX \(mode.rawValue) g\(mode.group)",
+                                          scheme: .mlxMicroscaled(mode), parts: ["weight": t, "scales": scales])
             } else if t.dtype == .u8, let state = names[t.name + ".quant_state.bitsandbytes__nf4"] ?? names[t.name + ".quant_state.bitsandbytes__fp4"] {
                 logical[t.name] = try bnb4(weight: t, state: state, names: names, model: model)
             } else if t.dtype == .i8, t.shape.count == 2, let scb = names[prefix + ".SCB"] {
@@ -310,6 +320,38 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
         return out
     }
 
+    /// MLX's microscaled modes: the element of code `q` times the scale of its group.
+    private func decodeMLXMicroscaled(_ l: Logical, mode: MLXMicroscaling) throws -> [Float] {
+        let rows = l.shape[0], cols = l.shape[1], words = l.parts["weight"]!.shape[1], groups = cols / mode.group
+        let scaleCodes = base.withBytes(of: l.parts["scales"]!) { Array($0) }
+        let scales = scaleCodes.map { mode == .nvfp4 ? Self.e4m3[Int($0)] : Self.e8m0[Int($0)] }
+        let elements = mode.bits == 4 ? Self.e2m1 : Self.e4m3
+        let mask = UInt64((1 << mode.bits) - 1)
+        var out = [Float](repeating: 0, count: rows * cols)
+        base.withBytes(of: l.parts["weight"]!) { raw in
+            out.withUnsafeMutableBufferPointer { o in
+                for r in 0..<rows {
+                    let row = r * words * 4
+                    func word(_ w: Int) -> UInt64 {
+                        let p = row + w * 4
+                        return UInt64(raw[p]) | UInt64(raw[p + 1]) << 8 | UInt64(raw[p + 2]) << 16 | UInt64(raw[p + 3]) << 24
+                    }
+                    for c in 0..<cols {
+                        let bit = c * mode.bits
+                        let q = Int((word(bit >> 5) >> UInt64(bit & 31)) & mask) // elements never straddle a word
+                        o[r * cols + c] = elements[q] * scales[r * groups + c / mode.group]
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// FP4 E2M1 (1 sign, 2 exponent, 1 mantissa bits): 0, 0.5, 1, 1.5, 2, 3, 4, 6 and their negatives.
+    static let e2m1: [Float] = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6]
+    /// E8M0 scales: 2^(s − 127); 255 is NaN.
+    static let e8m0: [Float] = (0..<256).map { $0 == 255 ? .nan : Float(sign: .plus, exponent: $0 - 127, significand: 1) }
+
     private func decodeBnb4(_ l: Logical, blocksize: Int, nestedBlocksize: Int?, nestedOffset: Float) throws -> [Float] {
         let count = l.shape[0] * l.shape[1]
         let map = try floats(l, "map")
@@ -425,5 +467,29 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
             }
         }
         return out
+    }
+}
+
+/// MLX's microscaled quantization modes (`mx.quantize(…, mode:)`), told apart by bits × group, which the shapes give.
+enum MLXMicroscaling: String, Sendable {
+    case mxfp4, nvfp4, mxfp8
+
+    var bits: Int { self == .mxfp8 ? 8 : 4 }
+    var group: Int { self == .nvfp4 ? 16 : 32 }
+
+    /// The mode of a U32 weight `[out, words]` with U8 scales `[out, groups]`.
+    init(weight: ModelTensor, scales: ModelTensor) throws(TensorIOError) {
+        let rows = weight.shape[0], words = weight.shape[1]
+        guard scales.shape.count == 2, scales.shape[0] == rows, scales.shape[1] > 0 else {
+            throw .invalidTensor(name: scales.name, reason: "MLX scales \(scales.shape) must be [\(rows), groups] for the weight \(weight.shape)")
+        }
+        let groups = scales.shape[1]
+        // bits × group = 32 · words / groups: 128 (mxfp4), 64 (nvfp4) or 256 (mxfp8).
+        let (bitsTimesGroupTimesGroups, overflow) = words.multipliedReportingOverflow(by: 32)
+        guard !overflow, bitsTimesGroupTimesGroups % groups == 0,
+              let mode = [MLXMicroscaling.mxfp4, .nvfp4, .mxfp8].first(where: { $0.bits * $0.group == bitsTimesGroupTimesGroups / groups }) else {
+            throw .invalidTensor(name: weight.name, reason: "MLX weight \(weight.shape) with U8 scales \(scales.shape) and no biases fits none of the modes mxfp4, nvfp4, mxfp8")
+        }
+        self = mode
     }
 }
