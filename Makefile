@@ -44,7 +44,9 @@ build: system
 release: system
 	$(SWIFT) build -c release --product weightmark
 
-demo: release model
+# The build and the model download run side by side (a fresh machine spends its time compiling).
+demo:
+	@$(MAKE) --no-print-directory -j2 release model
 	$(BIN) demo --model .cache/minilm --workdir .cache/demo
 
 test: system venv model
@@ -93,10 +95,11 @@ scale-bench: release venv
 	bash Benchmarks/lineage_bench.sh $(BIN) .cache/scale/synth-2b .cache/scale/k.key .cache/scale/work
 	bash scripts/trace-scale.sh
 
-# package-benchmark suites (release build; informational wall clock on a shared 2-core machine). The
+# package-benchmark suites (their own package, Benchmarks/Package.swift; release build; informational wall clock on a shared 2-core machine). The
 # benchmark executables get the OpenBLAS kernels weightmark itself would pick (scripts/openblas-coretype.sh).
 bench: system
-	OPENBLAS_CORETYPE="$${OPENBLAS_CORETYPE:-$$(bash scripts/openblas-coretype.sh)}" $(SWIFT) package --allow-writing-to-package-directory benchmark
+	cd Benchmarks && OPENBLAS_CORETYPE="$${OPENBLAS_CORETYPE:-$$(bash ../scripts/openblas-coretype.sh)}" \
+		$(SWIFT) package --allow-writing-to-package-directory benchmark
 
 # libFuzzer targets for the safetensors and GGUF parsers (Fuzz/, scripts/fuzz.sh): each target runs FUZZ_SECONDS
 # (default 60) without and then with AddressSanitizer; any crash, hang or out-of-memory fails. Not part of `make test`.

@@ -27,7 +27,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
-        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
         // System libraries: Debian's libblas-dev / liblapack-dev / liblapacke-dev. With libopenblas-dev
@@ -108,18 +107,6 @@ let package = Package(
                     exclude: ["Golden"]),
 
         .executableTarget(name: "InspectModel", dependencies: ["TensorIO"], path: "Examples/InspectModel"),
-
-        .executableTarget(
-            name: "TensorIOBenchmarks",
-            dependencies: ["TensorIO", .product(name: "Benchmark", package: "benchmark")],
-            path: "Benchmarks/TensorIOBenchmarks",
-            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-        ),
-        .executableTarget(
-            name: "WatermarkBenchmarks",
-            dependencies: ["TensorIO", "LinearAlgebra", "Watermarking", .product(name: "Benchmark", package: "benchmark")],
-            path: "Benchmarks/WatermarkBenchmarks",
-            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-        ),
+        // The package-benchmark suites are a package of their own (Benchmarks/Package.swift, `make bench`).
     ]
 )

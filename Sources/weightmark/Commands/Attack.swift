@@ -62,7 +62,7 @@ struct Attack: AsyncParsableCommand {
         do { chain = try AttackCatalog.chain(attack) } catch { throw ValidationError("--attack: \(error)") }
         let input = try RewritableModel(path: model, quiet: output.quiet)
         let source = input.model
-        try OutputPaths.refuseOverlap(output: out, inputs: [model ?? "", reference ?? ""])
+        try OutputPaths.refuseOverlap(output: out, inputs: [model, reference ?? ""])
         if FileManager.default.fileExists(atPath: out) && !force { throw TensorIOError.outputExists(path: out) }
         // Re-marking attacks use the shipped format (v2) and its strength; a model with no tensor embed would select
         // (a tiny one) can still take every other attack.

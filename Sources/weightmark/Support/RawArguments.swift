@@ -28,7 +28,7 @@ enum RawArguments {
         if raw.first != UInt8(ascii: "/") {
             var cwd = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
             guard getcwd(&cwd, cwd.count) != nil else { return nil }
-            target = Array(UnsafeRawBufferPointer(start: cwd, count: strlen(cwd))) + [UInt8(ascii: "/")] + raw
+            target = cwd.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) } + [UInt8(ascii: "/")] + raw
         }
         if folder == nil {
             var template = Array((NSTemporaryDirectory() + "weightmark-args-XXXXXX").utf8CString)
