@@ -153,7 +153,7 @@ public struct KeyCandidates: Sendable {
         if let store {
             let (records, unreadable) = try store.records()
             for (path, reason) in unreadable { notes.append("key store record \(path) skipped: \(reason)") }
-            if !store.exists { notes.append("no key store at \(store.path); trying the owner key and the default release ids r1…r\(enumerate)") }
+            if !store.exists { notes.append("no key store at \(store.path); trying the owner key" + (enumerate > 0 ? " and the default release ids r1…r\(enumerate)" : " only")) }
             for r in records.sorted(by: { $0.created < $1.created }) {
                 guard r.ownerKeyId == owner.id else {
                     notes.append("key store record of release \(r.releaseId ?? "(none)") belongs to key \(r.ownerKeyId), not \(owner.id): skipped")

@@ -411,10 +411,10 @@ public final class ModelScanner: @unchecked Sendable {
                     detectOptions.format = format
                     detectOptions.alpha = options.alpha
                     if let workers = options.workers { detectOptions.workers = workers }
-                    func test(_ view: ScanView, stage: String, readTransposed: Bool = false) throws -> Bool {
-                        var detectOptions = detectOptions
-                        detectOptions.readTransposed = readTransposed
-                        let report = try Detector.detect(suspect: view, reference: nil, key: key, options: detectOptions)
+                    func test(_ view: ScanView, stage: String) throws -> Bool {
+                        try test(stage, Detector.detect(suspect: view, reference: nil, key: key, options: detectOptions))
+                    }
+                    func test(_ stage: String, _ report: DetectionReport) throws -> Bool {
                         // Z to 6 decimals: v2 pools tile positions in hash-table order, which differs between processes
                         // and moves the last bits; rounded, every shard and rerun reports the same record.
                         let z = report.combinedZ.isFinite ? (report.combinedZ * 1e6).rounded() / 1e6 : 0
@@ -427,13 +427,22 @@ public final class ModelScanner: @unchecked Sendable {
                                                 recheck: recheck?(detect) ?? detect))
                         return true
                     }
-                    if try test(sampleView, stage: stages == 2 ? "sample" : "full") { break formatLoop }
-                    guard stages == 2 else { continue }
-                    var sampleZ = rec.scores.last?.z ?? 0
-                    // A sample's pilots may be too few to tell a copy stored transposed: v2 reads it so as well.
+                    guard stages == 2 else {
+                        if try test(sampleView, stage: "full") { break formatLoop }
+                        continue
+                    }
+                    var sampleZ: Double
                     if format == .v2 {
-                        if try test(sampleView, stage: "sample, read transposed", readTransposed: true) { break formatLoop }
+                        // A sample's pilots may be too few to tell a copy stored transposed: v2 reads it so as well,
+                        // from the same projection.
+                        let both = try Detector.detectV2BothOrientations(suspect: sampleView, key: key, options: detectOptions)
+                        if try test("sample", both.chosen) { break formatLoop }
+                        sampleZ = rec.scores.last?.z ?? 0
+                        if try test("sample, read transposed", both.transposed) { break formatLoop }
                         sampleZ = max(sampleZ, rec.scores.last?.z ?? 0)
+                    } else {
+                        if try test(sampleView, stage: "sample") { break formatLoop }
+                        sampleZ = rec.scores.last?.z ?? 0
                     }
                     if sampleZ >= options.escalateZ {
                         if try test(fullView, stage: "full") { break formatLoop }

@@ -141,10 +141,30 @@ public enum Detector {
         }
     }
 
+    /// Format v2 detection of `key` read both ways scan's sample is read: with the default orientation the pilots
+    /// choose, then with transposition forced (a sample's pilots may be too few to tell a copy stored transposed).
+    /// One projection and one pilot pass serve both; each report is the one `detect` gives with
+    /// `options.format = .v2` and `options.readTransposed` false or true, to the last bit.
+    public static func detectV2BothOrientations(suspect: any TensorSource, key: WatermarkKey, options: DetectOptions,
+                                                progress: @escaping (String, Int, Int) -> Void = { _, _, _ in })
+        throws -> (chosen: DetectionReport, transposed: DetectionReport) {
+        let outcomes = try TileDetector.detect(suspect: suspect, reference: nil, secret: key.secret, options: options,
+                                               readTransposed: [false, true], progress: progress)
+        let coverage = ReadCoverage.of(suspect, selection: options.selection)
+        var reports = outcomes.map { v2Report($0, suspect: suspect, reference: nil, key: key, options: options, formatsTried: 1) }
+        for i in reports.indices { reports[i].applyCoverage(coverage) }
+        return (reports[0], reports[1])
+    }
+
     /// Format v2 (name-free) detection as a report.
     static func detectV2(suspect: any TensorSource, reference: (any TensorSource)?, key: WatermarkKey, options: DetectOptions,
                          formatsTried: Int, progress: @escaping (String, Int, Int) -> Void) throws -> DetectionReport {
         let outcome = try TileDetector.detect(suspect: suspect, reference: reference, secret: key.secret, options: options, progress: progress)
+        return v2Report(outcome, suspect: suspect, reference: reference, key: key, options: options, formatsTried: formatsTried)
+    }
+
+    static func v2Report(_ outcome: TileDetector.Outcome, suspect: any TensorSource, reference: (any TensorSource)?, key: WatermarkKey,
+                         options: DetectOptions, formatsTried: Int) -> DetectionReport {
         let selected = suspect.sourceTensors.filter { options.selection.selectsGeometry($0) }
         return DetectionReport(keyId: key.id, suspect: suspect.path, reference: reference?.path,
                                mode: reference == nil ? .blind : .informed, alpha: options.alpha,

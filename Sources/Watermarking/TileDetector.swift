@@ -91,36 +91,47 @@ enum TileDetector {
     /// One tile's evidence: where it lands, its weight, and its normalized projection.
     struct TileScore { var position: Position; var weight: Double; var unit: [Float] }
 
-    /// Column-tile projections of one suspect matrix.
+    /// Column-tile projections of one suspect matrix, in one buffer from the detection's pool (a fresh
+    /// allocation of ¼ of the matrix in floats would cost a zeroed page per 4 KiB, matrix after matrix).
     final class Projection {
         let rows: Int, cols: Int
-        /// z[j]: rows×32, row-major.
-        var z: [[Float]]
+        /// Column tile j is rows×32 floats, row-major, at j·rows·32; nil once dropped.
+        private(set) var buffer: PooledBytes?
         var erased = 0
-        init(rows: Int, cols: Int) {
+        init(rows: Int, cols: Int, pool: ByteBufferPool) {
             self.rows = rows; self.cols = cols
-            z = (0..<TileCarriers.tiles(cols)).map { _ in [Float](repeating: 0, count: rows * TileDetector.a) }
+            buffer = pool.take(TileCarriers.tiles(cols) * rows * TileDetector.a * MemoryLayout<Float>.size)
         }
+        var columnTiles: Int { TileCarriers.tiles(cols) }
+        /// Column tile j's projection (rows×32, row-major). Valid while the buffer is held.
+        func column(_ j: Int) -> UnsafeMutablePointer<Float> {
+            buffer!.mutableBytes.baseAddress!.assumingMemoryBound(to: Float.self) + j * rows * TileDetector.a
+        }
+        var allFinite: Bool {
+            let all = UnsafeBufferPointer(start: column(0), count: columnTiles * rows * TileDetector.a)
+            return all.allSatisfy(\.isFinite)
+        }
+        /// Returns the buffer to the pool: only tiles computed before stay available.
+        func drop() { buffer = nil }
     }
 
     /// Projects every column tile of `name` (minus `reference`, if given, in the same orientation, or its transpose).
     static func project(name: String, rows m: Int, cols n: Int, suspect: any RowBlockDecodable,
-                        reference: ReferenceRows?, tiles: TileCarriers) throws -> Projection {
-        let result = Projection(rows: m, cols: n)
+                        reference: ReferenceRows?, tiles: TileCarriers, pool: ByteBufferPool) throws -> Projection {
+        let result = Projection(rows: m, cols: n, pool: pool)
         let blockRows = max(8, min(m, (1 << 18) / max(1, n)))
         var x: [Float] = []
         var sanitize = false
         func runColumns(_ base: UnsafePointer<Float>?, _ bf16: UnsafePointer<UInt16>?, start: Int, k: Int) {
-            for j in 0..<result.z.count {
+            for j in 0..<result.columnTiles {
                 let c = TileCarriers.extent(j, of: n)
                 let u = tiles.carrier(c)
+                let zs = result.column(j)
                 u.storage.withUnsafeBufferPointer { us in
-                    result.z[j].withUnsafeMutableBufferPointer { zs in
-                        if let base {
-                            weightmark_project32_f32(RankProjection.level, base + j * g, k, c, n, us.baseAddress, zs.baseAddress! + start * a)
-                        } else if let bf16 {
-                            weightmark_project32_bf16(RankProjection.level, bf16 + j * g, k, c, n, us.baseAddress, zs.baseAddress! + start * a)
-                        }
+                    if let base {
+                        weightmark_project32_f32(RankProjection.level, base + j * g, k, c, n, us.baseAddress, zs + start * a)
+                    } else if let bf16 {
+                        weightmark_project32_bf16(RankProjection.level, bf16 + j * g, k, c, n, us.baseAddress, zs + start * a)
                     }
                 }
             }
@@ -153,7 +164,7 @@ enum TileDetector {
                 start = end
             }
             // A NaN/±Inf anywhere poisons its column tile: redo with non-finite values counted as erased.
-            if sanitize || result.z.allSatisfy({ $0.allSatisfy(\.isFinite) }) { return result }
+            if sanitize || result.allFinite { return result }
             sanitize = true
         }
     }
@@ -205,18 +216,20 @@ enum TileDetector {
     static func tile(_ p: Projection, rows rowList: [Int], column j: Int, tiles: TileCarriers) -> [Float] {
         let r = rowList.count
         var gathered = [Float](repeating: 0, count: r * a)
-        p.z[j].withUnsafeBufferPointer { zs in
-            for (k, row) in rowList.enumerated() where row >= 0 {
-                for c in 0..<a { gathered[k * a + c] = zs[row * a + c] }
-            }
+        let zs = p.column(j)
+        for (k, row) in rowList.enumerated() where row >= 0 {
+            for c in 0..<a { gathered[k * a + c] = zs[row * a + c] }
         }
+        return gathered.withUnsafeBufferPointer { product(tiles, rows: r, $0.baseAddress!) }
+    }
+
+    /// 32×32 `U_rᵀ Z` for r consecutive rows of Z (r×32, row-major) at `z`.
+    static func product(_ tiles: TileCarriers, rows r: Int, _ z: UnsafePointer<Float>) -> [Float] {
         var y = [Float](repeating: 0, count: a * a)
         tiles.carrier(r).storage.withUnsafeBufferPointer { us in
-            gathered.withUnsafeBufferPointer { gs in
-                y.withUnsafeMutableBufferPointer { ys in
-                    BLAS.gemm(m: a, n: a, k: r, a: us.baseAddress!, lda: a, transA: .transposed, b: gs.baseAddress!, ldb: a,
-                              c: ys.baseAddress!, ldc: a)
-                }
+            y.withUnsafeMutableBufferPointer { ys in
+                BLAS.gemm(m: a, n: a, k: r, a: us.baseAddress!, lda: a, transA: .transposed, b: z, ldb: a,
+                          c: ys.baseAddress!, ldc: a)
             }
         }
         return y
@@ -226,24 +239,31 @@ enum TileDetector {
     final class StoredTiles {
         let p: Projection
         let tiles: TileCarriers
-        private var cache: [Position: [Float]] = [:]
+        private let tilesAcross: Int
+        /// Tile (i, j) at i·tilesAcross + j.
+        private var cache: [[Float]?]
         /// False once `compact()` dropped the column projections: only stored tiles remain.
         private(set) var hasProjection = true
-        init(_ p: Projection, tiles: TileCarriers) { self.p = p; self.tiles = tiles }
+        init(_ p: Projection, tiles: TileCarriers) {
+            self.p = p; self.tiles = tiles
+            tilesAcross = TileCarriers.tiles(p.cols)
+            cache = [[Float]?](repeating: nil, count: TileCarriers.tiles(p.rows) * tilesAcross)
+        }
         /// Stored tile (i, j) divided by its norm (empty when the norm is zero or not finite: no evidence).
         func tile(_ i: Int, _ j: Int) -> [Float] {
-            if let y = cache[Position(i: i, j: j)] { return y }
+            if let y = cache[i * tilesAcross + j] { return y }
             precondition(hasProjection, "tile (\(i), \(j)) was not kept")
             let r = TileCarriers.extent(i, of: p.rows)
-            let y = TileDetector.unit(TileDetector.tile(p, rows: Array((i * g)..<(i * g + r)), column: j, tiles: tiles))
-            cache[Position(i: i, j: j)] = y
+            // The tile's rows are consecutive in the column projection: read in place.
+            let y = TileDetector.unit(TileDetector.product(tiles, rows: r, UnsafePointer(p.column(j) + i * g * a)))
+            cache[i * tilesAcross + j] = y
             return y
         }
         /// Computes every stored tile and drops the column projections: what stays is a 32×32 tile per 128×128
         /// weights (1/16 of the matrix in floats) instead of 1/4 of it.
         func compact() {
-            for i in 0..<TileCarriers.tiles(p.rows) { for j in 0..<TileCarriers.tiles(p.cols) { _ = tile(i, j) } }
-            p.z = []
+            for i in 0..<TileCarriers.tiles(p.rows) { for j in 0..<tilesAcross { _ = tile(i, j) } }
+            p.drop()
             hasProjection = false
         }
     }
@@ -430,18 +450,31 @@ extension TileDetector {
     /// Detects the v2 mark of `secret` in `suspect`: docs/FORMAT.md's steps, one function each.
     static func detect(suspect: any TensorSource, reference: (any TensorSource)?, secret: [UInt8], options: DetectOptions,
                        progress: @escaping (String, Int, Int) -> Void) throws -> Outcome {
+        try detect(suspect: suspect, reference: reference, secret: secret, options: options,
+                   readTransposed: [options.readTransposed], progress: progress)[0]
+    }
+
+    /// The same, once per entry of `readTransposed` (the default orientation as the pilots choose it, or forced to
+    /// "transposed"), from one projection and one pilot pass: each outcome is the one `detect` gives with
+    /// `options.readTransposed` set so, to the last bit.
+    static func detect(suspect: any TensorSource, reference: (any TensorSource)?, secret: [UInt8], options: DetectOptions,
+                       readTransposed: [Bool], progress: @escaping (String, Int, Int) -> Void) throws -> [Outcome] {
         let tiles = try TileCarriers(secret: secret)
         let headSizes = ShippedConfig.attentionHeadSize(near: suspect.path).map { [$0] } ?? defaultHeadSizes
         let (candidates, skipped) = try selectCandidates(suspect: suspect, reference: reference, selection: options.selection)
-        let projections = Projections(candidates: candidates, suspect: suspect, reference: reference, tiles: tiles, progress: progress)
+        let projections = Projections(candidates: candidates, suspect: suspect, reference: reference, tiles: tiles,
+                                      scoringPasses: readTransposed.count, progress: progress)
         let patterns = PatternCache(tiles)
         let pilots = try scorePilots(candidates, projections, patterns, headSizes: headSizes, workers: options.workers)
-        let choice = chooseReadings(candidates, pilots, headSizes: headSizes, readTransposed: options.readTransposed)
-        let scored = try scoreChosenReadings(candidates, choice, projections, patterns, workers: options.workers)
         let groups = Set(candidates.map(\.tensor.shape))
-        return Outcome(combinedZ: pooledZ(scored.pooled, patterns), tensors: scored.evidence, skipped: skipped,
-                       pilotPositions: scored.pilotPositions, scoredPositions: scored.pooled.count,
-                       hypothesesTried: groups.map { hypotheses(rows: $0[0], cols: $0[1], headSizes: headSizes).count }.max() ?? 0)
+        return try readTransposed.enumerated().map { pass, transposed in
+            let choice = chooseReadings(candidates, pilots, headSizes: headSizes, readTransposed: transposed)
+            let scored = try scoreChosenReadings(candidates, choice, projections, patterns, workers: options.workers,
+                                                 lastPass: pass == readTransposed.count - 1)
+            return Outcome(combinedZ: pooledZ(scored.pooled, patterns), tensors: scored.evidence, skipped: skipped,
+                           pilotPositions: scored.pilotPositions, scoredPositions: scored.pooled.count,
+                           hypothesesTried: groups.map { hypotheses(rows: $0[0], cols: $0[1], headSizes: headSizes).count }.max() ?? 0)
+        }
     }
 
     /// Step 1, candidates: the selected matrices of the suspect, paired (informed) with the reference's by content;
@@ -482,26 +515,35 @@ extension TileDetector {
         let tiles: TileCarriers
         let progress: (String, Int, Int) -> Void
         let keepCaches: Bool
+        /// Scoring passes after the pilot pass (each reads every candidate's projection).
+        let scoringPasses: Int
+        /// Column projections' buffers, reused from matrix to matrix (a model repeats a few shapes).
+        let buffers = ByteBufferPool(keepBytes: 64 << 20)
         private let shared = Locked((done: 0, caches: [Int: StoredTiles]()))
 
         init(candidates: [Candidate], suspect: any TensorSource, reference: (any TensorSource)?, tiles: TileCarriers,
-             progress: @escaping (String, Int, Int) -> Void) {
+             scoringPasses: Int = 1, progress: @escaping (String, Int, Int) -> Void) {
             (self.candidates, self.suspect, self.reference, self.tiles, self.progress) = (candidates, suspect, reference, tiles, progress)
+            self.scoringPasses = scoringPasses
             let tileBytes = candidates.reduce(0) { $0 + TileCarriers.tiles($1.tensor.shape[0]) * TileCarriers.tiles($1.tensor.shape[1]) * a * a * 4 }
             keepCaches = tileBytes <= Self.cacheBudget
-            progress("", 0, 2 * candidates.count)
+            progress("", 0, (1 + scoringPasses) * candidates.count)
         }
 
         /// Candidate `k`'s projection: the cached one, or a new one (the tensors' pages then released).
         func projection(_ k: Int) throws -> StoredTiles {
             if let c = shared.withLock({ $0.caches[k] }) { return c }
+            return try freshProjection(k)
+        }
+
+        private func freshProjection(_ k: Int) throws -> StoredTiles {
             let c = candidates[k]
             let (m, n) = (c.tensor.shape[0], c.tensor.shape[1])
             let ref = c.reference.map { r in
                 ReferenceRows(source: DecodedRows.rowBlocks(of: reference!), name: r.name, rows: r.shape[0], cols: r.shape[1],
                               transposed: r.transposed, rowOffset: r.rowOffset)
             }
-            let p = try project(name: c.tensor.name, rows: m, cols: n, suspect: DecodedRows.rowBlocks(of: suspect), reference: ref, tiles: tiles)
+            let p = try project(name: c.tensor.name, rows: m, cols: n, suspect: DecodedRows.rowBlocks(of: suspect), reference: ref, tiles: tiles, pool: buffers)
             suspect.releaseTensor(named: c.tensor.name)
             if let r = c.reference { reference?.releaseTensor(named: r.name) }
             return StoredTiles(p, tiles: tiles)
@@ -514,25 +556,23 @@ extension TileDetector {
             advance(k) { if self.keepCaches { $0.caches[k] = stored } }
         }
 
-        /// The scoring pass takes candidate `k`'s projection (from the cache, or projected again).
-        func takeForScoring(_ k: Int) throws -> StoredTiles {
+        /// A scoring pass takes candidate `k`'s projection (from the cache, or projected again); the last pass
+        /// drops it from the cache.
+        func takeForScoring(_ k: Int, lastPass: Bool) throws -> StoredTiles {
             let stored = try projection(k)
-            advance(k) { $0.caches[k] = nil }
+            advance(k) { if lastPass { $0.caches[k] = nil } }
             return stored
         }
 
         /// Candidate `k` projected again in full (row maps off the tile grid need the column projections that
-        /// `compact()` dropped).
-        func reproject(_ k: Int) throws -> StoredTiles {
-            shared.withLock { $0.caches[k] = nil }
-            return try projection(k)
-        }
+        /// `compact()` dropped); the compacted tiles stay cached for the passes after this one.
+        func reproject(_ k: Int) throws -> StoredTiles { try freshProjection(k) }
 
         private func advance(_ k: Int, _ update: (inout (done: Int, caches: [Int: StoredTiles])) -> Void) {
             shared.withLock {
                 update(&$0)
                 $0.done += 1
-                progress(candidates[k].tensor.name, $0.done, 2 * candidates.count)
+                progress(candidates[k].tensor.name, $0.done, (1 + scoringPasses) * candidates.count)
             }
         }
     }
@@ -673,7 +713,7 @@ extension TileDetector {
     /// Step 5, the second pass: the non-pilot positions of every candidate under its chosen reading, pooled by
     /// position, with each candidate's own share reported.
     static func scoreChosenReadings(_ candidates: [Candidate], _ choiceOf: [TileHypothesis], _ projections: Projections,
-                                    _ patterns: PatternCache, workers: Int) throws
+                                    _ patterns: PatternCache, workers: Int, lastPass: Bool = true) throws
         -> (pooled: [Position: [Double]], evidence: [TensorScore], pilotPositions: Int) {
         let total = candidates.count
         var pooled: [Position: [Double]] = [:]
@@ -686,7 +726,7 @@ extension TileDetector {
             let results: [(scores: [TileScore], pilots: [Position], erased: Int)] = try Parallel.withSingleThreadedBLAS {
                 try Parallel.map(count: end - start, workers: workers) { offset in
                     let k = start + offset
-                    var stored = try projections.takeForScoring(k)
+                    var stored = try projections.takeForScoring(k, lastPass: lastPass)
                     let h = choiceOf[k]
                     // Row maps that do not fall on tile boundaries gather rows from the column projections.
                     if !stored.hasProjection, !isTileAligned(h, rows: stored.p.rows) { stored = try projections.reproject(k) }

@@ -410,3 +410,56 @@ struct FidelityTests {
         }
     }
 }
+
+/// scan reads its sample twice (orientation as the pilots choose it, then forced to "transposed") from one
+/// projection: each report must be the one a separate detection gives.
+@Suite("Format v2: both readings of one projection")
+struct V2BothOrientationsTests {
+    @Test("detectV2BothOrientations gives, to the last bit, the reports of two separate detections (stored, transposed, off-grid shard, unmarked)")
+    func sameAsSeparateDetections() throws {
+        let dir = Fixtures.temporaryDirectory("v2-both")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Fixtures.writeSmallLlama(to: dir + "/llama", layers: 2, hidden: 512, ffn: 1408, vocab: 2048, heads: 4, kvHeads: 2)
+        let model = try SafetensorsModel(path: dir + "/llama")
+        let key = V2LlamaLayoutTests.key
+        let options = EmbedOptions()
+        _ = try Embedder.embed(model, key: key, options: options, plan: Embedder.plan(model, options: options),
+                               to: dir + "/marked", overwrite: false)
+        let marked = try SafetensorsModel(path: dir + "/marked")
+        // Copies: every matrix transposed; the first 704 rows of every matrix (a shard off the tile grid).
+        for (label, cut) in [("transposed", false), ("shard", true)] {
+            var out: [OutputTensor] = []
+            for t in marked.tensors {
+                var v = try marked.floats(of: t), shape = t.shape
+                if t.shape.count == 2 && !cut {
+                    v = Matrix(rows: t.shape[0], cols: t.shape[1], storage: v).transposed.storage
+                    shape = [t.shape[1], t.shape[0]]
+                } else if t.shape.count == 2 && t.shape[0] > 704 {
+                    v = Array(v[0..<(704 * t.shape[1])])
+                    shape = [704, t.shape[1]]
+                }
+                out.append(OutputTensor(name: t.name, dtype: .f32, shape: shape, bytes: FloatConversion.encode(v, as: .f32)))
+            }
+            try FileManager.default.createDirectory(atPath: dir + "/" + label, withIntermediateDirectories: true)
+            try SafetensorsWriter.write(out, metadata: nil, to: dir + "/\(label)/model.safetensors", overwrite: false)
+        }
+        var detected = 0
+        for path in ["marked", "llama", "transposed", "shard"].map({ dir + "/" + $0 }) {
+            let suspect = try openTensorSource(path: path)
+            var options = DetectOptions()
+            options.format = .v2
+            let both = try Detector.detectV2BothOrientations(suspect: suspect, key: key, options: options)
+            for (report, transposed) in [(both.chosen, false), (both.transposed, true)] {
+                options.readTransposed = transposed
+                let alone = try Detector.detect(suspect: suspect, reference: nil, key: key, options: options)
+                #expect(report.combinedZ == alone.combinedZ, "\(path), transposed \(transposed): \(report.combinedZ) vs \(alone.combinedZ)")
+                #expect(report.tensors.map(\.correlation) == alone.tensors.map(\.correlation))
+                #expect(report.tensors.map(\.hypothesis) == alone.tensors.map(\.hypothesis))
+                #expect(report.tileStatistics == alone.tileStatistics && report.coverage == alone.coverage)
+                if report.detected { detected += 1 }
+            }
+        }
+        // The marked copy (its chosen reading) and the transposed copy (at least when read transposed) are hits.
+        #expect(detected >= 2)
+    }
+}
