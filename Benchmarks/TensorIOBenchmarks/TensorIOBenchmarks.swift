@@ -2,7 +2,7 @@ import Benchmark
 import Foundation
 import TensorIO
 
-// Run: swift package benchmark --target TensorIOBenchmarks
+// Run: make bench, or cd Benchmarks && swift package benchmark --target TensorIOBenchmarks
 // Each decode/encode iteration handles 1 Mi elements, so elements/s = throughput × 1,048,576.
 
 private let elementCount = 1 << 20

@@ -4,7 +4,7 @@ import LinearAlgebra
 import TensorIO
 import Watermarking
 
-// Run: swift package benchmark --target WatermarkBenchmarks
+// Run: make bench, or cd Benchmarks && swift package benchmark --target WatermarkBenchmarks
 // Per Llama-7B tensor shape: carrier generation (keyed Gaussians + QR); detection and embedding of one bf16
 // tensor in memory (decode + projection; pattern + update + bf16 encode, with OpenBLAS); and the same two
 // through a safetensors file as the CLI runs them (rows read in place from the warm mapping, carriers
