@@ -243,7 +243,7 @@ enum TileDetector {
         /// Tile (i, j) at i·tilesAcross + j.
         private var cache: [[Float]?]
         /// False once `compact()` dropped the column projections: only stored tiles remain.
-        private(set) var hasProjection = true
+        var hasProjection: Bool { p.buffer != nil }
         init(_ p: Projection, tiles: TileCarriers) {
             self.p = p; self.tiles = tiles
             tilesAcross = TileCarriers.tiles(p.cols)
@@ -264,7 +264,6 @@ enum TileDetector {
         func compact() {
             for i in 0..<TileCarriers.tiles(p.rows) { for j in 0..<tilesAcross { _ = tile(i, j) } }
             p.drop()
-            hasProjection = false
         }
     }
 
