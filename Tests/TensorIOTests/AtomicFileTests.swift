@@ -8,7 +8,8 @@ struct AtomicFileTests {
     /// Bytes that differ with their position (a misplaced or repeated block would show), filled word-wise.
     static func positionDependentBytes(_ count: Int, salt: UInt64) -> [UInt8] {
         let words = (0..<((count + 7) / 8)).map { UInt64($0) &* 0x9E37_79B9_7F4A_7C15 ^ salt }
-        return Array(words.withUnsafeBytes { $0.prefix(count) })
+        // Copied inside the closure: the buffer pointer is valid only there (an optimized build may free `words` after it).
+        return words.withUnsafeBytes { Array($0.prefix(count)) }
     }
 
     /// Fresh folders in the system temporary directory and, where it exists, in /dev/shm (tmpfs refuses
