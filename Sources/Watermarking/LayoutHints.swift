@@ -20,7 +20,7 @@ enum LayoutHints {
             case let .blocks(sizes): return (fusedQKV && sizes.count == 3 && sizes[0] == width) || (fusedGateUp && sizes.count == 2)
             case .interleaved: return interleavedQKV
             case .metaRotary: return metaRotary
-            case .offset, .rowShift: return false
+            case .offset, .rowShift, .columnShift: return false
             }
         }
         var out = candidates.filter(announced)
@@ -30,5 +30,26 @@ enum LayoutHints {
         }
         let oriented = out.filter { $0.orientation == orientation }
         return oriented.isEmpty ? out : oriented
+    }
+
+    /// The axis a tensor-parallel shard cuts a matrix of this name along, as Megatron-LM and Meta's checkpoints cut
+    /// them: true (rows: output features) for the column-parallel q/k/v, gate/up, fused qkv and gate_up, BERT's
+    /// query/key/value and intermediate, Meta's wq/wk/wv/w1/w3, fc1, embeddings and the LM head (vocabulary-parallel);
+    /// false (columns: input features) for the row-parallel o/down, wo/w2, out_proj, fc2 and BERT's output denses;
+    /// nil when the name says neither. Like `readings`, it only steers the choice of a reading.
+    static func shardAxis(for name: String) -> Bool? {
+        let parts = name.lowercased().split(separator: ".").map(String.init)
+        let byColumns: Set<String> = ["o_proj", "down_proj", "wo", "w2", "out_proj", "fc2", "c_proj", "dense_4h_to_h"]
+        let byRows: Set<String> = ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "qkv_proj", "gate_up_proj", "wq", "wk", "wv",
+                                   "w1", "w3", "fc1", "c_fc", "query", "key", "value", "query_key_value", "wqkv", "dense_h_to_4h",
+                                   "embed_tokens", "tok_embeddings", "word_embeddings", "wte", "lm_head", "output", "intermediate"]
+        // BERT: attention.output.dense and output.dense are row-parallel, intermediate.dense column-parallel.
+        if parts.contains("dense"), let i = parts.lastIndex(of: "dense"), i > 0 {
+            if parts[i - 1] == "output" { return false }
+            if parts[i - 1] == "intermediate" { return true }
+        }
+        if parts.contains(where: byColumns.contains) { return false }
+        if parts.contains(where: byRows.contains) { return true }
+        return nil
     }
 }

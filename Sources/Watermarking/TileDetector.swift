@@ -16,6 +16,10 @@ public struct TileHypothesis: Sendable, Codable, Equatable, CustomStringConverti
         case offset(rowTiles: Int, columnTiles: Int)
         /// The whole matrix, row ρ at marked row ρ + `rows` (not a multiple of 128): a row slice starting off the tile grid.
         case rowShift(rows: Int)
+        /// The whole matrix, column c at marked column c + columnTiles·128 + pad (0 < pad < 128): a column slice
+        /// starting off the tile grid (the second shard of a row-parallel `down_proj` whose width is not a multiple
+        /// of 256), read from the column tiles of a projection whose grid is shifted by `pad`.
+        case columnShift(pad: Int, columnTiles: Int)
         /// Consecutive row blocks of these sizes, each a matrix of its own (fused projections).
         case blocks([Int])
         /// `parts` matrices interleaved per head of `headDim` rows (GPT-NeoX `query_key_value`).
@@ -35,6 +39,7 @@ public struct TileHypothesis: Sendable, Codable, Equatable, CustomStringConverti
         case let .offset(r, c) where r == 0 && c == 0: l = ""
         case let .offset(r, c): l = "slice at tile offset (\(r), \(c))"
         case let .rowShift(d): l = "slice at row \(d)"
+        case let .columnShift(pad, c): l = "slice at column \(c * TileCarriers.size + pad)"
         case let .blocks(sizes): l = "fused rows " + sizes.map(String.init).joined(separator: "+")
         case let .interleaved(hd, parts): l = "\(parts) parts interleaved per head of \(hd) rows"
         case let .metaRotary(hd): l = "Meta rotary row order, heads of \(hd) rows"
@@ -118,27 +123,38 @@ enum TileDetector {
     /// Projects every column tile of `name` (minus `reference`, if given, in the same orientation, or its transpose).
     static func project(name: String, rows m: Int, cols n: Int, suspect: any RowBlockDecodable,
                         reference: ReferenceRows?, tiles: TileCarriers, pool: ByteBufferPool) throws -> Projection {
-        let result = Projection(rows: m, cols: n, pool: pool)
+        try project(name: name, rows: m, cols: n, pads: [0], suspect: suspect, reference: reference, tiles: tiles, pool: pool)[0]
+    }
+
+    /// The same on grids shifted by each of `pads` (0 ..< 128) in one read of the matrix: the projection for pad q
+    /// is that of the matrix with q zero columns put in front, [0 | X] (m × (n + q)), so its column tile j holds
+    /// suspect columns j·G − q ..< (j + 1)·G − q against carrier rows from max(0, q − j·G) on.
+    static func project(name: String, rows m: Int, cols n: Int, pads: [Int], suspect: any RowBlockDecodable,
+                        reference: ReferenceRows?, tiles: TileCarriers, pool: ByteBufferPool) throws -> [Projection] {
+        let results = pads.map { Projection(rows: m, cols: n + $0, pool: pool) }
         let blockRows = max(8, min(m, (1 << 18) / max(1, n)))
         var x: [Float] = []
         var sanitize = false
         func runColumns(_ base: UnsafePointer<Float>?, _ bf16: UnsafePointer<UInt16>?, start: Int, k: Int) {
-            for j in 0..<result.columnTiles {
-                let c = TileCarriers.extent(j, of: n)
-                let u = tiles.carrier(c)
-                let zs = result.column(j)
-                u.storage.withUnsafeBufferPointer { us in
-                    if let base {
-                        weightmark_project32_f32(RankProjection.level, base + j * g, k, c, n, us.baseAddress, zs + start * a)
-                    } else if let bf16 {
-                        weightmark_project32_bf16(RankProjection.level, bf16 + j * g, k, c, n, us.baseAddress, zs + start * a)
+            for (pad, result) in zip(pads, results) {
+                for j in 0..<result.columnTiles {
+                    let first = max(0, j * g - pad), c = min(n, (j + 1) * g - pad) - first
+                    let u = tiles.carrier(first - (j * g - pad) + c) // carrier rows first − (j·G − pad) ..< that + c
+                    let zs = result.column(j)
+                    u.storage.withUnsafeBufferPointer { whole in
+                        let us = whole.baseAddress! + (first - (j * g - pad)) * a
+                        if let base {
+                            weightmark_project32_f32(RankProjection.level, base + first, k, c, n, us, zs + start * a)
+                        } else if let bf16 {
+                            weightmark_project32_bf16(RankProjection.level, bf16 + first, k, c, n, us, zs + start * a)
+                        }
                     }
                 }
             }
         }
         while true {
             var start = 0
-            result.erased = 0
+            for r in results { r.erased = 0 }
             while start < m {
                 let end = min(m, start + blockRows), k = end - start
                 if reference == nil, !sanitize, try suspect.withStoredRows(named: name, rows: start..<end, { raw, dtype -> Bool in
@@ -155,16 +171,18 @@ enum TileDetector {
                 try x.withUnsafeMutableBufferPointer { xs in
                     let block = UnsafeMutableBufferPointer(rebasing: xs[0..<(k * n)])
                     try suspect.decodeRows(named: name, rows: start..<end, into: block)
-                    if let reference { result.erased += try reference.subtract(rows: start..<end, from: block) }
+                    var erased = 0
+                    if let reference { erased += try reference.subtract(rows: start..<end, from: block) }
                     if sanitize {
-                        result.erased += Residual.clearNonFinite(block)
+                        erased += Residual.clearNonFinite(block)
                     }
+                    for r in results { r.erased += erased }
                     runColumns(UnsafePointer(block.baseAddress!), nil, start: start, k: k)
                 }
                 start = end
             }
             // A NaN/±Inf anywhere poisons its column tile: redo with non-finite values counted as erased.
-            if sanitize || result.allFinite { return result }
+            if sanitize || results.allSatisfy(\.allFinite) { return results }
             sanitize = true
         }
     }
@@ -244,6 +262,8 @@ enum TileDetector {
         private var cache: [[Float]?]
         /// False once `compact()` dropped the column projections: only stored tiles remain.
         var hasProjection: Bool { p.buffer != nil }
+        /// The same matrix's tiles on grids shifted by a pad (`TileDetector.columnPads`), for column slices off the grid.
+        var shifted: [Int: StoredTiles] = [:]
         init(_ p: Projection, tiles: TileCarriers) {
             self.p = p; self.tiles = tiles
             tilesAcross = TileCarriers.tiles(p.cols)
@@ -264,6 +284,7 @@ enum TileDetector {
         func compact() {
             for i in 0..<TileCarriers.tiles(p.rows) { for j in 0..<tilesAcross { _ = tile(i, j) } }
             p.drop()
+            for s in shifted.values { s.compact() }
         }
     }
 
@@ -297,6 +318,8 @@ enum TileDetector {
             // Off the grid (a 384-row matrix cut in two starts its second half at row 192): stored rows only.
             else if orientation == .stored { for s in 1..<8 { out.append(.init(orientation: .stored, layout: .rowShift(rows: s * rm))) } }
             if rn % g == 0 { for s in 1..<8 { out.append(.init(orientation: orientation, layout: .offset(rowTiles: 0, columnTiles: s * rn / g))) } }
+            // Off the grid (a 704-column shard of a 1408-wide down_proj starts at column 704): stored columns only.
+            else if orientation == .stored { for s in 1..<8 { out.append(.init(orientation: .stored, layout: columnSlice(at: s * rn))) } }
             // Fused row blocks: gate+up, q+k+v (equal or with grouped-query k/v), each block a matrix of its own.
             var splits: [[Int]] = []
             if rm % 2 == 0 { splits.append([rm / 2, rm / 2]) }
@@ -312,6 +335,17 @@ enum TileDetector {
             for hd in headSizes where rm % hd == 0 { out.append(.init(orientation: .stored, layout: .metaRotary(headDim: hd))) }
         }
         return out
+    }
+
+    /// A column slice starting at marked column `d`: a tile offset on the grid, a shifted grid off it.
+    static func columnSlice(at d: Int) -> TileHypothesis.Layout {
+        d % g == 0 ? .offset(rowTiles: 0, columnTiles: d / g) : .columnShift(pad: d % g, columnTiles: d / g)
+    }
+
+    /// The grid shifts a matrix `n` columns wide is projected on besides its own: those of the column slices s·n,
+    /// s = 1 ..< 8, that fall off the tile grid (none when n is a multiple of 128).
+    static func columnPads(_ n: Int) -> [Int] {
+        n % g == 0 ? [] : Set((1..<8).map { $0 * n % g }).subtracting([0]).sorted()
     }
 
     /// The tiles of a stored matrix under `h`, restricted to positions that `keep` accepts.
@@ -355,6 +389,18 @@ enum TileDetector {
                 }
                 start += size
             }
+        case let (.stored, .columnShift(pad, dc)):
+            // The projection on the grid shifted by `pad`: its column tile j holds suspect columns j·G − pad ..<
+            // (j + 1)·G − pad, which are marked tile j + dc (or the part of it the suspect has).
+            guard let shifted = stored.shifted[pad] else { break }
+            for i in 0..<TileCarriers.tiles(m) {
+                for j in 0..<TileCarriers.tiles(n + pad) {
+                    let pos = Position(i: i, j: j + dc)
+                    guard keep(pos) else { continue }
+                    let c = min(n, (j + 1) * g - pad) - max(0, j * g - pad)
+                    add(pos, shifted.tile(i, j), TileCarriers.extent(i, of: m), c)
+                }
+            }
         case let (.stored, .rowShift(d)):
             // Marked tile i holds marked rows i·G ..< i·G + G; those the suspect has are its rows ρ − d.
             for i in (d / g)...((d + m - 1) / g) {
@@ -393,6 +439,7 @@ enum TileDetector {
     static func isTileAligned(_ h: TileHypothesis, rows m: Int) -> Bool {
         if h.orientation == .transposed { return true }
         if case .rowShift = h.layout { return false }
+        if case .columnShift = h.layout { return true } // tiles of the shifted grid's projection, kept like stored tiles
         return rowMaps(h.layout, rows: m).allSatisfy { block in
             stride(from: 0, to: block.count, by: g).allSatisfy { i in
                 block[i] % g == 0 && (i..<min(block.count, i + g)).allSatisfy { block[$0] == block[i] + ($0 - i) }
@@ -404,7 +451,7 @@ enum TileDetector {
     /// Suspect rows of each block, in the marked matrix's row order.
     static func rowMaps(_ layout: TileHypothesis.Layout, rows m: Int) -> [[Int]] {
         switch layout {
-        case .offset, .rowShift:
+        case .offset, .rowShift, .columnShift:
             return [Array(0..<m)]
         case let .blocks(sizes):
             var start = 0
@@ -524,7 +571,11 @@ extension TileDetector {
              scoringPasses: Int = 1, progress: @escaping (String, Int, Int) -> Void) {
             (self.candidates, self.suspect, self.reference, self.tiles, self.progress) = (candidates, suspect, reference, tiles, progress)
             self.scoringPasses = scoringPasses
-            let tileBytes = candidates.reduce(0) { $0 + TileCarriers.tiles($1.tensor.shape[0]) * TileCarriers.tiles($1.tensor.shape[1]) * a * a * 4 }
+            let tileBytes = candidates.reduce(0) { total, c in
+                let (m, n) = (c.tensor.shape[0], c.tensor.shape[1])
+                let grids = 1 + (c.reference == nil ? columnPads(n).count : 0)
+                return total + grids * TileCarriers.tiles(m) * (TileCarriers.tiles(n) + 1) * a * a * 4
+            }
             keepCaches = tileBytes <= Self.cacheBudget
             progress("", 0, (1 + scoringPasses) * candidates.count)
         }
@@ -542,10 +593,15 @@ extension TileDetector {
                 ReferenceRows(source: DecodedRows.rowBlocks(of: reference!), name: r.name, rows: r.shape[0], cols: r.shape[1],
                               transposed: r.transposed, rowOffset: r.rowOffset)
             }
-            let p = try project(name: c.tensor.name, rows: m, cols: n, suspect: DecodedRows.rowBlocks(of: suspect), reference: ref, tiles: tiles, pool: buffers)
+            // Blind, a matrix whose width is off the tile grid may be a column shard: its shifted grids come from the same read.
+            let pads = [0] + (c.reference == nil ? columnPads(n) : [])
+            let ps = try project(name: c.tensor.name, rows: m, cols: n, pads: pads, suspect: DecodedRows.rowBlocks(of: suspect),
+                                 reference: ref, tiles: tiles, pool: buffers)
             suspect.releaseTensor(named: c.tensor.name)
             if let r = c.reference { reference?.releaseTensor(named: r.name) }
-            return StoredTiles(p, tiles: tiles)
+            let stored = StoredTiles(ps[0], tiles: tiles)
+            for (pad, p) in zip(pads, ps).dropFirst() { stored.shifted[pad] = StoredTiles(p, tiles: tiles) }
+            return stored
         }
 
         /// The pilot pass is done with candidate `k`: its projection is kept (compacted) for the scoring pass if
@@ -619,11 +675,11 @@ extension TileDetector {
     static func chooseReadings(_ candidates: [Candidate], _ pilots: PilotTable, headSizes: [Int], readTransposed: Bool) -> [TileHypothesis] {
         let groups = Dictionary(grouping: candidates.indices, by: { candidates[$0].tensor.shape })
         let orientation = defaultOrientation(candidates, groups, pilots, readTransposed: readTransposed)
-        let shard = orientation.global || orientation.dense ? nil : modelParallelShard(candidates, pilots)
+        let shard = orientation.global || orientation.dense ? [:] : modelParallelShard(candidates, groups, pilots)
         var shapeChoice: [[Int]: TileHypothesis] = [:]
         for (shape, members) in groups {
             let base = orientation.global || (orientation.dense && shape != orientation.largest) ? transposedIdentity
-                : shard.flatMap { shardHypothesis(shape, rows: $0.rows, $0.s) } ?? TileHypothesis.identity
+                : shard[shape] ?? TileHypothesis.identity
             shapeChoice[shape] = perShape(base, shape: shape, members, pilots, headSizes: headSizes)
         }
         return perNamePattern(candidates, shapeChoice, pilots, headSizes: headSizes)
@@ -645,33 +701,45 @@ extension TileDetector {
     }
 
     /// The shard reading of a matrix of `shape`: shard s along rows or columns starts at s times the suspect's
-    /// extent on that axis (a row shift when that is off the tile grid); nil when columns are off the grid.
-    static func shardHypothesis(_ shape: [Int], rows: Bool, _ s: Int) -> TileHypothesis? {
+    /// extent on that axis (a row shift or a shifted column grid when that is off the tile grid).
+    static func shardHypothesis(_ shape: [Int], rows: Bool, _ s: Int) -> TileHypothesis {
         let extent = rows ? shape[0] : shape[1]
         if rows, extent % g != 0 { return TileHypothesis(orientation: .stored, layout: .rowShift(rows: s * extent)) }
-        guard extent % g == 0 else { return nil }
-        return TileHypothesis(orientation: .stored, layout: rows ? .offset(rowTiles: s * extent / g, columnTiles: 0)
-                                                                 : .offset(rowTiles: 0, columnTiles: s * extent / g))
+        return TileHypothesis(orientation: .stored, layout: rows ? .offset(rowTiles: s * extent / g, columnTiles: 0) : columnSlice(at: s * extent))
     }
 
-    /// "Model-parallel shard". A shard cuts every matrix the same way. Pooled over every matrix it applies to, the
-    /// shard with the largest pooled pilot Z becomes every group's default reading when that Z is at least
-    /// `ReadingMargin.shardMinimum` and above those matrices' stored and transposed readings (a shard that is only
+    /// "Model-parallel shard". A tensor-parallel shard s cuts every matrix at s times its own extent, each along one
+    /// axis: every matrix by rows, every one by columns, or — as Megatron and Meta cut them — each by its role
+    /// (`LayoutHints.shardAxis`: q/k/v/gate/up and embeddings by rows, o/down by columns; a shape takes the axis most
+    /// of its matrices' names give, shapes whose names say nothing are left out). Pooled over every matrix it applies
+    /// to, the cut with the largest pooled pilot Z gives those shapes their default reading when that Z is at least
+    /// `ReadingMargin.shardMinimum` and above the same matrices' stored and transposed readings (a shard that is only
     /// noise would raise the bar every group's true reading has to clear, so it must beat both whole-matrix readings).
-    static func modelParallelShard(_ candidates: [Candidate], _ pilots: PilotTable) -> (rows: Bool, s: Int)? {
-        var shard: (rows: Bool, s: Int)?
+    /// Returns the default reading of each shape it applies to.
+    static func modelParallelShard(_ candidates: [Candidate], _ groups: [[Int]: [Int]], _ pilots: PilotTable) -> [[Int]: TileHypothesis] {
+        var roleAxis: [[Int]: Bool] = [:]
+        for (shape, members) in groups {
+            let axes = members.compactMap { LayoutHints.shardAxis(for: candidates[$0].tensor.name) }
+            let rows = axes.filter { $0 }.count
+            if !axes.isEmpty, rows * 2 != axes.count { roleAxis[shape] = rows * 2 > axes.count }
+        }
+        let cuts: [([Int]) -> Bool?] = [{ _ in true }, { _ in false }, { roleAxis[$0] }]
+        var best: [[Int]: TileHypothesis] = [:]
         var bestZ = -Double.infinity
-        for rows in [true, false] {
+        for cut in cuts {
             for s in 1..<ReadingMargin.shardCount {
-                let applies = candidates.indices.compactMap { k in shardHypothesis(candidates[k].tensor.shape, rows: rows, s).map { (k, $0) } }
+                var byShape: [[Int]: TileHypothesis] = [:]
+                for shape in groups.keys { if let rows = cut(shape) { byShape[shape] = shardHypothesis(shape, rows: rows, s) } }
+                // In candidate order, so that the pooled sums do not depend on the dictionary's hashing seed.
+                let applies = candidates.indices.compactMap { k in byShape[candidates[k].tensor.shape].map { (k, $0) } }
                 guard !applies.isEmpty else { continue }
                 let z = pilots.z(applies)
                 let stored = pilots.z(applies.map { ($0.0, TileHypothesis.identity) })
                 let transposed = pilots.z(applies.map { ($0.0, transposedIdentity) })
-                if z >= ReadingMargin.shardMinimum && z > stored && z > transposed && z > bestZ { bestZ = z; shard = (rows, s) }
+                if z >= ReadingMargin.shardMinimum && z > stored && z > transposed && z > bestZ { bestZ = z; best = byShape }
             }
         }
-        return shard
+        return best
     }
 
     /// "Per shape": the largest pilot Z less the hypothesis' penalty, ties to the base.

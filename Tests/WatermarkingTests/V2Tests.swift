@@ -234,6 +234,9 @@ struct V2LlamaLayoutTests {
 
     enum Layout: String, CaseIterable, CustomTestStringConvertible {
         case gqaFusedQKV, neoxInterleaved, fusedGateUp, metaRotary, halfShard, secondHalfShard, conv1DFusedQKV, secondColumnShard
+        /// Tensor-parallel shards of 2 cut by role, as Megatron and Meta cut them: q/k/v/gate/up and the embeddings by
+        /// rows, o/down by columns (down's 704-column half starts off the tile grid), norms replicated.
+        case roleShard0, roleShard1
         var testDescription: String { rawValue }
     }
 
@@ -342,6 +345,20 @@ struct V2LlamaLayoutTests {
                         add(n, [t.shape[0], cols], part)
                         continue
                     }
+                case .roleShard0, .roleShard1:
+                    if t.shape.count == 2 {
+                        let s = layout == .roleShard0 ? 0 : 1
+                        if n.hasSuffix("o_proj.weight") || n.hasSuffix("down_proj.weight") {
+                            let cols = t.shape[1] / 2
+                            var part: [Float] = []
+                            for r in 0..<t.shape[0] { part += v[(r * t.shape[1] + s * cols)..<(r * t.shape[1] + (s + 1) * cols)] }
+                            add(n, [t.shape[0], cols], part)
+                        } else {
+                            let rows = t.shape[0] / 2
+                            add(n, [rows, t.shape[1]], Array(v[(s * rows * t.shape[1])..<((s + 1) * rows * t.shape[1])]))
+                        }
+                        continue
+                    }
                 case .halfShard, .secondHalfShard:
                     if t.shape.count == 2 {
                         let rows = t.shape[0] / 2, first = layout == .halfShard ? 0 : rows
@@ -363,9 +380,14 @@ struct V2LlamaLayoutTests {
             }
             #expect(r.detected, "\(layout): Z \(r.combinedZ), untouched \(untouched.combinedZ)")
             if shipped {
-                let keepsAll = layout != .halfShard && layout != .secondHalfShard && layout != .secondColumnShard
+                let keepsAll = ![.halfShard, .secondHalfShard, .secondColumnShard, .roleShard0, .roleShard1].contains(layout)
                 let ratio = r.combinedZ / untouched.combinedZ
                 #expect(!keepsAll || ratio >= 0.9, "\(layout): Z \(r.combinedZ) = \(ratio) × untouched \(untouched.combinedZ); read as \(r.tensors.map { "\($0.name): \($0.hypothesis ?? "-")" })")
+                // [hub-formats]: each tensor-parallel shard by role alone keeps ≥ 0.6× the intact Z (half the weights: 1/√2 at best).
+                if layout == .roleShard0 || layout == .roleShard1 {
+                    print("tensor-parallel shard by role \(layout): blind Z \(r.combinedZ) = \(ratio) × intact \(untouched.combinedZ)")
+                    #expect(ratio >= 0.6, "\(layout): Z \(r.combinedZ) = \(ratio) × untouched \(untouched.combinedZ); read as \(r.tensors.map { "\($0.name): \($0.hypothesis ?? "-")" })")
+                }
                 continue
             }
             let hypotheses = Set(r.tensors.compactMap(\.hypothesis))
@@ -378,6 +400,10 @@ struct V2LlamaLayoutTests {
             case .secondHalfShard: #expect(hypotheses.contains { $0.hasPrefix("slice at tile offset") }, "\(hypotheses)")
             case .conv1DFusedQKV: #expect(hypotheses.contains("transposed, fused rows 512+512+512"), "\(hypotheses)")
             case .secondColumnShard: #expect(hypotheses.contains("slice at tile offset (0, 2)"), "\(hypotheses)")
+            case .roleShard0: #expect(r.combinedZ >= 0.6 * untouched.combinedZ, "\(r.combinedZ) vs \(untouched.combinedZ)")
+            case .roleShard1:
+                // q/k/v/gate/up at their rows' second half, o at column tile 2, down at column 704 (off the grid).
+                #expect(hypotheses.contains("slice at column 704") && hypotheses.contains("slice at tile offset (0, 2)"), "\(hypotheses)")
             }
         }
     }
