@@ -54,8 +54,13 @@ struct HubFormatsTests {
         }
         _ = try Fixtures.run(python, [oracle, "mlx", dir + "/original", dir + "/original-mxfp4", "4", "32", "mxfp4"])
         _ = try Fixtures.run(python, [oracle, "bnb8", dir + "/marked", dir + "/marked-bnb8"])
-        for kind in ["gptq", "awq", "ct"] { _ = try Fixtures.run(python, [oracle, kind, dir + "/marked", dir + "/marked-" + kind]) }
-        _ = try Fixtures.run(python, [oracle, "ct", dir + "/original", dir + "/original-ct"])
+        for kind in ["gptq", "awq", "ct", "ct-asym", "ct-nvfp4", "ct-mxfp4", "gptq3", "awq-gemv"] {
+            _ = try Fixtures.run(python, [oracle, kind, dir + "/marked", dir + "/marked-" + kind])
+        }
+        // HQQ as uploads carry it: compute dtype float16 (scales, zeros and every unquantized tensor in F16).
+        _ = try Fixtures.run(python, [oracle, "hqq", dir + "/marked", dir + "/marked-hqq", "float16"])
+        for kind in ["ct", "ct-nvfp4"] { _ = try Fixtures.run(python, [oracle, kind, dir + "/original", dir + "/original-" + kind]) }
+        _ = try Fixtures.run(python, [oracle, "hqq", dir + "/original", dir + "/original-hqq", "float16"])
         return Work(dir: dir, key: key, other: other)
     }
 
@@ -69,7 +74,10 @@ struct HubFormatsTests {
           arguments: [("mlx4", "Q4_0", "MLX affine q4 g64"), ("mlx8", "Q8_0", "MLX affine q8 g64"),
                       ("bnb4", "Q4_0", "bitsandbytes NF4 (double-quantized) block 64"), ("bnb8", "Q8_0", "bitsandbytes LLM.int8"),
                       ("gptq", "Q4_0", "GPTQ int4"), ("awq", "Q4_0", "AWQ int4 g128"), ("ct", "Q4_0", "compressed-tensors pack-quantized int4 g128"),
-                      ("mxfp4", "Q4_0", "MLX mxfp4 g32"), ("nvfp4", "Q4_0", "MLX nvfp4 g16"), ("mxfp8", "Q8_0", "MLX mxfp8 g32")])
+                      ("mxfp4", "Q4_0", "MLX mxfp4 g32"), ("nvfp4", "Q4_0", "MLX nvfp4 g16"), ("mxfp8", "Q8_0", "MLX mxfp8 g32"),
+                      ("ct-asym", "Q4_0", "compressed-tensors pack-quantized int4 g128 asymmetric"), ("ct-nvfp4", "Q4_0", "compressed-tensors NVFP4 g16"),
+                      ("ct-mxfp4", "Q4_0", "compressed-tensors MXFP4 g32"), ("gptq3", "Q4_0", "GPTQ int3"), ("awq-gemv", "Q4_0", "AWQ gemv int4 g128"),
+                      ("hqq", "Q4_0", "HQQ 4-bit g64")])
     func detected(format: String, gguf: String, storage: String) throws {
         let w = try Self.work.get()
         let path = w.dir + "/marked-" + format
@@ -89,7 +97,7 @@ struct HubFormatsTests {
         #expect(inspect.status == 0 && inspect.stdout.contains(storage), "\(inspect.stdout.prefix(1500))")
     }
 
-    @Test("the unmarked original, quantized by the same libraries, is not detected", arguments: ["mlx4", "bnb4", "ct", "mxfp4"])
+    @Test("the unmarked original, quantized by the same libraries, is not detected", arguments: ["mlx4", "bnb4", "ct", "mxfp4", "ct-nvfp4", "hqq"])
     func unmarked(format: String) throws {
         let w = try Self.work.get()
         let r = try Self.detect(w.dir + "/original-" + format, key: w.key)
@@ -107,8 +115,8 @@ struct HubFormatsTests {
         #expect(ours.count == 64 && zip(ours, theirs).allSatisfy { abs($0 - $1) <= 1e-6 * max(1, abs($1)) }, "ours \(ours.prefix(4)) theirs \(theirs.prefix(4))")
     }
 
-    @Test("GPTQ, AWQ and compressed-tensors decoding equals what the format stands for (the quantizer's own values; the library's decompress for compressed-tensors)",
-          arguments: ["gptq", "awq", "ct"])
+    @Test("GPTQ, AWQ, compressed-tensors and HQQ decoding equals what the format stands for (the quantizer's own values; the library's decompress for compressed-tensors, HQQLinear.dequantize for HQQ)",
+          arguments: ["gptq", "awq", "ct", "ct-asym", "ct-nvfp4", "ct-mxfp4", "gptq3", "awq-gemv", "hqq"])
     func packedDecodingMatches(kind: String) throws {
         let w = try Self.work.get()
         let python = try #require(Fixtures.python)

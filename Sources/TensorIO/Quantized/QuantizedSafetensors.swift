@@ -39,8 +39,16 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
         case gptq(bits: Int, zeroPlusOne: Bool)
         /// AWQ "gemm" (`qweight` [in, out/8], nibble order 0 2 4 6 1 3 5 7; `qzeros` [in/group, out/8]).
         case awq(group: Int)
-        /// compressed-tensors pack-quantized (`weight_packed` [out, in·bits/32], stored unsigned = signed + 2^(bits−1)).
-        case packQuantized(bits: Int, group: Int)
+        /// AWQ "gemv" (`qweight` [out, in/8], natural nibble order; `qzeros` [out, zw], `scales` [out, 8·zw], padded).
+        case awqGEMV(group: Int)
+        /// compressed-tensors pack-quantized (`weight_packed` [out, in·bits/32], stored unsigned = signed + 2^(bits−1));
+        /// `zeroPacked`: asymmetric, `weight_zero_point` [⌈out·bits/32⌉, groups] packed along the output dimension.
+        case packQuantized(bits: Int, group: Int, zeroPacked: Bool)
+        /// compressed-tensors FP4 (`weight_packed` U8 [out, in/2], the even element in the low nibble): NVFP4 (E4M3
+        /// scales per 16 divided by `weight_global_scale`) or MXFP4 (E8M0 scales per 32).
+        case packedFP4(nvfp4: Bool)
+        /// HQQ (`W_q` with `scale`, `zero`, `shape`, `nbits`, `group_size`, `axis`, `packing` beside it).
+        case hqq(HQQLayout)
     }
 
     // Sendable: a value type holding only values (names, shapes, `Scheme`, `ModelTensor`s), no reference or pointer.
@@ -58,7 +66,7 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
         let hidden = Set(logical.values.flatMap { $0.parts.values.map(\.name) })
         // Each logical matrix is listed where its packed weight stands in the file.
         var anchored: [String: Logical] = [:]
-        for l in logical.values { if let a = l.parts["weight"] ?? l.parts["qweight"] ?? l.parts["packed"] { anchored[a.name] = l } }
+        for l in logical.values { if let a = l.parts["qweight"] ?? l.parts["packed"] ?? l.parts["weight"] { anchored[a.name] = l } }
         var list: [SourceTensor] = []
         for t in base.tensors {
             if let l = anchored[t.name] {
@@ -87,7 +95,10 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
         case let .fp8(block): return try decodeFP8(l, block: block)
         case let .gptq(bits, plusOne): return try decodeGPTQ(l, bits: bits, zeroPlusOne: plusOne)
         case let .awq(group): return try decodeAWQ(l, group: group)
-        case let .packQuantized(bits, group): return try decodePackQuantized(l, bits: bits, group: group)
+        case let .awqGEMV(group): return try decodeAWQGEMV(l, group: group)
+        case let .packQuantized(bits, group, zeroPacked): return try decodePackQuantized(l, bits: bits, group: group, zeroPacked: zeroPacked)
+        case let .packedFP4(nvfp4): return try decodePackedFP4(l, nvfp4: nvfp4)
+        case let .hqq(layout): return try decodeHQQ(l, layout)
         }
     }
 
@@ -117,6 +128,18 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
             guard let scale = names[prefix + ".weight_scale"] else { continue }
             let l = try packQuantized(packed: t, scale: scale, shape: names[prefix + ".weight_shape"], zero: names[prefix + ".weight_zero_point"],
                                       prefix: prefix, model: model)
+            logical[l.name] = l
+        }
+        for t in model.tensors where t.name.hasSuffix(".weight_packed") && t.dtype == .u8 && t.shape.count == 2 {
+            let prefix = String(t.name.dropLast(".weight_packed".count))
+            guard let scale = names[prefix + ".weight_scale"] else { continue }
+            let l = try packedFP4(packed: t, scale: scale, global: names[prefix + ".weight_global_scale"], prefix: prefix)
+            logical[l.name] = l
+        }
+        for t in model.tensors where t.name.hasSuffix(".W_q") {
+            let prefix = String(t.name.dropLast(".W_q".count))
+            guard names[prefix + ".scale"] != nil, names[prefix + ".zero"] != nil, names[prefix + ".shape"] != nil else { continue }
+            let l = try hqq(weight: t, prefix: prefix, names: names, model: model)
             logical[l.name] = l
         }
         for t in model.tensors where t.name.hasSuffix(".weight") {
@@ -238,6 +261,10 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
         guard scales.shape.count == 2, scales.dtype.isSupportedFloat, zeros.dtype == .i32, zeros.shape.count == 2 else {
             throw TensorIOError.invalidTensor(name: qweight.name, reason: "packed-integer weight without 2-D float scales and I32 zeros")
         }
+        let version = (config?["version"] as? String)?.lowercased()
+        if method == "awq" || method == nil, gIdx == nil, version == "gemv" || (qweight.shape[0] == scales.shape[0] && zeros.shape[0] == scales.shape[0]) {
+            return try awqGEMV(qweight: qweight, zeros: zeros, scales: scales, prefix: prefix, config: config)
+        }
         let out = scales.shape[1], groups = scales.shape[0]
         if method == "awq" || (gIdx == nil && qweight.shape[1] * 8 == out && method != "gptq") {
             // AWQ gemm: qweight [in, out/8].
@@ -250,15 +277,106 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
         }
         // GPTQ: qweight [in·bits/32, out]; bits from config or from g_idx's length.
         let inFeatures = gIdx.map { $0.shape.reduce(1, *) } ?? 0
+        // The layer's own packing says its bits (GPTQModel's per-module `dynamic` overrides), else config.json's.
         let configured = config?["bits"] as? Int
-        let bits = configured ?? (inFeatures > 0 && (qweight.shape[0] * 32) % inFeatures == 0 ? qweight.shape[0] * 32 / inFeatures : 4)
-        guard [2, 4, 8].contains(bits), qweight.shape[1] == out, let g = gIdx, g.dtype == .i32, qweight.shape[0] * 32 == inFeatures * bits,
-              zeros.shape == [groups, out * bits / 32] else {
-            throw TensorIOError.invalidTensor(name: qweight.name, reason: "GPTQ: qweight \(qweight.shape), qzeros \(zeros.shape), scales \(scales.shape), g_idx \(gIdx?.shape ?? []) do not fit \(bits)-bit packing (2, 4 and 8 bits are read; 3-bit is not)")
+        let bits = inFeatures > 0 && (qweight.shape[0] * 32) % inFeatures == 0 ? qweight.shape[0] * 32 / inFeatures : (configured ?? 4)
+        let format = ((config?["checkpoint_format"] as? String) ?? (config?["format"] as? String) ?? "gptq").lowercased()
+        guard format == "gptq" || format == "gptq_v2" else {
+            throw TensorIOError.invalidTensor(name: qweight.name, reason: "GPTQ checkpoint_format \"\(format)\" (GPTQModel's planar or kernel-specific packing) is not read; re-save it with checkpoint_format \"gptq\" or \"gptq_v2\"")
         }
-        let v2 = ((config?["checkpoint_format"] as? String) ?? "gptq").lowercased() == "gptq_v2"
+        guard [2, 3, 4, 8].contains(bits), qweight.shape[1] == out, let g = gIdx, g.dtype == .i32, g.shape.count == 1, qweight.shape[0] * 32 == inFeatures * bits,
+              zeros.shape == [groups, (out * bits + 31) / 32] else {
+            throw TensorIOError.invalidTensor(name: qweight.name, reason: "GPTQ: qweight \(qweight.shape), qzeros \(zeros.shape), scales \(scales.shape), g_idx \(gIdx?.shape ?? []) do not fit \(bits)-bit packing (2, 3, 4 and 8 bits are read)")
+        }
+        let v2 = format == "gptq_v2"
         return Logical(name: prefix + ".weight", shape: [out, inFeatures], storage: "GPTQ int\(bits)\(v2 ? " (v2 zeros)" : "")", scheme: .gptq(bits: bits, zeroPlusOne: !v2),
                        parts: ["qweight": qweight, "zeros": zeros, "scales": scales, "gidx": g])
+    }
+
+    /// AutoAWQ's `WQLinear_GEMV`: qweight [out, in/8], qzeros [out, zw], scales [out, 8·zw], zw = ⌈⌈in/group⌉/8⌉
+    /// rounded up to a multiple of 1 (group ≥ 128), 2 (64) or 4 (32); the columns past the real groups are padding.
+    static func awqGEMV(qweight: ModelTensor, zeros: ModelTensor, scales: ModelTensor, prefix: String, config: [String: Any]?) throws -> Logical {
+        let out = qweight.shape[0], inFeatures = qweight.shape[1] * 8, zw = zeros.shape[1]
+        func zerosWidth(_ group: Int) -> Int {
+            let multiple = group >= 128 ? 1 : group == 64 ? 2 : 4
+            let base = ((inFeatures + group - 1) / group + 7) / 8
+            return (base + multiple - 1) / multiple * multiple
+        }
+        let groups = [config?["group_size"] as? Int].compactMap { $0 } + [128, 64, 32]
+        guard zeros.shape[0] == out, scales.shape == [out, 8 * zw], zeros.dtype == .i32, scales.dtype.isSupportedFloat,
+              let group = groups.first(where: { $0 > 0 && inFeatures % $0 == 0 && zerosWidth($0) == zw }) else {
+            throw TensorIOError.invalidTensor(name: qweight.name, reason: "AWQ gemv: qweight \(qweight.shape), qzeros \(zeros.shape), scales \(scales.shape) do not fit [out, in/8], [out, zw], [out, 8·zw] for group 32, 64 or 128")
+        }
+        return Logical(name: prefix + ".weight", shape: [out, inFeatures], storage: "AWQ gemv int4 g\(group)", scheme: .awqGEMV(group: group),
+                       parts: ["qweight": qweight, "zeros": zeros, "scales": scales])
+    }
+
+    /// compressed-tensors' FP4 containers: `nvfp4-pack-quantized` (E4M3 `weight_scale` [out, in/16] and an F32
+    /// `weight_global_scale`) and `mxfp4-pack-quantized` (U8 E8M0 `weight_scale` [out, in/32]).
+    static func packedFP4(packed: ModelTensor, scale: ModelTensor, global: ModelTensor?, prefix: String) throws -> Logical {
+        let rows = packed.shape[0], cols = packed.shape[1] * 2
+        var parts = ["packed": packed, "scale": scale]
+        let nvfp4: Bool
+        if scale.dtype == .f8E4M3, let global, global.shape.reduce(1, *) == 1, global.dtype.isSupportedFloat, scale.shape == [rows, cols / 16], cols % 16 == 0 {
+            nvfp4 = true
+            parts["global"] = global
+        } else if scale.dtype == .u8, global == nil, cols % 32 == 0, scale.shape == [rows, cols / 32] {
+            nvfp4 = false
+        } else {
+            throw TensorIOError.invalidTensor(name: packed.name, reason: "FP4 weight_packed \(packed.shape) with weight_scale \(scale.shape) \(scale.dtype.rawValue)\(global == nil ? "" : " and a global scale") fits neither NVFP4 (E4M3 scales per 16 and one F32 global scale) nor MXFP4 (U8 exponents per 32)")
+        }
+        return Logical(name: prefix + ".weight", shape: [rows, cols], storage: nvfp4 ? "compressed-tensors NVFP4 g16" : "compressed-tensors MXFP4 g32",
+                       scheme: .packedFP4(nvfp4: nvfp4), parts: parts)
+    }
+
+    /// HQQ (`HQQLinear.state_dict()`, as hqq's `save_to_safetensors` and transformers 4.x write it): every setting is
+    /// a tensor of its own beside `W_q` (0-d integers, strings as U8 bytes).
+    static func hqq(weight: ModelTensor, prefix: String, names: [String: ModelTensor], model: SafetensorsModel) throws -> Logical {
+        func integer(_ field: String) -> Int? {
+            guard let t = names[prefix + "." + field], t.shape.reduce(1, *) == 1 else { return nil }
+            return model.withBytes(of: t) { raw -> Int? in
+                switch t.dtype {
+                case .i32: return Int(raw.loadUnaligned(as: Int32.self).littleEndian)
+                case .i64: return Int(exactly: raw.loadUnaligned(as: Int64.self).littleEndian)
+                case .u8, .bool: return Int(raw[0])
+                default: return nil
+                }
+            }
+        }
+        func text(_ field: String) -> String? {
+            guard let t = names[prefix + "." + field], t.dtype == .u8, t.shape.count == 1, t.shape[0] <= 64 else { return nil }
+            return model.withBytes(of: t) { String(decoding: $0, as: UTF8.self) }
+        }
+        let shapeTensor = names[prefix + ".shape"]!, scale = names[prefix + ".scale"]!, zero = names[prefix + ".zero"]!
+        guard shapeTensor.shape.reduce(1, *) == 2, shapeTensor.dtype == .i64 || shapeTensor.dtype == .i32 else {
+            throw TensorIOError.invalidTensor(name: shapeTensor.name, reason: "HQQ shape must be two integers, found \(shapeTensor.shape) \(shapeTensor.dtype.rawValue)")
+        }
+        let dims: [Int] = model.withBytes(of: shapeTensor) { raw in
+            shapeTensor.dtype == .i64 ? (0..<2).map { Int(clamping: raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self).littleEndian) }
+                                      : (0..<2).map { Int(raw.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self).littleEndian) } }
+        guard let bits = integer("nbits"), let group = integer("group_size"), let axis = integer("axis"), let packing = text("packing") else {
+            throw TensorIOError.invalidTensor(name: weight.name, reason: "HQQ W_q without nbits, group_size, axis and packing beside it")
+        }
+        let (count, overflow) = dims[0].multipliedReportingOverflow(by: dims[1])
+        guard dims.allSatisfy({ $0 > 0 }), !overflow, group > 0, count % group == 0, axis == 0 || axis == 1 else {
+            throw TensorIOError.invalidTensor(name: weight.name, reason: "HQQ shape \(dims) with group \(group) and axis \(axis) is not a whole number of groups")
+        }
+        if integer("view_as_float") == 1 || integer("quant_scale") == 1 || integer("quant_zero") == 1 || integer("offload_meta") == 1 {
+            throw TensorIOError.invalidTensor(name: weight.name, reason: "HQQ with view_as_float, quantized scales/zeros or offloaded meta is not read; save it with those off")
+        }
+        // The quantized matrix Q: [count/group, group] grouped by rows (axis 1) or [group, count/group] by columns (axis 0).
+        let layout = HQQLayout(rows: axis == 1 ? count / group : group, cols: axis == 1 ? group : count / group, byRows: axis == 1, bits: bits, packing: packing)
+        let groupsCount = count / group
+        guard let packedRows = layout.packedRows, weight.shape == [packedRows, layout.cols], weight.dtype == .u8,
+              scale.shape.reduce(1, *) == groupsCount, zero.shape.reduce(1, *) == groupsCount, scale.dtype.isSupportedFloat, zero.dtype.isSupportedFloat else {
+            throw TensorIOError.invalidTensor(name: weight.name, reason: "HQQ \(packing) \(bits)-bit W_q \(weight.shape) \(weight.dtype.rawValue) with scale \(scale.shape) and zero \(zero.shape) does not fit \(dims) in groups of \(group) (packings 8bit_u8, 4bit_u8, 2bit_u8, 1bit_u8 are read)")
+        }
+        var parts = ["qweight": weight, "scale": scale, "zero": zero]
+        for t in model.tensors where t.name.hasPrefix(prefix + ".") && !t.name.hasSuffix(".bias") {
+            let field = String(t.name.dropFirst(prefix.count + 1))
+            if !field.contains(".") && parts.values.allSatisfy({ $0.name != t.name }) { parts["meta." + field] = t }
+        }
+        return Logical(name: prefix + ".weight", shape: dims, storage: "HQQ \(bits)-bit g\(group)", scheme: .hqq(layout), parts: parts)
     }
 
     static func packQuantized(packed: ModelTensor, scale: ModelTensor, shape: ModelTensor?, zero: ModelTensor?, prefix: String,
@@ -282,12 +400,17 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
         guard bits > 0, cols % scale.shape[1] == 0 || scale.shape[1] == 1 else {
             throw TensorIOError.invalidTensor(name: packed.name, reason: "\(packed.shape[1]) packed words a row fit neither 4 nor 8 bits for \(cols) columns")
         }
-        if zero != nil {
-            throw TensorIOError.invalidTensor(name: packed.name, reason: "asymmetric pack-quantized weights (weight_zero_point) are not read yet")
-        }
         let group = scale.shape[1] == 1 ? cols : cols / scale.shape[1]
-        return Logical(name: prefix + ".weight", shape: [rows, cols], storage: "compressed-tensors pack-quantized int\(bits) g\(group)",
-                       scheme: .packQuantized(bits: bits, group: group), parts: ["packed": packed, "scale": scale])
+        var parts = ["packed": packed, "scale": scale]
+        if let zero {
+            // Asymmetric: zero points packed along the output dimension, [⌈out·bits/32⌉, groups] words, stored z + 2^(bits−1).
+            guard zero.dtype == .i32, zero.shape == [(rows * bits + 31) / 32, scale.shape[1]] else {
+                throw TensorIOError.invalidTensor(name: zero.name, reason: "weight_zero_point \(zero.shape) \(zero.dtype.rawValue) is not I32 [\((rows * bits + 31) / 32), \(scale.shape[1])] (zero points packed along the output dimension)")
+            }
+            parts["zero"] = zero
+        }
+        return Logical(name: prefix + ".weight", shape: [rows, cols], storage: "compressed-tensors pack-quantized int\(bits) g\(group)\(zero == nil ? "" : " asymmetric")",
+                       scheme: .packQuantized(bits: bits, group: group, zeroPacked: zero != nil), parts: parts)
     }
 
     // MARK: Decoding
@@ -378,20 +501,51 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
         base.withBytes(of: t) { raw in (0..<(raw.count / 4)).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self).littleEndian } }
     }
 
+    /// Code `j` of a stream of `bits`-bit codes, least significant bit first, over the words `word(0)`, `word(1)`, …
+    /// (a 3-bit code may straddle two words).
+    @inline(__always) static func streamCode(_ j: Int, bits: Int, _ word: (Int) -> UInt32) -> UInt32 {
+        let bit = j * bits, w = bit >> 5, shift = bit & 31
+        var v = UInt64(word(w)) >> UInt64(shift)
+        if shift + bits > 32 { v |= UInt64(word(w + 1)) << UInt64(32 - shift) }
+        return UInt32(truncatingIfNeeded: v & ((1 << UInt64(bits)) - 1))
+    }
+
+    /// GPTQ: column n's codes are one stream down `qweight[·, n]`; group g's zeros one stream along `qzeros[g, ·]`.
     private func decodeGPTQ(_ l: Logical, bits: Int, zeroPlusOne: Bool) throws -> [Float] {
-        let out = l.shape[0], inFeatures = l.shape[1], perWord = 32 / bits, mask = UInt32((1 << bits) - 1)
+        let out = l.shape[0], inFeatures = l.shape[1]
         let q = int32s(l.parts["qweight"]!), z = int32s(l.parts["zeros"]!), scales = try floats(l, "scales")
         let g = int32s(l.parts["gidx"]!).map { Int(Int32(bitPattern: $0)) }
         let groups = l.parts["scales"]!.shape[0], zeroWords = l.parts["zeros"]!.shape[1]
+        var zeros = [Float](repeating: 0, count: groups * out)
+        for group in 0..<groups {
+            for n in 0..<out {
+                zeros[group * out + n] = Float(Self.streamCode(n, bits: bits) { z[group * zeroWords + $0] }) + (zeroPlusOne ? 1 : 0)
+            }
+        }
         var w = [Float](repeating: 0, count: out * inFeatures)
         for k in 0..<inFeatures {
             let group = g[k]
             guard (0..<groups).contains(group) else { throw TensorIOError.invalidTensor(name: l.parts["gidx"]!.name, reason: "g_idx[\(k)] = \(group) is not a group (0…\(groups - 1))") }
-            let row = (k / perWord) * out, shift = UInt32((k % perWord) * bits)
             for n in 0..<out {
-                let code = Float((q[row + n] >> shift) & mask)
-                let zw = z[group * zeroWords + n / perWord], zero = Float((zw >> UInt32((n % perWord) * bits)) & mask) + (zeroPlusOne ? 1 : 0)
-                w[n * inFeatures + k] = scales[group * out + n] * (code - zero)
+                let code = Float(Self.streamCode(k, bits: bits) { q[$0 * out + n] })
+                w[n * inFeatures + k] = scales[group * out + n] * (code - zeros[group * out + n])
+            }
+        }
+        return w
+    }
+
+    /// AWQ gemv: row n's codes in natural nibble order along `qweight[n, ·]`, its zeros along `qzeros[n, ·]`.
+    private func decodeAWQGEMV(_ l: Logical, group: Int) throws -> [Float] {
+        let out = l.shape[0], inFeatures = l.shape[1], words = inFeatures / 8
+        let q = int32s(l.parts["qweight"]!), z = int32s(l.parts["zeros"]!), scales = try floats(l, "scales")
+        let zw = l.parts["zeros"]!.shape[1], scaleCols = l.parts["scales"]!.shape[1]
+        var w = [Float](repeating: 0, count: out * inFeatures)
+        for n in 0..<out {
+            for k in 0..<inFeatures {
+                let g = k / group
+                let code = Float((q[n * words + k / 8] >> UInt32(4 * (k % 8))) & 0xF)
+                let zero = Float((z[n * zw + g / 8] >> UInt32(4 * (g % 8))) & 0xF)
+                w[n * inFeatures + k] = (code - zero) * scales[n * scaleCols + g]
             }
         }
         return w
@@ -417,18 +571,59 @@ public final class QuantizedSafetensors: TensorSource, @unchecked Sendable {
         return w
     }
 
-    private func decodePackQuantized(_ l: Logical, bits: Int, group: Int) throws -> [Float] {
+    private func decodePackQuantized(_ l: Logical, bits: Int, group: Int, zeroPacked: Bool) throws -> [Float] {
         let rows = l.shape[0], cols = l.shape[1], words = l.parts["packed"]!.shape[1], perWord = 32 / bits
         let mask = UInt32((1 << bits) - 1), offset = Float(1 << (bits - 1))
         let p = int32s(l.parts["packed"]!), scale = try floats(l, "scale"), groups = l.parts["scale"]!.shape[1]
+        // Stored codes are q + 2^(bits−1) and z + 2^(bits−1): w = (q − z)·s, the offsets cancel.
+        var zero = [Float](repeating: offset, count: rows * groups)
+        if zeroPacked {
+            let z = int32s(l.parts["zero"]!)
+            for g in 0..<groups { for r in 0..<rows { zero[r * groups + g] = Float(Self.streamCode(r, bits: bits) { z[$0 * groups + g] }) } }
+        }
         var w = [Float](repeating: 0, count: rows * cols)
         for r in 0..<rows {
             for c in 0..<cols {
                 let code = Float((p[r * words + c / perWord] >> UInt32((c % perWord) * bits)) & mask)
-                w[r * cols + c] = (code - offset) * scale[r * groups + min(groups - 1, c / group)]
+                let g = r * groups + min(groups - 1, c / group)
+                w[r * cols + c] = (code - zero[g]) * scale[g]
             }
         }
         return w
+    }
+
+    /// compressed-tensors FP4: element 2j in the low nibble of byte j; NVFP4 w = e2m1 · (e4m3 scale / global scale)
+    /// (the division first, in F32, as the library computes it), MXFP4 w = e2m1 · 2^(e − 127).
+    private func decodePackedFP4(_ l: Logical, nvfp4: Bool) throws -> [Float] {
+        let rows = l.shape[0], cols = l.shape[1], group = nvfp4 ? 16 : 32, groups = cols / group
+        let global = nvfp4 ? try floats(l, "global")[0] : 1
+        let scales = base.withBytes(of: l.parts["scale"]!) { raw in raw.map { nvfp4 ? Self.e4m3[Int($0)] / global : Self.e8m0[Int($0)] } }
+        var out = [Float](repeating: 0, count: rows * cols)
+        base.withBytes(of: l.parts["packed"]!) { raw in
+            for r in 0..<rows {
+                for c in 0..<cols {
+                    let byte = raw[r * (cols / 2) + c / 2]
+                    let code = c & 1 == 0 ? Int(byte & 0x0F) : Int(byte >> 4)
+                    out[r * cols + c] = Self.e2m1[code] * scales[r * groups + c / group]
+                }
+            }
+        }
+        return out
+    }
+
+    /// HQQ: Q[r, c] = (code − zero[g]) · scale[g], g the group of (r, c); Q row-major is the weight row-major.
+    private func decodeHQQ(_ l: Logical, _ layout: HQQLayout) throws -> [Float] {
+        let scale = try floats(l, "scale"), zero = try floats(l, "zero")
+        var out = [Float](repeating: 0, count: layout.rows * layout.cols)
+        base.withBytes(of: l.parts["qweight"]!) { raw in
+            for r in 0..<layout.rows {
+                for c in 0..<layout.cols {
+                    let g = layout.byRows ? r : c
+                    out[r * layout.cols + c] = (Float(layout.code(raw, r, c)) - zero[g]) * scale[g]
+                }
+            }
+        }
+        return out
     }
 
     private func decodeInt8(_ l: Logical) throws -> [Float] {
@@ -493,3 +688,23 @@ enum MLXMicroscaling: String, Sendable {
         self = mode
     }
 }
+
+/// HQQ's quantized matrix and its byte packing (hqq's `Quantizer.pack`): `packing` "Nbit_u8" stores 8/N row slices
+/// of the matrix in one byte each, slice s in bits 8 − (s + 1)·N ..< 8 − s·N (the first slice highest).
+struct HQQLayout: Sendable {
+    var rows: Int, cols: Int, byRows: Bool, bits: Int, packing: String
+
+    /// Bits a packed code takes (8 for "8bit_u8", which hqq also uses for 5 and 6 bits), or nil for other packings.
+    var width: Int? { ["8bit_u8": 8, "4bit_u8": 4, "2bit_u8": 2, "1bit_u8": 1][packing].flatMap { bits <= $0 ? $0 : nil } }
+    /// Rows of `W_q`, or nil when the packing is not read or does not divide the rows.
+    var packedRows: Int? {
+        guard let w = width, rows % (8 / w) == 0 else { return nil }
+        return rows / (8 / w)
+    }
+    func code(_ raw: UnsafeRawBufferPointer, _ r: Int, _ c: Int) -> UInt8 {
+        let w = width!, slice = rows / (8 / w)
+        let byte = raw[(r % slice) * cols + c]
+        return (byte >> UInt8(8 - (r / slice + 1) * w)) & UInt8((1 << w) - 1)
+    }
+}
+
