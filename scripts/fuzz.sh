@@ -26,7 +26,7 @@ CLANG=${CLANG:-clang}
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 FUZZ_TIMEOUT=${FUZZ_TIMEOUT:-10}
 FUZZ_VARIANTS=${FUZZ_VARIANTS:-plain asan}
-TARGETS=(SafetensorsParser GGUFParser ContainersParser ONNXParser)
+TARGETS=(SafetensorsParser GGUFParser ContainersParser ONNXParser QuantizedParser)
 # Swift's own crash handler would catch a trap first and exit before libFuzzer saves the input.
 export SWIFT_BACKTRACE=enable=no
 
