@@ -41,7 +41,7 @@ struct MalformedQuantizedTests {
     @Test("inconsistent layouts are refused naming the tensor", arguments: [
         "gptq-zeros", "awq-gemv-scales", "ct-zero-point", "nvfp4-scale", "hqq-wq", "hqq-packing", "gptq-planar"])
     func refused(_ label: String) throws {
-        let u = Self.words([UInt32](repeating: 0x1234_5678, count: 16 * 16))
+        let u = Self.words([UInt32](repeating: 0x1234_5678, count: 16 * 32)) // 2,048 bytes: enough for every case below
         var t: [OutputTensor]
         switch label {
         case "gptq-zeros": // 3-bit qweight with qzeros sized for 4 bits
