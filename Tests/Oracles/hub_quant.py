@@ -84,8 +84,12 @@ def bnb(src, out, mode, quant_type="nf4"):
     model.save_pretrained(out)
 
 
-def linear_weights(src):
-    from safetensors.numpy import load_file
+def linear_weights(src, torch=False):
+    """The folder's tensors (numpy arrays, or torch tensors keeping BF16/F8 dtypes), its config and its linear layers."""
+    if torch:
+        from safetensors.torch import load_file
+    else:
+        from safetensors.numpy import load_file
     tensors = {}
     for f in sorted(os.listdir(src)):
         if f.endswith(".safetensors"):
@@ -189,14 +193,7 @@ def compressed(src, out, group=128):
 
 def torch_weights(src):
     """Like linear_weights, as torch tensors (keeps BF16/F8 dtypes when writing)."""
-    from safetensors.torch import load_file
-    tensors = {}
-    for f in sorted(os.listdir(src)):
-        if f.endswith(".safetensors"):
-            tensors.update(load_file(os.path.join(src, f)))
-    config = json.load(open(os.path.join(src, "config.json")))
-    linear = [n for n in tensors if ".layers." in n and n.endswith("_proj.weight") and tensors[n].ndim == 2]
-    return tensors, config, linear
+    return linear_weights(src, torch=True)
 
 
 def save_torch_folder(out, tensors, config, metadata=None):
