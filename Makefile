@@ -88,6 +88,7 @@ scale-bench: release venv
 	@test -d .cache/scale/synth-2b || $(BIN) synth --params 2B --dtype bf16 --shards 4 --out .cache/scale/synth-2b
 	@test -f .cache/scale/k.key || $(BIN) keygen --out .cache/scale/k.key
 	$(PY) Benchmarks/compare.py --weightmark $(BIN) --model .cache/scale/synth-2b --key .cache/scale/k.key --work .cache/scale/work --python $(PY)
+	$(PY) Benchmarks/hub_bench.py --weightmark $(BIN) --model .cache/scale/synth-2b --key .cache/scale/k.key --work .cache/scale/work --python $(PY)
 	$(PY) Benchmarks/containers_bench.py --weightmark $(BIN) --model .cache/scale/synth-2b --key .cache/scale/k.key --work .cache/scale/work --python $(PY)
 	$(PY) Benchmarks/scan_bench.py --weightmark $(BIN) --model .cache/scale/synth-2b --key .cache/scale/k.key --work .cache/scale/work
 	bash Benchmarks/alignment_scale.sh $(BIN) .cache/scale/synth-2b .cache/scale/k.key .cache/scale/work
